@@ -1,0 +1,33 @@
+"""optc: an ONNX graph compiler and model optimizer.
+
+Python API (see README.md)::
+
+    import optc
+    model = optc.load("model.onnx")
+    report = optc.optimize(model, passes="default")
+    optc.save(model, "out.onnx")
+"""
+
+from __future__ import annotations
+
+from optc.errors import OptcError
+from optc.ir import Graph, Model, Node, Value, load, save, verify
+from optc.pass_base import Pass, PassResult, register
+
+__version__ = "0.1.0"
+
+
+def optimize(model, passes: str = "default", **kwargs):
+    """Run a pipeline (text or Pipeline) over ``model`` (path, bytes, ModelProto or Model).
+
+    Returns ``(model, report)``; a Model given in is edited in place.
+    """
+    from optc.pipeline import run_pipeline
+
+    model = load(model)
+    report = run_pipeline(model, passes, **kwargs)
+    return model, report
+
+
+__all__ = ["Graph", "Model", "Node", "OptcError", "Pass", "PassResult", "Value", "load",
+           "optimize", "register", "save", "verify", "__version__"]

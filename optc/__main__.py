@@ -1,0 +1,3 @@
+from optc.cli import main
+
+main()

@@ -1,0 +1,221 @@
+"""The ``optc`` command line (click).
+
+Every command turns bad input into one line on stderr (``optc: error: ...``) and a non-zero
+exit; ``--debug`` shows the traceback instead. Outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from optc.errors import OptcError
+
+_stdout = Console(highlight=False, soft_wrap=True)
+_stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _Group(click.Group):
+    """Turns exceptions into one-line errors unless --debug."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except OptcError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"optc: error: {e}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("optc: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"optc: internal error: {type(e).__name__}: {' '.join(str(e).split())} "
+                       f"(run with --debug for the traceback)", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="optc")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """optc: ONNX graph compiler and model optimizer."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the optimized model (written atomically).")
+@click.option("--passes", "pipeline_text", default="default", show_default=True,
+              help="Pipeline text, e.g. 'cleanup,fold-constants{size-limit-mb=64}'.")
+@click.option("--validate", is_flag=True,
+              help="Compare input and output in onnxruntime; fail (and write nothing) if a "
+                   "lossless pipeline changed the outputs beyond tolerance.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write report.json (per-pass stats, node counts, validation) into DIR.")
+@click.option("--timing", is_flag=True, help="Print the time each pass took.")
+@click.option("--print-ir-after", metavar="NAME|all",
+              help="Print the IR after the named pass (or after every pass).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the --validate inputs.")
+def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
+             report_dir: Path | None, timing: bool, print_ir_after: str | None, seed: int) -> None:
+    """Run a pass pipeline over MODEL and write the result to OUTPUT."""
+    from optc.ir import load, save
+    from optc.pipeline import Pipeline, run_pipeline
+
+    pipeline = Pipeline.parse(pipeline_text)  # bad pipeline text fails before any work
+    if not output.parent.exists():
+        raise OptcError(f"{output}: directory '{output.parent}' does not exist")
+    start = time.perf_counter()
+    m = load(model)
+    report = run_pipeline(m, pipeline, print_ir_after=print_ir_after,
+                          printer=lambda text: click.echo(text), repro_source=model)
+    elapsed = time.perf_counter() - start
+    results = None
+    if validate:
+        results = _validate(model, m, pipeline.lossless, seed)
+    save(m, output)
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        doc = report.as_dict()
+        doc.update(input=str(model), output=str(output), wall_seconds=elapsed)
+        if results is not None:
+            doc["validation"] = [r.as_dict() for r in results]
+        _atomic_write_text(report_dir / "report.json", json.dumps(doc, indent=2) + "\n")
+    if timing:
+        t = Table(title="pass timing")
+        for col in ("pass", "ms", "modified", "nodes after", "stats"):
+            t.add_column(col, justify="right" if col in ("ms", "nodes after") else "left")
+        for r in report.records:
+            t.add_row(r.name, f"{r.seconds * 1e3:.1f}", "yes" if r.modified else "no",
+                      str(r.nodes_after), ", ".join(f"{k}={v}" for k, v in r.stats.items()))
+        _stderr.print(t)
+    _stderr.print(f"{model} -> {output}: {report.nodes_before} -> {report.nodes_after} nodes, "
+                  f"{len(report.records)} passes, {elapsed:.2f} s")
+
+
+def _validate(source: Path, model, lossless: bool, seed: int):
+    from optc.ir import serde
+    from optc.validate import compare_models
+
+    with tempfile.TemporaryDirectory(prefix="optc-validate-") as d:
+        candidate = Path(d) / "candidate.onnx"
+        serde.save(model, candidate)
+        results = compare_models(source, candidate, seed=seed)
+    for r in results:
+        _stderr.print(f"validate {r.name}: max abs err {r.max_abs:.3g}, max rel err "
+                      f"{r.max_rel:.3g}, cosine {r.cosine:.8f}"
+                      + (f", top-1 agreement {r.top1:.3f}" if r.top1 is not None else ""))
+    bad = [r for r in results if not r.within_tolerance]
+    if bad and lossless:
+        raise OptcError(f"validation failed: output '{bad[0].name}' changed by {bad[0].max_rel:.3g} "
+                        f"(relative to its scale) under a lossless pipeline; nothing written")
+    return results
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------
+@main.command("passes")
+def list_passes() -> None:
+    """List every pass, its options and presets."""
+    from optc.pass_base import format_option, presets, registry
+
+    t = Table(title="passes", show_lines=False)
+    t.add_column("pass")
+    t.add_column("what it does")
+    t.add_column("options (default)")
+    for name, cls in sorted(registry().items()):
+        opts = "\n".join(f"{o.key}={format_option(o.default)}  {o.help}".rstrip()
+                         for o in cls.options())
+        t.add_row(name, cls.summary() + ("" if cls.lossless else " [lossy]"), opts or "-")
+    _stdout.print(t)
+    p = Table(title="presets")
+    p.add_column("preset")
+    p.add_column("expands to")
+    for name, text in sorted(presets().items()):
+        p.add_row(name, text)
+    _stdout.print(p)
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--all-layers", is_flag=True, help="List every node, not only MAC-carrying ones.")
+def inspect(model: Path, all_layers: bool) -> None:
+    """Op counts, parameters and MACs per layer and in total."""
+    from optc.ir import load
+    from optc.report import model_stats
+
+    m = load(model)
+    stats = model_stats(m)
+    layers = Table(title=f"{model.name}: layers")
+    for col in ("#", "name", "op", "output shape", "params", "MACs"):
+        layers.add_column(col, justify="right" if col in ("#", "params", "MACs") else "left")
+    for i, layer in enumerate(stats.layers):
+        if not all_layers and not layer.macs and layer.macs is not None and not layer.params:
+            continue
+        shape = "x".join("?" if d is None else str(d) for d in layer.output_shape) \
+            if layer.output_shape is not None else "?"
+        layers.add_row(str(i), layer.name or "-", layer.op_type, shape, f"{layer.params:,}",
+                       "?" if layer.macs is None else f"{layer.macs:,}")
+    _stdout.print(layers)
+    ops = Table(title="op counts")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, c in stats.op_counts.most_common():
+        ops.add_row(op, str(c))
+    _stdout.print(ops)
+    _stdout.print(f"nodes: {sum(stats.op_counts.values())}  params: {stats.params:,}  "
+                  f"MACs: {stats.macs:,} ({stats.macs / 1e9:.3f} G)"
+                  + (f"  layers with unknown shapes: {len(stats.unknown)}" if stats.unknown
+                     else ""))
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("a", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("b", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path),
+              help="DATA (.npz or folder of .npy/.npz) keyed by input name; default: seeded "
+                   "random inputs.")
+@click.option("--runtime", type=click.Choice(["ort"]), default="ort", show_default=True,
+              help="Runtime that executes both models (optc's runtime arrives with its issue).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
+def compare(a: Path, b: Path, data: Path | None, runtime: str, seed: int) -> None:
+    """Run A and B on the same inputs; print max abs/rel error, cosine and top-1 agreement."""
+    from optc.data import read_data
+    from optc.ir import load
+    from optc.validate import compare_models, ort_session
+
+    for path in (a, b):
+        load(path)  # one clear line for a missing / broken file before onnxruntime sees it
+    feeds = None
+    if data is not None:
+        feeds = read_data(data, [i.name for i in ort_session(a).get_inputs()])
+    results = compare_models(a, b, feeds, seed=seed)
+    t = Table(title=f"{a.name} vs {b.name} ({runtime})")
+    for col in ("output", "max abs err", "max rel err", "cosine", "top-1 agree"):
+        t.add_column(col, justify="left" if col == "output" else "right")
+    for r in results:
+        t.add_row(r.name, f"{r.max_abs:.3g}", f"{r.max_rel:.3g}", f"{r.cosine:.8f}",
+                  "-" if r.top1 is None else f"{r.top1:.3f}")
+    _stdout.print(t)

@@ -1,0 +1,12 @@
+"""The one exception type optc raises for bad input and unsupported cases.
+
+Its message is a single line naming what is wrong (file, node, op); the CLI prints it as
+``optc: error: <message>`` and exits non-zero.
+"""
+
+
+class OptcError(Exception):
+    """A user-facing error: bad input, an unsupported case, a failed validation."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))

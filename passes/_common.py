@@ -1,0 +1,67 @@
+"""Small helpers shared by passes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from optc.ir import Graph, Node
+
+#: ops whose result differs between runs: never folded or merged
+NONDETERMINISTIC = frozenset({
+    "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+    "Bernoulli",
+})
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def is_standard(node: Node) -> bool:
+    return node.domain in STANDARD_DOMAINS
+
+
+def const_input(graph: Graph, node: Node, index: int) -> np.ndarray | None:
+    """The constant data of ``node``'s input ``index`` (None if absent or not constant)."""
+    if index >= len(node.inputs):
+        return None
+    v = node.inputs[index]
+    if v is None or not graph.is_constant(v):
+        return None
+    return v.const_value
+
+
+def replace_with_constants(graph: Graph, node: Node,
+                           arrays: list[np.ndarray | onnx.TensorProto]) -> None:
+    """Replace ``node`` by initializers holding ``arrays`` (one per output). Each initializer
+    takes over its output's name. The caller checks that no output is a graph output."""
+    new_values = []
+    for out, array in zip(node.outputs, arrays):
+        if out is None:
+            continue
+        if not isinstance(array, onnx.TensorProto):
+            array = np.asarray(array)
+        init = graph.add_initializer(out.name + "_const", array)
+        out.replace_all_uses_with(init)
+        new_values.append((init, out.name))
+    graph.remove(node)
+    for init, name in new_values:
+        graph.rename_value(init, name)
+
+
+def bypass(graph: Graph, node: Node, output_index: int = 0, input_index: int = 0) -> bool:
+    """Remove a node whose output ``output_index`` equals its input ``input_index``: readers of
+    the output read the input instead. Returns False (nothing changed) when that is not
+    possible: other outputs still used, or the output is a graph output that the input cannot
+    stand in for."""
+    out = node.outputs[output_index]
+    src = node.inputs[input_index]
+    if out is None or src is None:
+        return False
+    for i, other in enumerate(node.outputs):
+        if i != output_index and other is not None and (other.uses() or graph.is_output(other)):
+            return False
+    if not graph.can_substitute(out, src):
+        return False
+    graph.substitute(out, src)
+    graph.remove(node)
+    return True

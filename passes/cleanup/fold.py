@@ -1,0 +1,114 @@
+"""fold-constants: evaluate nodes whose inputs are all constant and store the results as
+initializers.
+
+When it fires: a standard-domain node with no subgraph, not random, whose every input is a
+constant initializer (one that is not also a graph input; see freeze-initializers), and whose
+outputs are not graph outputs. Also Shape and Size of a value whose shape is fully static
+(shapes come from onnx shape inference), so shape arithmetic on static models folds away.
+ConstantOfShape-built weights (the onnx ``light`` models) fold to initializers this way.
+
+The math: the node is evaluated with onnx's reference implementation (the spec's semantics),
+so folding is exact. Not folded: DequantizeLinear of constant weights unless ``fold-dq=true``
+(QDQ models keep weights in int8 on purpose); results larger than ``size-limit-mb`` that are
+bigger than the node's inputs (e.g. a huge Expand/Tile of a scalar: folding it would only bloat
+the file); nodes whose evaluation raises (they are left as they are and counted in the stats).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import onnx
+import onnx.reference
+from onnx import helper
+
+from optc.ir import Model, Node, infer_shapes, serde
+from optc.pass_base import Pass, PassResult, register
+from optc.passes._common import NONDETERMINISTIC, is_standard, replace_with_constants
+
+_SHAPE_OPS = {"Shape", "Size"}
+
+
+@register
+@dataclass
+class FoldConstants(Pass):
+    """Evaluate nodes whose inputs are all constant into initializers."""
+
+    name: ClassVar[str] = "fold-constants"
+    size_limit_mb: float = field(default=1024.0, metadata={
+        "help": "do not fold a node whose results exceed this size and its inputs' size"})
+    fold_dq: bool = field(default=False, metadata={
+        "help": "also fold DequantizeLinear of constant (quantized) weights"})
+    fold_shapes: bool = field(default=True, metadata={
+        "help": "fold Shape/Size of values whose shape is fully static"})
+
+    def run(self, model: Model) -> PassResult:
+        g = model.graph
+        if self.fold_shapes and any(n.op_type in _SHAPE_OPS for n in g.nodes):
+            infer_shapes(model)
+        folded = failed = skipped_large = 0
+        limit = self.size_limit_mb * 2**20
+        for node in g.nodes:
+            if not self._foldable(model, node):
+                continue
+            try:
+                results = self._evaluate(model, node)
+            except Exception:  # the node would fail at run time too: leave it to the runtime
+                failed += 1
+                continue
+            out_bytes = sum(np.asarray(r).nbytes for r in results)
+            in_bytes = sum(v.nbytes for v in node.inputs if v is not None)
+            if out_bytes > limit and out_bytes > in_bytes:
+                skipped_large += 1
+                continue
+            replace_with_constants(g, node, results)
+            folded += 1
+        stats = {"folded": folded}
+        if failed:
+            stats["evaluation_failed"] = failed
+        if skipped_large:
+            stats["skipped_large"] = skipped_large
+        return PassResult(model, folded > 0, stats)
+
+    def _foldable(self, model: Model, node: Node) -> bool:
+        g = model.graph
+        if not is_standard(node) or node.subgraphs or node.op_type in NONDETERMINISTIC:
+            return False
+        if node.op_type == "DequantizeLinear" and not self.fold_dq:
+            return False
+        if any(v is None or g.is_output(v) for v in node.outputs):
+            return False
+        if self.fold_shapes and node.op_type in _SHAPE_OPS and node.inputs[0] is not None:
+            if node.inputs[0].static_shape() is not None:
+                return True
+        inputs = [v for v in node.inputs if v is not None]
+        return bool(inputs) and all(g.is_constant(v) for v in inputs)
+
+    def _evaluate(self, model: Model, node: Node) -> list[np.ndarray]:
+        x = node.inputs[0]
+        if node.op_type == "Shape" and x is not None and not model.graph.is_constant(x):
+            shape = np.array(x.static_shape(), dtype=np.int64)
+            start = node.attr("start", 0)
+            end = node.attr("end", None)
+            return [shape[start:end]]
+        if node.op_type == "Size" and x is not None and not model.graph.is_constant(x):
+            return [np.array(int(np.prod(x.static_shape())), dtype=np.int64)]
+        names = [f"in{i}" if v is not None else "" for i, v in enumerate(node.inputs)]
+        outs = [f"out{i}" for i in range(len(node.outputs))]
+        proto = serde.node_to_proto(node)
+        del proto.input[:]
+        proto.input.extend(names)
+        del proto.output[:]
+        proto.output.extend(outs)
+        graph = helper.make_graph(
+            [proto], "fold",
+            [onnx.ValueInfoProto(name=n) for n in names if n],
+            [onnx.ValueInfoProto(name=n) for n in outs])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in
+                                                    model.opset_imports.items()])
+        m.ir_version = max(model.ir_version, 4)
+        feeds = {n: v.const_value for n, v in zip(names, node.inputs) if v is not None}
+        results = onnx.reference.ReferenceEvaluator(m).run(None, feeds)
+        return [np.asarray(r) for r in results]
