@@ -185,7 +185,7 @@ class Node:
     attributes, whose bodies are IR Graphs (``node.subgraphs``)."""
 
     __slots__ = ("op_type", "domain", "name", "attributes", "subgraphs", "doc_string",
-                 "overload", "metadata_props", "_inputs", "_outputs", "graph")
+                 "overload", "metadata_props", "_inputs", "_outputs", "graph", "present_fields")
 
     def __init__(
         self,
@@ -208,6 +208,9 @@ class Node:
         # subgraph attributes: name -> Graph (GRAPH) or list[Graph] (GRAPHS)
         self.subgraphs: dict[str, Graph | list[Graph]] = {}
         self.graph: Graph | None = None
+        # optional NodeProto fields that were explicitly present when loaded (even if empty),
+        # so that serialization reproduces the original bytes
+        self.present_fields: frozenset[str] = frozenset()
         if isinstance(attributes, dict):
             for k, v in attributes.items():
                 self.set_attr(k, v)

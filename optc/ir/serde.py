@@ -25,6 +25,7 @@ from optc.ir.core import Graph, Model, Node, Value
 # protobuf refuses messages over 2 GiB; leave headroom for the graph structure itself.
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26
 
+_NODE_FIELDS = ("name", "domain", "overload", "doc_string")
 _GRAPH_ATTR_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
@@ -116,6 +117,7 @@ def _graph_from_proto(gp: onnx.GraphProto, scope: dict[str, Value], parent: Grap
         inputs = [lookup(n, label) if n else None for n in np_.input]
         node = Node(np_.op_type, inputs, outs, domain=np_.domain, name=np_.name,
                     doc_string=np_.doc_string)
+        node.present_fields = frozenset(f for f in _NODE_FIELDS if np_.HasField(f))
         if np_.overload:
             node.overload = np_.overload
         if hasattr(np_, "metadata_props"):
@@ -182,9 +184,12 @@ def to_proto(model: Model, *, skeleton: bool = False) -> onnx.ModelProto:
         value = getattr(model, name)
         if value != getattr(proto, name) or (value and not proto.HasField(name)):
             setattr(proto, name, value)
-    del proto.opset_import[:]
-    for domain, version in model.opset_imports.items():
-        proto.opset_import.add(domain=domain, version=version)
+    if [(o.domain, o.version) for o in proto.opset_import] != list(model.opset_imports.items()):
+        del proto.opset_import[:]
+        for domain, version in model.opset_imports.items():
+            op = proto.opset_import.add(version=version)
+            if domain:
+                op.domain = domain
     del proto.metadata_props[:]
     for k, v in model.metadata_props.items():
         proto.metadata_props.add(key=k, value=v)
@@ -226,11 +231,9 @@ def graph_to_proto(g: Graph, *, skeleton: bool = False) -> onnx.GraphProto:
 
 def node_to_proto(n: Node, *, skeleton: bool = False) -> onnx.NodeProto:
     np_ = onnx.NodeProto(op_type=n.op_type)
-    for name in ("domain", "name", "doc_string"):
-        if getattr(n, name):
+    for name in _NODE_FIELDS:
+        if getattr(n, name) or name in n.present_fields:
             setattr(np_, name, getattr(n, name))
-    if n.overload:
-        np_.overload = n.overload
     np_.input.extend(v.name if v is not None else "" for v in n.inputs)
     np_.output.extend(v.name if v is not None else "" for v in n.outputs)
     for name, a in n.attributes.items():
