@@ -63,5 +63,19 @@ def bypass(graph: Graph, node: Node, output_index: int = 0, input_index: int = 0
     if not graph.can_substitute(out, src):
         return False
     graph.substitute(out, src)
+    inputs = [v for v in node.inputs if v is not None]
     graph.remove(node)
+    drop_unused_constants(graph, inputs)
     return True
+
+
+def drop_unused_constants(graph: Graph, values) -> int:
+    """Remove those of ``values`` that are initializers nothing reads any more (not graph
+    inputs or outputs): a pass that made them dead removes them itself."""
+    removed = 0
+    for v in set(values):
+        if graph.is_initializer(v) and not v.uses() and not graph.is_input(v) \
+                and not graph.is_output(v):
+            graph.remove_initializer(v)
+            removed += 1
+    return removed

@@ -8,10 +8,12 @@ outputs are not graph outputs. Also Shape and Size of a value whose shape is ful
 ConstantOfShape-built weights (the onnx ``light`` models) fold to initializers this way.
 
 The math: the node is evaluated with onnx's reference implementation (the spec's semantics),
-so folding is exact. Not folded: DequantizeLinear of constant weights unless ``fold-dq=true``
+or with onnxruntime (optimizations off) for the (op, opset) pairs the reference lacks, so
+folding is exact. Not folded: DequantizeLinear of constant weights unless ``fold-dq=true``
 (QDQ models keep weights in int8 on purpose); results larger than ``size-limit-mb`` that are
 bigger than the node's inputs (e.g. a huge Expand/Tile of a scalar: folding it would only bloat
 the file); nodes whose evaluation raises (they are left as they are and counted in the stats).
+Constants that only fed folded nodes are removed by the pass itself.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import onnx
 import onnx.reference
 from onnx import helper
 
-from optc.ir import Model, Node, infer_shapes, serde
+from optc.ir import Model, Node, Value, infer_shapes, serde
 from optc.pass_base import Pass, PassResult, register
-from optc.passes._common import NONDETERMINISTIC, is_standard, replace_with_constants
+from optc.passes._common import (NONDETERMINISTIC, drop_unused_constants, is_standard,
+                                 replace_with_constants)
 
 _SHAPE_OPS = {"Shape", "Size"}
 
@@ -50,6 +53,7 @@ class FoldConstants(Pass):
             infer_shapes(model)
         folded = failed = skipped_large = 0
         limit = self.size_limit_mb * 2**20
+        touched: set[Value] = set()  # constants read by folded nodes and the ones they became
         for node in g.nodes:
             if not self._foldable(model, node):
                 continue
@@ -63,8 +67,12 @@ class FoldConstants(Pass):
             if out_bytes > limit and out_bytes > in_bytes:
                 skipped_large += 1
                 continue
+            touched.update(v for v in node.inputs if v is not None)
+            outputs = [v.name for v in node.outputs]
             replace_with_constants(g, node, results)
+            touched.update(g.initializers[name] for name in outputs)
             folded += 1
+        drop_unused_constants(g, touched)  # finish the job: no dead constants left behind
         stats = {"folded": folded}
         if failed:
             stats["evaluation_failed"] = failed
@@ -102,13 +110,22 @@ class FoldConstants(Pass):
         proto.input.extend(names)
         del proto.output[:]
         proto.output.extend(outs)
+        feeds = {n: v.const_value for n, v in zip(names, node.inputs) if v is not None}
         graph = helper.make_graph(
             [proto], "fold",
-            [onnx.ValueInfoProto(name=n) for n in names if n],
+            [helper.make_tensor_value_info(n, v.dtype, v.const_value.shape)
+             for n, v in zip(names, node.inputs) if v is not None],
             [onnx.ValueInfoProto(name=n) for n in outs])
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in
                                                     model.opset_imports.items()])
         m.ir_version = max(model.ir_version, 4)
-        feeds = {n: v.const_value for n, v in zip(names, node.inputs) if v is not None}
-        results = onnx.reference.ReferenceEvaluator(m).run(None, feeds)
+        try:
+            results = onnx.reference.ReferenceEvaluator(m).run(None, feeds)
+        except Exception:
+            # onnx's reference lacks some (op, opset) pairs, e.g. DequantizeLinear-13:
+            # onnxruntime implements them
+            from optc.validate import ort_session
+
+            session = ort_session(m.SerializeToString())
+            results = session.run(None, feeds)
         return [np.asarray(r) for r in results]
