@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from optc.errors import OptcError
-from optc.ir import Model, format_graph, verify
+from optc.ir import Model, VerificationError, format_graph, verify
 from optc.pass_base import Pass, parse_option, presets, registry
 
 METADATA_KEY = "optc.pipeline"
@@ -189,21 +189,26 @@ def run_pipeline(
             p.requires(model)
             result = p.run(model)
             verify(model.graph)
-        except OptcError as e:
-            if isinstance(e, PassFailed):
-                raise
+        except VerificationError as e:  # the pass broke the IR: a bug in the pass
+            raise _pass_bug(p, Pipeline(pipeline.passes[: i + 1]), e, repro_source) from e
+        except OptcError as e:  # bad input or an unsupported case: the user's one-line error
             raise OptcError(f"pass '{p.name}': {e}") from e
         except Exception as e:  # a bug in the pass: keep what is needed to reproduce it
-            repro = _write_reproducer(repro_source, Pipeline(pipeline.passes[: i + 1]), e)
-            where = f"; reproducer written to {repro}" if repro else ""
-            raise PassFailed(f"pass '{p.name}' failed: {type(e).__name__}: "
-                             f"{' '.join(str(e).split())}{where}", repro) from e
+            raise _pass_bug(p, Pipeline(pipeline.passes[: i + 1]), e, repro_source) from e
         records.append(PassRecord(p.name, time.perf_counter() - start, result.modified,
                                   dict(result.stats), len(model.graph)))
         if print_ir_after in ("all", p.name):
             printer(f"// ----- IR after {p} -----\n{format_graph(model.graph)}")
     model.metadata_props[METADATA_KEY] = str(pipeline)
     return RunReport(str(pipeline), records, nodes_before, len(model.graph))
+
+
+def _pass_bug(p: Pass, prefix: Pipeline, error: Exception,
+              repro_source: str | Path | None) -> PassFailed:
+    repro = _write_reproducer(repro_source, prefix, error)
+    where = f"; reproducer written to {repro}" if repro else ""
+    return PassFailed(f"pass '{p.name}' failed: {type(error).__name__}: "
+                      f"{' '.join(str(error).split())}{where}", repro)
 
 
 def _write_reproducer(source: str | Path | None, pipeline: Pipeline, error: Exception) -> Path | None:

@@ -6,8 +6,8 @@ MACs (multiply-accumulates) are counted for the ops that dominate CNN cost, from
   ConvTranspose  N * Cin * prod(in spatial) * (Cout / group) * prod(kernel)
   Gemm           M * N * K
   MatMul         prod(batch) * M * N * K
-Other ops are counted as 0 MACs. A layer whose shapes are not static shows no MACs and is
-listed in ``unknown``.
+Other ops are counted as 0 MACs. Symbolic dims (a batch dim N) count as 1, so the figures are
+per sample. A layer whose shapes are unknown shows no MACs and is listed in ``unknown``.
 """
 
 from __future__ import annotations
@@ -44,14 +44,22 @@ def _prod(xs) -> int:
     return int(np.prod([int(x) for x in xs])) if len(xs) else 1
 
 
+def _dims(v) -> tuple[int, ...] | None:
+    """Static dims of ``v`` with symbolic dims (a batch N) counted as 1; None if unknown."""
+    if v is None or v.shape is None:
+        return None
+    dims = tuple(1 if isinstance(d, str) else d for d in v.shape)
+    return None if any(d is None for d in dims) else dims  # type: ignore[return-value]
+
+
 def node_macs(node: Node) -> int | None:
-    """MACs of one node, 0 for ops that are not counted, None if shapes are unknown."""
+    """MACs of one node (symbolic dims = 1, i.e. per sample for a batch dim), 0 for ops that
+    are not counted, None if shapes are unknown."""
     if node.op_type not in _MAC_OPS:
         return 0
-    x = node.inputs[0].static_shape() if node.inputs[0] is not None else None
-    w = node.inputs[1].static_shape() if len(node.inputs) > 1 and node.inputs[1] is not None \
-        else None
-    y = node.outputs[0].static_shape() if node.outputs[0] is not None else None
+    x = _dims(node.inputs[0])
+    w = _dims(node.inputs[1]) if len(node.inputs) > 1 else None
+    y = _dims(node.outputs[0])
     if node.op_type == "Conv":
         if w is None or y is None:
             return None

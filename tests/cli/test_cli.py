@@ -1,0 +1,203 @@
+"""The optc command line: happy paths and every kind of bad input (one-line error, non-zero
+exit, nothing written)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+import optc
+from optc.cli import main
+from optc.pipeline import METADATA_KEY
+from tests.util import LIGHT_MODELS, MODELS, assert_same_outputs
+
+RESNET = str(MODELS / "resnet_mini.onnx")
+DIGITS = str(MODELS / "digits_cnn.onnx")
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("optc: error: "), lines[0]
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_optimize_validate_report_timing(tmp_path):
+    out = tmp_path / "out.onnx"
+    r = invoke("optimize", RESNET, "-o", out, "--validate", "--report", tmp_path / "rep",
+               "--timing")
+    assert r.exit_code == 0, r.stderr
+    assert "validate logits" in r.stderr and "pass timing" in r.stderr
+    assert_same_outputs(RESNET, str(out))
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["nodes_before"] == 52 and report["validation"][0]["within_tolerance"]
+    assert [p["name"] for p in report["passes"]][0] == "freeze-initializers"
+    assert optc.load(out).metadata_props[METADATA_KEY].startswith("freeze-initializers,")
+
+
+def test_optimize_light_model_shrinks(tmp_path):
+    out = tmp_path / "squeezenet.onnx"
+    path = next(p for p in LIGHT_MODELS if "squeezenet" in p)
+    r = invoke("optimize", path, "-o", out, "--validate")
+    assert r.exit_code == 0, r.stderr
+    assert "105 -> 65 nodes" in r.stderr
+    onnx.checker.check_model(str(out), full_check=True)
+
+
+def test_print_ir_after(tmp_path):
+    r = invoke("optimize", RESNET, "-o", tmp_path / "o.onnx", "--passes", "cleanup",
+               "--print-ir-after", "dce")
+    assert r.exit_code == 0
+    assert "IR after dce" in r.stdout and "= Conv[" in r.stdout
+
+
+def test_passes_lists_every_pass_with_options():
+    r = invoke("passes")
+    assert r.exit_code == 0
+    for name in optc.pass_base.registry():
+        assert name in r.stdout
+    assert "size-limit-mb=1024.0" in r.stdout and "default" in r.stdout
+
+
+def test_inspect_counts_macs():
+    r = invoke("inspect", DIGITS)
+    assert r.exit_code == 0, r.stderr
+    # conv1 1->16 3x3 on 8x8: 9,216 MACs; conv2 16->32: 294,912; fc 512x64 + 64x10
+    assert "9,216" in r.stdout and "294,912" in r.stdout and "32,768" in r.stdout
+    assert "MACs: 337,536" in r.stdout
+
+
+def test_compare_with_data_reports_top1():
+    r = invoke("compare", DIGITS, DIGITS, "--data", MODELS / "digits_test.npz")
+    assert r.exit_code == 0, r.stderr
+    assert "1.000" in r.stdout and "logits" in r.stdout
+
+
+def test_unknown_op_passes_through_untouched(tmp_path):
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>
+    g (float[2] x) => (float[2] y) {
+      a = Identity(x)
+      b = com.example.Mystery <k = 3> (a)
+      y = Relu(b)
+    }
+    """)
+    src = tmp_path / "custom.onnx"
+    onnx.save(model, src)
+    out = tmp_path / "out.onnx"
+    r = invoke("optimize", src, "-o", out)
+    assert r.exit_code == 0, r.stderr
+    result = onnx.load(out)
+    mystery = [n for n in result.graph.node if n.op_type == "Mystery"]
+    assert len(mystery) == 1 and mystery[0].domain == "com.example"
+    assert mystery[0].attribute[0].i == 3
+    assert [n.op_type for n in result.graph.node] == ["Mystery", "Relu"]
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "no such file"),
+    (b"", "empty file"),
+    (os.urandom(2048), "not an ONNX model"),
+    ("truncated", "not an ONNX model"),
+])
+def test_bad_model_files(tmp_path, content, fragment):
+    src = tmp_path / "in.onnx"
+    if content == "truncated":
+        data = open(RESNET, "rb").read()
+        src.write_bytes(data[: len(data) // 2])
+    elif content is not None:
+        src.write_bytes(content)
+    out = tmp_path / "out.onnx"
+    r = invoke("optimize", src, "-o", out)
+    assert_one_line_error(r, str(src), fragment)
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([] if content is None else ["in.onnx"])
+
+
+@pytest.mark.parametrize("passes, fragment", [
+    ("fold-constans", "did you mean 'fold-constants'?"),
+    ("dce{aggressive=true}", "pass 'dce' has no option 'aggressive'"),
+    ("fold-constants{size-limit-mb=lots}", "expects a number, got 'lots'"),
+])
+def test_bad_pipelines(tmp_path, passes, fragment):
+    out = tmp_path / "out.onnx"
+    r = invoke("optimize", RESNET, "-o", out, "--passes", passes)
+    assert_one_line_error(r, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_directory_missing(tmp_path):
+    r = invoke("optimize", RESNET, "-o", tmp_path / "no" / "out.onnx")
+    assert_one_line_error(r, "does not exist")
+
+
+def test_validate_failure_writes_nothing(tmp_path, monkeypatch):
+    # a "lossless" pass with a bug that changes the numbers must be caught by --validate
+    from optc.passes.cleanup.dce import DCE
+
+    real_run = DCE.run
+
+    def buggy(self, model):
+        result = real_run(self, model)
+        w = next(v for v in model.graph.initializers.values() if v.const_value.ndim == 4)
+        w.set_const(w.const_value * 1.01)
+        return result
+
+    monkeypatch.setattr(DCE, "run", buggy)
+    out = tmp_path / "out.onnx"
+    r = invoke("optimize", RESNET, "-o", out, "--validate")
+    assert r.exit_code != 0
+    assert "optc: error: validation failed: output 'logits'" in r.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_pass_crash_is_one_line_with_reproducer(tmp_path, monkeypatch):
+    from optc.passes.cleanup.cse import CSE
+
+    def crash(self, model):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(CSE, "run", crash)
+    out = tmp_path / "out.onnx"
+    r = invoke("optimize", RESNET, "-o", out)
+    assert_one_line_error(r, "pass 'cse' failed: KeyError", "reproducer written to")
+    repro = r.stderr.split("reproducer written to ")[1].strip()
+    assert (open(os.path.join(repro, "pipeline.txt")).read().strip().endswith(",cse"))
+    assert not out.exists()
+
+
+def test_compare_data_that_does_not_match_inputs(tmp_path):
+    import numpy as np
+
+    data = tmp_path / "d.npz"
+    np.savez(data, wrong_name=np.zeros((2, 1, 8, 8), np.float32))
+    r = invoke("compare", DIGITS, DIGITS, "--data", data)
+    assert_one_line_error(r, "no data for model input(s) input", "wrong_name")
+
+
+def test_console_script_and_module_entry_points(tmp_path):
+    # the installed `optc` script and `python -m optc` both work and exit non-zero on errors
+    r = subprocess.run([sys.executable, "-m", "optc", "optimize", str(tmp_path / "x.onnx"),
+                        "-o", str(tmp_path / "y.onnx")], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"optc: error: {tmp_path / 'x.onnx'}: no such file"
+    r = subprocess.run(["optc", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "optimize" in r.stdout
+
+
+def test_debug_shows_traceback(tmp_path):
+    result = CliRunner().invoke(main, ["--debug", "optimize", str(tmp_path / "x.onnx"), "-o",
+                                       str(tmp_path / "y.onnx")])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, optc.OptcError)

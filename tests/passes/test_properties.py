@@ -1,0 +1,44 @@
+"""Hypothesis property tests: on random Conv/BN/Relu/Clip/Add/Concat graphs (plus the things
+cleanup removes), every pass and the default pipeline keep verify() true, leave the outputs
+unchanged in onnxruntime, pass the checker, and are idempotent."""
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import optc
+from optc.ir import serialize, verify
+from optc.pass_base import registry
+from optc.pipeline import run_pipeline
+from tests.util import assert_same_outputs, random_models, run_pass
+
+PROPERTY = settings(max_examples=60, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@pytest.mark.parametrize("name", sorted(registry()))
+@PROPERTY
+@given(model=random_models())
+def test_pass_properties(name, model):
+    p = registry()[name]()
+    m = optc.load(model)
+    run_pass(p, m)
+    assert_same_outputs(model, serialize(m))
+    once = serialize(m)
+    assert run_pass(p, m) is False
+    assert serialize(m) == once
+
+
+@PROPERTY
+@given(model=random_models(max_ops=14))
+def test_default_pipeline_properties(model):
+    m = optc.load(model)
+    report = run_pipeline(m, "default")
+    verify(m.graph)
+    assert report.nodes_after <= report.nodes_before
+    assert_same_outputs(model, serialize(m))
+    # default has reached a fixed point: running it again changes nothing
+    once = serialize(m)
+    again = run_pipeline(m, "default")
+    assert not any(r.modified for r in again.records), [r.name for r in again.records
+                                                         if r.modified]
+    assert serialize(m) == once
