@@ -42,10 +42,10 @@ def replace_with_constants(graph: Graph, node: Node,
             array = np.asarray(array)
         init = graph.add_initializer(out.name + "_const", array)
         out.replace_all_uses_with(init)
-        new_values.append((init, out.name))
+        new_values.append((out, init))
     graph.remove(node)
-    for init, name in new_values:
-        graph.rename_value(init, name)
+    for out, init in new_values:
+        graph.transfer_name(out, init)
 
 
 def bypass(graph: Graph, node: Node, output_index: int = 0, input_index: int = 0) -> bool:

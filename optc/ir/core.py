@@ -185,7 +185,8 @@ class Node:
     attributes, whose bodies are IR Graphs (``node.subgraphs``)."""
 
     __slots__ = ("op_type", "domain", "name", "attributes", "subgraphs", "doc_string",
-                 "overload", "metadata_props", "_inputs", "_outputs", "graph", "present_fields")
+                 "overload", "metadata_props", "_inputs", "_outputs", "graph", "present_fields",
+                 "extra_proto")
 
     def __init__(
         self,
@@ -211,6 +212,8 @@ class Node:
         # optional NodeProto fields that were explicitly present when loaded (even if empty),
         # so that serialization reproduces the original bytes
         self.present_fields: frozenset[str] = frozenset()
+        # NodeProto fields optc does not model (e.g. device_configurations), carried as loaded
+        self.extra_proto: onnx.NodeProto | None = None
         if isinstance(attributes, dict):
             for k, v in attributes.items():
                 self.set_attr(k, v)
@@ -350,7 +353,12 @@ class Graph:
         self.quantization_annotation: list[onnx.TensorAnnotation] = []
         self.metadata_props: dict[str, str] = {}
         self._counter = itertools.count()
+        # every name ever used or handed out in this graph tree (kept on the root graph):
+        # seeded by one full scan on first use, then kept up to date by the methods that add
+        # values (append/insert, add_initializer, unique_name, transfer_name, rename_value).
+        # Code that appends to ``inputs`` directly must use names it got from unique_name.
         self._names: set[str] = set()
+        self._names_seeded = False
 
     # --- nodes ------------------------------------------------------------------------------
     @property
@@ -365,11 +373,12 @@ class Graph:
         if node.graph is not None:
             raise OptcError(f"{node} is already in a graph")
         node.graph = self
+        names = self._root()._names
         for v in node._outputs:
             if v is not None:
-                self._names.add(v.name)
+                names.add(v.name)
         if node.name:
-            self._names.add(node.name)
+            names.add(node.name)
 
     def append(self, node: Node) -> Node:
         self._adopt(node)
@@ -430,25 +439,28 @@ class Graph:
         self._nodes = list(nodes)
 
     # --- values -----------------------------------------------------------------------------
-    def unique_name(self, base: str) -> str:
-        """A value/node name not yet used in this graph (or its enclosing graphs)."""
+    def _root(self) -> Graph:
         root = self
         while root.parent is not None:
             root = root.parent
-        taken = root._all_names()
-        if base not in taken:
-            root._names.add(base)
-            return base
-        while True:
+        return root
+
+    def unique_name(self, base: str) -> str:
+        """A value/node name never used in this graph tree; it is reserved from then on."""
+        root = self._root()
+        if not root._names_seeded:
+            root._names |= root._all_names()
+            root._names_seeded = True
+        cand = base
+        while cand in root._names:
             cand = f"{base}_{next(root._counter)}"
-            if cand not in taken:
-                root._names.add(cand)
-                return cand
+        root._names.add(cand)
+        return cand
 
     def _all_names(self, reserved: bool = True) -> set[str]:
         """Names in use here and in subgraphs; with ``reserved``, also every name ever handed
         out by ``unique_name`` (so that two fresh names never collide before they are used)."""
-        names = set(self._names) if reserved else set()
+        names = set(self._names) if reserved and self.parent is None else set()
         names.update(v.name for v in self.inputs)
         names.update(self.initializers)
         for n in self._nodes:
@@ -458,19 +470,29 @@ class Graph:
         return names
 
     def rename_value(self, value: Value, name: str) -> None:
-        """Give ``value`` (defined in this graph) a new name that no live value has."""
+        """Give ``value`` (defined in this graph) a new name that no live value has.
+        Scans the graph: for a rename inside a loop, see ``transfer_name``."""
         if value.name == name:
             return
-        root = self
-        while root.parent is not None:
-            root = root.parent
+        root = self._root()
         if name in root._all_names(reserved=False):
             raise OptcError(f"cannot rename '{value.name}' to '{name}': the name is taken")
+        self._set_name(value, name)
+        root._names.add(name)
+
+    def transfer_name(self, source: Value, target: Value) -> None:
+        """``target`` takes ``source``'s name and ``source`` gets a fresh one (O(1)): how a
+        replacement keeps the name of the value it replaces (a graph output's, a folded
+        constant's)."""
+        name = source.name
+        self._set_name(source, self.unique_name(name + "_replaced"))
+        self._set_name(target, name)
+
+    def _set_name(self, value: Value, name: str) -> None:
         if self.is_initializer(value):
             self.initializers = {(name if k == value.name else k): v
                                  for k, v in self.initializers.items()}
         value.name = name
-        root._names.add(name)
 
     def new_value(self, base: str, type: onnx.TypeProto | None = None) -> Value:
         return Value(self.unique_name(base), type)
@@ -533,9 +555,7 @@ class Graph:
             return True
         if self.is_output(old):
             old.replace_all_uses_with(new)
-            name = old.name
-            old.name = self.unique_name(name + "_replaced")
-            new.name = name
+            self.transfer_name(old, new)
             if new.type is None or not new.type.HasField("tensor_type") or new.shape is None:
                 new.type = old.type
             self.outputs = [new if v is old else v for v in self.outputs]

@@ -26,6 +26,7 @@ from optc.ir.core import Graph, Model, Node, Value
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26
 
 _NODE_FIELDS = ("name", "domain", "overload", "doc_string")
+_MODELED_NODE_FIELDS = _NODE_FIELDS + ("input", "output", "op_type", "attribute", "metadata_props")
 _GRAPH_ATTR_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
@@ -118,6 +119,12 @@ def _graph_from_proto(gp: onnx.GraphProto, scope: dict[str, Value], parent: Grap
         node = Node(np_.op_type, inputs, outs, domain=np_.domain, name=np_.name,
                     doc_string=np_.doc_string)
         node.present_fields = frozenset(f for f in _NODE_FIELDS if np_.HasField(f))
+        extra = onnx.NodeProto()
+        extra.CopyFrom(np_)
+        for f in _MODELED_NODE_FIELDS:
+            extra.ClearField(f)
+        if extra.ByteSize():
+            node.extra_proto = extra
         if np_.overload:
             node.overload = np_.overload
         if hasattr(np_, "metadata_props"):
@@ -249,6 +256,8 @@ def node_to_proto(n: Node, *, skeleton: bool = False) -> onnx.NodeProto:
                 name=name, type=onnx.AttributeProto.GRAPH, g=graph_to_proto(sub)))
     for k, val in n.metadata_props.items():
         np_.metadata_props.add(key=k, value=val)
+    if n.extra_proto is not None:
+        np_.MergeFrom(n.extra_proto)
     return np_
 
 

@@ -70,6 +70,11 @@ def test_roundtrip_keeps_metadata_doc_strings_value_info_and_domains():
     model.graph.value_info.append(helper.make_tensor_value_info("t", TensorProto.FLOAT,
                                                                 ["N", 2]))
     model.graph.input[0].doc_string = "input doc"
+    model.graph.input[0].metadata_props.add(key="layout", value="NC")
+    model.graph.node[1].metadata_props.add(key="origin", value="relu1")
+    model.graph.metadata_props.add(key="stage", value="test")
+    # a NodeProto field optc does not model is carried as loaded
+    model.graph.node[1].device_configurations.add(configuration_id="cfg0")
     back = roundtrip(model)
     assert back.SerializeToString() == model.SerializeToString()
     ir = from_proto(model)
