@@ -16,7 +16,9 @@ from optc.passes.cleanup.identity import EliminateIdentity
 from optc.passes.cleanup.noop import EliminateNoop
 
 PRESETS["cleanup"] = CLEANUP
-#: the lossless default: cleanup plus every fusion (fusions arrive with the fusion issue)
+#: the lossless default: cleanup plus every fusion. When the fusion passes arrive, run them
+#: before dedup-initializers/cse: sharing a weight between two convs (dedup) blocks folding a
+#: BatchNormalization into either of them.
 PRESETS["default"] = "cleanup"
 
 __all__ = ["CSE", "DCE", "ConstantToInitializer", "DedupInitializers", "EliminateIdentity",

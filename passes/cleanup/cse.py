@@ -5,7 +5,8 @@ read the very same input values (run dedup-initializers first so that equal cons
 same value). The later node's outputs are replaced by the earlier node's and the later node is
 removed. Nodes are visited in topological order and keyed by their inputs as they are at that
 moment, so when a merge makes two consumers identical the second is caught in the same sweep.
-Not handled: random ops (two draws differ), nodes with subgraphs, a duplicate whose output is a
+Not handled: random ops (two draws differ), ops of non-standard domains (optc cannot know
+whether a custom op is deterministic), nodes with subgraphs, a duplicate whose output is a
 graph output while the original's output is one too (both names must stay).
 """
 
@@ -16,7 +17,7 @@ from typing import ClassVar
 
 from optc.ir import Model, Node
 from optc.pass_base import Pass, PassResult, register
-from optc.passes._common import NONDETERMINISTIC
+from optc.passes._common import NONDETERMINISTIC, is_standard
 
 
 def _key(node: Node) -> tuple:
@@ -39,7 +40,8 @@ class CSE(Pass):
         seen: dict[tuple, Node] = {}
         # nodes are in topological order, so a node's inputs are final when it is reached
         for node in g.nodes:
-            if node.subgraphs or node.op_type in NONDETERMINISTIC or not node.outputs:
+            if (not is_standard(node) or node.subgraphs or node.op_type in NONDETERMINISTIC
+                    or not node.outputs):
                 continue
             key = _key(node)
             original = seen.get(key)

@@ -65,3 +65,17 @@ def test_duplicate_that_is_a_graph_output_takes_over():
     """)
     assert op_types(m) == ["Relu", "Neg"]
     assert [v.name for v in m.graph.outputs] == ["y", "z"]
+
+
+def test_custom_ops_do_not_merge():
+    # structural only: onnxruntime cannot run the custom op
+    m = load("""
+    <ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>
+    g (float[2,3] x) => (float[2,3] y) {
+      a = com.example.Sample(x)
+      b = com.example.Sample(x)
+      y = Sub(a, b)
+    }
+    """)
+    assert run_pass(CSE(), m) is False
+    assert op_types(m) == ["Sample", "Sample", "Sub"]
