@@ -1,6 +1,13 @@
-"""optc.runtime: optc's own executor (NumPy + C kernels).
+"""optc.runtime: optc's own executor (NumPy kernels today; C kernels, Winograd/FFT and int8
+arrive with the fast-runtime issue and register over the same table).
 
-Not built yet: the executor, its kernels and ``InferenceSession`` are the subject of the
-runtime issue. Until then optc validates everything in onnxruntime, and this package exists so
-that ``optc.runtime`` is reserved in the installed layout.
+    from optc.runtime import InferenceSession
+    sess = InferenceSession("model.onnx")          # same calls as onnxruntime's
+    outputs = sess.run(None, {"input": x})
+    print(sess.peak_bytes)                         # peak activation memory of that run
 """
+
+from optc.runtime.registry import OPTC_DOMAIN, kernel, lookup, supported_ops
+from optc.runtime.session import InferenceSession, NodeArg
+
+__all__ = ["OPTC_DOMAIN", "InferenceSession", "NodeArg", "kernel", "lookup", "supported_ops"]

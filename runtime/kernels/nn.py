@@ -1,0 +1,113 @@
+"""BatchNormalization (inference), Gemm, MatMul, Softmax, LRN, ReduceMean."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from optc.errors import OptcError
+from optc.runtime.registry import kernel
+
+
+# --- BatchNormalization -------------------------------------------------------------------------
+def _bn(x, scale, b, mean, var, epsilon):
+    # per-channel parameters broadcast over axis 1; spatial=0 (opset < 9) gives (C, *spatial)
+    shape = (1,) + scale.shape + (1,) * (x.ndim - 1 - scale.ndim)
+    inv = (scale / np.sqrt(var + x.dtype.type(epsilon))).astype(x.dtype)
+    shift = (b - mean * inv).astype(x.dtype)
+    return x * inv.reshape(shape) + shift.reshape(shape)
+
+
+@kernel("BatchNormalization", (1, 6, 7, 9))
+def batch_norm_legacy(x, scale, b, mean, var, *, epsilon=1e-5, momentum=0.9, spatial=1,
+                      is_test=0, consumed_inputs=None, _outputs=1):
+    if _outputs > 1:
+        raise OptcError("BatchNormalization in training mode is not supported (inference only)")
+    return _bn(x, scale, b, mean, var, epsilon)
+
+
+@kernel("BatchNormalization", (14, 15))
+def batch_norm(x, scale, b, mean, var, *, epsilon=1e-5, momentum=0.9, training_mode=0,
+               _outputs=1):
+    if training_mode or _outputs > 1:
+        raise OptcError("BatchNormalization in training mode is not supported (inference only)")
+    return _bn(x, scale, b, mean, var, epsilon)
+
+
+# --- Gemm / MatMul ------------------------------------------------------------------------------
+@kernel("Gemm", (1, 6))
+def gemm_legacy(a, b, c, *, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=0):
+    return gemm(a, b, c, alpha=alpha, beta=beta, transA=transA, transB=transB)
+
+
+@kernel("Gemm", (7, 9, 11, 13))
+def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
+    a = a.T if transA else a
+    b = b.T if transB else b
+    y = a @ b
+    if alpha != 1.0:
+        y = y * a.dtype.type(alpha)
+    if c is not None:
+        y = y + (c * c.dtype.type(beta) if beta != 1.0 else c)
+    return y.astype(a.dtype, copy=False)
+
+
+@kernel("MatMul", (1, 9, 13))
+def matmul(a, b):
+    return np.matmul(a, b)
+
+
+# --- Softmax ------------------------------------------------------------------------------------
+def _softmax(x, axis):
+    m = np.max(x, axis=axis, keepdims=True)
+    e = np.exp(x - m)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+@kernel("Softmax", (1, 11))
+def softmax_2d(x, *, axis=1):
+    # before opset 13: coerce to 2-D at `axis`, softmax over the flattened trailing dims
+    axis = axis + x.ndim if axis < 0 else axis
+    flat = x.reshape(int(np.prod(x.shape[:axis])), -1)
+    return _softmax(flat, 1).reshape(x.shape)
+
+
+@kernel("Softmax", (13,))
+def softmax(x, *, axis=-1):
+    return _softmax(x, axis)
+
+
+# --- LRN ----------------------------------------------------------------------------------------
+@kernel("LRN", (1, 13))
+def lrn(x, *, size, alpha=0.0001, beta=0.75, bias=1.0):
+    # square_sum[c] = sum over channels c - floor((size-1)/2) .. c + ceil((size-1)/2)
+    c = x.shape[1]
+    lo, hi = (size - 1) // 2, -(-(size - 1) // 2)
+    sq = x.astype(np.float64) ** 2
+    padded = np.pad(sq, [(0, 0), (lo, hi)] + [(0, 0)] * (x.ndim - 2))
+    csum = np.cumsum(padded, axis=1)
+    csum = np.concatenate([np.zeros_like(csum[:, :1]), csum], axis=1)
+    window = csum[:, size:size + c] - csum[:, :c]
+    return (x / (bias + alpha / size * window) ** beta).astype(x.dtype)
+
+
+# --- ReduceMean ---------------------------------------------------------------------------------
+def _reduce_mean(x, axes, keepdims):
+    if axes is not None:
+        axes = tuple(int(a) for a in np.asarray(axes).reshape(-1))
+    out = np.mean(x, axis=axes, keepdims=bool(keepdims), dtype=np.float64 if
+                  x.dtype.kind != "f" else None)
+    return np.asarray(out).astype(x.dtype, copy=False)
+
+
+@kernel("ReduceMean", (1, 11, 13))
+def reduce_mean_attr(x, *, axes=None, keepdims=1):
+    return _reduce_mean(x, axes, keepdims)
+
+
+@kernel("ReduceMean", (18,))
+def reduce_mean(x, axes=None, *, keepdims=1, noop_with_empty_axes=0):
+    if axes is None or np.asarray(axes).size == 0:
+        if noop_with_empty_axes:
+            return x
+        axes = None
+    return _reduce_mean(x, axes, keepdims)

@@ -1,0 +1,132 @@
+"""MaxPool (with Indices), AveragePool, GlobalAveragePool over any number of spatial dims, on
+strided window views (see conv.windows)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from optc.runtime.kernels.conv import out_size, resolve_pads, windows
+from optc.runtime.registry import kernel
+
+
+def _geometry(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
+    nd = x.ndim - 2
+    k = list(kernel_shape)
+    strides = list(strides) if strides else [1] * nd
+    dilations = list(dilations) if dilations else [1] * nd
+    sp = x.shape[2:]
+    begin, end = resolve_pads(sp, k, strides, dilations, pads, auto_pad)
+    out = [out_size(sp[i], k[i], strides[i], dilations[i], begin[i], end[i], bool(ceil_mode))
+           for i in range(nd)]
+    # room the last (ceil) window may need beyond the explicit end padding
+    extra = [max(0, (out[i] - 1) * strides[i] + dilations[i] * (k[i] - 1) + 1
+                 - (sp[i] + begin[i] + end[i])) for i in range(nd)]
+    return k, strides, dilations, begin, end, extra, out
+
+
+def _lowest(dtype):
+    return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
+
+
+def _maxpool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides,
+             outputs):
+    nd = x.ndim - 2
+    k, strides, dilations, begin, end, extra, out = _geometry(
+        x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    width = [(0, 0), (0, 0)] + [(b, e + x_) for b, e, x_ in zip(begin, end, extra)]
+    xp = np.pad(x, width, constant_values=_lowest(x.dtype))
+    win = windows(np.ascontiguousarray(xp), k, strides, dilations, out)
+    kaxes = tuple(range(2 + nd, 2 + 2 * nd))
+    y = win.max(axis=kaxes)
+    if outputs < 2:
+        return y
+    n, c = x.shape[:2]
+    flat = win.reshape(*win.shape[:2 + nd], -1)
+    arg = flat.argmax(axis=-1)  # first maximum, as the reference does
+    koff = np.unravel_index(arg, k)
+    coords = []
+    for i in range(nd):
+        o = np.arange(out[i]).reshape((1, 1) + tuple(out[i] if j == i else 1 for j in range(nd)))
+        coords.append(o * strides[i] - begin[i] + koff[i] * dilations[i])
+    sp = x.shape[2:]
+    nc = (np.arange(n).reshape(-1, 1, *([1] * nd)) * c + np.arange(c).reshape(1, -1,
+                                                                            *([1] * nd)))
+    if storage_order == 0:
+        index = nc
+        for i in range(nd):
+            index = index * sp[i] + coords[i]
+    else:  # column-major spatial dims
+        spatial = np.zeros_like(coords[0])
+        for i in reversed(range(nd)):
+            spatial = spatial * sp[i] + coords[i]
+        index = nc * int(np.prod(sp)) + spatial
+    return y, index.astype(np.int64)
+
+
+@kernel("MaxPool", (1,))
+def max_pool1(x, *, auto_pad="NOTSET", kernel_shape, pads=None, strides=None):
+    return _maxpool(x, auto_pad, 0, None, kernel_shape, pads, 0, strides, 1)
+
+
+@kernel("MaxPool", (8,))
+def max_pool8(x, *, auto_pad="NOTSET", kernel_shape, pads=None, storage_order=0, strides=None,
+              _outputs=1):
+    return _maxpool(x, auto_pad, 0, None, kernel_shape, pads, storage_order, strides, _outputs)
+
+
+@kernel("MaxPool", (10, 11, 12, 22))
+def max_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None,
+             storage_order=0, strides=None, _outputs=1):
+    return _maxpool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order,
+                    strides, _outputs)
+
+
+def _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape, pads,
+             strides):
+    nd = x.ndim - 2
+    k, strides, dilations, begin, end, extra, out = _geometry(
+        x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    width = [(0, 0), (0, 0)] + [(b, e + x_) for b, e, x_ in zip(begin, end, extra)]
+    xp = np.pad(x, width)
+    kaxes = tuple(range(2 + nd, 2 + 2 * nd))
+    total = windows(np.ascontiguousarray(xp), k, strides, dilations, out).sum(axis=kaxes)
+    # divisor: the window's cells inside the input (and the explicit pads when
+    # count_include_pad), never the extra room of a ceil-mode window
+    ones = np.ones((1, 1) + x.shape[2:], dtype=x.dtype)
+    if count_include_pad and auto_pad in ("NOTSET", "", None):
+        mask = np.pad(np.pad(ones, [(0, 0), (0, 0)] + list(zip(begin, end)), constant_values=1),
+                      [(0, 0), (0, 0)] + [(0, e) for e in extra])
+    else:
+        mask = np.pad(ones, width)
+    count = windows(np.ascontiguousarray(mask), k, strides, dilations, out).sum(axis=kaxes)
+    return (total / count).astype(x.dtype)
+
+
+@kernel("AveragePool", (1,))
+def average_pool1(x, *, auto_pad="NOTSET", kernel_shape, pads=None, strides=None):
+    return _avgpool(x, auto_pad, 0, 0, None, kernel_shape, pads, strides)
+
+
+@kernel("AveragePool", (7,))
+def average_pool7(x, *, auto_pad="NOTSET", count_include_pad=0, kernel_shape, pads=None,
+                  strides=None):
+    return _avgpool(x, auto_pad, 0, count_include_pad, None, kernel_shape, pads, strides)
+
+
+@kernel("AveragePool", (10, 11))
+def average_pool10(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, kernel_shape,
+                   pads=None, strides=None):
+    return _avgpool(x, auto_pad, ceil_mode, count_include_pad, None, kernel_shape, pads,
+                    strides)
+
+
+@kernel("AveragePool", (19, 22))
+def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None,
+                 kernel_shape, pads=None, strides=None):
+    return _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape, pads,
+                    strides)
+
+
+@kernel("GlobalAveragePool", (1, 22))
+def global_average_pool(x):
+    return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True).astype(x.dtype, copy=False)

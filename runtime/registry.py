@@ -1,0 +1,107 @@
+"""The kernel table: (domain, op type, schema since-version) -> kernel function.
+
+A kernel is a plain function. Its positional parameters are the op's inputs in ONNX order
+(``None`` for an omitted optional input); its keyword-only parameters are the ONNX attribute
+names with the spec's defaults. It returns one array or a tuple (one entry per output). A kernel
+that needs to know how many outputs the node asks for declares a keyword ``_outputs``.
+
+    @kernel("LeakyRelu", (1, 6, 16))
+    def leaky_relu(x, *, alpha=0.01, consumed_inputs=None):
+        return np.where(x >= 0, x, x * x.dtype.type(alpha))
+
+``versions`` lists the schema versions (``since_version`` of the op's schemas in onnx) that the
+function implements; the session resolves a node's version from the model's opset import, so a
+version nobody registered is a clear "unsupported" error rather than a silent guess.
+Later issues register faster kernels for the same keys (C, Winograd, int8) with ``replace=True``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import onnx
+
+from optc.errors import OptcError
+
+OPTC_DOMAIN = "ai.optc"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    fn: Callable
+    op_type: str
+    domain: str
+    since: int
+    attributes: frozenset[str]  # keyword-only parameter names (ONNX attribute names)
+    wants_outputs: bool
+
+
+_TABLE: dict[tuple[str, str, int], Kernel] = {}
+
+
+def _norm_domain(domain: str) -> str:
+    return "" if domain in ("", "ai.onnx") else domain
+
+
+def kernel(op_type: str, versions: Iterable[int], *, domain: str = "",
+           replace: bool = False) -> Callable[[Callable], Callable]:
+    """Register ``fn`` as the kernel of ``op_type`` for each schema version in ``versions``."""
+
+    def register(fn: Callable) -> Callable:
+        params = inspect.signature(fn).parameters.values()
+        attrs = frozenset(p.name for p in params
+                          if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "_outputs")
+        wants = any(p.name == "_outputs" for p in params)
+        for v in versions:
+            key = (_norm_domain(domain), op_type, v)
+            if key in _TABLE and not replace:
+                raise ValueError(f"kernel for {key} registered twice")
+            _TABLE[key] = Kernel(fn, op_type, _norm_domain(domain), v, attrs, wants)
+        return fn
+
+    return register
+
+
+def since_version(op_type: str, domain: str, opset: int) -> int | None:
+    """The since_version of the schema of ``op_type`` in effect at ``opset`` (None if onnx has
+    no schema for it, e.g. optc's own domain)."""
+    try:
+        return onnx.defs.get_schema(op_type, opset, _norm_domain(domain)).since_version
+    except onnx.defs.SchemaError:
+        return None
+
+
+def lookup(op_type: str, domain: str, opset: int) -> Kernel:
+    """The kernel for ``op_type`` at ``opset`` of its domain; OptcError if there is none."""
+    import optc.runtime.kernels  # noqa: F401  (registers the built-in kernels)
+
+    domain = _norm_domain(domain)
+    since = since_version(op_type, domain, opset)
+    if since is None:
+        # ops without an onnx schema (optc's domain): the newest kernel at or below opset
+        candidates = [k for (d, o, v), k in _TABLE.items() if d == domain and o == op_type
+                      and v <= opset]
+        if candidates:
+            return max(candidates, key=lambda k: k.since)
+    else:
+        k = _TABLE.get((domain, op_type, since))
+        if k is not None:
+            return k
+    versions = sorted(v for (d, o, v) in _TABLE if d == domain and o == op_type)
+    label = f"{domain or 'ai.onnx'}.{op_type}"
+    if versions:
+        raise OptcError(f"optc.runtime does not support {label} version {since or opset} "
+                        f"(opset {opset}); it implements versions {versions}")
+    raise OptcError(f"optc.runtime has no kernel for op {label} (opset {opset})")
+
+
+def supported_ops() -> dict[tuple[str, str], list[int]]:
+    """{(domain, op_type): [schema versions]} of every registered kernel."""
+    import optc.runtime.kernels  # noqa: F401
+
+    out: dict[tuple[str, str], list[int]] = {}
+    for d, o, v in sorted(_TABLE):
+        out.setdefault((d, o), []).append(v)
+    return out

@@ -1,0 +1,241 @@
+"""InferenceSession: plan once, run many times; onnxruntime-shaped API.
+
+The plan (built in ``__init__``):
+  * the graph's nodes in topological order (the IR keeps them so);
+  * every value gets a slot in a flat list; initializers are bound to their slots once;
+  * per node, the kernel chosen by (domain, op type, schema version at the model's opset) and
+    its attributes resolved to Python values (defaults are the kernel's keyword defaults);
+  * liveness: for each step, the slots whose last reader it is, released right after it runs.
+
+``run`` tracks the bytes of the activations alive at each step (graph inputs included,
+initializers not) and stores the maximum in ``peak_bytes``; ``total_activation_bytes`` is what
+the run would hold if nothing were released. Bytes are logical (``ndarray.nbytes``): a view
+(e.g. a Reshape) counts as if it were a copy, so the figure is an upper bound of what NumPy
+really holds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from optc.errors import OptcError
+from optc.ir import Graph, Model, load
+from optc.runtime.registry import Kernel, lookup
+
+_TYPE_NAMES = {
+    onnx.TensorProto.FLOAT: "tensor(float)", onnx.TensorProto.DOUBLE: "tensor(double)",
+    onnx.TensorProto.FLOAT16: "tensor(float16)", onnx.TensorProto.INT8: "tensor(int8)",
+    onnx.TensorProto.UINT8: "tensor(uint8)", onnx.TensorProto.INT16: "tensor(int16)",
+    onnx.TensorProto.UINT16: "tensor(uint16)", onnx.TensorProto.INT32: "tensor(int32)",
+    onnx.TensorProto.UINT32: "tensor(uint32)", onnx.TensorProto.INT64: "tensor(int64)",
+    onnx.TensorProto.UINT64: "tensor(uint64)", onnx.TensorProto.BOOL: "tensor(bool)",
+    onnx.TensorProto.STRING: "tensor(string)",
+}
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """Like onnxruntime's NodeArg: name, shape (ints, str for symbolic dims, None unknown),
+    type (e.g. 'tensor(float)')."""
+
+    name: str
+    shape: list | None
+    type: str
+
+
+@dataclass
+class _Step:
+    node_label: str
+    kernel: Kernel
+    inputs: list[int]  # slot per input, -1 for an omitted optional input
+    outputs: list[int]  # slot per output, -1 for an omitted optional output
+    attrs: dict[str, Any]
+    release: list[int]  # slots whose last reader is this step
+
+
+class InferenceSession:
+    """Executes an ONNX model with optc's kernels.
+
+    ``model``: a path, serialized bytes, an onnx.ModelProto, or an optc Model/Graph.
+    ``threads``: BLAS threads used during ``run`` (None: leave NumPy's default).
+    """
+
+    def __init__(self, model: str | os.PathLike | bytes | onnx.ModelProto | Model | Graph,
+                 threads: int | None = None):
+        if isinstance(model, Graph):
+            model = Model(model)
+        self._model = load(model)
+        self.threads = threads
+        self.peak_bytes = 0
+        self.total_activation_bytes = 0
+        self._plan()
+
+    # --- plan -------------------------------------------------------------------------------
+    def _plan(self) -> None:
+        model, g = self._model, self._model.graph
+        slots: dict[int, int] = {}
+
+        def slot(v) -> int:
+            if v is None:
+                return -1
+            key = id(v)
+            if key not in slots:
+                slots[key] = len(slots)
+            return slots[key]
+
+        self._constants: dict[int, np.ndarray] = {}
+        for v in g.initializers.values():
+            self._constants[slot(v)] = v.const_value
+        overridable = {v.name for v in g.inputs if g.is_initializer(v)}
+        self._inputs = [v for v in g.inputs if v.name not in overridable]
+        self._optional_inputs = [v for v in g.inputs if v.name in overridable]
+        self._input_slots = {v.name: slot(v) for v in g.inputs}
+        self._steps: list[_Step] = []
+        for node in g.nodes:
+            label = f"node '{node.name}' ({node.op_type})" if node.name else \
+                f"a {node.op_type} node"
+            opset = model.opset_imports.get(node.domain or "",
+                                             model.opset_imports.get("ai.onnx", 1))
+            if node.domain not in ("", "ai.onnx") and node.domain not in model.opset_imports:
+                opset = 1
+            try:
+                k = lookup(node.op_type, node.domain, opset)
+            except OptcError as e:
+                raise OptcError(f"{label}: {e}") from e
+            if node.subgraphs:
+                raise OptcError(f"{label}: ops with subgraphs are not supported by "
+                                f"optc.runtime")
+            attrs = {}
+            for name in node.attributes:
+                if name not in k.attributes:
+                    raise OptcError(f"{label}: attribute '{name}' is not supported by "
+                                    f"optc.runtime's {node.op_type} kernel")
+                attrs[name] = node.attr(name)
+            if k.wants_outputs:
+                attrs["_outputs"] = len(node.outputs)
+            self._steps.append(_Step(label, k, [slot(v) for v in node.inputs],
+                                     [slot(v) for v in node.outputs], attrs, []))
+        self._output_slots = [slot(v) for v in g.outputs]
+        self._output_names = [v.name for v in g.outputs]
+        self._n_slots = len(slots)
+        # liveness: release each activation after its last reader (never outputs/constants)
+        keep = set(self._output_slots) | set(self._constants)
+        last: dict[int, int] = {}
+        for i, step in enumerate(self._steps):
+            for s in step.inputs:
+                if s >= 0:
+                    last[s] = i
+            for s in step.outputs:
+                if s >= 0:
+                    last.setdefault(s, i)  # produced but never read: release at once
+        for s, i in last.items():
+            if s not in keep:
+                self._steps[i].release.append(s)
+
+    # --- onnxruntime-shaped API ---------------------------------------------------------------
+    def get_inputs(self) -> list[NodeArg]:
+        return [_node_arg(v) for v in self._inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        return [_node_arg(v) for v in self._model.graph.outputs]
+
+    def get_overridable_initializers(self) -> list[NodeArg]:
+        return [_node_arg(v) for v in self._optional_inputs]
+
+    def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
+            run_options: Any = None) -> list[np.ndarray]:
+        """Run the model; returns the requested outputs (all when None) in order."""
+        if output_names is None:
+            output_names = self._output_names
+        wanted = []
+        for name in output_names:
+            if name not in self._output_names:
+                raise OptcError(f"unknown output '{name}'; the model's outputs are: "
+                                f"{', '.join(self._output_names)}")
+            wanted.append(self._output_slots[self._output_names.index(name)])
+        env: list[Any] = [None] * self._n_slots
+        for s, arr in self._constants.items():
+            env[s] = arr
+        live = 0
+        for name, arr in self._check_feeds(input_feed).items():
+            env[self._input_slots[name]] = arr
+            live += arr.nbytes
+        total = peak = live
+        if self.threads:
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=self.threads):
+                live, peak, total = self._execute(env, live, peak, total)
+        else:
+            live, peak, total = self._execute(env, live, peak, total)
+        self.peak_bytes, self.total_activation_bytes = peak, total
+        return [env[s] for s in wanted]
+
+    def _execute(self, env: list, live: int, peak: int, total: int) -> tuple[int, int, int]:
+        for step in self._steps:
+            args = [env[s] if s >= 0 else None for s in step.inputs]
+            try:
+                result = step.kernel.fn(*args, **step.attrs)
+            except OptcError as e:
+                raise OptcError(f"{step.node_label}: {e}") from e
+            except (ValueError, TypeError, IndexError, ZeroDivisionError) as e:
+                raise OptcError(f"{step.node_label}: {type(e).__name__}: "
+                                f"{' '.join(str(e).split())}") from e
+            if not isinstance(result, tuple):
+                result = (result,)
+            for s, value in zip(step.outputs, result):
+                if s >= 0:
+                    env[s] = value
+                    live += value.nbytes
+                    total += value.nbytes
+            peak = max(peak, live)
+            for s in step.release:
+                if env[s] is not None:
+                    live -= env[s].nbytes
+                    env[s] = None
+        return live, peak, total
+
+    def _check_feeds(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+        known = {v.name: v for v in self._inputs + self._optional_inputs}
+        out = {}
+        for name, arr in feeds.items():
+            v = known.get(name)
+            if v is None:
+                raise OptcError(f"unknown input '{name}'; the model's inputs are: "
+                                f"{', '.join(x.name for x in self._inputs) or 'none'}")
+            arr = np.asarray(arr)
+            if v.dtype is not None and v.dtype in _TYPE_NAMES:
+                expected = helper.tensor_dtype_to_np_dtype(v.dtype)
+                if arr.dtype != expected:
+                    raise OptcError(f"input '{name}' must be {_TYPE_NAMES[v.dtype]} "
+                                    f"({expected}), got {arr.dtype}")
+            shape = v.shape
+            if shape is not None:
+                if arr.ndim != len(shape):
+                    raise OptcError(f"input '{name}' must have rank {len(shape)} "
+                                    f"({_fmt(shape)}), got shape {list(arr.shape)}")
+                for i, (want, got) in enumerate(zip(shape, arr.shape)):
+                    if isinstance(want, int) and want != got:
+                        raise OptcError(f"input '{name}' dim {i} must be {want} "
+                                        f"({_fmt(shape)}), got shape {list(arr.shape)}")
+            out[name] = arr
+        missing = [v.name for v in self._inputs if v.name not in out]
+        if missing:
+            raise OptcError(f"missing input(s) {', '.join(missing)}")
+        return out
+
+
+def _fmt(shape) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _node_arg(v) -> NodeArg:
+    shape = list(v.shape) if v.shape is not None else None
+    return NodeArg(v.name, shape, _TYPE_NAMES.get(v.dtype, "unknown"))
