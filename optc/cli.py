@@ -197,11 +197,13 @@ def inspect(model: Path, all_layers: bool) -> None:
 @click.option("--data", type=click.Path(path_type=Path),
               help="DATA (.npz or folder of .npy/.npz) keyed by input name; default: seeded "
                    "random inputs.")
-@click.option("--runtime", type=click.Choice(["ort"]), default="ort", show_default=True,
-              help="Runtime that executes both models (optc's runtime arrives with its issue).")
+@click.option("--runtime", type=click.Choice(["ort", "optc"]), default="ort",
+              show_default=True,
+              help="Runtime that executes B; A, the reference, always runs in onnxruntime.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
 def compare(a: Path, b: Path, data: Path | None, runtime: str, seed: int) -> None:
-    """Run A and B on the same inputs; print max abs/rel error, cosine and top-1 agreement."""
+    """Run A (onnxruntime) and B (--runtime) on the same inputs; print max abs/rel error,
+    cosine and top-1 agreement."""
     from optc.data import read_data
     from optc.ir import load
     from optc.validate import compare_models, ort_session
@@ -211,11 +213,99 @@ def compare(a: Path, b: Path, data: Path | None, runtime: str, seed: int) -> Non
     feeds = None
     if data is not None:
         feeds = read_data(data, [i.name for i in ort_session(a).get_inputs()])
-    results = compare_models(a, b, feeds, seed=seed)
-    t = Table(title=f"{a.name} vs {b.name} ({runtime})")
+    results = compare_models(a, b, feeds, seed=seed, runtime=runtime)
+    t = Table(title=f"{a.name} (ort) vs {b.name} ({runtime})")
     for col in ("output", "max abs err", "max rel err", "cosine", "top-1 agree"):
         t.add_column(col, justify="left" if col == "output" else "right")
     for r in results:
         t.add_row(r.name, f"{r.max_abs:.3g}", f"{r.max_rel:.3g}", f"{r.cosine:.8f}",
                   "-" if r.top1 is None else f"{r.top1:.3f}")
     _stdout.print(t)
+
+
+# --------------------------------------------------------------------------------------------
+@main.command("run")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
+              help="An input tensor from a .npy file (repeat per input). Inputs not given get "
+                   "seeded random values.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every output into this .npz (atomically).")
+@click.option("--runtime", type=click.Choice(["ort", "optc"]), default="optc", show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--threads", type=int, default=None, help="Threads (default: the runtime's).")
+def run_model(model: Path, inputs: tuple[str, ...], output: Path | None, runtime: str,
+              seed: int, threads: int | None) -> None:
+    """Run MODEL once and print (or save) its outputs."""
+    import numpy as np
+
+    from optc.ir import load
+    from optc.validate import random_feeds, session
+
+    m = load(model)
+    sess = session(m if runtime == "optc" else model, runtime, threads=threads)
+    names = [i.name for i in sess.get_inputs()]
+    feeds = {}
+    for item in inputs:
+        name, eq, file = item.partition("=")
+        if not eq:
+            raise OptcError(f"--input '{item}' is not NAME=FILE.npy")
+        if name not in names:
+            raise OptcError(f"--input '{name}': the model has no such input "
+                            f"(inputs: {', '.join(names)})")
+        try:
+            feeds[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise OptcError(f"{file}: cannot read it as a .npy array ({e})") from e
+    if len(feeds) < len(names):
+        random = random_feeds(sess, seed)
+        feeds.update({k: v for k, v in random.items() if k not in feeds})
+    outputs = sess.run(None, feeds)
+    out_names = [o.name for o in sess.get_outputs()]
+    if output is not None:
+        tmp = output.with_name(f".{output.name}.tmp.npz")
+        np.savez(tmp, **dict(zip(out_names, outputs)))
+        tmp.replace(output)
+    t = Table(title=f"{model.name} ({runtime})")
+    for col in ("output", "shape", "dtype", "min", "max", "mean"):
+        t.add_column(col)
+    for name, arr in zip(out_names, outputs):
+        num = arr.dtype.kind in "biuf" and arr.size
+        t.add_row(name, "x".join(map(str, arr.shape)), str(arr.dtype),
+                  f"{arr.min():.4g}" if num else "-", f"{arr.max():.4g}" if num else "-",
+                  f"{arr.astype(np.float64).mean():.4g}" if num else "-")
+    _stdout.print(t)
+    peak = getattr(sess, "peak_bytes", None)
+    if peak is not None:
+        _stdout.print(f"peak activation memory: {peak / 2**20:.2f} MiB "
+                      f"(all activations: {sess.total_activation_bytes / 2**20:.2f} MiB)")
+
+
+# --------------------------------------------------------------------------------------------
+@main.command("bench")
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--runtime", type=click.Choice(["ort", "optc"]), default="optc", show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="Threads for both runtimes.")
+@click.option("--warmup", type=int, default=3, show_default=True)
+@click.option("--repeat", type=int, default=20, show_default=True)
+@click.option("--batch", type=int, default=1, show_default=True,
+              help="Size of symbolic (batch) dims.")
+def bench_model(model: Path, runtime: str, threads: int, warmup: int, repeat: int,
+                batch: int) -> None:
+    """Median latency of MODEL in RUNTIME, with onnxruntime measured in the same run."""
+    from optc.bench import bench
+    from optc.ir import load
+
+    load(model)  # one clear line for a missing / broken file
+    if repeat < 1 or warmup < 0 or threads < 1 or batch < 1:
+        raise OptcError("--repeat, --threads and --batch must be >= 1, --warmup >= 0")
+    r = bench(model, runtime=runtime, threads=threads, warmup=warmup, repeat=repeat,
+              batch=batch)
+    line = f"{model.name}: onnxruntime {r.ort_median_ms:.2f} ms"
+    if runtime != "ort":
+        line += f", {runtime} {r.median_ms:.2f} ms, ratio {runtime}/ort {r.ratio:.2f}x"
+    line += f" (median of {repeat}, {threads} thread{'s' if threads > 1 else ''})"
+    if r.peak_bytes is not None:
+        line += f"; peak activation memory {r.peak_bytes / 2**20:.2f} MiB"
+    _stdout.print(line)

@@ -50,12 +50,24 @@ def ort_session(model: str | os.PathLike | bytes | Model, *, optimize: bool = Fa
         raise OptcError(f"{label}: onnxruntime cannot load it: {_first_line(e)}") from e
 
 
-def random_feeds(session: ort.InferenceSession, seed: int = 0, batch: int = 1,
-                 ) -> dict[str, np.ndarray]:
-    """Seeded random inputs for every required input of ``session``."""
+def session(model: str | os.PathLike | bytes | Model, runtime: str = "ort", *,
+            threads: int | None = 1, optimize: bool = False):
+    """A session of ``runtime`` ('ort' or 'optc'); both have get_inputs/get_outputs/run."""
+    if runtime == "ort":
+        return ort_session(model, optimize=optimize, threads=threads)
+    if runtime == "optc":
+        from optc.runtime import InferenceSession
+
+        return InferenceSession(model, threads=threads)
+    raise OptcError(f"unknown runtime '{runtime}' (ort or optc)")
+
+
+def random_feeds(sess, seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
+    """Seeded random inputs for every required input of ``sess`` (onnxruntime or optc);
+    symbolic dims become ``batch``."""
     rng = np.random.default_rng(seed)
     feeds = {}
-    for i in session.get_inputs():
+    for i in sess.get_inputs():
         dtype = _ORT_TYPES.get(i.type)
         if dtype is None:
             raise OptcError(f"input '{i.name}' has type {i.type}, which random inputs do not "
@@ -70,11 +82,14 @@ def random_feeds(session: ort.InferenceSession, seed: int = 0, batch: int = 1,
     return feeds
 
 
-def run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    names = [o.name for o in session.get_outputs()]
-    wanted = {i.name for i in session.get_inputs()}
+def run(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run an onnxruntime or optc session on the feeds it needs; outputs by name."""
+    names = [o.name for o in sess.get_outputs()]
+    wanted = {i.name for i in sess.get_inputs()}
     try:
-        outs = session.run(names, {k: v for k, v in feeds.items() if k in wanted})
+        outs = sess.run(names, {k: v for k, v in feeds.items() if k in wanted})
+    except OptcError:
+        raise
     except Exception as e:
         raise OptcError(f"onnxruntime failed to run the model: {_first_line(e)}") from e
     return dict(zip(names, outs))
@@ -114,16 +129,18 @@ def compare_arrays(name: str, ref: np.ndarray, got: np.ndarray, *, rtol: float =
 
 def compare_models(a: str | os.PathLike | bytes | Model, b: str | os.PathLike | bytes | Model,
                    data: dict[str, np.ndarray] | None = None, *, seed: int = 0,
-                   rtol: float = RTOL, atol: float = ATOL) -> list[OutputComparison]:
-    """Run ``a`` and ``b`` in onnxruntime (optimizations off) on the same inputs and compare
-    every output of ``a`` with the output of the same name in ``b``.
+                   rtol: float = RTOL, atol: float = ATOL, runtime: str = "ort",
+                   ) -> list[OutputComparison]:
+    """Run ``a`` in onnxruntime (optimizations off: the oracle) and ``b`` in ``runtime`` ('ort'
+    or 'optc') on the same inputs and compare every output of ``a`` with the output of the same
+    name in ``b``.
 
     ``data``: samples per input (leading axis), e.g. from ``optc.data.read_data``; fed in
     batches of the model's static batch size. Without it, one seeded random input is used.
     """
     from optc.data import batches
 
-    sa, sb = ort_session(a), ort_session(b)
+    sa, sb = ort_session(a), session(b, runtime)
     missing = [i.name for i in sb.get_inputs() if i.name not in {j.name for j in sa.get_inputs()}]
     if missing:
         raise OptcError(f"the second model needs input(s) {', '.join(missing)} that the first "

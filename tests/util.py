@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 from pathlib import Path
 
@@ -15,12 +14,11 @@ from onnx import TensorProto, helper, numpy_helper
 import optc
 from optc.ir import Model, serialize, verify
 from optc.pass_base import Pass
+from optc.testing import LIGHT_MODELS, randomize_light  # noqa: F401  (re-exported)
 from optc.validate import ATOL, RTOL, ort_session, random_feeds, run
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
-LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-LIGHT_MODELS = sorted(glob.glob(str(LIGHT_DIR / "light_*.onnx")))
 SHIPPED_MODELS = sorted(str(p) for p in MODELS.glob("*.onnx"))
 
 
@@ -86,36 +84,6 @@ def check_pass(p: Pass, text_or_proto, *, expect_modified: bool = True) -> Model
 
 def op_types(model: Model) -> list[str]:
     return [n.op_type for n in model.graph.nodes]
-
-
-# --------------------------------------------------------------------------------------------
-# light models with random weights
-# --------------------------------------------------------------------------------------------
-def randomize_light(path: str, seed: int = 0) -> onnx.ModelProto:
-    """The light model with every ConstantOfShape-filled weight replaced by a seeded random
-    initializer (He-scaled for weights; 1-D tensors in [0.5, 1.5] so BN variances stay
-    positive). Built with onnx protos only, independently of optc."""
-    m = onnx.load(path)
-    rng = np.random.default_rng(seed)
-    g = m.graph
-    shapes = {t.name: numpy_helper.to_array(t) for t in g.initializer}
-    keep_nodes = []
-    for n in g.node:
-        if n.op_type == "ConstantOfShape" and n.input[0] in shapes:
-            shape = [int(d) for d in shapes[n.input[0]]]
-            if len(shape) >= 2:
-                fan_in = int(np.prod(shape[1:]))
-                data = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
-            else:
-                data = rng.uniform(0.5, 1.5, shape)
-            g.initializer.append(numpy_helper.from_array(data.astype(np.float32), n.output[0]))
-            g.input.append(helper.make_tensor_value_info(n.output[0], TensorProto.FLOAT, shape))
-        else:
-            keep_nodes.append(n)
-    del g.node[:]
-    g.node.extend(keep_nodes)
-    onnx.checker.check_model(m)
-    return m
 
 
 # --------------------------------------------------------------------------------------------

@@ -201,3 +201,51 @@ def test_debug_shows_traceback(tmp_path):
                                        str(tmp_path / "y.onnx")])
     assert result.exit_code != 0
     assert isinstance(result.exception, optc.OptcError)
+
+
+def test_run_with_given_and_random_inputs(tmp_path):
+    import numpy as np
+
+    x = tmp_path / "x.npy"
+    np.save(x, np.load(MODELS / "digits_test.npz")["input"][:4])
+    out = tmp_path / "out.npz"
+    r = invoke("run", DIGITS, "--input", f"input={x}", "-o", out)
+    assert r.exit_code == 0, r.stderr
+    assert "peak activation memory" in r.stdout
+    logits = np.load(out)["logits"]
+    labels = np.load(MODELS / "digits_test.npz")["labels"][:4]
+    assert logits.shape == (4, 10) and (logits.argmax(1) == labels).all()
+    r = invoke("run", RESNET, "--runtime", "ort")
+    assert r.exit_code == 0 and "logits" in r.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--input", "nope=x.npy"], "the model has no such input"),
+    (["--input", "input"], "is not NAME=FILE.npy"),
+    (["--input", "input=missing.npy"], "cannot read it as a .npy array"),
+])
+def test_run_bad_inputs(tmp_path, args, fragment):
+    r = invoke("run", DIGITS, *args)
+    assert_one_line_error(r, fragment)
+
+
+def test_run_wrong_shape_is_one_line(tmp_path):
+    import numpy as np
+
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 8, 8), np.float32))
+    r = invoke("run", DIGITS, "--input", f"input={x}")
+    assert_one_line_error(r, "input 'input' must have rank 4")
+
+
+def test_bench_prints_ratio_against_onnxruntime():
+    r = invoke("bench", DIGITS, "--repeat", "3", "--warmup", "1")
+    assert r.exit_code == 0, r.stderr
+    assert "onnxruntime" in r.stdout and "ratio optc/ort" in r.stdout
+    assert "peak activation memory" in r.stdout
+
+
+def test_compare_in_optc_runtime():
+    r = invoke("compare", RESNET, RESNET, "--runtime", "optc")
+    assert r.exit_code == 0, r.stderr
+    assert "(optc)" in r.stdout and "1.00000000" in r.stdout

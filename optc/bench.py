@@ -1,0 +1,58 @@
+"""Latency of a model in optc.runtime next to onnxruntime, measured in the same run.
+
+Both runtimes get the same inputs and the same thread count (onnxruntime: intra_op threads;
+optc: BLAS threads through threadpoolctl). Iterations alternate between the two runtimes, so
+that a slow spell of this noisy machine hits both; the median of each is reported and the ratio
+optc / onnxruntime is the figure to read (absolute times mean little here).
+onnxruntime runs with its graph optimizations on (ORT_ENABLE_ALL), as users run it.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+from optc.validate import random_feeds, session
+
+
+@dataclass
+class BenchResult:
+    runtime: str
+    median_ms: float
+    ort_median_ms: float
+    peak_bytes: int | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.median_ms / self.ort_median_ms
+
+
+def bench(model: str | os.PathLike | bytes, *, runtime: str = "optc", threads: int = 1,
+          warmup: int = 3, repeat: int = 20, batch: int = 1, seed: int = 0,
+          progress: bool | None = None) -> BenchResult:
+    from rich.progress import Progress
+
+    ort_sess = session(model, "ort", threads=threads, optimize=True)
+    feeds = random_feeds(ort_sess, seed, batch)
+    sessions = {"ort": ort_sess}
+    if runtime != "ort":
+        sessions[runtime] = session(model, runtime, threads=threads)
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    if progress is None:
+        progress = sys.stderr.isatty()
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("benchmarking", total=warmup + repeat)
+        for i in range(warmup + repeat):
+            for name, s in sessions.items():
+                start = time.perf_counter()
+                s.run(None, feeds)
+                if i >= warmup:
+                    times[name].append((time.perf_counter() - start) * 1e3)
+            bar.advance(task)
+    ort_ms = statistics.median(times["ort"])
+    ours = sessions[runtime]
+    return BenchResult(runtime, statistics.median(times[runtime]), ort_ms,
+                       getattr(ours, "peak_bytes", None))

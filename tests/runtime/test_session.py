@@ -1,0 +1,180 @@
+"""optc.runtime.InferenceSession on whole models against onnxruntime, its memory accounting,
+its onnxruntime-shaped API and its errors."""
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import optc
+from optc.errors import OptcError
+from optc.ir import serialize
+from optc.runtime import InferenceSession, supported_ops
+from optc.runtime import registry
+from optc.validate import ort_session, random_feeds, run
+from tests.util import LIGHT_MODELS, MODELS, SHIPPED_MODELS, parse, randomize_light
+
+RTOL = 1e-4  # the runtime issue's bar against onnxruntime
+
+
+def assert_close(ref: dict, got: list, names=None):
+    for (name, r), g in zip(ref.items(), got):
+        assert g.shape == r.shape and g.dtype == r.dtype, name
+        scale = float(np.max(np.abs(r))) if r.size else 0.0
+        np.testing.assert_allclose(g, r, rtol=RTOL, atol=RTOL * scale, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def folded_light():
+    """The light models with seeded random weights, constant-folded by optc (their weights are
+    ConstantOfShape fills otherwise), as (original proto, folded bytes)."""
+    cache = {}
+
+    def get(path):
+        if path not in cache:
+            original = randomize_light(path)
+            model, _ = optc.optimize(original, passes="freeze-initializers,fold-constants")
+            cache[path] = (original, serialize(model))
+        return cache[path]
+
+    return get
+
+
+@pytest.mark.parametrize("path", LIGHT_MODELS, ids=os.path.basename)
+def test_light_models_match_onnxruntime(path, folded_light):
+    original, folded = folded_light(path)
+    s = ort_session(original.SerializeToString())
+    feeds = random_feeds(s, seed=1)
+    ref = run(s, feeds)  # with a final Softmax: its output and the logits before it
+    assert_close(ref, InferenceSession(folded).run(None, feeds))
+
+
+@pytest.mark.parametrize("path", SHIPPED_MODELS, ids=os.path.basename)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_shipped_models_match_onnxruntime_at_any_batch(path, batch):
+    s = ort_session(path)
+    feeds = random_feeds(s, seed=2, batch=batch)
+    assert next(iter(feeds.values())).shape[0] == batch
+    sess = InferenceSession(path)
+    assert_close(run(s, feeds), sess.run(None, feeds))
+
+
+def test_digits_accuracy_in_optc_runtime():
+    data = np.load(MODELS / "digits_test.npz")
+    logits = InferenceSession(MODELS / "digits_cnn.onnx").run(None, {"input": data["input"]})[0]
+    assert float((logits.argmax(1) == data["labels"]).mean()) > 0.95
+
+
+def test_peak_memory_below_sum_of_activations_on_resnet50(folded_light):
+    _, folded = folded_light(next(p for p in LIGHT_MODELS if "resnet50" in p))
+    sess = InferenceSession(folded)
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    sess.run(None, {"gpu_0/data_0": x})
+    assert 0 < sess.peak_bytes < sess.total_activation_bytes
+    # the largest activations of ResNet-50 are 1x256x56x56 floats (3.2 MB): a few of them
+    # must be alive together, nowhere near all ~150 MB of the network
+    assert sess.peak_bytes < sess.total_activation_bytes / 5
+
+
+def test_liveness_releases_each_buffer_after_its_last_use():
+    nodes = [helper.make_node("Relu", [f"v{i}"], [f"v{i + 1}"]) for i in range(10)]
+    nodes[0].input[0] = "x"
+    nodes[-1].output[0] = "y"
+    g = helper.make_graph(nodes, "chain",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [256])])
+    sess = InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    sess.run(None, {"x": np.ones(256, np.float32)})
+    assert sess.peak_bytes == 2 * 1024  # the value being read and the one being written
+    assert sess.total_activation_bytes == 11 * 1024
+
+
+def test_api_is_shaped_like_onnxruntime():
+    path = str(MODELS / "resnet_mini.onnx")
+    ours, theirs = InferenceSession(path), ort_session(path)
+    for a, b in zip(ours.get_inputs() + ours.get_outputs(),
+                    theirs.get_inputs() + theirs.get_outputs()):
+        assert (a.name, a.shape, a.type) == (b.name, b.shape, b.type)
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    assert ours.run(["logits"], {"input": x})[0].shape == (2, 10)
+    with pytest.raises(OptcError, match="unknown output 'nope'"):
+        ours.run(["nope"], {"input": x})
+
+
+def test_accepts_path_bytes_proto_model_and_graph():
+    path = MODELS / "digits_cnn.onnx"
+    x = {"input": np.zeros((1, 1, 8, 8), np.float32)}
+    expected = InferenceSession(path).run(None, x)[0]
+    proto = onnx.load(path)
+    for source in (str(path), proto.SerializeToString(), proto, optc.load(path),
+                   optc.load(path).graph):
+        np.testing.assert_array_equal(InferenceSession(source).run(None, x)[0], expected)
+
+
+@pytest.mark.parametrize("feeds, message", [
+    ({"inp": np.zeros((1, 3, 32, 32), np.float32)}, "unknown input 'inp'; the model's inputs "
+                                                     "are: input"),
+    ({}, "missing input(s) input"),
+    ({"input": np.zeros((1, 3, 32, 32), np.float64)}, "input 'input' must be tensor(float) "
+                                                       "(float32), got float64"),
+    ({"input": np.zeros((3, 32, 32), np.float32)}, "input 'input' must have rank 4"),
+    ({"input": np.zeros((1, 4, 32, 32), np.float32)}, "input 'input' dim 1 must be 3"),
+])
+def test_bad_feeds(feeds, message):
+    sess = InferenceSession(MODELS / "resnet_mini.onnx")
+    with pytest.raises(OptcError) as err:
+        sess.run(None, feeds)
+    assert message in str(err.value)
+
+
+def test_unsupported_op_is_named():
+    model = parse("""
+    <ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>
+    g (float[2] x) => (float[2] y) { y = com.example.Mystery(x) }
+    """)
+    with pytest.raises(OptcError, match="a Mystery node: optc.runtime has no kernel for op "
+                                        "com.example.Mystery"):
+        InferenceSession(model)
+
+
+def test_unsupported_version_is_named(monkeypatch):
+    table = dict(registry._TABLE)
+    del table[("", "Relu", 14)]
+    monkeypatch.setattr(registry, "_TABLE", table)
+    model = parse("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2] x) => (float[2] y) { y = Relu(x) }
+    """)
+    with pytest.raises(OptcError, match=r"does not support ai.onnx.Relu version 14 \(opset 17\); "
+                                        r"it implements versions \[1, 6, 13\]"):
+        InferenceSession(model)
+
+
+def test_kernel_runtime_error_names_the_node():
+    model = parse("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,3] a, float[4,5] b) => (float[2,5] y) { y = MatMul(a, b) }
+    """)
+    sess = InferenceSession(model)
+    with pytest.raises(OptcError, match="a MatMul node: ValueError"):
+        sess.run(None, {"a": np.zeros((2, 3), np.float32), "b": np.zeros((4, 5), np.float32)})
+
+
+def test_every_version_onnx_defines_is_implemented_with_its_attributes():
+    """Each op covers every schema version onnx has for it, and each kernel takes exactly the
+    attributes its schema versions define as keyword arguments."""
+    by_op: dict[str, dict[int, set]] = {}
+    for s in onnx.defs.get_all_schemas_with_history():
+        if s.domain == "":
+            by_op.setdefault(s.name, {})[s.since_version] = set(s.attributes)
+    for (domain, op), versions in supported_ops().items():
+        assert domain == ""
+        assert versions == sorted(by_op[op]), op
+        for v in versions:
+            k = registry._TABLE[("", op, v)]
+            assert by_op[op][v] <= k.attributes, (op, v, by_op[op][v] - k.attributes)
+            defined = set().union(*(by_op[op][u] for u in versions
+                                    if registry._TABLE[("", op, u)].fn is k.fn))
+            assert k.attributes <= defined, (op, v, k.attributes - defined)
