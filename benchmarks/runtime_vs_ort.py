@@ -1,0 +1,53 @@
+"""optc.runtime latency next to onnxruntime (same run, same inputs, 1 thread each by default),
+plus optc's peak activation memory, on the ResNet-50, VGG-19 and DenseNet-121 `light`
+architectures with seeded random weights (constant-folded by optc) and on the models/ models.
+
+    python benchmarks/runtime_vs_ort.py [--repeat 10] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import optc
+from optc.bench import bench
+from optc.testing import light_model, randomize_light
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    console = Console()
+    table = Table(title=f"optc.runtime vs onnxruntime ({args.threads} thread, median of "
+                        f"{args.repeat}; onnxruntime with its graph optimizations on)")
+    for col in ("model", "ort ms", "optc ms", "optc/ort", "peak act. MiB"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for name in ("resnet50", "vgg19", "densenet121"):
+            model, _ = optc.optimize(randomize_light(light_model(name)),
+                                     passes="freeze-initializers,fold-constants")
+            path = Path(d) / f"{name}_random.onnx"
+            optc.save(model, path)
+            paths.append(path)
+        paths += sorted((REPO / "models").glob("*.onnx"))
+        for path in paths:
+            r = bench(path, runtime="optc", threads=args.threads, warmup=args.warmup,
+                      repeat=args.repeat)
+            table.add_row(path.name, f"{r.ort_median_ms:.2f}", f"{r.median_ms:.2f}",
+                          f"{r.ratio:.2f}x", f"{r.peak_bytes / 2**20:.2f}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
