@@ -1,4 +1,4 @@
-"""BatchNormalization (inference), Gemm, MatMul, Softmax, LRN, ReduceMean."""
+"""BatchNormalization (inference), Gemm, MatMul, Softmax, LRN."""
 
 from __future__ import annotations
 
@@ -88,26 +88,3 @@ def lrn(x, *, size, alpha=0.0001, beta=0.75, bias=1.0):
     csum = np.concatenate([np.zeros_like(csum[:, :1]), csum], axis=1)
     window = csum[:, size:size + c] - csum[:, :c]
     return (x / (bias + alpha / size * window) ** beta).astype(x.dtype)
-
-
-# --- ReduceMean ---------------------------------------------------------------------------------
-def _reduce_mean(x, axes, keepdims):
-    if axes is not None:
-        axes = tuple(int(a) for a in np.asarray(axes).reshape(-1))
-    out = np.mean(x, axis=axes, keepdims=bool(keepdims), dtype=np.float64 if
-                  x.dtype.kind != "f" else None)
-    return np.asarray(out).astype(x.dtype, copy=False)
-
-
-@kernel("ReduceMean", (1, 11, 13))
-def reduce_mean_attr(x, *, axes=None, keepdims=1):
-    return _reduce_mean(x, axes, keepdims)
-
-
-@kernel("ReduceMean", (18,))
-def reduce_mean(x, axes=None, *, keepdims=1, noop_with_empty_axes=0):
-    if axes is None or np.asarray(axes).size == 0:
-        if noop_with_empty_axes:
-            return x
-        axes = None
-    return _reduce_mean(x, axes, keepdims)
