@@ -73,10 +73,16 @@ def since_version(op_type: str, domain: str, opset: int) -> int | None:
         return None
 
 
-def lookup(op_type: str, domain: str, opset: int) -> Kernel:
-    """The kernel for ``op_type`` at ``opset`` of its domain; OptcError if there is none."""
+def table() -> dict[tuple[str, str, int], Kernel]:
+    """The kernel table, built-in kernels included: {(domain, op, since_version): Kernel}."""
     import optc.runtime.kernels  # noqa: F401  (registers the built-in kernels)
 
+    return _TABLE
+
+
+def lookup(op_type: str, domain: str, opset: int) -> Kernel:
+    """The kernel for ``op_type`` at ``opset`` of its domain; OptcError if there is none."""
+    table()
     domain = _norm_domain(domain)
     since = since_version(op_type, domain, opset)
     if since is None:
@@ -99,9 +105,7 @@ def lookup(op_type: str, domain: str, opset: int) -> Kernel:
 
 def supported_ops() -> dict[tuple[str, str], list[int]]:
     """{(domain, op_type): [schema versions]} of every registered kernel."""
-    import optc.runtime.kernels  # noqa: F401
-
     out: dict[tuple[str, str], list[int]] = {}
-    for d, o, v in sorted(_TABLE):
+    for d, o, v in sorted(table()):
         out.setdefault((d, o), []).append(v)
     return out

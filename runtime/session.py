@@ -176,7 +176,16 @@ class InferenceSession:
         else:
             live, peak, total = self._execute(env, live, peak, total)
         self.peak_bytes, self.total_activation_bytes = peak, total
-        return [env[s] for s in wanted]
+        # hand out arrays the caller owns: never the session's constants, the caller's own
+        # inputs, or views into either (as onnxruntime, which copies its outputs)
+        shared = {id(a) for a in self._constants.values()} | {id(a) for a in input_feed.values()}
+        return [self._owned(env[s], shared) for s in wanted]
+
+    @staticmethod
+    def _owned(arr: np.ndarray, shared: set[int]) -> np.ndarray:
+        if id(arr) in shared or arr.base is not None:
+            return arr.copy()
+        return arr
 
     def _execute(self, env: list, live: int, peak: int, total: int) -> tuple[int, int, int]:
         for step in self._steps:

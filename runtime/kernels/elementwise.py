@@ -151,8 +151,9 @@ def identity(x):
 
 
 @kernel("Dropout", (1, 6, 7, 10))
-def dropout_legacy(x, *, ratio=0.5, is_test=1, consumed_inputs=None, _outputs=1):
-    # inference: identity; the optional mask (opset >= 7) is all ones
+def dropout_legacy(x, *, ratio=0.5, is_test=0, consumed_inputs=None, _outputs=1):
+    # an inference runtime: identity whatever is_test says (as onnxruntime does); the
+    # optional mask (opset >= 7) is all ones
     if _outputs > 1:
         return x, np.ones(x.shape, dtype=np.bool_)
     return x

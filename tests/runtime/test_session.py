@@ -1,20 +1,22 @@
 """optc.runtime.InferenceSession on whole models against onnxruntime, its memory accounting,
 its onnxruntime-shaped API and its errors."""
 
+import inspect
 import os
 
 import numpy as np
 import onnx
 import pytest
+from hypothesis import HealthCheck, given, settings
 from onnx import TensorProto, helper
 
 import optc
 from optc.errors import OptcError
 from optc.ir import serialize
-from optc.runtime import InferenceSession, supported_ops
-from optc.runtime import registry
+from optc.runtime import InferenceSession, registry, supported_ops
 from optc.validate import ort_session, random_feeds, run
-from tests.util import LIGHT_MODELS, MODELS, SHIPPED_MODELS, parse, randomize_light
+from tests.util import (LIGHT_MODELS, MODELS, SHIPPED_MODELS, parse, random_models,
+                        randomize_light)
 
 RTOL = 1e-4  # the runtime issue's bar against onnxruntime
 
@@ -140,7 +142,7 @@ def test_unsupported_op_is_named():
 
 
 def test_unsupported_version_is_named(monkeypatch):
-    table = dict(registry._TABLE)
+    table = dict(registry.table())
     del table[("", "Relu", 14)]
     monkeypatch.setattr(registry, "_TABLE", table)
     model = parse("""
@@ -173,8 +175,62 @@ def test_every_version_onnx_defines_is_implemented_with_its_attributes():
         assert domain == ""
         assert versions == sorted(by_op[op]), op
         for v in versions:
-            k = registry._TABLE[("", op, v)]
+            k = registry.table()[("", op, v)]
             assert by_op[op][v] <= k.attributes, (op, v, by_op[op][v] - k.attributes)
             defined = set().union(*(by_op[op][u] for u in versions
-                                    if registry._TABLE[("", op, u)].fn is k.fn))
+                                    if registry.table()[("", op, u)].fn is k.fn))
             assert k.attributes <= defined, (op, v, k.attributes - defined)
+
+
+def test_kernel_defaults_are_the_specs():
+    """A kernel's keyword defaults are the attribute defaults of its schema versions."""
+    from onnx import helper
+
+    for (domain, op), versions in supported_ops().items():
+        for v in versions:
+            k = registry.table()[(domain, op, v)]
+            params = inspect.signature(k.fn).parameters
+            for name, a in onnx.defs.get_schema(op, v, domain).attributes.items():
+                if a.default_value.type == onnx.AttributeProto.UNDEFINED:
+                    continue
+                spec = helper.get_attribute_value(a.default_value)
+                spec = spec.decode() if isinstance(spec, bytes) else spec
+                if isinstance(spec, onnx.TensorProto):
+                    continue  # ConstantOfShape's value: checked by its node tests
+                ours = params[name].default
+                if isinstance(spec, float):
+                    assert ours == pytest.approx(spec, rel=1e-6), (op, v, name)
+                else:
+                    assert ours == spec, (op, v, name, ours, spec)
+
+
+def test_outputs_never_alias_constants_or_inputs():
+    model = parse("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[2,2] x) => (float[4] a, float[2,2] b, float[2,2] c) <float[2,2] w = {1.0, 2.0,
+                                                                                 3.0, 4.0},
+                                                                  int64[1] s = {4}> {
+      a = Reshape(w, s)
+      b = Identity(w)
+      c = Identity(x)
+    }
+    """)
+    sess = InferenceSession(model)
+    x = np.ones((2, 2), np.float32)
+    a, b, c = sess.run(None, {"x": x})
+    a[:] = 0
+    b[:] = 0
+    c[:] = 0
+    assert x.sum() == 4
+    a2, b2, _ = sess.run(None, {"x": x})
+    np.testing.assert_array_equal(a2, [1, 2, 3, 4])
+    np.testing.assert_array_equal(b2, [[1, 2], [3, 4]])
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(model=random_models(max_ops=12))
+def test_random_graphs_match_onnxruntime(model):
+    s = ort_session(model.SerializeToString())
+    feeds = random_feeds(s, seed=3)
+    assert_close(run(s, feeds), InferenceSession(model).run(None, feeds))
