@@ -5,7 +5,7 @@ fires, the math, and what it does not handle.
 """
 
 from optc.pass_base import PRESETS
-from optc.passes.cleanup import CLEANUP
+from optc.passes.cleanup import CLEANUP, CLEANUP_AFTER, CLEANUP_BEFORE
 from optc.passes.cleanup.constants import ConstantToInitializer
 from optc.passes.cleanup.cse import CSE
 from optc.passes.cleanup.dce import DCE
@@ -14,12 +14,15 @@ from optc.passes.cleanup.fold import FoldConstants
 from optc.passes.cleanup.freeze import FreezeInitializers
 from optc.passes.cleanup.identity import EliminateIdentity
 from optc.passes.cleanup.noop import EliminateNoop
+from optc.passes.fusion import FUSE
+from optc.passes.fusion.affine import FuseBias, FuseScale
+from optc.passes.fusion.fold_bn import FoldBatchNorm
 
 PRESETS["cleanup"] = CLEANUP
-#: the lossless default: cleanup plus every fusion. When the fusion passes arrive, run them
-#: before dedup-initializers/cse: sharing a weight between two convs (dedup) blocks folding a
-#: BatchNormalization into either of them.
-PRESETS["default"] = "cleanup"
+PRESETS["fuse"] = FUSE
+#: the lossless default: cleanup with every fusion in the middle of it
+PRESETS["default"] = f"{CLEANUP_BEFORE},fuse,{CLEANUP_AFTER}"
 
 __all__ = ["CSE", "DCE", "ConstantToInitializer", "DedupInitializers", "EliminateIdentity",
-           "EliminateNoop", "FoldConstants", "FreezeInitializers"]
+           "EliminateNoop", "FoldBatchNorm", "FoldConstants", "FreezeInitializers", "FuseBias",
+           "FuseScale"]

@@ -30,7 +30,13 @@ def test_parse_and_canonical_text():
 
 def test_presets_expand():
     p = Pipeline.parse("default")
-    assert ",".join(q.name for q in p.passes) == presets()["cleanup"]
+    names = [q.name for q in p.passes]
+    cleanup = presets()["cleanup"].split(",")
+    fuse = presets()["fuse"].split(",")
+    assert sorted(names) == sorted(cleanup + fuse)
+    # fusions run after the cleanup that exposes them and before the weight sharing
+    assert names.index("fold-bn") > names.index("fold-constants")
+    assert names.index("fuse-bias") < names.index("dedup-initializers")
     assert p.lossless
 
 

@@ -32,9 +32,12 @@ def test_pass_properties(name, model):
 @given(model=random_models(max_ops=14))
 def test_default_pipeline_properties(model):
     m = optc.load(model)
+    bns = sum(n.op_type == "BatchNormalization" for n in model.graph.node)
     report = run_pipeline(m, "default")
     verify(m.graph)
-    assert report.nodes_after <= report.nodes_before
+    # a BN with nothing to fold into becomes Mul+Add (one node more), everything else shrinks
+    assert report.nodes_after <= report.nodes_before + bns
+    assert "BatchNormalization" not in {n.op_type for n in m.graph.nodes}
     assert_same_outputs(model, serialize(m))
     # default has reached a fixed point: running it again changes nothing
     once = serialize(m)
