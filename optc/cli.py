@@ -71,13 +71,25 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--print-ir-after", metavar="NAME|all",
               help="Print the IR after the named pass (or after every pass).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the --validate inputs.")
+@click.option("--target", type=click.Choice(["onnx", "ort", "optc"]), default=None,
+              help="Runtime the output is for: sets fuse-act's target (onnx: standard ops; ort: "
+                   "com.microsoft fused ops; optc: ai.optc fused ops for optc.runtime).")
 def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
-             report_dir: Path | None, timing: bool, print_ir_after: str | None, seed: int) -> None:
+             report_dir: Path | None, timing: bool, print_ir_after: str | None, seed: int,
+             target: str | None) -> None:
     """Run a pass pipeline over MODEL and write the result to OUTPUT."""
     from optc.ir import load, save
+    from optc.passes import FuseActivation
     from optc.pipeline import Pipeline, run_pipeline
 
     pipeline = Pipeline.parse(pipeline_text)  # bad pipeline text fails before any work
+    if target is not None:
+        acts = [p for p in pipeline.passes if isinstance(p, FuseActivation)]
+        if not acts:
+            raise OptcError("--target sets fuse-act's target, but the pipeline does not run "
+                            "fuse-act")
+        for p in acts:
+            p.target = target
     if not output.parent.exists():
         raise OptcError(f"{output}: directory '{output.parent}' does not exist")
     start = time.perf_counter()
@@ -87,7 +99,10 @@ def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
     elapsed = time.perf_counter() - start
     results = None
     if validate:
-        results = _validate(model, m, pipeline.lossless, seed)
+        # ai.optc ops run in optc.runtime only; the reference always runs in onnxruntime
+        runtime = "optc" if any(isinstance(p, FuseActivation) and p.target == "optc"
+                                for p in pipeline.passes) else "ort"
+        results = _validate(model, m, pipeline.lossless, seed, runtime)
     save(m, output)
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -108,14 +123,14 @@ def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
                   f"{len(report.records)} passes, {elapsed:.2f} s")
 
 
-def _validate(source: Path, model, lossless: bool, seed: int):
+def _validate(source: Path, model, lossless: bool, seed: int, runtime: str = "ort"):
     from optc.ir import serde
     from optc.validate import compare_models
 
     with tempfile.TemporaryDirectory(prefix="optc-validate-") as d:
         candidate = Path(d) / "candidate.onnx"
         serde.save(model, candidate)
-        results = compare_models(source, candidate, seed=seed)
+        results = compare_models(source, candidate, seed=seed, runtime=runtime)
     for r in results:
         _stderr.print(f"validate {r.name}: max abs err {r.max_abs:.3g}, max rel err "
                       f"{r.max_rel:.3g}, cosine {r.cosine:.8f}"

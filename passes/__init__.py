@@ -15,6 +15,7 @@ from optc.passes.cleanup.freeze import FreezeInitializers
 from optc.passes.cleanup.identity import EliminateIdentity
 from optc.passes.cleanup.noop import EliminateNoop
 from optc.passes.fusion import FUSE
+from optc.passes.fusion.act import FuseActivation
 from optc.passes.fusion.affine import FuseBias, FuseScale
 from optc.passes.fusion.fold_bn import FoldBatchNorm
 
@@ -23,6 +24,6 @@ PRESETS["fuse"] = FUSE
 #: the lossless default: cleanup with every fusion in the middle of it
 PRESETS["default"] = f"{CLEANUP_BEFORE},fuse,{CLEANUP_AFTER}"
 
-__all__ = ["CSE", "DCE", "ConstantToInitializer", "DedupInitializers", "EliminateIdentity",
-           "EliminateNoop", "FoldBatchNorm", "FoldConstants", "FreezeInitializers", "FuseBias",
-           "FuseScale"]
+__all__ = ["CSE", "ConstantToInitializer", "DCE", "DedupInitializers", "EliminateIdentity",
+           "EliminateNoop", "FoldBatchNorm", "FoldConstants", "FreezeInitializers",
+           "FuseActivation", "FuseBias", "FuseScale"]

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
@@ -249,3 +250,32 @@ def test_compare_in_optc_runtime():
     r = invoke("compare", RESNET, RESNET, "--runtime", "optc")
     assert r.exit_code == 0, r.stderr
     assert "(optc)" in r.stdout and "1.00000000" in r.stdout
+
+
+@pytest.mark.parametrize("target, domain", [("ort", "com.microsoft"), ("optc", "ai.optc")])
+def test_optimize_target(tmp_path, target, domain):
+    src = str(MODELS / "mobilenetv2_mini.onnx")
+    out = tmp_path / "out.onnx"
+    r = invoke("optimize", src, "-o", out, "--validate", "--target", target)
+    assert r.exit_code == 0, r.stderr
+    model = onnx.load(out)
+    fused = [n for n in model.graph.node if n.op_type == "FusedConv"]
+    assert fused and all(n.domain == domain for n in fused)
+    assert not any(n.op_type in ("BatchNormalization", "Clip") for n in model.graph.node)
+    if target == "ort":
+        assert_same_outputs(src, str(out))
+    else:
+        from optc.runtime import InferenceSession
+        from optc.validate import ort_session, random_feeds, run
+
+        s = ort_session(src)
+        feeds = random_feeds(s, batch=2)
+        ref = run(s, feeds)["logits"]
+        got = InferenceSession(out).run(None, feeds)[0]
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6 * abs(ref).max())
+
+
+def test_target_needs_fuse_act(tmp_path):
+    r = invoke("optimize", RESNET, "-o", tmp_path / "o.onnx", "--passes", "cleanup",
+               "--target", "ort")
+    assert_one_line_error(r, "--target sets fuse-act's target")

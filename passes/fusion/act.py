@@ -1,0 +1,227 @@
+"""fuse-act: recognise activations (including the decomposed HardSwish and SiLU patterns) and
+fuse them into the Conv / Gemm before them, in the form the target runtime executes.
+
+Recognised activations of a value x:
+  Relu(x), Clip(x, lo, hi) with constant bounds (ReLU6 is Clip 0..6), LeakyRelu, Sigmoid,
+  HardSigmoid, HardSwish, Tanh;
+  x * HardSigmoid(x) with alpha 1/6, beta 0.5            -> HardSwish
+  x * Clip(x + 3, 0, 6) / 6  (Div by 6 or Mul by 1/6)     -> HardSwish
+  x * Sigmoid(x)                                          -> SiLU
+
+``target`` picks what is written:
+* ``onnx`` (default): standard ops only. Decomposed HardSwish becomes the HardSwish op (opset
+  >= 14) and x * Sigmoid(x) the Swish op (opset >= 24); a Conv followed by its activation stays
+  two standard nodes (ONNX has no fused conv).
+* ``ort``: Conv + Relu/Clip/LeakyRelu/Sigmoid/HardSigmoid/Tanh become com.microsoft.FusedConv
+  (what onnxruntime's CPU provider executes); other pairs are written as for ``onnx``.
+* ``optc``: Conv or Gemm + any recognised activation becomes ai.optc.FusedConv /
+  ai.optc.FusedGemm, which optc.runtime runs as one kernel (onnxruntime cannot load them).
+Fires only when the layer's output is read by the activation alone (for the decomposed
+patterns: by the pattern's own nodes alone) and is not a graph output.
+Not handled: ConvTranspose + activation (left as two nodes); non-constant Clip bounds; the
+decomposed patterns applied directly to a graph input (there is no node to anchor them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from optc.ir import Graph, Model, Node, Value
+from optc.pass_base import Pass, PassResult, register
+from optc.passes._common import const_input, drop_unused_constants, is_standard
+from optc.passes.fusion._channels import sole_reader
+
+ORT_DOMAIN = "com.microsoft"
+OPTC_DOMAIN = "ai.optc"
+_ORT_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh"}
+_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+_GEMM_ATTRS = ("alpha", "beta", "transA", "transB")
+
+
+@dataclass
+class Activation:
+    kind: str  # Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid, HardSwish, Tanh, SiLU
+    params: list[float]
+    nodes: list[Node]  # the nodes that compute it (to be removed when fused)
+    output: Value  # its result
+
+
+def _scalar(g: Graph, node: Node, index: int) -> float | None:
+    v = const_input(g, node, index)
+    if v is None or v.size != 1:
+        return None
+    return float(v.reshape(-1)[0])
+
+
+def _other(node: Node, x: Value) -> Value | None:
+    a, b = node.inputs[:2]
+    return b if a is x else a if b is x else None
+
+
+def match_activation(model: Model, x: Value) -> Activation | None:
+    """The activation applied to ``x`` by the nodes reading it, if they form one."""
+    g = model.graph
+    readers = [u for u, _ in x.uses()]
+    if not readers or g.is_output(x):
+        return None
+    if len(set(readers)) == 1:
+        n = readers[0]
+        if not is_standard(n) or len(n.outputs) != 1:
+            return None
+        if n.op_type in ("Relu", "Sigmoid", "Tanh", "HardSwish"):
+            return Activation(n.op_type, [], [n], n.outputs[0])
+        if n.op_type == "LeakyRelu":
+            return Activation("LeakyRelu", [float(n.attr("alpha", 0.01))], [n], n.outputs[0])
+        if n.op_type == "HardSigmoid":
+            return Activation("HardSigmoid", [float(n.attr("alpha", 0.2)),
+                                              float(n.attr("beta", 0.5))], [n], n.outputs[0])
+        if n.op_type == "Clip":
+            bounds = _clip_bounds(model, n)
+            if bounds is not None:
+                return Activation("Clip", list(bounds), [n], n.outputs[0])
+        return None
+    return _match_pattern(model, x, readers)
+
+
+def _clip_bounds(model: Model, n: Node) -> tuple[float, float] | None:
+    g = model.graph
+    if model.opset < 11:
+        return float(n.attr("min", -3.4028234663852886e38)), \
+            float(n.attr("max", 3.4028234663852886e38))
+    lo = hi = None
+    if len(n.inputs) > 1 and n.inputs[1] is not None:
+        lo = _scalar(g, n, 1)
+        if lo is None:
+            return None
+    if len(n.inputs) > 2 and n.inputs[2] is not None:
+        hi = _scalar(g, n, 2)
+        if hi is None:
+            return None
+    return (-3.4028234663852886e38 if lo is None else lo,
+            3.4028234663852886e38 if hi is None else hi)
+
+
+def _match_pattern(model: Model, x: Value, readers: list[Node]) -> Activation | None:
+    """x * HardSigmoid(x), x * Sigmoid(x), x * Clip(x + 3, 0, 6) / 6."""
+    g = model.graph
+    muls = [n for n in readers if n.op_type == "Mul" and is_standard(n)]
+    others = [n for n in readers if n not in muls]
+    if len(readers) != 2 or len(muls) != 1 or len(others) != 1:
+        return None
+    mul, gate = muls[0], others[0]
+    if not is_standard(gate):
+        return None
+    if gate.op_type in ("Sigmoid", "HardSigmoid"):
+        if _other(mul, x) is not gate.outputs[0] or sole_reader(g, gate.outputs[0]) is not mul:
+            return None
+        if gate.op_type == "Sigmoid":
+            return Activation("SiLU", [], [gate, mul], mul.outputs[0])
+        if np.isclose(gate.attr("alpha", 0.2), 1 / 6) and np.isclose(gate.attr("beta", 0.5), 0.5):
+            return Activation("HardSwish", [], [gate, mul], mul.outputs[0])
+        return None
+    if gate.op_type == "Add" and _other(gate, x) is not None and \
+            np.isclose(_scalar(g, gate, 1 if gate.inputs[0] is x else 0) or 0.0, 3.0):
+        clip = sole_reader(g, gate.outputs[0])
+        if clip is None or clip.op_type != "Clip" or _clip_bounds(model, clip) is None:
+            return None
+        if not np.allclose(_clip_bounds(model, clip), (0.0, 6.0)):
+            return None
+        # x * Clip(...): the Mul reads the Clip's output, then / 6 or * (1/6)
+        if _other(mul, x) is not clip.outputs[0]:
+            return None
+        post = sole_reader(g, mul.outputs[0])
+        if post is None or not is_standard(post):
+            return None
+        k = _scalar(g, post, 1) if post.inputs[0] is mul.outputs[0] else None
+        if k is None or not ((post.op_type == "Div" and np.isclose(k, 6.0)) or
+                             (post.op_type == "Mul" and np.isclose(k, 1 / 6))):
+            return None
+        return Activation("HardSwish", [], [gate, clip, mul, post], post.outputs[0])
+    return None
+
+
+@register
+@dataclass
+class FuseActivation(Pass):
+    """Fuse Conv/Gemm + activation for a target runtime; rewrite decomposed HardSwish/SiLU."""
+
+    name: ClassVar[str] = "fuse-act"
+    target: Literal["onnx", "ort", "optc"] = field(default="onnx", metadata={
+        "help": "onnx: standard ops only; ort: com.microsoft.FusedConv; optc: ai.optc fused ops"})
+
+    def __post_init__(self) -> None:
+        if self.target not in ("onnx", "ort", "optc"):
+            raise ValueError(f"target must be onnx, ort or optc, not '{self.target}'")
+
+    def run(self, model: Model) -> PassResult:
+        g = model.graph
+        stats: dict[str, int] = {}
+        for node in g.nodes:
+            if node.graph is not g or not is_standard(node) or not node.outputs or \
+                    node.outputs[0] is None:
+                continue
+            act = match_activation(model, node.outputs[0])
+            if act is not None and self._fuse(model, node, act):
+                key = f"{node.op_type}+{act.kind}"
+                stats[key] = stats.get(key, 0) + 1
+        return PassResult(model, bool(stats), stats)
+
+    def _fuse(self, model: Model, layer: Node, act: Activation) -> bool:
+        g = model.graph
+        layer_type = layer.op_type
+        fusable = layer_type == "Conv" and (self.target == "optc" or
+                                            (self.target == "ort" and
+                                             act.kind in _ORT_ACTIVATIONS))
+        fusable |= layer_type == "Gemm" and self.target == "optc"
+        if fusable and g.can_substitute(act.output, layer.outputs[0]):
+            domain = OPTC_DOMAIN if self.target == "optc" else ORT_DOMAIN
+            op = "FusedConv" if layer_type == "Conv" else "FusedGemm"
+            keep = _CONV_ATTRS if layer_type == "Conv" else _GEMM_ATTRS
+            attrs = {k: layer.attr(k) for k in keep if k in layer.attributes}
+            attrs["activation"] = act.kind
+            if act.params:
+                attrs["activation_params"] = [float(p) for p in act.params]
+            out = g.new_value(layer.outputs[0].name + "_fused", act.output.type)
+            fused = Node(op, list(layer.inputs), [out], domain=domain,
+                         name=g.unique_name((layer.name or op) + "_" + act.kind.lower()),
+                         attributes=attrs)
+            g.insert_before(layer, fused)
+            self._replace(model, act, out, [layer])
+            _ensure_opset(model, domain)
+            return True
+        # standard form: only decomposed patterns need rewriting
+        if len(act.nodes) == 1:
+            return False
+        x = layer.outputs[0]
+        if act.kind == "HardSwish" and model.opset >= 14:
+            new = Node("HardSwish", [x], [g.new_value(x.name + "_hswish", act.output.type)],
+                       name=g.unique_name("HardSwish"))
+        elif act.kind == "SiLU" and model.opset >= 24:
+            new = Node("Swish", [x], [g.new_value(x.name + "_swish", act.output.type)],
+                       name=g.unique_name("Swish"))
+        else:
+            return False
+        g.insert_after(layer, new)
+        if not g.can_substitute(act.output, new.outputs[0]):
+            g.remove(new)
+            return False
+        self._replace(model, act, new.outputs[0], [])
+        return True
+
+    def _replace(self, model: Model, act: Activation, out: Value, extra: list[Node]) -> None:
+        g = model.graph
+        g.substitute(act.output, out)
+        doomed = act.nodes + extra
+        inputs = [v for n in doomed for v in n.inputs if v is not None]
+        g.remove_nodes(doomed)
+        drop_unused_constants(g, inputs)
+
+
+def _ensure_opset(model: Model, domain: str) -> None:
+    if domain not in model.opset_imports:
+        model.opset_imports[domain] = 1
+    if model.ir_version < 7:
+        model.ir_version = 7

@@ -1,0 +1,55 @@
+"""optc's fused ops (domain ai.optc), written by fuse-act{target=optc}: FusedConv and FusedGemm
+run the layer and its activation in one kernel call.
+
+Attributes: the layer's own, plus ``activation`` (Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid,
+HardSwish, Tanh, SiLU) and ``activation_params`` (Clip: min, max; LeakyRelu: alpha;
+HardSigmoid: alpha, beta), as in onnxruntime's com.microsoft.FusedConv.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from optc.errors import OptcError
+from optc.runtime.kernels.conv import conv
+from optc.runtime.kernels.nn import gemm
+from optc.runtime.registry import OPTC_DOMAIN, kernel
+
+
+def apply_activation(kind: str, params, y: np.ndarray) -> np.ndarray:
+    """``kind`` applied to ``y`` in place where NumPy allows it."""
+    p = [float(v) for v in (params or [])]
+    t = y.dtype.type
+    if kind == "Relu":
+        return np.maximum(y, t(0), out=y)
+    if kind == "Clip":
+        return np.clip(y, t(p[0]), t(p[1]), out=y)
+    if kind == "LeakyRelu":
+        return np.where(y >= 0, y, y * t(p[0] if p else 0.01))
+    if kind == "Sigmoid":
+        return (1 / (1 + np.exp(-y))).astype(y.dtype)
+    if kind == "Tanh":
+        return np.tanh(y, out=y)
+    if kind == "HardSigmoid":
+        alpha, beta = p if len(p) == 2 else (0.2, 0.5)
+        return np.clip(y * t(alpha) + t(beta), t(0), t(1))
+    if kind == "HardSwish":
+        return y * np.clip(y * t(1 / 6) + t(0.5), t(0), t(1))
+    if kind == "SiLU":
+        return (y / (1 + np.exp(-y))).astype(y.dtype)
+    raise OptcError(f"unknown fused activation '{kind}'")
+
+
+@kernel("FusedConv", (1,), domain=OPTC_DOMAIN)
+def fused_conv(x, w, b=None, *, activation, activation_params=None, auto_pad="NOTSET",
+               dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
+    y = conv(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
+             kernel_shape=kernel_shape, pads=pads, strides=strides)
+    return apply_activation(activation, activation_params, y)
+
+
+@kernel("FusedGemm", (1,), domain=OPTC_DOMAIN)
+def fused_gemm(a, b, c=None, *, activation, activation_params=None, alpha=1.0, beta=1.0,
+               transA=0, transB=0):
+    y = np.array(gemm(a, b, c, alpha=alpha, beta=beta, transA=transA, transB=transB))
+    return apply_activation(activation, activation_params, y)

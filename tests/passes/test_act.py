@@ -1,0 +1,157 @@
+"""fuse-act."""
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import optc
+from optc.ir import serialize, to_proto
+from optc.passes import FuseActivation
+from optc.runtime import InferenceSession
+from optc.validate import ort_session, random_feeds, run
+from tests.util import check_pass, load, op_types, run_pass
+
+RNG = np.random.default_rng(2)
+W = numpy_helper.from_array(RNG.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+B = numpy_helper.from_array(RNG.standard_normal(4).astype(np.float32), "b")
+
+
+def _model(nodes, inits=(), opset=17, extra_outputs=(), x_shape=(1, 3, 5, 5),
+           y_shape=(1, 4, 5, 5)):
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1])] + nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(y_shape))]
+        + [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(y_shape))
+           for n in extra_outputs],
+        [W, B] + [numpy_helper.from_array(np.asarray(v, np.float32), k)
+                  for k, v in dict(inits).items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+ACTIVATIONS = {
+    "Relu": ([helper.make_node("Relu", ["c"], ["y"])], {}),
+    "ReLU6": ([helper.make_node("Clip", ["c", "lo", "hi"], ["y"])], {"lo": 0.0, "hi": 6.0}),
+    "LeakyRelu": ([helper.make_node("LeakyRelu", ["c"], ["y"], alpha=0.2)], {}),
+    "Sigmoid": ([helper.make_node("Sigmoid", ["c"], ["y"])], {}),
+    "HardSigmoid": ([helper.make_node("HardSigmoid", ["c"], ["y"], alpha=0.3, beta=0.4)], {}),
+    "Tanh": ([helper.make_node("Tanh", ["c"], ["y"])], {}),
+    "HardSwish": ([helper.make_node("HardSwish", ["c"], ["y"])], {}),
+    "HardSwish-decomposed-hsig": ([
+        helper.make_node("HardSigmoid", ["c"], ["h"], alpha=1 / 6, beta=0.5),
+        helper.make_node("Mul", ["c", "h"], ["y"])], {}),
+    "HardSwish-decomposed-clip": ([
+        helper.make_node("Add", ["c", "three"], ["a"]),
+        helper.make_node("Clip", ["a", "zero", "six"], ["cl"]),
+        helper.make_node("Mul", ["c", "cl"], ["m"]),
+        helper.make_node("Div", ["m", "six"], ["y"])], {"three": 3.0, "zero": 0.0, "six": 6.0}),
+    "SiLU": ([helper.make_node("Sigmoid", ["c"], ["s"]),
+              helper.make_node("Mul", ["s", "c"], ["y"])], {}),
+}
+
+
+def _optc_matches_ort(original, fused_model):
+    s = ort_session(original.SerializeToString())
+    feeds = random_feeds(s, seed=4)
+    ref = run(s, feeds)
+    got = InferenceSession(serialize(fused_model)).run(None, feeds)
+    for r, o in zip(ref.values(), got):
+        np.testing.assert_allclose(o, r, rtol=1e-5, atol=1e-6 * np.abs(r).max())
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_target_optc_fuses_every_activation(name):
+    nodes, inits = ACTIVATIONS[name]
+    model = _model(nodes, inits)
+    m = optc.load(model)
+    assert run_pass(FuseActivation(target="optc"), m)
+    assert [(n.domain, n.op_type) for n in m.graph.nodes] == [("ai.optc", "FusedConv")]
+    assert m.graph.outputs[0].name == "y"
+    _optc_matches_ort(model, m)
+    assert run_pass(FuseActivation(target="optc"), m) is False
+
+
+@pytest.mark.parametrize("name", ["Relu", "ReLU6", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh"])
+def test_target_ort_writes_fused_conv_that_onnxruntime_runs(name):
+    nodes, inits = ACTIVATIONS[name]
+    m = check_pass(FuseActivation(target="ort"), _model(nodes, inits))
+    assert [(n.domain, n.op_type) for n in m.graph.nodes] == [("com.microsoft", "FusedConv")]
+    assert m.opset_imports["com.microsoft"] == 1
+
+
+def test_target_ort_keeps_standard_form_for_what_onnxruntime_cannot_fuse():
+    nodes, inits = ACTIVATIONS["HardSwish-decomposed-hsig"]
+    m = check_pass(FuseActivation(target="ort"), _model(nodes, inits))
+    assert op_types(m) == ["Conv", "HardSwish"]
+
+
+@pytest.mark.parametrize("name", ["HardSwish-decomposed-hsig", "HardSwish-decomposed-clip"])
+def test_target_onnx_rewrites_decomposed_hardswish(name):
+    nodes, inits = ACTIVATIONS[name]
+    m = check_pass(FuseActivation(), _model(nodes, inits))
+    assert op_types(m) == ["Conv", "HardSwish"]
+    assert m.graph.initializers.keys() == {"w", "b"}  # the pattern's constants went too
+
+
+def test_target_onnx_silu_needs_opset_24_for_swish():
+    nodes, inits = ACTIVATIONS["SiLU"]
+    check_pass(FuseActivation(), _model(nodes, inits), expect_modified=False)
+    m = optc.load(_model(nodes, inits, opset=24))
+    assert run_pass(FuseActivation(), m)
+    assert op_types(m) == ["Conv", "Swish"]
+
+
+def test_target_onnx_leaves_conv_relu_as_two_standard_nodes():
+    nodes, inits = ACTIVATIONS["Relu"]
+    check_pass(FuseActivation(), _model(nodes, inits), expect_modified=False)
+
+
+def test_gemm_fuses_for_optc_only():
+    g = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w2"], ["c"], transB=1),
+         helper.make_node("Relu", ["c"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [numpy_helper.from_array(RNG.standard_normal((3, 5)).astype(np.float32), "w2")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    check_pass(FuseActivation(target="ort"), model, expect_modified=False)
+    m = optc.load(model)
+    assert run_pass(FuseActivation(target="optc"), m)
+    assert op_types(m) == ["FusedGemm"]
+    _optc_matches_ort(model, m)
+
+
+def test_negative_cases():
+    # the conv output is read twice before the activation: fusing would lose one reader
+    relu = [helper.make_node("Relu", ["c"], ["y"])]
+    for target in ("ort", "optc"):
+        check_pass(FuseActivation(target=target), _model(relu, extra_outputs=["c"]),
+                   expect_modified=False)
+    two_readers = _model([helper.make_node("Relu", ["c"], ["y"]),
+                          helper.make_node("Sigmoid", ["c"], ["z"])], extra_outputs=["z"])
+    check_pass(FuseActivation(target="ort"), two_readers, expect_modified=False)
+    # non-constant Clip bounds
+    g = load("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,2,3,3] x, float[2,2,1,1] w, float hi) => (float[1,2,3,3] y) <float lo = {0.0}> {
+      c = Conv(x, w)
+      y = Clip(c, lo, hi)
+    }
+    """)
+    assert run_pass(FuseActivation(target="ort"), g) is False
+    # a decomposed pattern whose inner value is read elsewhere is not rewritten
+    nodes, inits = ACTIVATIONS["HardSwish-decomposed-hsig"]
+    check_pass(FuseActivation(), _model(nodes, inits, extra_outputs=["h"]),
+               expect_modified=False)
+
+
+def test_conv_transpose_is_left_alone():
+    model = load("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,2,3,3] x, float[2,2,3,3] w) => (float[1,2,5,5] y) {
+      c = ConvTranspose(x, w)
+      y = Relu(c)
+    }
+    """)
+    assert run_pass(FuseActivation(target="optc"), model) is False
+    assert to_proto(model).graph.node[0].op_type == "ConvTranspose"
