@@ -18,6 +18,9 @@ from optc.passes.fusion import FUSE
 from optc.passes.fusion.act import FuseActivation
 from optc.passes.fusion.affine import FuseBias, FuseScale
 from optc.passes.fusion.fold_bn import FoldBatchNorm
+from optc.passes.fusion.pad import FusePad
+from optc.passes.fusion.preprocess import FoldPreprocess
+from optc.passes.fusion.transpose import FuseTranspose
 
 PRESETS["cleanup"] = CLEANUP
 PRESETS["fuse"] = FUSE
@@ -25,5 +28,6 @@ PRESETS["fuse"] = FUSE
 PRESETS["default"] = f"{CLEANUP_BEFORE},fuse,{CLEANUP_AFTER}"
 
 __all__ = ["CSE", "ConstantToInitializer", "DCE", "DedupInitializers", "EliminateIdentity",
-           "EliminateNoop", "FoldBatchNorm", "FoldConstants", "FreezeInitializers",
-           "FuseActivation", "FuseBias", "FuseScale"]
+           "EliminateNoop", "FoldBatchNorm", "FoldConstants",
+           "FoldPreprocess", "FreezeInitializers",
+           "FuseActivation", "FuseBias", "FusePad", "FuseScale", "FuseTranspose"]

@@ -1,7 +1,8 @@
 """Fusion passes: fold BatchNormalization, biases, scales and padding into the layers that can
 absorb them, so the saved model is the smallest exact graph."""
 
-from optc.passes.fusion import act, affine, fold_bn  # noqa: F401
+from optc.passes.fusion import (  # noqa: F401
+    act, affine, fold_bn, pad, preprocess, transpose)
 
 #: every fusion, in the order that lets one run reach a fixed point
-FUSE = "fold-bn,fuse-scale,fuse-bias,fuse-act"
+FUSE = "fold-preprocess,fuse-pad,fold-bn,fuse-scale,fuse-bias,fuse-transpose,fuse-act"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from optc.ir import Graph, Node, Value
+from optc.passes._common import is_standard
 
 
 def per_channel(graph: Graph, value: Value | None, channels: int, rank: int | None,
@@ -54,3 +55,46 @@ def channel_shape(channels: int, rank: int, axis: int = 1) -> tuple[int, ...]:
     """(C, 1, ..., 1)-style shape that broadcasts a per-channel vector over a rank-``rank``
     tensor whose channel axis is ``axis``."""
     return (channels,) + (1,) * (rank - axis - 1)
+
+
+def conv_has_padding(conv: Node) -> bool:
+    auto_pad = conv.attr("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        return True
+    return auto_pad != "VALID" and any(p != 0 for p in (conv.attr("pads") or []))
+
+
+def affine_into_conv_input(graph: Graph, conv: Node, s: np.ndarray, t: np.ndarray) -> bool:
+    """Make ``conv`` compute Conv(s * x + t) from x (s, t per input channel):
+        W'[m, c] = W[m, c] s[c],   b'[m] = b[m] + sum_{c, k} W[m, c, k] t[c]
+    Exact only when the conv does not pad or t is zero (padding zeros are not shifted by t), so
+    it refuses otherwise. Returns whether it rewrote the conv; the caller reconnects its input.
+    """
+    if conv.op_type != "Conv" or not is_standard(conv):
+        return False
+    if np.any(t != 0) and conv_has_padding(conv):
+        return False
+    w = owned_constant(graph, conv, 1)
+    if w is None or w.const_value.dtype.kind != "f":
+        return False
+    b = conv.inputs[2] if len(conv.inputs) > 2 else None
+    if b is not None and owned_constant(graph, conv, 2) is None:
+        return False
+    weight = w.const_value.astype(np.float64)
+    group = conv.attr("group", 1)
+    m, cg = weight.shape[:2]
+    if cg * group != len(s):
+        return False
+    k = weight.shape[2:]
+    wg = weight.reshape(group, m // group, cg, *k)
+    sg = s.reshape(group, 1, cg, *([1] * len(k)))
+    tg = t.reshape(group, 1, cg, *([1] * len(k)))
+    shift = (wg * tg).reshape(m, -1).sum(axis=1)
+    dtype = w.const_value.dtype
+    w.set_const((wg * sg).reshape(weight.shape).astype(dtype))
+    if b is not None:
+        b.set_const((b.const_value.astype(np.float64) + shift).astype(dtype))
+    elif np.any(shift != 0):
+        conv.set_inputs(list(conv.inputs[:2]) + [graph.add_initializer(
+            (conv.name or w.name) + "_bias", shift.astype(dtype))])
+    return True

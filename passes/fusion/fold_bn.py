@@ -33,7 +33,8 @@ from optc.errors import OptcError
 from optc.ir import Model, Node, infer_shapes, tensor_type
 from optc.pass_base import Pass, PassResult, register
 from optc.passes._common import drop_unused_constants, is_standard
-from optc.passes.fusion._channels import channel_shape, owned_constant, sole_reader
+from optc.passes.fusion._channels import (affine_into_conv_input, channel_shape, owned_constant,
+                                          sole_reader)
 
 
 def bn_affine(model: Model, bn: Node) -> tuple[np.ndarray, np.ndarray] | None:
@@ -212,39 +213,10 @@ class FoldBatchNorm(Pass):
         g = model.graph
         y = bn.outputs[0]
         conv = sole_reader(g, y)
-        if conv is None or conv.op_type != "Conv" or not is_standard(conv) or \
-                conv.inputs[0] is not y:
+        if conv is None or conv.inputs[0] is not y:
             return False
-        if conv.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        if not affine_into_conv_input(g, conv, s, t):
             return False
-        if any(p != 0 for p in (conv.attr("pads") or [])) and \
-                conv.attr("auto_pad", "NOTSET") != "VALID":
-            return False
-        w = owned_constant(g, conv, 1)
-        if w is None or w.const_value.dtype.kind != "f":
-            return False
-        b = conv.inputs[2] if len(conv.inputs) > 2 else None
-        if b is not None and owned_constant(g, conv, 2) is None:
-            return False
-        weight = w.const_value.astype(np.float64)
-        group = conv.attr("group", 1)
-        m, cg = weight.shape[:2]
-        if cg * group != len(s):
-            return False
-        k = weight.shape[2:]
-        mg = m // group
-        wg = weight.reshape(group, mg, cg, *k)
-        sg = s.reshape(group, 1, cg, *([1] * len(k)))
-        tg = t.reshape(group, 1, cg, *([1] * len(k)))
-        shift = (wg * tg).reshape(m, -1).sum(axis=1)
-        dtype = w.const_value.dtype
-        bias = (b.const_value.astype(np.float64) if b is not None else np.zeros(m)) + shift
-        w.set_const((wg * sg).reshape(weight.shape).astype(dtype))
-        if b is not None:
-            b.set_const(bias.astype(dtype))
-        else:
-            conv.set_inputs(list(conv.inputs[:2]) + [g.add_initializer(
-                (conv.name or w.name) + "_bias", bias.astype(dtype))])
         self._finish(model, bn, bn.inputs[0])
         return True
 

@@ -1,0 +1,93 @@
+"""fuse-transpose: the Transpose clean-ups that fusion exposes.
+
+* Transpose(Transpose(x, p), q), the inner one read only by the outer: one Transpose with the
+  composed permutation r[i] = p[q[i]], or nothing at all when r is the identity.
+* A 2-D Transpose read only by a Gemm as its A or B input: the Gemm's transA / transB flips
+  and it reads x directly.
+Transposes of constants are left to fold-constants. Not handled: Transpose into MatMul (MatMul
+has no transpose attribute; rewriting it to Gemm needs 2-D operands and is fuse-bias's job).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from optc.ir import Model, Node
+from optc.pass_base import Pass, PassResult, register
+from optc.passes._common import is_standard
+from optc.passes.fusion._channels import sole_reader
+
+_MAX_SWEEPS = 64
+
+
+def _perm(node: Node) -> list[int] | None:
+    perm = node.attr("perm")
+    if perm is not None:
+        return list(perm)
+    rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else None
+    return None if rank is None else list(reversed(range(rank)))
+
+
+@register
+@dataclass
+class FuseTranspose(Pass):
+    """Merge consecutive Transposes; fold 2-D Transposes into Gemm's transA/transB."""
+
+    name: ClassVar[str] = "fuse-transpose"
+
+    def run(self, model: Model) -> PassResult:
+        g = model.graph
+        stats = {"merged": 0, "cancelled": 0, "into_gemm": 0}
+        for _ in range(_MAX_SWEEPS):
+            changed = False
+            for t in g.nodes:
+                if t.graph is not g or t.op_type != "Transpose" or not is_standard(t):
+                    continue
+                reader = sole_reader(g, t.outputs[0])
+                if reader is None or not is_standard(reader):
+                    continue
+                if reader.op_type == "Transpose":
+                    kind = self._merge(model, t, reader)
+                elif reader.op_type == "Gemm":
+                    kind = self._into_gemm(model, t, reader)
+                else:
+                    kind = None
+                if kind:
+                    stats[kind] += 1
+                    changed = True
+            if not changed:
+                break
+        return PassResult(model, any(stats.values()), {k: v for k, v in stats.items() if v})
+
+    def _merge(self, model: Model, inner: Node, outer: Node) -> str | None:
+        g = model.graph
+        p, q = _perm(inner), _perm(outer)
+        if p is None or q is None or len(p) != len(q):
+            return None
+        composed = [p[i] for i in q]
+        x = inner.inputs[0]
+        if composed == list(range(len(composed))):
+            if not g.can_substitute(outer.outputs[0], x):
+                return None
+            g.substitute(outer.outputs[0], x)
+            g.remove(outer)
+            g.remove(inner)
+            return "cancelled"
+        outer.replace_input(0, x)
+        outer.set_attr("perm", composed)
+        g.remove(inner)
+        return "merged"
+
+    def _into_gemm(self, model: Model, t: Node, gemm: Node) -> str | None:
+        if _perm(t) != [1, 0]:
+            return None
+        index = next(i for i, v in enumerate(gemm.inputs) if v is t.outputs[0])
+        if index not in (0, 1):
+            return None
+        flag = "transA" if index == 0 else "transB"
+        gemm.set_attr(flag, 0 if gemm.attr(flag, 0) else 1)
+        gemm.replace_input(index, t.inputs[0])
+        model.graph.remove(t)
+        return "into_gemm"
+
