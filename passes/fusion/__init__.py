@@ -2,7 +2,7 @@
 absorb them, so the saved model is the smallest exact graph."""
 
 from optc.passes.fusion import (  # noqa: F401
-    act, affine, fold_bn, pad, preprocess, transpose)
+    act, affine, fold_bn, layout, pad, preprocess)
 
 #: every fusion, in the order that lets one run reach a fixed point
-FUSE = "fold-preprocess,fuse-pad,fold-bn,fuse-scale,fuse-bias,fuse-transpose,fuse-act"
+FUSE = "fold-preprocess,fuse-pad,fold-bn,fuse-scale,fuse-bias,fuse-layout,fuse-act"

@@ -279,3 +279,23 @@ def test_target_needs_fuse_act(tmp_path):
     r = invoke("optimize", RESNET, "-o", tmp_path / "o.onnx", "--passes", "cleanup",
                "--target", "ort")
     assert_one_line_error(r, "--target sets fuse-act's target")
+
+
+def test_bn_with_negative_variance_is_one_line(tmp_path):
+    model = onnx.parser.parse_model("""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[1,2,3,3] x) => (float[1,2,3,3] y) <float[2] s = {1.0, 1.0}, float[2] b = {0.0, 0.0},
+                                                float[2] m = {0.0, 0.0},
+                                                float[2] v = {1.0, -2.0}> {
+      r = Relu(x)
+      y = BatchNormalization <epsilon = 0.001> (r, s, b, m, v)
+    }
+    """)
+    model.graph.node[1].name = "bn_bad"
+    src = tmp_path / "bad_bn.onnx"
+    onnx.save(model, src)
+    out = tmp_path / "out.onnx"
+    r = invoke("optimize", src, "-o", out)
+    assert_one_line_error(r, "pass 'fold-bn'", "node 'bn_bad' (BatchNormalization)",
+                          "running variance 'v' has negative values")
+    assert not out.exists()

@@ -1,10 +1,10 @@
-"""fuse-pad and fuse-transpose."""
+"""fuse-pad and fuse-layout."""
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from optc.passes import FusePad, FuseTranspose
+from optc.passes import FusePad, FuseLayout
 from tests.util import check_pass, op_types
 
 RNG = np.random.default_rng(3)
@@ -76,7 +76,7 @@ def test_pad_negative_cases(nodes, inits, y_shape):
 
 
 def test_transposes_merge_and_cancel():
-    m = check_pass(FuseTranspose(), _model(
+    m = check_pass(FuseLayout(), _model(
         [helper.make_node("Transpose", ["x"], ["t1"], perm=[0, 2, 3, 1]),
          helper.make_node("Transpose", ["t1"], ["t2"], perm=[0, 3, 1, 2]),
          helper.make_node("Relu", ["t2"], ["r"]),
@@ -88,7 +88,7 @@ def test_transposes_merge_and_cancel():
 
 
 def test_transpose_into_gemm():
-    m = check_pass(FuseTranspose(), _model(
+    m = check_pass(FuseLayout(), _model(
         [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0]),
          helper.make_node("Gemm", ["xt", "w"], ["y"], transA=0)],
         {"w": RNG.standard_normal((5, 3)).astype(np.float32)}, [5, 2], [2, 3]))
@@ -96,7 +96,27 @@ def test_transpose_into_gemm():
 
 
 def test_transpose_read_twice_stays():
-    check_pass(FuseTranspose(), _model(
+    check_pass(FuseLayout(), _model(
         [helper.make_node("Transpose", ["x"], ["t1"], perm=[1, 0]),
          helper.make_node("Transpose", ["t1"], ["y"], perm=[1, 0])],
         {}, [2, 3], [2, 3], extra_outputs=[("t1", [3, 2])]), expect_modified=False)
+
+
+def test_reshape_chains_merge():
+    m = check_pass(FuseLayout(), _model(
+        [helper.make_node("Flatten", ["x"], ["f"]),
+         helper.make_node("Reshape", ["f", "s1"], ["r"]),
+         helper.make_node("Reshape", ["r", "s2"], ["y"])],
+        {"s1": np.array([6, 10], np.int64), "s2": np.array([-1, 5], np.int64)},
+        [2, 3, 10], [12, 5]))
+    assert op_types(m) == ["Reshape"]
+    assert m.graph.nodes[0].inputs[0].name == "x"
+    assert set(m.graph.initializers) == {"s2"}
+
+
+def test_reshape_with_zero_copy_stays():
+    check_pass(FuseLayout(), _model(
+        [helper.make_node("Reshape", ["x", "s1"], ["r"]),
+         helper.make_node("Reshape", ["r", "s2"], ["y"])],
+        {"s1": np.array([6, 10], np.int64), "s2": np.array([0, 2, 5], np.int64)},
+        [2, 3, 10], [6, 2, 5]), expect_modified=False)

@@ -1,9 +1,12 @@
-"""fuse-transpose: the Transpose clean-ups that fusion exposes.
+"""fuse-layout: the Transpose and Reshape clean-ups that fusion exposes.
 
 * Transpose(Transpose(x, p), q), the inner one read only by the outer: one Transpose with the
   composed permutation r[i] = p[q[i]], or nothing at all when r is the identity.
 * A 2-D Transpose read only by a Gemm as its A or B input: the Gemm's transA / transB flips
   and it reads x directly.
+* Reshape(Reshape(x, s1), s2) or Reshape(Flatten(x), s2), the inner one read only by the
+  outer, s2 constant with no 0 entry (a 0 copies a dim of the inner result) unless allowzero:
+  the outer reshapes x directly (the element order of a reshape never changes).
 Transposes of constants are left to fold-constants. Not handled: Transpose into MatMul (MatMul
 has no transpose attribute; rewriting it to Gemm needs 2-D operands and is fuse-bias's job).
 """
@@ -15,7 +18,7 @@ from typing import ClassVar
 
 from optc.ir import Model, Node
 from optc.pass_base import Pass, PassResult, register
-from optc.passes._common import is_standard
+from optc.passes._common import const_input, drop_unused_constants, is_standard
 from optc.passes.fusion._channels import sole_reader
 
 _MAX_SWEEPS = 64
@@ -31,23 +34,27 @@ def _perm(node: Node) -> list[int] | None:
 
 @register
 @dataclass
-class FuseTranspose(Pass):
-    """Merge consecutive Transposes; fold 2-D Transposes into Gemm's transA/transB."""
+class FuseLayout(Pass):
+    """Merge consecutive Transposes / Reshapes; fold 2-D Transposes into Gemm's transA/transB."""
 
-    name: ClassVar[str] = "fuse-transpose"
+    name: ClassVar[str] = "fuse-layout"
 
     def run(self, model: Model) -> PassResult:
         g = model.graph
-        stats = {"merged": 0, "cancelled": 0, "into_gemm": 0}
+        stats = {"merged": 0, "cancelled": 0, "into_gemm": 0, "reshapes_merged": 0}
         for _ in range(_MAX_SWEEPS):
             changed = False
             for t in g.nodes:
-                if t.graph is not g or t.op_type != "Transpose" or not is_standard(t):
+                if t.graph is not g or not is_standard(t) or \
+                        t.op_type not in ("Transpose", "Reshape", "Flatten"):
                     continue
                 reader = sole_reader(g, t.outputs[0])
                 if reader is None or not is_standard(reader):
                     continue
-                if reader.op_type == "Transpose":
+                if t.op_type != "Transpose":
+                    kind = self._reshapes(model, t, reader) if reader.op_type == "Reshape" \
+                        else None
+                elif reader.op_type == "Transpose":
                     kind = self._merge(model, t, reader)
                 elif reader.op_type == "Gemm":
                     kind = self._into_gemm(model, t, reader)
@@ -78,6 +85,19 @@ class FuseTranspose(Pass):
         outer.set_attr("perm", composed)
         g.remove(inner)
         return "merged"
+
+    def _reshapes(self, model: Model, inner: Node, outer: Node) -> str | None:
+        g = model.graph
+        if outer.inputs[0] is not inner.outputs[0] or len(outer.inputs) < 2:
+            return None
+        shape = const_input(g, outer, 1)
+        if shape is None or (0 in shape.reshape(-1).tolist() and not outer.attr("allowzero", 0)):
+            return None
+        inputs = [v for v in inner.inputs[1:] if v is not None]
+        outer.replace_input(0, inner.inputs[0])
+        g.remove(inner)
+        drop_unused_constants(g, inputs)
+        return "reshapes_merged"
 
     def _into_gemm(self, model: Model, t: Node, gemm: Node) -> str | None:
         if _perm(t) != [1, 0]:
