@@ -115,7 +115,7 @@ def random_models(draw, max_ops: int = 10, cleanup_ops: bool = True) -> onnx.Mod
     kinds = ["conv", "bn", "relu", "clip", "add", "concat"]
     if cleanup_ops:
         kinds += ["identity", "dropout", "reshape", "transpose", "cast", "constant", "dup",
-                  "cos_weight", "dead"]
+                  "cos_weight", "dead", "padconv", "tpair", "hswish"]
     for _ in range(draw(st.integers(1, max_ops))):
         kind = draw(st.sampled_from(kinds))
         src, c = values[draw(st.integers(0, len(values) - 1))]
@@ -190,6 +190,27 @@ def random_models(draw, max_ops: int = 10, cleanup_ops: bool = True) -> onnx.Mod
                 "ConstantOfShape", [shape], [filled],
                 value=numpy_helper.from_array(np.array([fill], np.float32))))
             nodes.append(helper.make_node("Mul", [src, filled], [out]))
+            values.append((out, c))
+        elif kind == "padconv":
+            # an explicit zero Pad before an unpadded 3x3 conv (fuse-pad's pattern)
+            cout = draw(st.integers(1, 4))
+            padded = fresh("p")
+            pads = const(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads")
+            nodes.append(helper.make_node("Pad", [src, pads], [padded]))
+            wname = const(rng.standard_normal((cout, c, 3, 3)).astype(np.float32) * 0.5)
+            nodes.append(helper.make_node("Conv", [padded, wname], [out]))
+            values.append((out, cout))
+        elif kind == "tpair":
+            # NCHW -> NHWC -> NCHW (fuse-layout cancels the pair)
+            t = fresh("t")
+            nodes.append(helper.make_node("Transpose", [src], [t], perm=[0, 2, 3, 1]))
+            nodes.append(helper.make_node("Transpose", [t], [out], perm=[0, 3, 1, 2]))
+            values.append((out, c))
+        elif kind == "hswish":
+            # x * HardSigmoid(x): decomposed HardSwish (fuse-act's pattern)
+            hs = fresh("hs")
+            nodes.append(helper.make_node("HardSigmoid", [src], [hs], alpha=1 / 6, beta=0.5))
+            nodes.append(helper.make_node("Mul", [src, hs], [out]))
             values.append((out, c))
         elif kind == "dead":
             nodes.append(helper.make_node("Sigmoid", [src], [fresh("dead")]))

@@ -2,11 +2,13 @@
 
 from optc.passes.cleanup import constants, cse, dce, dedup, fold, freeze, identity, noop  # noqa: F401
 
-#: cleanup that exposes fusions (constants folded, no-ops and dead readers gone) ...
+#: cleanup that exposes fusions (constants folded, no-ops, duplicates and dead readers gone) ...
 CLEANUP_BEFORE = ("freeze-initializers,constant-to-initializer,fold-constants,"
-                  "eliminate-identity,eliminate-noop,dce")
+                  "eliminate-identity,eliminate-noop,cse,dce")
 #: ... and cleanup that must come after them: sharing a weight between two layers (dedup)
-#: blocks folding a BatchNormalization into either of them
+#: blocks folding a BatchNormalization into either of them; cse again for nodes that became
+#: equal once their constants were shared
 CLEANUP_AFTER = "dedup-initializers,cse,dce"
-#: the lossless cleanup set, in the order that lets one run reach a fixed point
-CLEANUP = f"{CLEANUP_BEFORE},{CLEANUP_AFTER}"
+#: the lossless cleanup set
+CLEANUP = ("freeze-initializers,constant-to-initializer,fold-constants,eliminate-identity,"
+           "eliminate-noop,dedup-initializers,cse,dce")

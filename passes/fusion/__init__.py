@@ -5,4 +5,4 @@ from optc.passes.fusion import (  # noqa: F401
     act, affine, fold_bn, layout, pad, preprocess)
 
 #: every fusion, in the order that lets one run reach a fixed point
-FUSE = "fold-preprocess,fuse-pad,fold-bn,fuse-scale,fuse-bias,fuse-layout,fuse-act"
+FUSE = "fuse-pad,fuse-layout,fold-bn,fuse-scale,fuse-bias,fuse-layout,fold-preprocess,fuse-act"

@@ -39,6 +39,7 @@ OPTC_DOMAIN = "ai.optc"
 _ORT_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh"}
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 _GEMM_ATTRS = ("alpha", "beta", "transA", "transB")
+_MAX_SWEEPS = 64
 
 
 @dataclass
@@ -159,14 +160,19 @@ class FuseActivation(Pass):
     def run(self, model: Model) -> PassResult:
         g = model.graph
         stats: dict[str, int] = {}
-        for node in g.nodes:
-            if node.graph is not g or not is_standard(node) or not node.outputs or \
-                    node.outputs[0] is None:
-                continue
-            act = match_activation(model, node.outputs[0])
-            if act is not None and self._fuse(model, node, act):
-                key = f"{node.op_type}+{act.kind}"
-                stats[key] = stats.get(key, 0) + 1
+        for _ in range(_MAX_SWEEPS):  # a rewritten pattern can feed another one
+            changed = False
+            for node in g.nodes:
+                if node.graph is not g or not is_standard(node) or not node.outputs or \
+                        node.outputs[0] is None:
+                    continue
+                act = match_activation(model, node.outputs[0])
+                if act is not None and self._fuse(model, node, act):
+                    key = f"{node.op_type}+{act.kind}"
+                    stats[key] = stats.get(key, 0) + 1
+                    changed = True
+            if not changed:
+                break
         return PassResult(model, bool(stats), stats)
 
     def _fuse(self, model: Model, layer: Node, act: Activation) -> bool:

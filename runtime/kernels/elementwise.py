@@ -4,7 +4,7 @@ Dropout (inference)."""
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper
+from onnx import TensorProto, helper
 
 from optc.errors import OptcError
 from optc.runtime.registry import kernel
@@ -129,7 +129,7 @@ def sum_(*xs):
 @kernel("Cast", (1, 6, 9, 13, 19, 21, 23, 24, 25, 28))
 def cast(x, *, to, saturate=1, round_mode="up"):
     if isinstance(to, str):  # opset 1 spelled the type as a string
-        to = getattr(__import__("onnx").TensorProto, to.upper())
+        to = getattr(TensorProto, to.upper())
     try:
         dtype = helper.tensor_dtype_to_np_dtype(to)
     except (KeyError, ValueError) as e:

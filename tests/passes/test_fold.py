@@ -4,6 +4,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from optc.ir import to_proto
 from optc.passes import FoldConstants
 from tests.util import check_pass, load, op_types, run_pass
 
@@ -108,4 +109,4 @@ def test_folded_value_keeps_its_name_and_model_passes_checker():
     }
     """)
     assert "root" in m.graph.initializers
-    onnx.checker.check_model(__import__("optc").ir.to_proto(m), full_check=True)
+    onnx.checker.check_model(to_proto(m), full_check=True)
