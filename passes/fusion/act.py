@@ -14,12 +14,16 @@ Recognised activations of a value x:
   two standard nodes (ONNX has no fused conv).
 * ``ort``: Conv + Relu/Clip/LeakyRelu/Sigmoid/HardSigmoid/Tanh become com.microsoft.FusedConv
   (what onnxruntime's CPU provider executes); other pairs are written as for ``onnx``.
-* ``optc``: Conv or Gemm + any recognised activation becomes ai.optc.FusedConv /
-  ai.optc.FusedGemm, which optc.runtime runs as one kernel (onnxruntime cannot load them).
+* ``optc``: Conv, ConvTranspose or Gemm + any recognised activation becomes ai.optc.FusedConv /
+  FusedConvTranspose / FusedGemm, which optc.runtime runs as one kernel (onnxruntime cannot
+  load them).
 Fires only when the layer's output is read by the activation alone (for the decomposed
 patterns: by the pattern's own nodes alone) and is not a graph output.
-Not handled: ConvTranspose + activation (left as two nodes); non-constant Clip bounds; the
-decomposed patterns applied directly to a graph input (there is no node to anchor them).
+The fused form is written by this pass itself (the IR holds the target's form, so what is
+printed with --print-ir-after is what is saved).
+Not handled: ConvTranspose/Gemm + activation for ``ort`` (left as two nodes: onnxruntime's CPU
+provider has no such fused op); non-constant Clip bounds; the decomposed patterns applied
+directly to a graph input (there is no node to anchor them).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ ORT_DOMAIN = "com.microsoft"
 OPTC_DOMAIN = "ai.optc"
 _ORT_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh"}
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+_CONV_T_ATTRS = _CONV_ATTRS + ("output_padding", "output_shape")
 _GEMM_ATTRS = ("alpha", "beta", "transA", "transB")
 _MAX_SWEEPS = 64
 
@@ -181,11 +186,12 @@ class FuseActivation(Pass):
         fusable = layer_type == "Conv" and (self.target == "optc" or
                                             (self.target == "ort" and
                                              act.kind in _ORT_ACTIVATIONS))
-        fusable |= layer_type == "Gemm" and self.target == "optc"
+        fusable |= layer_type in ("Gemm", "ConvTranspose") and self.target == "optc"
         if fusable and g.can_substitute(act.output, layer.outputs[0]):
             domain = OPTC_DOMAIN if self.target == "optc" else ORT_DOMAIN
-            op = "FusedConv" if layer_type == "Conv" else "FusedGemm"
-            keep = _CONV_ATTRS if layer_type == "Conv" else _GEMM_ATTRS
+            op, keep = {"Conv": ("FusedConv", _CONV_ATTRS),
+                        "ConvTranspose": ("FusedConvTranspose", _CONV_T_ATTRS),
+                        "Gemm": ("FusedGemm", _GEMM_ATTRS)}[layer_type]
             attrs = {k: layer.attr(k) for k in keep if k in layer.attributes}
             attrs["activation"] = act.kind
             if act.params:

@@ -1,5 +1,5 @@
-"""optc's fused ops (domain ai.optc), written by fuse-act{target=optc}: FusedConv and FusedGemm
-run the layer and its activation in one kernel call.
+"""optc's fused ops (domain ai.optc), written by fuse-act{target=optc}: FusedConv,
+FusedConvTranspose and FusedGemm run the layer and its activation in one kernel call.
 
 Attributes: the layer's own, plus ``activation`` (Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid,
 HardSwish, Tanh, SiLU) and ``activation_params`` (Clip: min, max; LeakyRelu: alpha;
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from optc.errors import OptcError
-from optc.runtime.kernels.conv import conv
+from optc.runtime.kernels.conv import conv, conv_transpose
 from optc.runtime.kernels.nn import gemm
 from optc.runtime.registry import OPTC_DOMAIN, kernel
 
@@ -45,6 +45,16 @@ def fused_conv(x, w, b=None, *, activation, activation_params=None, auto_pad="NO
                dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
     y = conv(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
              kernel_shape=kernel_shape, pads=pads, strides=strides)
+    return apply_activation(activation, activation_params, y)
+
+
+@kernel("FusedConvTranspose", (1,), domain=OPTC_DOMAIN)
+def fused_conv_transpose(x, w, b=None, *, activation, activation_params=None, auto_pad="NOTSET",
+                         dilations=None, group=1, kernel_shape=None, output_padding=None,
+                         output_shape=None, pads=None, strides=None):
+    y = conv_transpose(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
+                       kernel_shape=kernel_shape, output_padding=output_padding,
+                       output_shape=output_shape, pads=pads, strides=strides)
     return apply_activation(activation, activation_params, y)
 
 

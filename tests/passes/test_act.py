@@ -5,7 +5,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import optc
-from optc.ir import serialize, to_proto
+from optc.ir import serialize
 from optc.passes import FuseActivation
 from optc.runtime import InferenceSession
 from optc.validate import ort_session, random_feeds, run
@@ -145,13 +145,19 @@ def test_negative_cases():
                expect_modified=False)
 
 
-def test_conv_transpose_is_left_alone():
-    model = load("""
+def test_conv_transpose_fuses_for_optc_only():
+    text = """
     <ir_version: 8, opset_import: ["" : 17]>
-    g (float[1,2,3,3] x, float[2,2,3,3] w) => (float[1,2,5,5] y) {
-      c = ConvTranspose(x, w)
-      y = Relu(c)
+    g (float[1,2,3,3] x) => (float[1,3,7,7] y) <float[2,3,3,3] w = {%s}> {
+      c = ConvTranspose <strides = [2, 2]> (x, w)
+      y = LeakyRelu <alpha = 0.1> (c)
     }
-    """)
-    assert run_pass(FuseActivation(target="optc"), model) is False
-    assert to_proto(model).graph.node[0].op_type == "ConvTranspose"
+    """ % ", ".join(f"{v:.3f}" for v in RNG.standard_normal(54))
+    from tests.util import parse
+
+    model = parse(text)
+    check_pass(FuseActivation(target="ort"), model, expect_modified=False)
+    m = optc.load(model)
+    assert run_pass(FuseActivation(target="optc"), m)
+    assert op_types(m) == ["FusedConvTranspose"]
+    _optc_matches_ort(model, m)
