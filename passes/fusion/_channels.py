@@ -98,3 +98,42 @@ def affine_into_conv_input(graph: Graph, conv: Node, s: np.ndarray, t: np.ndarra
         conv.set_inputs(list(conv.inputs[:2]) + [graph.add_initializer(
             (conv.name or w.name) + "_bias", shift.astype(dtype))])
     return True
+
+
+def affine_into_conv_output(graph: Graph, conv: Node, s: np.ndarray, t: np.ndarray) -> bool:
+    """Make Conv/ConvTranspose ``conv`` compute s * conv(x) + t (s, t per output channel):
+        W'[m] = s[m] W[m],   b'[m] = s[m] b[m] + t[m]
+    (a ConvTranspose weight is (Cin, M/g, k...): output channel g*M/g + j scales W[c, j] for the
+    input channels c of group g). The weight and bias must be constants only ``conv`` reads.
+    A bias is added only when one is needed. Returns whether it rewrote the conv."""
+    if conv.op_type not in ("Conv", "ConvTranspose") or not is_standard(conv):
+        return False
+    w = owned_constant(graph, conv, 1)
+    if w is None or w.const_value.dtype.kind != "f":
+        return False
+    b = conv.inputs[2] if len(conv.inputs) > 2 else None
+    if b is not None and owned_constant(graph, conv, 2) is None:
+        return False
+    weight = w.const_value.astype(np.float64)
+    m = len(s)
+    if conv.op_type == "Conv":
+        if weight.shape[0] != m:
+            return False
+        weight = weight * s.reshape((m,) + (1,) * (weight.ndim - 1))
+    else:
+        group = conv.attr("group", 1)
+        cin, mg = weight.shape[:2]
+        if mg * group != m:
+            return False
+        k = weight.shape[2:]
+        weight = (weight.reshape(group, cin // group, mg, *k)
+                  * s.reshape(group, 1, mg, *([1] * len(k)))).reshape(cin, mg, *k)
+    dtype = w.const_value.dtype
+    w.set_const(weight.astype(dtype))
+    bias = (b.const_value.astype(np.float64) if b is not None else np.zeros(m)) * s + t
+    if b is not None:
+        b.set_const(bias.astype(dtype))
+    elif np.any(bias != 0):
+        conv.set_inputs(list(conv.inputs[:2]) + [graph.add_initializer(
+            (conv.name or w.name) + "_bias", bias.astype(dtype))])
+    return True

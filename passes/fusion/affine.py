@@ -29,7 +29,8 @@ import numpy as np
 from optc.ir import Graph, Model, Node, Value, infer_shapes
 from optc.pass_base import Pass, PassResult, register
 from optc.passes._common import drop_unused_constants, is_standard
-from optc.passes.fusion._channels import owned_constant, per_channel, sole_reader
+from optc.passes.fusion._channels import (affine_into_conv_output, owned_constant, per_channel,
+                                          sole_reader)
 
 _MAX_SWEEPS = 64
 
@@ -92,41 +93,21 @@ def _replace_binary(g: Graph, node: Node, op_type: str, x: Value, const: np.ndar
     return new
 
 
-def _scale_conv(g: Graph, conv: Node, c: np.ndarray) -> bool:
-    w = owned_constant(g, conv, 1)
-    if w is None or w.const_value.dtype.kind != "f":
-        return False
-    b = conv.inputs[2] if len(conv.inputs) > 2 else None
-    if b is not None and owned_constant(g, conv, 2) is None:
-        return False
-    weight = w.const_value.astype(np.float64)
-    if conv.op_type == "Conv":
-        weight = weight * c.reshape((-1,) + (1,) * (weight.ndim - 1))
-    else:
-        group = conv.attr("group", 1)
-        cin, mg = weight.shape[:2]
-        k = weight.shape[2:]
-        weight = (weight.reshape(group, cin // group, mg, *k)
-                  * c.reshape(group, 1, mg, *([1] * len(k)))).reshape(cin, mg, *k)
-    dtype = w.const_value.dtype
-    w.set_const(weight.astype(dtype))
-    if b is not None:
-        b.set_const((b.const_value.astype(np.float64) * c).astype(dtype))
-    return True
-
-
-def _bias_conv(g: Graph, conv: Node, c: np.ndarray) -> bool:
-    w = conv.inputs[1]
-    b = conv.inputs[2] if len(conv.inputs) > 2 else None
-    if b is not None and owned_constant(g, conv, 2) is None:
-        return False
-    dtype = w.const_value.dtype
-    if b is not None:
-        b.set_const((b.const_value.astype(np.float64) + c).astype(dtype))
-    else:
-        conv.set_inputs(list(conv.inputs[:2]) + [g.add_initializer(
-            (conv.name or w.name) + "_bias", c.astype(dtype))])
-    return True
+def _sweep(model: Model, op_type: str, fuse, stats: dict[str, int]) -> PassResult:
+    """Apply ``fuse`` to every ``op_type`` node until a sweep changes nothing."""
+    g = model.graph
+    infer_shapes(model)
+    for _ in range(_MAX_SWEEPS):
+        changed = False
+        for node in g.nodes:
+            if node.graph is g and node.op_type == op_type and is_standard(node):
+                kind = fuse(g, node)
+                if kind:
+                    stats[kind] += 1
+                    changed = True
+        if not changed:
+            break
+    return PassResult(model, any(stats.values()), {k: v for k, v in stats.items() if v})
 
 
 def _absorb(g: Graph, node: Node, producer_out: Value) -> None:
@@ -147,20 +128,8 @@ class FuseScale(Pass):
     name: ClassVar[str] = "fuse-scale"
 
     def run(self, model: Model) -> PassResult:
-        g = model.graph
-        stats = {"into_conv": 0, "merged": 0, "moved_above_add": 0}
-        infer_shapes(model)
-        for _ in range(_MAX_SWEEPS):
-            changed = False
-            for node in g.nodes:
-                if node.graph is g and node.op_type == "Mul" and is_standard(node):
-                    kind = self._fuse(g, node)
-                    if kind:
-                        stats[kind] += 1
-                        changed = True
-            if not changed:
-                break
-        return PassResult(model, any(stats.values()), {k: v for k, v in stats.items() if v})
+        return _sweep(model, "Mul", self._fuse, {"into_conv": 0, "merged": 0,
+                                                 "moved_above_add": 0})
 
     def _fuse(self, g: Graph, mul: Node) -> str | None:
         split = _split_const(g, mul)
@@ -176,7 +145,8 @@ class FuseScale(Pass):
         if p.op_type in ("Conv", "ConvTranspose"):
             channels = _conv_channels(g, p)
             vec = per_channel(g, c, channels, _rank(x)) if channels else None
-            if vec is not None and _scale_conv(g, p, vec.astype(np.float64)):
+            if vec is not None and affine_into_conv_output(g, p, vec.astype(np.float64),
+                                                           np.zeros(len(vec))):
                 _absorb(g, mul, x)
                 return "into_conv"
             return None
@@ -211,20 +181,8 @@ class FuseBias(Pass):
     name: ClassVar[str] = "fuse-bias"
 
     def run(self, model: Model) -> PassResult:
-        g = model.graph
-        stats = {"into_conv": 0, "into_gemm": 0, "merged": 0, "matmul_to_gemm": 0}
-        infer_shapes(model)
-        for _ in range(_MAX_SWEEPS):
-            changed = False
-            for node in g.nodes:
-                if node.graph is g and node.op_type == "Add" and is_standard(node):
-                    kind = self._fuse(g, node)
-                    if kind:
-                        stats[kind] += 1
-                        changed = True
-            if not changed:
-                break
-        return PassResult(model, any(stats.values()), {k: v for k, v in stats.items() if v})
+        return _sweep(model, "Add", self._fuse, {"into_conv": 0, "into_gemm": 0, "merged": 0,
+                                                 "matmul_to_gemm": 0})
 
     def _fuse(self, g: Graph, add: Node) -> str | None:
         split = _split_const(g, add)
@@ -240,7 +198,8 @@ class FuseBias(Pass):
         if p.op_type in ("Conv", "ConvTranspose"):
             channels = _conv_channels(g, p)
             vec = per_channel(g, c, channels, _rank(x)) if channels else None
-            if vec is not None and _bias_conv(g, p, vec.astype(np.float64)):
+            if vec is not None and affine_into_conv_output(g, p, np.ones(len(vec)),
+                                                           vec.astype(np.float64)):
                 _absorb(g, add, x)
                 return "into_conv"
             return None

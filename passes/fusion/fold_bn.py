@@ -33,8 +33,8 @@ from optc.errors import OptcError
 from optc.ir import Model, Node, infer_shapes, tensor_type
 from optc.pass_base import Pass, PassResult, register
 from optc.passes._common import drop_unused_constants, is_standard
-from optc.passes.fusion._channels import (affine_into_conv_input, channel_shape, owned_constant,
-                                          sole_reader)
+from optc.passes.fusion._channels import (affine_into_conv_input, affine_into_conv_output,
+                                          channel_shape, owned_constant, sole_reader)
 
 
 def bn_affine(model: Model, bn: Node) -> tuple[np.ndarray, np.ndarray] | None:
@@ -119,38 +119,10 @@ class FoldBatchNorm(Pass):
         drop_unused_constants(g, params)
 
     def _into_conv(self, model: Model, conv: Node, bn: Node, s, t) -> bool:
-        g = model.graph
-        w = owned_constant(g, conv, 1)
-        if w is None or w.const_value.dtype.kind != "f":
+        if not model.graph.can_substitute(bn.outputs[0], conv.outputs[0]):
             return False
-        b = conv.inputs[2] if len(conv.inputs) > 2 else None
-        if b is not None and owned_constant(g, conv, 2) is None:
+        if not affine_into_conv_output(model.graph, conv, s, t):
             return False
-        if not g.can_substitute(bn.outputs[0], conv.outputs[0]):
-            return False
-        weight = w.const_value.astype(np.float64)
-        m = len(s)
-        if conv.op_type == "Conv":
-            if weight.shape[0] != m:
-                return False
-            weight = weight * s.reshape((m,) + (1,) * (weight.ndim - 1))
-        else:  # ConvTranspose: (Cin, M/g, k...)
-            group = conv.attr("group", 1)
-            cin, mg = weight.shape[:2]
-            if mg * group != m:
-                return False
-            k = weight.shape[2:]
-            weight = (weight.reshape(group, cin // group, mg, *k)
-                      * s.reshape(group, 1, mg, *([1] * len(k)))).reshape(cin, mg, *k)
-        bias = b.const_value.astype(np.float64) if b is not None else np.zeros(m)
-        dtype = w.const_value.dtype
-        w.set_const(weight.astype(dtype))
-        new_bias = (bias * s + t).astype(dtype)
-        if b is not None:
-            b.set_const(new_bias)
-        else:
-            conv.set_inputs(list(conv.inputs[:2]) + [g.add_initializer(
-                (conv.name or w.name) + "_bias", new_bias)])
         self._finish(model, bn, conv.outputs[0])
         return True
 
