@@ -41,6 +41,18 @@ def owned_constant(graph: Graph, node: Node, index: int) -> Value | None:
     return v
 
 
+def owned_weight_and_bias(graph: Graph, layer: Node) -> tuple[Value, Value | None] | None:
+    """(weight, bias or None) of a Conv/ConvTranspose/Gemm-like ``layer`` if both are float
+    constants that only ``layer`` reads (so they can be rewritten in place), else None."""
+    w = owned_constant(graph, layer, 1)
+    if w is None or w.const_value.dtype.kind != "f":
+        return None
+    b = layer.inputs[2] if len(layer.inputs) > 2 else None
+    if b is not None and owned_constant(graph, layer, 2) is None:
+        return None
+    return w, b
+
+
 def sole_reader(graph: Graph, value: Value | None) -> Node | None:
     """The one node reading ``value`` (once), if ``value`` is not a graph output."""
     if value is None or graph.is_output(value):
@@ -74,12 +86,10 @@ def affine_into_conv_input(graph: Graph, conv: Node, s: np.ndarray, t: np.ndarra
         return False
     if np.any(t != 0) and conv_has_padding(conv):
         return False
-    w = owned_constant(graph, conv, 1)
-    if w is None or w.const_value.dtype.kind != "f":
+    owned = owned_weight_and_bias(graph, conv)
+    if owned is None:
         return False
-    b = conv.inputs[2] if len(conv.inputs) > 2 else None
-    if b is not None and owned_constant(graph, conv, 2) is None:
-        return False
+    w, b = owned
     weight = w.const_value.astype(np.float64)
     group = conv.attr("group", 1)
     m, cg = weight.shape[:2]
@@ -108,12 +118,10 @@ def affine_into_conv_output(graph: Graph, conv: Node, s: np.ndarray, t: np.ndarr
     A bias is added only when one is needed. Returns whether it rewrote the conv."""
     if conv.op_type not in ("Conv", "ConvTranspose") or not is_standard(conv):
         return False
-    w = owned_constant(graph, conv, 1)
-    if w is None or w.const_value.dtype.kind != "f":
+    owned = owned_weight_and_bias(graph, conv)
+    if owned is None:
         return False
-    b = conv.inputs[2] if len(conv.inputs) > 2 else None
-    if b is not None and owned_constant(graph, conv, 2) is None:
-        return False
+    w, b = owned
     weight = w.const_value.astype(np.float64)
     m = len(s)
     if conv.op_type == "Conv":

@@ -52,6 +52,21 @@ def _split_const(g: Graph, node: Node) -> tuple[Value, Value] | None:
     return x, c
 
 
+def _operands(g: Graph, node: Node) -> tuple[Value, Value, Node] | None:
+    """(x, constant, producer of x) of a binary ``node`` that can absorb into x's producer:
+    x is read by ``node`` alone and ``node``'s output can be replaced by x."""
+    split = _split_const(g, node)
+    if split is None:
+        return None
+    x, c = split
+    p = x.producer()
+    if p is None or p.graph is not g or not is_standard(p) or sole_reader(g, x) is not node:
+        return None
+    if not g.can_substitute(node.outputs[0], x):
+        return None
+    return x, c, p
+
+
 def _same_shape_after(x: Value, c: np.ndarray) -> bool:
     """Would broadcasting c against x leave x's (static) shape unchanged?"""
     shape = x.static_shape()
@@ -132,15 +147,10 @@ class FuseScale(Pass):
                                                  "moved_above_add": 0})
 
     def _fuse(self, g: Graph, mul: Node) -> str | None:
-        split = _split_const(g, mul)
-        if split is None:
+        operands = _operands(g, mul)
+        if operands is None:
             return None
-        x, c = split
-        p = x.producer()
-        if p is None or p.graph is not g or not is_standard(p) or sole_reader(g, x) is not mul:
-            return None
-        if not g.can_substitute(mul.outputs[0], x):
-            return None
+        x, c, p = operands
         cval = c.const_value
         if p.op_type in ("Conv", "ConvTranspose"):
             channels = _conv_channels(g, p)
@@ -185,15 +195,10 @@ class FuseBias(Pass):
                                                  "matmul_to_gemm": 0})
 
     def _fuse(self, g: Graph, add: Node) -> str | None:
-        split = _split_const(g, add)
-        if split is None:
+        operands = _operands(g, add)
+        if operands is None:
             return None
-        x, c = split
-        p = x.producer()
-        if p is None or p.graph is not g or not is_standard(p) or sole_reader(g, x) is not add:
-            return None
-        if not g.can_substitute(add.outputs[0], x):
-            return None
+        x, c, p = operands
         cval = c.const_value
         if p.op_type in ("Conv", "ConvTranspose"):
             channels = _conv_channels(g, p)

@@ -45,3 +45,24 @@ def test_default_pipeline_properties(model):
     assert not any(r.modified for r in again.records), [r.name for r in again.records
                                                          if r.modified]
     assert serialize(m) == once
+
+
+@PROPERTY
+@given(model=random_models(max_ops=14))
+def test_fused_targets_properties(model):
+    """default + fuse-act{target=ort} runs in onnxruntime, + fuse-act{target=optc} in
+    optc.runtime, both with the original's outputs."""
+    import numpy as np
+
+    from optc.runtime import InferenceSession
+    from optc.validate import ort_session, random_feeds, run
+
+    m = optc.load(model)
+    run_pipeline(m, "default,fuse-act{target=ort}")
+    assert_same_outputs(model, serialize(m))
+    m = optc.load(model)
+    run_pipeline(m, "default,fuse-act{target=optc}")
+    s = ort_session(model.SerializeToString())
+    feeds = random_feeds(s, seed=5)
+    for r, o in zip(run(s, feeds).values(), InferenceSession(serialize(m)).run(None, feeds)):
+        np.testing.assert_allclose(o, r, rtol=1e-5, atol=1e-6 * max(np.abs(r).max(), 1e-30))
