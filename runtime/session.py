@@ -17,7 +17,7 @@ really holds.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +123,8 @@ class InferenceSession:
             self._steps.append(_Step(label, k, [slot(v) for v in node.inputs],
                                      [slot(v) for v in node.outputs], attrs, []))
         self._output_slots = [slot(v) for v in g.outputs]
+        names_by_id = {id(v): v.name for v in g.values().values()}
+        self._slot_names = {s: names_by_id.get(key, "") for key, s in slots.items()}
         self._output_names = [v.name for v in g.outputs]
         self._n_slots = len(slots)
         # liveness: release each activation after its last reader (never outputs/constants)
@@ -150,8 +152,13 @@ class InferenceSession:
         return [_node_arg(v) for v in self._optional_inputs]
 
     def run(self, output_names: Sequence[str] | None, input_feed: dict[str, Any],
-            run_options: Any = None) -> list[np.ndarray]:
-        """Run the model; returns the requested outputs (all when None) in order."""
+            run_options: Any = None, *,
+            on_value: Callable[[str, np.ndarray], None] | None = None) -> list[np.ndarray]:
+        """Run the model; returns the requested outputs (all when None) in order.
+
+        ``on_value(name, array)``, if given, sees every graph input and every value a node
+        produces, as soon as it exists (calibration observes activations this way without
+        keeping them)."""
         if output_names is None:
             output_names = self._output_names
         wanted = []
@@ -167,14 +174,16 @@ class InferenceSession:
         for name, arr in self._check_feeds(input_feed).items():
             env[self._input_slots[name]] = arr
             live += arr.nbytes
+            if on_value is not None:
+                on_value(name, arr)
         total = peak = live
         if self.threads:
             from threadpoolctl import threadpool_limits
 
             with threadpool_limits(limits=self.threads):
-                live, peak, total = self._execute(env, live, peak, total)
+                live, peak, total = self._execute(env, live, peak, total, on_value)
         else:
-            live, peak, total = self._execute(env, live, peak, total)
+            live, peak, total = self._execute(env, live, peak, total, on_value)
         self.peak_bytes, self.total_activation_bytes = peak, total
         # hand out arrays the caller owns: never the session's constants, the caller's own
         # inputs, or views into either (as onnxruntime, which copies its outputs)
@@ -187,7 +196,9 @@ class InferenceSession:
             return arr.copy()
         return arr
 
-    def _execute(self, env: list, live: int, peak: int, total: int) -> tuple[int, int, int]:
+    def _execute(self, env: list, live: int, peak: int, total: int,
+                 on_value: Callable[[str, np.ndarray], None] | None = None
+                 ) -> tuple[int, int, int]:
         for step in self._steps:
             args = [env[s] if s >= 0 else None for s in step.inputs]
             try:
@@ -204,6 +215,8 @@ class InferenceSession:
                     env[s] = value
                     live += value.nbytes
                     total += value.nbytes
+                    if on_value is not None:
+                        on_value(self._slot_names[s], value)
             peak = max(peak, live)
             for s in step.release:
                 if env[s] is not None:
