@@ -17,15 +17,22 @@ from optc.pass_base import Pass, PassResult, register
 __version__ = "0.1.0"
 
 
-def optimize(model, passes: str = "default", **kwargs):
+def optimize(model, passes: str = "default", calib=None, **kwargs):
     """Run a pipeline (text or Pipeline) over ``model`` (path, bytes, ModelProto or Model).
 
-    Returns ``(model, report)``; a Model given in is edited in place.
+    ``calib``: calibration DATA for quantize: a path (.npz, or a folder of .npy/.npz) or a
+    dict of input name -> samples. Returns ``(model, report)``; a Model given in is edited in
+    place.
     """
     from optc.pipeline import run_pipeline
 
     model = load(model)
-    report = run_pipeline(model, passes, **kwargs)
+    if calib is not None and not isinstance(calib, dict):
+        from optc.data import read_data
+
+        inputs = [v.name for v in model.graph.inputs if not model.graph.is_initializer(v)]
+        calib = read_data(calib, inputs)
+    report = run_pipeline(model, passes, calib=calib, **kwargs)
     return model, report
 
 

@@ -71,12 +71,15 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--print-ir-after", metavar="NAME|all",
               help="Print the IR after the named pass (or after every pass).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the --validate inputs.")
+@click.option("--calib", "calib_path", type=click.Path(path_type=Path),
+              help="Calibration DATA for quantize (.npz keyed by input name, or a folder of "
+                   ".npy/.npz).")
 @click.option("--target", type=click.Choice(["onnx", "ort", "optc"]), default=None,
               help="Runtime the output is for: sets fuse-act's target (onnx: standard ops; ort: "
                    "com.microsoft fused ops; optc: ai.optc fused ops for optc.runtime).")
 def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
              report_dir: Path | None, timing: bool, print_ir_after: str | None, seed: int,
-             target: str | None) -> None:
+             calib_path: Path | None, target: str | None) -> None:
     """Run a pass pipeline over MODEL and write the result to OUTPUT."""
     from optc.ir import load, save
     from optc.passes import FuseActivation
@@ -94,8 +97,15 @@ def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
         raise OptcError(f"{output}: directory '{output.parent}' does not exist")
     start = time.perf_counter()
     m = load(model)
+    calib = None
+    if calib_path is not None:
+        from optc.data import read_data
+
+        calib = read_data(calib_path, [v.name for v in m.graph.inputs
+                                       if not m.graph.is_initializer(v)])
     report = run_pipeline(m, pipeline, print_ir_after=print_ir_after,
-                          printer=lambda text: click.echo(text), repro_source=model)
+                          printer=lambda text: click.echo(text), repro_source=model,
+                          calib=calib)
     elapsed = time.perf_counter() - start
     results = None
     if validate:

@@ -167,6 +167,7 @@ def run_pipeline(
     print_ir_after: str | None = None,
     printer: Callable[[str], None] = print,
     repro_source: str | Path | None = None,
+    calib: Any = None,
 ) -> RunReport:
     """Run ``pipeline`` over ``model`` in place.
 
@@ -174,6 +175,8 @@ def run_pipeline(
     ``repro_source``: the input model file; when a pass raises, a reproducer folder is written
     (the input model, the pipeline text up to the failing pass, the traceback) and its path is
     in the error message.
+    ``calib``: calibration DATA (input name -> samples), handed to the passes that use it
+    (those with a ``calibration_data`` attribute, e.g. quantize).
     """
     if isinstance(pipeline, str):
         pipeline = Pipeline.parse(pipeline)
@@ -181,6 +184,12 @@ def run_pipeline(
             print_ir_after not in {p.name for p in pipeline.passes}:
         raise OptcError(f"--print-ir-after '{print_ir_after}': no such pass in the pipeline"
                         + _did_you_mean(print_ir_after, [p.name for p in pipeline.passes]))
+    users = [p for p in pipeline.passes if hasattr(p, "calibration_data")]
+    if calib is not None and not users:
+        raise OptcError("calibration data was given but no pass in the pipeline uses it "
+                        "(add quantize)")
+    for p in users:
+        p.calibration_data = calib
     nodes_before = len(model.graph)
     records: list[PassRecord] = []
     for i, p in enumerate(pipeline.passes):

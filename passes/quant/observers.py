@@ -16,7 +16,8 @@ s = T / (2^(b-1) - 1) and Q = clamp(round(r / s))):
 * ``kl``: TensorRT's entropy calibration: for every candidate edge i (from 128 bins up) the
   reference distribution P is the histogram cut at i with the outliers added to its last bin,
   Q is P merged into 128 levels and spread back over P's non-empty bins, and T minimises
-  KL(P || Q); the loop is over candidates, each one vectorised over its bins;
+  KL(P || Q); the loop is over candidates, each one vectorised over its bins. For a
+  non-negative tensor the bin holding the zeros is left out (exact zeros stay exact);
 * ``global``: a threshold given by the user.
 The references are TensorRT's "8-bit Inference with TensorRT" (Migacz, GTC 2017) for ``kl``
 and onnxruntime's calibrators (onnxruntime/python/tools/quantization/calibrate.py) for what
@@ -147,6 +148,11 @@ class Observer:
     def _kl(self, bits: int) -> float:
         levels = 2 ** (bits - 1)  # 128 quantized bins for int8, as TensorRT
         hist = self.hist.astype(np.float64)
+        if self.min >= 0:
+            # a Relu output: the spike of exact zeros is represented exactly whatever the
+            # threshold, and left in it would push KL towards absurdly small thresholds
+            # (TensorRT's entropy calibrator drops the zero bin too)
+            hist[0] = 0.0
         tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])  # tail[i] = sum(hist[i:])
         best, best_i = np.inf, self.bins
         for i in range(levels, self.bins + 1):

@@ -299,3 +299,36 @@ def test_bn_with_negative_variance_is_one_line(tmp_path):
     assert_one_line_error(r, "pass 'fold-bn'", "node 'bn_bad' (BatchNormalization)",
                           "running variance 'v' has negative values")
     assert not out.exists()
+
+
+def test_optimize_quantize_with_calib(tmp_path):
+    out = tmp_path / "int8.onnx"
+    r = invoke("optimize", DIGITS, "-o", out, "--passes", "default,quantize{method=mse}",
+               "--calib", MODELS / "digits_test.npz", "--validate")
+    assert r.exit_code == 0, r.stderr
+    assert "validate logits" in r.stderr  # lossy: reported, not failed
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(out).graph.node)
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: np.savez(p, other=np.zeros((4, 1, 8, 8), np.float32)),
+     "no data for model input(s) input"),
+    (lambda p: np.savez(p, input=np.full((4, 1, 8, 8), np.inf, np.float32)),
+     "calibration saw NaN or Inf"),
+    (lambda p: np.savez(p, input=np.zeros((4, 8, 8), np.float32)),
+     "input 'input' must have rank 4"),
+    (lambda p: np.savez(p, input=np.zeros((0, 1, 8, 8), np.float32)),
+     "calibration data is empty"),
+])
+def test_bad_calibration_data_is_one_line(tmp_path, make, fragment):
+    data = tmp_path / "calib.npz"
+    make(data)
+    out = tmp_path / "int8.onnx"
+    r = invoke("optimize", DIGITS, "-o", out, "--passes", "quantize", "--calib", data)
+    assert_one_line_error(r, fragment)
+    assert not out.exists()
+
+
+def test_quantize_without_calib_says_how(tmp_path):
+    r = invoke("optimize", DIGITS, "-o", tmp_path / "o.onnx", "--passes", "quantize")
+    assert_one_line_error(r, "quantize needs calibration data: give it with --calib DATA")

@@ -1,0 +1,193 @@
+"""quantize: calibrated static int8 quantization in QDQ form (QuantizeLinear/DequantizeLinear
+pairs that onnxruntime turns into integer kernels).
+
+What it writes, for every Conv / Gemm / MatMul whose weight is a float constant:
+* the weight as int8 data with per-output-channel (or per-tensor) symmetric scales,
+  s_w[c] = max |W[c]| / 127, read through a DequantizeLinear (axis = the output-channel axis);
+* the bias (Conv B, a 1-D Gemm C) as int32 with scale s_x * s_w[c] and zero point 0;
+* a Q -> DQ pair on the layer's float input and on its output -- after the Relu / Clip that
+  follows it, when one does, so that the activation is the saturating cast of the quantized
+  range -- with scales from the calibration observers (``method``). Non-negative tensors are
+  uint8 with zero point 0 and s = T / 255; signed ones uint8 with zero point 128 and
+  s = T / 127, so that zero is exact in both. One Q/DQ pair per tensor, shared by its readers.
+Depthwise convolutions stay float unless ``depthwise=true``: on this CPU onnxruntime's int8
+depthwise kernels are slower than its float ones (../shared/NOTES.md).
+Needs calibration data (``optc optimize --calib DATA``) and opset >= 13 (per-channel
+DequantizeLinear); not lossless: ``--validate`` reports the error instead of failing.
+Not handled yet: shared Concat / residual-Add scales, pass-through ops keeping their input's
+scale, bias correction, cross-layer equalization, float fallback by sensitivity, weight-only
+and dynamic modes (the rest of the quantization issue).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from onnx import TensorProto
+
+from optc.errors import OptcError
+from optc.ir import Model, Node, Value, tensor_type
+from optc.pass_base import Pass, PassResult, register
+from optc.passes._common import drop_unused_constants, is_standard
+from optc.passes.fusion._channels import sole_reader
+from optc.passes.quant.calibrate import calibrate
+from optc.passes.quant.observers import Observer
+
+_LAYERS = ("Conv", "Gemm", "MatMul")
+
+
+@register
+@dataclass
+class Quantize(Pass):
+    """Static int8 quantization (QDQ) of Conv/Gemm/MatMul from calibration data."""
+
+    name: ClassVar[str] = "quantize"
+    lossless: ClassVar[bool] = False
+    method: Literal["max", "percentile", "mse", "kl", "global"] = field(
+        default="percentile", metadata={"help": "how activation thresholds are chosen"})
+    percentile: float = field(default=99.99, metadata={"help": "for method=percentile"})
+    threshold: float = field(default=0.0, metadata={"help": "for method=global"})
+    per_channel: bool = field(default=True, metadata={"help": "per-channel weight scales"})
+    depthwise: bool = field(default=False, metadata={
+        "help": "also quantize depthwise convs (slower in onnxruntime on this CPU)"})
+    batch_size: int = field(default=16, metadata={"help": "calibration batch size"})
+
+    def __post_init__(self) -> None:
+        #: calibration DATA (input name -> samples), set by the pipeline runner from --calib
+        self.calibration_data: Any = None
+
+    def requires(self, model: Model) -> None:
+        if self.calibration_data is None:
+            raise OptcError("quantize needs calibration data: give it with --calib DATA (a "
+                            ".npz keyed by input name, samples along axis 0, or a folder of "
+                            ".npy/.npz) or optc.optimize(..., calib=...)")
+        if model.opset < 13:
+            raise OptcError(f"quantize needs opset >= 13 (per-channel DequantizeLinear); the "
+                            f"model is opset {model.opset}: convert it first "
+                            f"(onnx.version_converter)")
+
+    def run(self, model: Model) -> PassResult:
+        g = model.graph
+        layers = [n for n in g.nodes if self._quantizable(model, n)]
+        if not layers:
+            return PassResult(model, False, {"layers": 0})
+        observers = calibrate(model, self.calibration_data, batch_size=self.batch_size)
+        self._observers = observers
+        # id(tensor) -> (its DQ output, scale); the DQ output maps to itself, for the next layer
+        self._qdq: dict[int, tuple[Value, float]] = {}
+        for layer in layers:
+            self._quantize_layer(model, layer)
+        return PassResult(model, True, {"layers": len(layers), "method": self.method})
+
+    # --- which layers ----------------------------------------------------------------------
+    def _quantizable(self, model: Model, n: Node) -> bool:
+        g = model.graph
+        if not is_standard(n) or n.op_type not in _LAYERS or len(n.inputs) < 2:
+            return False
+        x, w = n.inputs[0], n.inputs[1]
+        if x is None or w is None or not g.is_constant(w) or g.is_constant(x):
+            return False
+        if w.const_value.dtype != np.float32:
+            return False
+        if n.op_type == "Conv" and not self.depthwise:
+            group = n.attr("group", 1)
+            if group > 1 and group == w.const_value.shape[0] and w.const_value.shape[1] == 1:
+                return False
+        if n.op_type == "Gemm" and (n.attr("transA", 0) or w.const_value.ndim != 2):
+            return False
+        if n.op_type == "MatMul" and w.const_value.ndim != 2:
+            return False
+        return True
+
+    # --- rewriting -------------------------------------------------------------------------
+    def _quantize_layer(self, model: Model, layer: Node) -> None:
+        g = model.graph
+        x, w = layer.inputs[0], layer.inputs[1]
+        dq_x, s_x = self._activation(model, x)
+        layer.replace_input(0, dq_x)
+        weight = w.const_value
+        axis = 0 if layer.op_type == "Conv" or (layer.op_type == "Gemm" and
+                                                 layer.attr("transB", 0)) else 1
+        s_w = self._weight_scales(weight, axis)
+        shape = [1] * weight.ndim
+        shape[axis] = -1
+        wq = np.clip(np.round(weight / s_w.reshape(shape)), -127, 127).astype(np.int8)
+        layer.replace_input(1, self._dequantized_constant(
+            model, layer, (layer.name or w.name) + "_wq", wq, s_w, axis))
+        drop_unused_constants(g, [w])
+        b = layer.inputs[2] if len(layer.inputs) > 2 else None
+        if b is not None and g.is_constant(b) and b.const_value.ndim == 1 and \
+                b.const_value.shape[0] == wq.shape[axis]:
+            bias = b.const_value
+            s_b = np.broadcast_to(s_x * s_w, bias.shape).astype(np.float32)
+            bq = np.clip(np.round(bias / s_b), -2**31, 2**31 - 1).astype(np.int32)
+            layer.replace_input(2, self._dequantized_constant(
+                model, layer, (layer.name or b.name) + "_bq", bq, s_b, 0))
+            drop_unused_constants(g, [b])
+        # the output, after the Relu/Clip that follows it if any
+        y = layer.outputs[0]
+        reader = sole_reader(g, y)
+        if reader is not None and is_standard(reader) and reader.op_type in ("Relu", "Clip"):
+            y = reader.outputs[0]
+        if y.uses():
+            self._activation(model, y)
+
+    def _weight_scales(self, weight: np.ndarray, axis: int) -> np.ndarray:
+        if self.per_channel:
+            other = tuple(i for i in range(weight.ndim) if i != axis)
+            peak = np.abs(weight).max(axis=other)
+        else:
+            peak = np.array([np.abs(weight).max()])
+        return (np.where(peak > 0, peak, 1.0) / 127.0).astype(np.float32)
+
+    def _dequantized_constant(self, model: Model, layer: Node, base: str, q: np.ndarray,
+                              scale: np.ndarray, axis: int) -> Value:
+        g = model.graph
+        qv = g.add_initializer(base, q)
+        sv = g.add_initializer(base + "_scale", scale.reshape(-1) if scale.size > 1
+                               else scale.reshape(()))
+        zv = g.add_initializer(base + "_zero", np.zeros(scale.shape if scale.size > 1 else (),
+                                                        dtype=q.dtype))
+        out = g.new_value(base + "_dq", tensor_type(TensorProto.FLOAT, q.shape))
+        attrs = {"axis": axis} if scale.size > 1 else {}
+        dq = Node("DequantizeLinear", [qv, sv, zv], [out], name=g.unique_name(base + "_DQ"),
+                  attributes=attrs)
+        g.insert_before(layer, dq)
+        return out
+
+    def _activation(self, model: Model, x: Value) -> tuple[Value, float]:
+        """The DequantizeLinear output standing for ``x`` (made once per tensor) and its
+        scale; every reader of ``x`` is moved onto it."""
+        cached = self._qdq.get(id(x))
+        if cached is not None:
+            return cached
+        g = model.graph
+        obs: Observer | None = self._observers.get(x.name)
+        if obs is None:
+            raise OptcError(f"calibration did not observe tensor '{x.name}'")
+        t = obs.threshold(self.method, percentile=self.percentile,
+                          value=self.threshold or None)
+        if obs.min >= 0:
+            scale, zero = (t / 255.0 if t > 0 else 1.0), 0
+        else:
+            scale, zero = (t / 127.0 if t > 0 else 1.0), 128
+        readers = x.uses()
+        sv = g.add_initializer(x.name + "_scale", np.array(scale, np.float32))
+        zv = g.add_initializer(x.name + "_zero", np.array(zero, np.uint8))
+        q = g.new_value(x.name + "_q", tensor_type(TensorProto.UINT8, x.shape)
+                        if x.shape is not None else None)
+        dq = g.new_value(x.name + "_dq", x.type)
+        qn = Node("QuantizeLinear", [x, sv, zv], [q], name=g.unique_name(x.name + "_Q"))
+        dqn = Node("DequantizeLinear", [q, sv, zv], [dq], name=g.unique_name(x.name + "_DQ"))
+        producer = x.producer()
+        if producer is not None:
+            g.insert_after(producer, qn)
+        else:
+            g.insert_before(g.nodes[0], qn)
+        g.insert_after(qn, dqn)
+        for node, index in readers:
+            node.replace_input(index, dq)
+        self._qdq[id(x)] = self._qdq[id(dq)] = (dq, float(scale))
+        return dq, float(scale)

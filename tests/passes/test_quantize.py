@@ -1,0 +1,74 @@
+"""quantize (QDQ insertion) on the digits model and small graphs."""
+
+import numpy as np
+import onnx
+import pytest
+
+import optc
+from optc.errors import OptcError
+from optc.ir import serialize
+from optc.runtime import InferenceSession
+from optc.validate import ort_session
+from tests.util import MODELS
+
+DIGITS = MODELS / "digits_cnn.onnx"
+DATA = dict(np.load(MODELS / "digits_test.npz"))
+
+
+def _accuracy(model_bytes_or_path, runtime="ort"):
+    s = ort_session(model_bytes_or_path) if runtime == "ort" else \
+        InferenceSession(model_bytes_or_path)
+    logits = s.run(None, {"input": DATA["input"]})[0]
+    return float((logits.argmax(1) == DATA["labels"]).mean()), logits
+
+
+@pytest.mark.parametrize("method", ["max", "percentile", "mse", "kl"])
+def test_digits_int8_accuracy_within_half_a_point(method):
+    fp32, _ = _accuracy(str(DIGITS))
+    model, report = optc.optimize(DIGITS, passes=f"default,quantize{{method={method}}}",
+                                  calib={"input": DATA["input"][:200]})
+    data = serialize(model)
+    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    int8, ort_logits = _accuracy(data)
+    assert int8 >= fp32 - 0.005
+    # optc.runtime executes the same QDQ model with the same results
+    _, optc_logits = _accuracy(data, "optc")
+    np.testing.assert_allclose(optc_logits, ort_logits, rtol=1e-5, atol=1e-5)
+    # weights are int8 now: the file is about a third of the float one
+    assert len(data) < 0.35 * DIGITS.stat().st_size
+    layers = [n for n in model.graph.nodes if n.op_type in ("Conv", "Gemm")]
+    assert len(layers) == 4
+    for n in layers:  # every layer reads dequantized int8 data: onnxruntime's QDQ pattern
+        assert all(v.producer().op_type == "DequantizeLinear" for v in n.inputs)
+
+
+def test_weights_are_int8_per_channel_and_bias_int32():
+    model, _ = optc.optimize(DIGITS, passes="default,quantize", calib=DATA)
+    g = model.graph
+    conv = next(n for n in g.nodes if n.op_type == "Conv")
+    w_dq, b_dq = conv.inputs[1].producer(), conv.inputs[2].producer()
+    assert w_dq.op_type == b_dq.op_type == "DequantizeLinear"
+    assert w_dq.inputs[0].const_value.dtype == np.int8 and w_dq.attr("axis") == 0
+    assert w_dq.inputs[1].const_value.shape == (16,)
+    assert b_dq.inputs[0].const_value.dtype == np.int32
+    x_dq = conv.inputs[0].producer()
+    s_x = float(x_dq.inputs[1].const_value)
+    np.testing.assert_allclose(b_dq.inputs[1].const_value,
+                               s_x * w_dq.inputs[1].const_value, rtol=1e-6)
+
+
+def test_needs_calibration_data():
+    with pytest.raises(OptcError, match="quantize needs calibration data: give it with --calib"):
+        optc.optimize(DIGITS, passes="quantize")
+
+
+def test_calibration_data_without_quantize_is_an_error():
+    with pytest.raises(OptcError, match="no pass in the pipeline uses it"):
+        optc.optimize(DIGITS, passes="default", calib=DATA)
+
+
+def test_old_opset_is_refused_with_advice():
+    model = onnx.load(DIGITS)
+    model.opset_import[0].version = 12
+    with pytest.raises(OptcError, match="needs opset >= 13"):
+        optc.optimize(model, passes="quantize", calib=DATA)
