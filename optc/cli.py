@@ -147,7 +147,8 @@ def _validate(source: Path, model, lossless: bool, seed: int, runtime: str = "or
                       + (f", top-1 agreement {r.top1:.3f}" if r.top1 is not None else ""))
     bad = [r for r in results if not r.within_tolerance]
     if bad and lossless:
-        raise OptcError(f"validation failed: output '{bad[0].name}' changed by {bad[0].max_rel:.3g} "
+        raise OptcError(f"validation failed: output '{bad[0].name}' changed by "
+                        f"{bad[0].max_rel:.3g} "
                         f"(relative to its scale) under a lossless pipeline; nothing written")
     return results
 

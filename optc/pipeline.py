@@ -220,7 +220,8 @@ def _pass_bug(p: Pass, prefix: Pipeline, error: Exception,
                       f"{' '.join(str(error).split())}{where}", repro)
 
 
-def _write_reproducer(source: str | Path | None, pipeline: Pipeline, error: Exception) -> Path | None:
+def _write_reproducer(source: str | Path | None, pipeline: Pipeline,
+                      error: Exception) -> Path | None:
     if source is None:
         return None
     try:

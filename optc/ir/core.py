@@ -411,7 +411,8 @@ class Graph:
                 if v is None:
                     continue
                 if v in outputs:
-                    raise OptcError(f"cannot remove {node}: its output '{v.name}' is a graph output")
+                    raise OptcError(f"cannot remove {node}: its output '{v.name}' is a graph "
+                                    f"output")
                 for user, _ in v._uses:
                     if user not in doomed_set and not _inside(user, doomed_set):
                         raise OptcError(
@@ -590,7 +591,8 @@ class Model:
 
     def __init__(self, graph: Graph, opset_imports: dict[str, int] | None = None):
         self.graph = graph
-        self.opset_imports: dict[str, int] = dict(opset_imports or {"": onnx.defs.onnx_opset_version()})
+        self.opset_imports: dict[str, int] = dict(
+            opset_imports or {"": onnx.defs.onnx_opset_version()})
         self.ir_version: int = onnx.IR_VERSION
         self.producer_name = ""
         self.producer_version = ""
