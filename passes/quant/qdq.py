@@ -14,8 +14,9 @@ Depthwise convolutions stay float unless ``depthwise=true``: on this CPU onnxrun
 depthwise kernels are slower than its float ones (../shared/NOTES.md).
 Needs calibration data (``optc optimize --calib DATA``) and opset >= 13 (per-channel
 DequantizeLinear); not lossless: ``--validate`` reports the error instead of failing.
-Not handled yet: shared Concat / residual-Add scales, pass-through ops keeping their input's
-scale, bias correction, cross-layer equalization, float fallback by sensitivity, weight-only
+A tensor that a pass-through op (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze)
+makes from an already quantized one keeps that one's scale and zero point (no requantization).
+Not handled yet: shared Concat / residual-Add scales, bias correction, cross-layer equalization, float fallback by sensitivity, weight-only
 and dynamic modes (the rest of the quantization issue).
 """
 
@@ -36,6 +37,7 @@ from optc.passes.quant.calibrate import calibrate
 from optc.passes.quant.observers import Observer
 
 _LAYERS = ("Conv", "Gemm", "MatMul")
+_PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
 
 
 @register
@@ -77,6 +79,7 @@ class Quantize(Pass):
         self._observers = observers
         # id(tensor) -> (its DQ output, scale); the DQ output maps to itself, for the next layer
         self._qdq: dict[int, tuple[Value, float]] = {}
+        self._zero: dict[int, int] = {}  # id(DQ output) -> zero point
         for layer in layers:
             self._quantize_layer(model, layer)
         return PassResult(model, True, {"layers": len(layers), "method": self.method})
@@ -164,15 +167,19 @@ class Quantize(Pass):
         if cached is not None:
             return cached
         g = model.graph
-        obs: Observer | None = self._observers.get(x.name)
-        if obs is None:
-            raise OptcError(f"calibration did not observe tensor '{x.name}'")
-        t = obs.threshold(self.method, percentile=self.percentile,
-                          value=self.threshold or None)
-        if obs.min >= 0:
-            scale, zero = (t / 255.0 if t > 0 else 1.0), 0
+        inherited = self._pass_through_params(x)
+        if inherited is not None:
+            scale, zero = inherited
         else:
-            scale, zero = (t / 127.0 if t > 0 else 1.0), 128
+            obs: Observer | None = self._observers.get(x.name)
+            if obs is None:
+                raise OptcError(f"calibration did not observe tensor '{x.name}'")
+            t = obs.threshold(self.method, percentile=self.percentile,
+                              value=self.threshold or None)
+            if obs.min >= 0:
+                scale, zero = (t / 255.0 if t > 0 else 1.0), 0
+            else:
+                scale, zero = (t / 127.0 if t > 0 else 1.0), 128
         readers = x.uses()
         sv = g.add_initializer(x.name + "_scale", np.array(scale, np.float32))
         zv = g.add_initializer(x.name + "_zero", np.array(zero, np.uint8))
@@ -190,4 +197,17 @@ class Quantize(Pass):
         for node, index in readers:
             node.replace_input(index, dq)
         self._qdq[id(x)] = self._qdq[id(dq)] = (dq, float(scale))
+        self._zero[id(dq)] = zero
         return dq, float(scale)
+
+    def _pass_through_params(self, x: Value) -> tuple[float, int] | None:
+        """(scale, zero point) of x's source when x only moves or selects already quantized
+        values (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze of a DQ output): the
+        same parameters avoid a requantization, and onnxruntime runs such ops in int8."""
+        p = x.producer()
+        while p is not None and p.op_type in _PASS_THROUGH and is_standard(p):
+            src = p.inputs[0]
+            if id(src) in self._zero:
+                return self._qdq[id(src)][1], self._zero[id(src)]
+            p = src.producer()
+        return None

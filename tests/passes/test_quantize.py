@@ -72,3 +72,15 @@ def test_old_opset_is_refused_with_advice():
     model.opset_import[0].version = 12
     with pytest.raises(OptcError, match="needs opset >= 13"):
         optc.optimize(model, passes="quantize", calib=DATA)
+
+
+def test_pass_through_ops_keep_their_input_scale():
+    model, _ = optc.optimize(DIGITS, passes="default,quantize{method=max}", calib=DATA)
+    g = model.graph
+    pool = next(n for n in g.nodes if n.op_type == "MaxPool")
+    before = pool.inputs[0].producer()  # the DQ of the Relu output
+    gemm = next(n for n in g.nodes if n.op_type == "Gemm")
+    after = gemm.inputs[0].producer()  # the DQ of the Flatten output
+    assert before.op_type == after.op_type == "DequantizeLinear"
+    assert float(before.inputs[1].const_value) == float(after.inputs[1].const_value)
+    assert int(before.inputs[2].const_value) == int(after.inputs[2].const_value)
