@@ -7,7 +7,7 @@ What it writes, for every Conv / Gemm / MatMul whose weight is a float constant:
 * the bias (Conv B, a 1-D Gemm C) as int32 with scale s_x * s_w[c] and zero point 0;
 * a Q -> DQ pair on the layer's float input and on its output -- after the Relu / Clip that
   follows it, when one does, so that the activation is the saturating cast of the quantized
-  range -- with scales from the calibration observers (``method``). Non-negative tensors are
+  range; a Gemm/MatMul output only when another quantized layer reads it -- with scales from the calibration observers (``method``). Non-negative tensors are
   uint8 with zero point 0 and s = T / 255; signed ones uint8 with zero point 128 and
   s = T / 127, so that zero is exact in both. One Q/DQ pair per tensor, shared by its readers.
 Depthwise convolutions stay float unless ``depthwise=true``: on this CPU onnxruntime's int8
@@ -76,6 +76,7 @@ class Quantize(Pass):
         if not layers:
             return PassResult(model, False, {"layers": 0})
         observers = calibrate(model, self.calibration_data, batch_size=self.batch_size)
+        self._layer_ids = {id(n) for n in layers}
         self._observers = observers
         # id(tensor) -> (its DQ output, scale); the DQ output maps to itself, for the next layer
         self._qdq: dict[int, tuple[Value, float]] = {}
@@ -134,8 +135,22 @@ class Quantize(Pass):
         reader = sole_reader(g, y)
         if reader is not None and is_standard(reader) and reader.op_type in ("Relu", "Clip"):
             y = reader.outputs[0]
-        if y.uses():
+        if not y.uses():
+            return
+        # onnxruntime needs the Q after a Conv to run it in int8; a Gemm/MatMul runs in int8
+        # with a float output, so its output stays float unless an int8 layer reads it (a
+        # clipped logit before a Softmax is pure loss)
+        if layer.op_type == "Conv" or self._feeds_quantized_layer(y):
             self._activation(model, y)
+
+    def _feeds_quantized_layer(self, v: Value) -> bool:
+        for node, _ in v.uses():
+            if id(node) in self._layer_ids:
+                return True
+            if node.op_type in _PASS_THROUGH and is_standard(node) and \
+                    self._feeds_quantized_layer(node.outputs[0]):
+                return True
+        return False
 
     def _weight_scales(self, weight: np.ndarray, axis: int) -> np.ndarray:
         if self.per_channel:
