@@ -20,6 +20,30 @@ def is_standard(node: Node) -> bool:
     return node.domain in STANDARD_DOMAINS
 
 
+MAX_SWEEPS = 64
+
+
+def sweep(graph: Graph, visit, stats: dict[str, int]) -> bool:
+    """Call ``visit(node)`` on every node of ``graph`` (in order, skipping nodes removed on the
+    way) and repeat until a sweep changes nothing, so a pass reaches its own fixed point in one
+    run. ``visit`` returns the stats key of what it did, or None. Returns whether anything
+    changed."""
+    changed_any = False
+    for _ in range(MAX_SWEEPS):
+        changed = False
+        for node in graph.nodes:
+            if node.graph is not graph:
+                continue
+            kind = visit(node)
+            if kind:
+                stats[kind] = stats.get(kind, 0) + 1
+                changed = True
+        changed_any |= changed
+        if not changed:
+            break
+    return changed_any
+
+
 def const_input(graph: Graph, node: Node, index: int) -> np.ndarray | None:
     """The constant data of ``node``'s input ``index`` (None if absent or not constant)."""
     if index >= len(node.inputs):

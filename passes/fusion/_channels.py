@@ -100,13 +100,9 @@ def affine_into_conv_input(graph: Graph, conv: Node, s: np.ndarray, t: np.ndarra
     sg = s.reshape(group, 1, cg, *([1] * len(k)))
     tg = t.reshape(group, 1, cg, *([1] * len(k)))
     shift = (wg * tg).reshape(m, -1).sum(axis=1)
-    dtype = w.const_value.dtype
-    w.set_const((wg * sg).reshape(weight.shape).astype(dtype))
-    if b is not None:
-        b.set_const((b.const_value.astype(np.float64) + shift).astype(dtype))
-    elif np.any(shift != 0):
-        conv.set_inputs(list(conv.inputs[:2]) + [graph.add_initializer(
-            (conv.name or w.name) + "_bias", shift.astype(dtype))])
+    w.set_const((wg * sg).reshape(weight.shape).astype(w.const_value.dtype))
+    base = b.const_value.astype(np.float64) if b is not None else np.zeros(m)
+    _write_bias(graph, conv, w, b, base + shift)
     return True
 
 
@@ -136,12 +132,17 @@ def affine_into_conv_output(graph: Graph, conv: Node, s: np.ndarray, t: np.ndarr
         k = weight.shape[2:]
         weight = (weight.reshape(group, cin // group, mg, *k)
                   * s.reshape(group, 1, mg, *([1] * len(k)))).reshape(cin, mg, *k)
+    w.set_const(weight.astype(w.const_value.dtype))
+    base = b.const_value.astype(np.float64) if b is not None else np.zeros(m)
+    _write_bias(graph, conv, w, b, base * s + t)
+    return True
+
+
+def _write_bias(graph: Graph, conv: Node, w: Value, b: Value | None, bias: np.ndarray) -> None:
+    """Store ``bias`` in ``conv``'s own bias ``b``, or add one if it has none and it is needed."""
     dtype = w.const_value.dtype
-    w.set_const(weight.astype(dtype))
-    bias = (b.const_value.astype(np.float64) if b is not None else np.zeros(m)) * s + t
     if b is not None:
         b.set_const(bias.astype(dtype))
     elif np.any(bias != 0):
         conv.set_inputs(list(conv.inputs[:2]) + [graph.add_initializer(
             (conv.name or w.name) + "_bias", bias.astype(dtype))])
-    return True

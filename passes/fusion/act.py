@@ -35,7 +35,7 @@ import numpy as np
 
 from optc.ir import Graph, Model, Node, Value
 from optc.pass_base import Pass, PassResult, register
-from optc.passes._common import const_input, drop_unused_constants, is_standard
+from optc.passes._common import const_input, drop_unused_constants, is_standard, sweep
 from optc.passes.fusion._channels import sole_reader
 
 ORT_DOMAIN = "com.microsoft"
@@ -44,7 +44,6 @@ _ORT_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 _CONV_T_ATTRS = _CONV_ATTRS + ("output_padding", "output_shape")
 _GEMM_ATTRS = ("alpha", "beta", "transA", "transB")
-_MAX_SWEEPS = 64
 
 
 @dataclass
@@ -165,19 +164,16 @@ class FuseActivation(Pass):
     def run(self, model: Model) -> PassResult:
         g = model.graph
         stats: dict[str, int] = {}
-        for _ in range(_MAX_SWEEPS):  # a rewritten pattern can feed another one
-            changed = False
-            for node in g.nodes:
-                if node.graph is not g or not is_standard(node) or not node.outputs or \
-                        node.outputs[0] is None:
-                    continue
-                act = match_activation(model, node.outputs[0])
-                if act is not None and self._fuse(model, node, act):
-                    key = f"{node.op_type}+{act.kind}"
-                    stats[key] = stats.get(key, 0) + 1
-                    changed = True
-            if not changed:
-                break
+
+        def visit(node: Node) -> str | None:
+            if not is_standard(node) or not node.outputs or node.outputs[0] is None:
+                return None
+            act = match_activation(model, node.outputs[0])
+            if act is not None and self._fuse(model, node, act):
+                return f"{node.op_type}+{act.kind}"  # a rewritten pattern can feed another one
+            return None
+
+        sweep(g, visit, stats)
         return PassResult(model, bool(stats), stats)
 
     def _fuse(self, model: Model, layer: Node, act: Activation) -> bool:

@@ -28,12 +28,9 @@ import numpy as np
 
 from optc.ir import Graph, Model, Node, Value, infer_shapes
 from optc.pass_base import Pass, PassResult, register
-from optc.passes._common import drop_unused_constants, is_standard
+from optc.passes._common import drop_unused_constants, is_standard, sweep
 from optc.passes.fusion._channels import (affine_into_conv_output, owned_constant, per_channel,
                                           sole_reader)
-
-_MAX_SWEEPS = 64
-
 
 def _split_const(g: Graph, node: Node) -> tuple[Value, Value] | None:
     """(variable input, constant input) of a binary Mul/Add with exactly one constant float
@@ -109,19 +106,10 @@ def _replace_binary(g: Graph, node: Node, op_type: str, x: Value, const: np.ndar
 
 
 def _sweep(model: Model, op_type: str, fuse, stats: dict[str, int]) -> PassResult:
-    """Apply ``fuse`` to every ``op_type`` node until a sweep changes nothing."""
+    """Apply ``fuse`` to every standard ``op_type`` node until a sweep changes nothing."""
     g = model.graph
     infer_shapes(model)
-    for _ in range(_MAX_SWEEPS):
-        changed = False
-        for node in g.nodes:
-            if node.graph is g and node.op_type == op_type and is_standard(node):
-                kind = fuse(g, node)
-                if kind:
-                    stats[kind] += 1
-                    changed = True
-        if not changed:
-            break
+    sweep(g, lambda n: fuse(g, n) if n.op_type == op_type and is_standard(n) else None, stats)
     return PassResult(model, any(stats.values()), {k: v for k, v in stats.items() if v})
 
 

@@ -18,11 +18,8 @@ from typing import ClassVar
 
 from optc.ir import Model, Node
 from optc.pass_base import Pass, PassResult, register
-from optc.passes._common import const_input, drop_unused_constants, is_standard
+from optc.passes._common import const_input, drop_unused_constants, is_standard, sweep
 from optc.passes.fusion._channels import sole_reader
-
-_MAX_SWEEPS = 64
-
 
 def _perm(node: Node) -> list[int] | None:
     perm = node.attr("perm")
@@ -42,30 +39,23 @@ class FuseLayout(Pass):
     def run(self, model: Model) -> PassResult:
         g = model.graph
         stats = {"merged": 0, "cancelled": 0, "into_gemm": 0, "reshapes_merged": 0}
-        for _ in range(_MAX_SWEEPS):
-            changed = False
-            for t in g.nodes:
-                if t.graph is not g or not is_standard(t) or \
-                        t.op_type not in ("Transpose", "Reshape", "Flatten"):
-                    continue
-                reader = sole_reader(g, t.outputs[0])
-                if reader is None or not is_standard(reader):
-                    continue
-                if t.op_type != "Transpose":
-                    kind = self._reshapes(model, t, reader) if reader.op_type == "Reshape" \
-                        else None
-                elif reader.op_type == "Transpose":
-                    kind = self._merge(model, t, reader)
-                elif reader.op_type == "Gemm":
-                    kind = self._into_gemm(model, t, reader)
-                else:
-                    kind = None
-                if kind:
-                    stats[kind] += 1
-                    changed = True
-            if not changed:
-                break
+        sweep(g, lambda t: self._visit(model, t), stats)
         return PassResult(model, any(stats.values()), {k: v for k, v in stats.items() if v})
+
+    def _visit(self, model: Model, t: Node) -> str | None:
+        g = model.graph
+        if not is_standard(t) or t.op_type not in ("Transpose", "Reshape", "Flatten"):
+            return None
+        reader = sole_reader(g, t.outputs[0])
+        if reader is None or not is_standard(reader):
+            return None
+        if t.op_type != "Transpose":
+            return self._reshapes(model, t, reader) if reader.op_type == "Reshape" else None
+        if reader.op_type == "Transpose":
+            return self._merge(model, t, reader)
+        if reader.op_type == "Gemm":
+            return self._into_gemm(model, t, reader)
+        return None
 
     def _merge(self, model: Model, inner: Node, outer: Node) -> str | None:
         g = model.graph

@@ -7,17 +7,19 @@ What it writes, for every Conv / Gemm / MatMul whose weight is a float constant:
 * the bias (Conv B, a 1-D Gemm C) as int32 with scale s_x * s_w[c] and zero point 0;
 * a Q -> DQ pair on the layer's float input and on its output -- after the Relu / Clip that
   follows it, when one does, so that the activation is the saturating cast of the quantized
-  range; a Gemm/MatMul output only when another quantized layer reads it -- with scales from the calibration observers (``method``). Non-negative tensors are
-  uint8 with zero point 0 and s = T / 255; signed ones uint8 with zero point 128 and
-  s = T / 127, so that zero is exact in both. One Q/DQ pair per tensor, shared by its readers.
+  range; a Gemm/MatMul output only when another quantized layer reads it -- with scales from
+  the calibration observers (``method``). Non-negative tensors are uint8 with zero point 0 and
+  s = T / 255; signed ones uint8 with zero point 128 and s = T / 127, so that zero is exact in
+  both. One Q/DQ pair per tensor, shared by its readers.
 Depthwise convolutions stay float unless ``depthwise=true``: on this CPU onnxruntime's int8
 depthwise kernels are slower than its float ones (../shared/NOTES.md).
 Needs calibration data (``optc optimize --calib DATA``) and opset >= 13 (per-channel
 DequantizeLinear); not lossless: ``--validate`` reports the error instead of failing.
 A tensor that a pass-through op (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze)
 makes from an already quantized one keeps that one's scale and zero point (no requantization).
-Not handled yet: shared Concat / residual-Add scales, bias correction, cross-layer equalization, float fallback by sensitivity, weight-only
-and dynamic modes (the rest of the quantization issue).
+Not handled yet: shared Concat / residual-Add scales, bias correction, cross-layer
+equalization, float fallback by sensitivity, weight-only and dynamic modes (the rest of the
+quantization issue).
 """
 
 from __future__ import annotations

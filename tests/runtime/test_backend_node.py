@@ -6,8 +6,8 @@ Selected: every node test of an op optc.runtime implements (the op a test was wr
 its single node, or for an ``_expanded`` test the op whose function body it runs). Skipped,
 each with its reason (unittest.SkipTest, never a silent pass): training-mode tests, tests
 whose tensors have a dtype outside float32/float64/int8/uint8/int16/uint16/int32/int64/bool,
-and tests whose graph also needs an op optc.runtime does not implement. The count is printed at the end of the
-test session (tests/conftest.py).
+and tests whose graph also needs an op optc.runtime does not implement. The count is printed
+at the end of the test session (tests/conftest.py).
 """
 
 import re
