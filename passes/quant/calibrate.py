@@ -40,6 +40,7 @@ def calibrate(model: Model, data: dict[str, np.ndarray] | Iterable[dict[str, np.
         batch_size = static[0]
     batches, total = _batches(data, inputs, batch_size)
     observers: dict[str, Observer] = {}
+    rows = 0  # samples in the running batch
 
     def observe(name: str, value: np.ndarray) -> None:
         if value.dtype.kind != "f" or not name:
@@ -47,6 +48,10 @@ def calibrate(model: Model, data: dict[str, np.ndarray] | Iterable[dict[str, np.
         obs = observers.get(name)
         if obs is None:
             obs = observers[name] = Observer(bins=bins)
+            if value.ndim and value.shape[0] == rows:
+                obs.sample_shape = (1, *value.shape[1:])
+            else:
+                obs.sample_shape = tuple(value.shape)
         obs.update(value, name=f"tensor '{name}'")
 
     if progress is None:
@@ -55,6 +60,7 @@ def calibrate(model: Model, data: dict[str, np.ndarray] | Iterable[dict[str, np.
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("calibrating", total=total)
         for feeds in batches:
+            rows = len(next(iter(feeds.values()))) if feeds else 0
             session.run(None, feeds, on_value=observe)
             seen += 1
             bar.advance(task)

@@ -45,6 +45,9 @@ class Observer:
     count: int = 0
     hist: np.ndarray = field(default=None)  # type: ignore[assignment]
     range: float = 0.0  # the histogram covers |x| in [0, range)
+    #: the tensor's shape for one sample (batch dimension 1), as last seen; for the
+    #: quantizer's latency probe
+    sample_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.bins < 128 or self.bins % 2:
@@ -85,6 +88,7 @@ class Observer:
             raise OptcError("cannot merge observers with different bin counts")
         if other.count == 0:
             return
+        self.sample_shape = self.sample_shape or other.sample_shape
         target = max(self.range, other.range)
         mine, theirs = self._at_range(target), other._at_range(target)
         self.hist = mine + theirs

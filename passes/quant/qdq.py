@@ -11,8 +11,11 @@ What it writes, for every Conv / Gemm / MatMul whose weight is a float constant:
   the calibration observers (``method``). Non-negative tensors are uint8 with zero point 0 and
   s = T / 255; signed ones uint8 with zero point 128 and s = T / 127, so that zero is exact in
   both. One Q/DQ pair per tensor, shared by its readers.
-Depthwise convolutions stay float unless ``depthwise=true``: on this CPU onnxruntime's int8
-depthwise kernels are slower than its float ones (../shared/NOTES.md).
+Which layers become int8 is measured, not listed: with ``probe=true`` (the default) each
+candidate layer is timed in onnxruntime in float and in int8, Quantize/Dequantize conversions
+at float neighbours included, and layers that int8 would slow down stay float (probe.py; on
+some mobile nets int8 depthwise convs lose, ../shared/NOTES.md). ``probe=false`` quantizes
+every candidate.
 Needs calibration data (``optc optimize --calib DATA``) and opset >= 13 (per-channel
 DequantizeLinear); not lossless: ``--validate`` reports the error instead of failing.
 A tensor that a pass-through op (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze)
@@ -31,7 +34,7 @@ import numpy as np
 from onnx import TensorProto
 
 from optc.errors import OptcError
-from optc.ir import Model, Node, Value, tensor_type
+from optc.ir import Model, Node, Value, from_proto, serialize, tensor_type, to_proto
 from optc.pass_base import Pass, PassResult, register
 from optc.passes._common import drop_unused_constants, is_standard
 from optc.passes.fusion._channels import sole_reader
@@ -39,6 +42,8 @@ from optc.passes.quant.calibrate import calibrate
 from optc.passes.quant.observers import Observer
 
 _LAYERS = ("Conv", "Gemm", "MatMul")
+#: metadata_props key on a layer that quantize left float, with the reason
+FLOAT_MARK = "optc.quantize.float"
 _PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
 
 
@@ -54,13 +59,15 @@ class Quantize(Pass):
     percentile: float = field(default=99.99, metadata={"help": "for method=percentile"})
     threshold: float = field(default=0.0, metadata={"help": "for method=global"})
     per_channel: bool = field(default=True, metadata={"help": "per-channel weight scales"})
-    depthwise: bool = field(default=False, metadata={
-        "help": "also quantize depthwise convs (slower in onnxruntime on this CPU)"})
+    probe: bool = field(default=True, metadata={
+        "help": "time each layer in onnxruntime; keep float the layers int8 would slow down"})
     batch_size: int = field(default=16, metadata={"help": "calibration batch size"})
 
     def __post_init__(self) -> None:
         #: calibration DATA (input name -> samples), set by the pipeline runner from --calib
         self.calibration_data: Any = None
+        #: after run(): layer name -> (int8?, why), for reports
+        self.decisions: dict[str, tuple[bool, str]] = {}
 
     def requires(self, model: Model) -> None:
         if self.calibration_data is None:
@@ -74,38 +81,151 @@ class Quantize(Pass):
 
     def run(self, model: Model) -> PassResult:
         g = model.graph
-        layers = [n for n in g.nodes if self._quantizable(model, n)]
-        if not layers:
+        candidates = [n for n in g.nodes if self._quantizable(model, n)]
+        if not candidates:
             return PassResult(model, False, {"layers": 0})
-        observers = calibrate(model, self.calibration_data, batch_size=self.batch_size)
+        self._observers = calibrate(model, self.calibration_data, batch_size=self.batch_size)
+        self._layer_ids = {id(n) for n in candidates}
+        self.decisions = {n.name: (True, "quantized") for n in candidates}
+        layers = candidates
+        if self.probe:
+            layers = self._probe(model, candidates)
+            if len(layers) < len(candidates):
+                layers = self._check_whole_model(model, candidates, layers)
+        self._rewrite(model, layers)
+        kept = {id(n) for n in layers}
+        for n in candidates:  # the reason travels with the model; a second run leaves it float
+            if id(n) not in kept:
+                n.metadata_props[FLOAT_MARK] = self.decisions[n.name][1]
+        return PassResult(model, True, {"layers": len(layers), "method": self.method,
+                                        "float (slower in int8)": len(candidates) - len(layers)})
+
+    def _rewrite(self, model: Model, layers: list[Node]) -> None:
         self._layer_ids = {id(n) for n in layers}
-        self._observers = observers
         # id(tensor) -> (its DQ output, scale); the DQ output maps to itself, for the next layer
         self._qdq: dict[int, tuple[Value, float]] = {}
         self._zero: dict[int, int] = {}  # id(DQ output) -> zero point
+        self._zero_values: dict[int, Value] = {}
         for layer in layers:
             self._quantize_layer(model, layer)
-        return PassResult(model, True, {"layers": len(layers), "method": self.method})
+
+    def _check_whole_model(self, model: Model, candidates: list[Node], chosen: list[Node]
+                           ) -> list[Node]:
+        """The per-layer probe models onnxruntime's fusions only roughly (e.g. it runs a
+        residual Add between int8 layers in int8), so its choice is checked against
+        quantizing every candidate on the whole model, both timed in onnxruntime the same
+        way, interleaved; the faster one is kept."""
+        from optc.passes.quant.probe import faster
+        from optc.validate import ort_session
+
+        position = {id(n): i for i, n in enumerate(model.graph.nodes)}
+        variants = []
+        for subset in (candidates, chosen):
+            copy = from_proto(to_proto(model))
+            nodes = copy.graph.nodes
+            self._rewrite(copy, [nodes[position[id(n)]] for n in subset])
+            variants.append(ort_session(serialize(copy), optimize=True, threads=1))
+        times = faster(variants)
+        if times[0] <= times[1]:
+            for n in candidates:
+                ok, why = self.decisions[n.name]
+                if not ok:
+                    self.decisions[n.name] = (True, why + f"; but the whole model ran faster "
+                                                    f"all-int8 ({times[0]:.3f} vs "
+                                                    f"{times[1]:.3f} ms)")
+            return candidates
+        return chosen
 
     # --- which layers ----------------------------------------------------------------------
     def _quantizable(self, model: Model, n: Node) -> bool:
         g = model.graph
         if not is_standard(n) or n.op_type not in _LAYERS or len(n.inputs) < 2:
             return False
+        if FLOAT_MARK in n.metadata_props:
+            return False
         x, w = n.inputs[0], n.inputs[1]
         if x is None or w is None or not g.is_constant(w) or g.is_constant(x):
             return False
         if w.const_value.dtype != np.float32:
             return False
-        if n.op_type == "Conv" and not self.depthwise:
-            group = n.attr("group", 1)
-            if group > 1 and group == w.const_value.shape[0] and w.const_value.shape[1] == 1:
-                return False
         if n.op_type == "Gemm" and (n.attr("transA", 0) or w.const_value.ndim != 2):
             return False
         if n.op_type == "MatMul" and w.const_value.ndim != 2:
             return False
         return True
+
+    def _probe(self, model: Model, candidates: list[Node]) -> list[Node]:
+        """The candidates that onnxruntime runs faster in int8 (probe.py)."""
+        from optc.passes.quant.probe import Prober, Tensor, choose
+
+        g = model.graph
+        prober = Prober(model.opset)
+        costs, unmeasured = {}, set()
+        # root value id -> (producer layer id or None, root value)
+        roots: dict[int, tuple[int | None, Value]] = {}
+        for n in candidates:
+            act = self._activation_after(g, n)
+            y = (act or n).outputs[0]
+            roots[id(y)] = (id(n), y)
+            source, root = self._source(g, n.inputs[0])
+            roots.setdefault(id(root), (source, root))
+            xs, ys = self._observers.get(n.inputs[0].name), self._observers.get(y.name)
+            if xs is None or ys is None or xs.sample_shape is None or ys.sample_shape is None:
+                unmeasured.add(id(n))
+                continue
+            int8_out = n.op_type == "Conv" or self._feeds_quantized_layer(y)
+            costs[id(n)] = prober.cost(n, act, xs.sample_shape, ys.sample_shape, int8_out)
+        tensors = []
+        for producer, root in roots.values():
+            readers = tuple(self._reader_layers(g, root))
+            q = max((costs[r].quantize_in_ms for r in readers if r in costs), default=0.0)
+            dq = costs[producer].dequantize_out_ms if producer in costs else 0.0
+            tensors.append(Tensor(producer, readers, q, dq))
+        keep = choose(costs, tensors, unmeasured)
+        for n in candidates:
+            c = costs.get(id(n))
+            if c is None:
+                self.decisions[n.name] = (True, "quantized (shapes unknown: not probed)")
+            else:
+                self.decisions[n.name] = (
+                    id(n) in keep,
+                    f"onnxruntime {c.float_ms:.3f} ms float, {c.int8_ms:.3f} ms int8 "
+                    f"(+{c.quantize_in_ms:.3f} quantize in, +{c.dequantize_out_ms:.3f} "
+                    f"dequantize out at float neighbours)")
+        return [n for n in candidates if id(n) in keep]
+
+    def _activation_after(self, g, layer: Node) -> Node | None:
+        reader = sole_reader(g, layer.outputs[0])
+        if reader is not None and is_standard(reader) and reader.op_type in ("Relu", "Clip"):
+            return reader
+        return None
+
+    def _source(self, g, x: Value) -> tuple[int | None, Value]:
+        """(id of the candidate layer that makes ``x`` through its activation and pass-through
+        ops, or None; the value those pass-through ops start from)."""
+        root = x
+        p = x.producer()
+        while p is not None and p.op_type in _PASS_THROUGH and is_standard(p):
+            root = p.inputs[0]
+            p = root.producer()
+        if p is not None and p.op_type in ("Relu", "Clip") and is_standard(p):
+            inner = p.inputs[0].producer()
+            if inner is not None and self._activation_after(g, inner) is p:
+                p = inner
+        return (id(p) if p is not None and id(p) in self._layer_ids else None), root
+
+    def _reader_layers(self, g, y: Value) -> list[int | None]:
+        """ids of the candidate layers reading ``y`` (through pass-through ops); None for each
+        other reader and for a graph output."""
+        out: list[int | None] = [None] if g.is_output(y) else []
+        for node, _ in y.uses():
+            if id(node) in self._layer_ids:
+                out.append(id(node))
+            elif node.op_type in _PASS_THROUGH and is_standard(node):
+                out += self._reader_layers(g, node.outputs[0])
+            else:
+                out.append(None)
+        return out
 
     # --- rewriting -------------------------------------------------------------------------
     def _quantize_layer(self, model: Model, layer: Node) -> None:
@@ -120,8 +240,8 @@ class Quantize(Pass):
         shape = [1] * weight.ndim
         shape[axis] = -1
         wq = np.clip(np.round(weight / s_w.reshape(shape)), -127, 127).astype(np.int8)
-        layer.replace_input(1, self._dequantized_constant(
-            model, layer, (layer.name or w.name) + "_wq", wq, s_w, axis))
+        layer.replace_input(1, self._dequantized_constant(model, layer, w.name + "_q", wq, s_w,
+                                                          axis))
         drop_unused_constants(g, [w])
         b = layer.inputs[2] if len(layer.inputs) > 2 else None
         if b is not None and g.is_constant(b) and b.const_value.ndim == 1 and \
@@ -129,14 +249,12 @@ class Quantize(Pass):
             bias = b.const_value
             s_b = np.broadcast_to(s_x * s_w, bias.shape).astype(np.float32)
             bq = np.clip(np.round(bias / s_b), -2**31, 2**31 - 1).astype(np.int32)
-            layer.replace_input(2, self._dequantized_constant(
-                model, layer, (layer.name or b.name) + "_bq", bq, s_b, 0))
+            layer.replace_input(2, self._dequantized_constant(model, layer, w.name + "_bias_q",
+                                                              bq, s_b, 0))
             drop_unused_constants(g, [b])
         # the output, after the Relu/Clip that follows it if any
-        y = layer.outputs[0]
-        reader = sole_reader(g, y)
-        if reader is not None and is_standard(reader) and reader.op_type in ("Relu", "Clip"):
-            y = reader.outputs[0]
+        act = self._activation_after(g, layer)
+        y = (act or layer).outputs[0]
         if not y.uses():
             return
         # onnxruntime needs the Q after a Conv to run it in int8; a Gemm/MatMul runs in int8
@@ -168,18 +286,18 @@ class Quantize(Pass):
         qv = g.add_initializer(base, q)
         sv = g.add_initializer(base + "_scale", scale.reshape(-1) if scale.size > 1
                                else scale.reshape(()))
-        zv = g.add_initializer(base + "_zero", np.zeros(scale.shape if scale.size > 1 else (),
-                                                        dtype=q.dtype))
         out = g.new_value(base + "_dq", tensor_type(TensorProto.FLOAT, q.shape))
         attrs = {"axis": axis} if scale.size > 1 else {}
-        dq = Node("DequantizeLinear", [qv, sv, zv], [out], name=g.unique_name(base + "_DQ"),
+        # symmetric: the zero point is 0, which is DequantizeLinear's default (no initializer)
+        dq = Node("DequantizeLinear", [qv, sv], [out], name=g.unique_name(base + "_DQ"),
                   attributes=attrs)
         g.insert_before(layer, dq)
         return out
 
     def _activation(self, model: Model, x: Value) -> tuple[Value, float]:
         """The DequantizeLinear output standing for ``x`` (made once per tensor) and its
-        scale; every reader of ``x`` is moved onto it."""
+        scale; every reader of ``x`` is moved onto it (onnxruntime then runs a residual Add
+        whose inputs are all DequantizeLinear outputs in int8 too)."""
         cached = self._qdq.get(id(x))
         if cached is not None:
             return cached
@@ -199,7 +317,10 @@ class Quantize(Pass):
                 scale, zero = (t / 127.0 if t > 0 else 1.0), 128
         readers = x.uses()
         sv = g.add_initializer(x.name + "_scale", np.array(scale, np.float32))
-        zv = g.add_initializer(x.name + "_zero", np.array(zero, np.uint8))
+        zv = self._zero_values.get(zero)
+        if zv is None:  # one initializer per zero point, shared by every activation
+            zv = self._zero_values[zero] = g.add_initializer(f"uint8_zero_point_{zero}",
+                                                             np.array(zero, np.uint8))
         q = g.new_value(x.name + "_q", tensor_type(TensorProto.UINT8, x.shape)
                         if x.shape is not None else None)
         dq = g.new_value(x.name + "_dq", x.type)

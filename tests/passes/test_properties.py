@@ -85,7 +85,7 @@ def test_quantize_properties(model):
     calib = {x.name: np.random.default_rng(0).standard_normal([8] + shape[1:]).astype(
         np.float32)}
     m = optc.load(model)
-    q = Quantize(batch_size=1)
+    q = Quantize(batch_size=1, probe=False)
     q.calibration_data = calib
     q(m)
     verify(m.graph)

@@ -1,0 +1,265 @@
+"""Per-layer latency probe: does onnxruntime run a layer faster in int8 (QDQ) or in float?
+
+Whether int8 pays off depends on the layer's shape and on the CPU: on this machine dense convs
+run 3-4x faster in int8 while on some mobile nets the int8 depthwise convs and the
+Quantize/Dequantize pairs around them cost more than they save (../shared/NOTES.md). So the
+quantizer asks onnxruntime, per layer, instead of trusting a list of quantizable op types.
+
+For each candidate layer (Conv/Gemm/MatMul with its following Relu/Clip) ``probe`` builds
+three one-layer models and times them in onnxruntime (graph optimizations on, one thread,
+the best of several runs, at the shapes calibration observed with batch 1):
+* ``float_ms``: the float layer;
+* ``int8_ms``: the QDQ layer as the quantizer writes it, with a uint8 input and (for a Conv)
+  a uint8 output -- its cost when its neighbours are int8 too;
+* ``quantize_in_ms`` / ``dequantize_out_ms``: a QuantizeLinear of its input / a
+  DequantizeLinear of its output, paid when the neighbour on that side stays float.
+Layers of the same signature (op, attributes, weight shape, input shape) are timed once.
+
+``choose`` then picks the int8 set minimising the sum of layer costs plus one conversion per
+tensor whose producer and some reader differ -- exactly, as a minimum cut (its docstring). Each
+timing has the fixed cost of a call into onnxruntime taken off. Layers whose shapes
+calibration did not see are kept int8 (no measurement, no decision).
+
+Timings are noisy, so a layer whose two costs are within ``margin`` of each other counts as a
+tie, and ties stay int8 (smaller file).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from optc.ir import Node
+from optc.validate import ort_session
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    float_ms: float
+    int8_ms: float
+    quantize_in_ms: float
+    dequantize_out_ms: float
+
+
+def _best_ms(sess, feeds: dict[str, np.ndarray], budget_s: float = 0.05,
+             min_runs: int = 5, max_runs: int = 200) -> float:
+    sess.run(None, feeds)  # warm up (first-run allocations)
+    best, runs, start = float("inf"), 0, time.perf_counter()
+    while runs < min_runs or (runs < max_runs and time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        best = min(best, time.perf_counter() - t0)
+        runs += 1
+    return best * 1e3
+
+
+def faster(sessions, budget_s: float = 1.0, min_rounds: int = 20) -> list[float]:
+    """Median ms per run of each onnxruntime session on the same seeded inputs, the sessions
+    interleaved round by round so that machine noise hits them alike."""
+    import statistics
+
+    from optc.validate import random_feeds
+
+    feeds = random_feeds(sessions[0], seed=0)
+    times: list[list[float]] = [[] for _ in sessions]
+    for sess in sessions:
+        sess.run(None, feeds)
+    start = time.perf_counter()
+    while len(times[0]) < min_rounds or (time.perf_counter() - start < budget_s and
+                                         len(times[0]) < 1000):
+        for t, sess in zip(times, sessions):
+            t0 = time.perf_counter()
+            sess.run(None, feeds)
+            t.append(time.perf_counter() - t0)
+    return [statistics.median(t) * 1e3 for t in times]
+
+
+def _model(nodes, inputs, outputs, initializers, opset: int) -> bytes:
+    g = helper.make_graph(nodes, "probe", inputs, outputs, initializer=initializers)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", max(opset, 13))])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def _feed(dtype: int, shape: tuple[int, ...], rng) -> np.ndarray:
+    if dtype == TensorProto.UINT8:
+        return rng.integers(0, 256, size=shape, dtype=np.uint8)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _attrs(n: Node) -> list[onnx.AttributeProto]:
+    return list(n.attributes.values())
+
+
+class Prober:
+    """Times layers in onnxruntime; caches by layer signature."""
+
+    def __init__(self, opset: int):
+        self.opset = opset
+        self._cache: dict[tuple, LayerCost] = {}
+        self._rng = np.random.default_rng(0)
+        self._call_ms: float | None = None
+
+    def cost(self, layer: Node, act: Node | None, in_shape: tuple[int, ...],
+             out_shape: tuple[int, ...], int8_output: bool) -> LayerCost:
+        w = layer.inputs[1].const_value
+        has_bias = len(layer.inputs) > 2 and layer.inputs[2] is not None
+        key = (layer.op_type, tuple(sorted((k, str(a)) for k, a in layer.attributes.items())),
+               w.shape, has_bias, in_shape, act.op_type if act is not None else None,
+               int8_output)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache[key] = self._measure(layer, act, in_shape, out_shape,
+                                                      int8_output, has_bias)
+        return cached
+
+    def _layer_nodes(self, layer: Node, act: Node | None, x: str, wname: str, bname: str | None,
+                     y: str) -> list[onnx.NodeProto]:
+        inputs = [x, wname] + ([bname] if bname else [])
+        mid = y if act is None else "pre_act"
+        nodes = [helper.make_node(layer.op_type, inputs, [mid])]
+        nodes[0].attribute.extend(_attrs(layer))
+        if act is not None:
+            extra = []
+            if act.op_type == "Clip":
+                extra = ["clip_lo", "clip_hi"]
+            nodes.append(helper.make_node(act.op_type, [mid, *extra], [y]))
+        return nodes
+
+    def _measure(self, layer: Node, act: Node | None, in_shape, out_shape, int8_output: bool,
+                 has_bias: bool) -> LayerCost:
+        w = layer.inputs[1].const_value
+        axis = 0 if layer.op_type == "Conv" or (layer.op_type == "Gemm" and
+                                                 layer.attr("transB", 0)) else 1
+        out_channels = w.shape[axis]
+        inits = [onnx.numpy_helper.from_array(w.astype(np.float32), "w")]
+        if has_bias:
+            inits.append(onnx.numpy_helper.from_array(
+                self._rng.standard_normal(out_channels).astype(np.float32), "b"))
+        if act is not None and act.op_type == "Clip":
+            inits += [onnx.numpy_helper.from_array(np.array(0, np.float32), "clip_lo"),
+                      onnx.numpy_helper.from_array(np.array(6, np.float32), "clip_hi")]
+        fin = helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)
+        fout = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)
+        float_model = _model(self._layer_nodes(layer, act, "x", "w", "b" if has_bias else None,
+                                               "y"), [fin], [fout], inits, self.opset)
+
+        # int8: uint8 in -> DQ -> layer(DQ(w int8), DQ(b int32)) -> act -> [Q -> uint8 out]
+        wq = np.clip(np.round(w / (np.abs(w).max() / 127 + 1e-12)), -127, 127).astype(np.int8)
+        qinits = [onnx.numpy_helper.from_array(wq, "wq"),
+                  onnx.numpy_helper.from_array(np.full(out_channels, 0.01, np.float32),
+                                               "w_scale"),
+                  onnx.numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+                  onnx.numpy_helper.from_array(np.array(0, np.uint8), "zp")]
+        nodes = [helper.make_node("DequantizeLinear", ["xq", "s", "zp"], ["x"]),
+                 helper.make_node("DequantizeLinear", ["wq", "w_scale"], ["w"], axis=axis)]
+        if has_bias:
+            qinits += [onnx.numpy_helper.from_array(
+                           self._rng.integers(-1000, 1000, out_channels).astype(np.int32), "bq"),
+                       onnx.numpy_helper.from_array(np.full(out_channels, 2e-4, np.float32),
+                                                    "b_scale")]
+            nodes.append(helper.make_node("DequantizeLinear", ["bq", "b_scale"], ["b"], axis=0))
+        qinits += [i for i in inits if i.name.startswith("clip")]
+        nodes += self._layer_nodes(layer, act, "x", "w", "b" if has_bias else None,
+                                   "yf" if int8_output else "y")
+        if int8_output:
+            nodes.append(helper.make_node("QuantizeLinear", ["yf", "s", "zp"], ["y"]))
+        qin = helper.make_tensor_value_info("xq", TensorProto.UINT8, in_shape)
+        qout = helper.make_tensor_value_info("y", TensorProto.UINT8 if int8_output
+                                             else TensorProto.FLOAT, out_shape)
+        int8_model = _model(nodes, [qin], [qout], qinits, self.opset)
+
+        float_ms = self._time(float_model, {"x": _feed(TensorProto.FLOAT, in_shape, self._rng)})
+        int8_ms = self._time(int8_model, {"xq": _feed(TensorProto.UINT8, in_shape, self._rng)})
+        return LayerCost(float_ms, int8_ms, self._convert_ms("QuantizeLinear", in_shape),
+                         self._convert_ms("DequantizeLinear", out_shape) if int8_output else 0.0)
+
+    def _convert_ms(self, op: str, shape: tuple[int, ...]) -> float:
+        key = (op, shape)
+        cached = self._cache.get(key)
+        if cached is None:
+            src, dst = ((TensorProto.FLOAT, TensorProto.UINT8) if op == "QuantizeLinear"
+                        else (TensorProto.UINT8, TensorProto.FLOAT))
+            inits = [onnx.numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+                     onnx.numpy_helper.from_array(np.array(0, np.uint8), "zp")]
+            m = _model([helper.make_node(op, ["a", "s", "zp"], ["b"])],
+                       [helper.make_tensor_value_info("a", src, shape)],
+                       [helper.make_tensor_value_info("b", dst, shape)], inits, self.opset)
+            cached = self._cache[key] = self._time(m, {"a": _feed(src, shape, self._rng)})
+        return cached
+
+    def _time(self, model: bytes, feeds: dict[str, np.ndarray]) -> float:
+        """Best time of a run, less the fixed cost of a call into onnxruntime (a one-op model
+        of one element), which the layer would not pay inside a whole model."""
+        if self._call_ms is None:
+            m = _model([helper.make_node("Identity", ["a"], ["b"])],
+                       [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+                       [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])], [],
+                       self.opset)
+            self._call_ms = _best_ms(ort_session(m, optimize=True, threads=1),
+                                     {"a": np.zeros(1, np.float32)})
+        t = _best_ms(ort_session(model, optimize=True, threads=1), feeds)
+        return max(t - self._call_ms, 0.0)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A tensor between layers, as the choice sees it: made by ``producer`` (a layer key, or
+    None for a float op / graph input) and read by ``readers`` (layer keys, None for a float
+    op / graph output); ``quantize_ms`` / ``dequantize_ms`` are its conversion costs."""
+
+    producer: int | None
+    readers: tuple[int | None, ...]
+    quantize_ms: float
+    dequantize_ms: float
+
+
+def choose(costs: dict[int, LayerCost], tensors: list[Tensor], unmeasured: set[int] = frozenset(),
+           margin: float = 0.05) -> set[int]:
+    """The layers (by key) to run in int8, minimising the modelled latency exactly.
+
+    A layer costs ``int8_ms`` or ``float_ms`` (times 1 + ``margin``: ties go to int8, the
+    smaller file). A tensor costs one QuantizeLinear when its producer is float and some reader
+    int8, one DequantizeLinear when its producer is int8 and some reader float. That total is a
+    submodular function of the choice, so one minimum s-t cut finds the optimum (int8 = source
+    side; each "some reader" is an auxiliary node that any such reader drags along).
+    ``unmeasured`` layers are forced int8.
+    """
+    import networkx as nx
+
+    g = nx.DiGraph()
+    g.add_nodes_from(["int8", "float"])
+
+    def add(u, v, capacity: float | None = None) -> None:
+        """Edge u -> v, cut (paid) when u is int8 and v float; no capacity: never cut."""
+        if capacity is None:
+            g.add_edge(u, v)
+        elif g.has_edge(u, v):
+            g[u][v]["capacity"] += capacity
+        else:
+            g.add_edge(u, v, capacity=capacity)
+
+    for k, c in costs.items():
+        add("int8", k, c.float_ms * (1 + margin))  # paid when k is float
+        add(k, "float", c.int8_ms)  # paid when k is int8
+    for k in unmeasured:
+        add("int8", k)
+    for i, t in enumerate(tensors):
+        src = "float" if t.producer is None else t.producer
+        layers = [r for r in t.readers if r is not None]
+        if layers:  # Q: paid when some reader is int8 and the producer float
+            q = ("q", i)
+            for r in layers:
+                add(r, q)
+            add(q, src, t.quantize_ms)
+        if t.producer is not None:  # DQ: paid when the producer is int8 and some reader float
+            dq = ("dq", i)
+            add(t.producer, dq, t.dequantize_ms)
+            for r in t.readers:
+                add(dq, "float" if r is None else r)
+    _, (int8_side, _) = nx.minimum_cut(g, "int8", "float")
+    return {k for k in int8_side if k in costs or k in unmeasured}
