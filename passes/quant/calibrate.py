@@ -33,12 +33,7 @@ def calibrate(model: Model, data: dict[str, np.ndarray] | Iterable[dict[str, np.
     from optc.runtime import InferenceSession
 
     session = InferenceSession(model)
-    inputs = [i.name for i in session.get_inputs()]
-    static = [i.shape[0] for i in session.get_inputs()
-              if i.shape and isinstance(i.shape[0], int)]
-    if static:  # a model with a fixed batch dimension takes exactly that many samples a run
-        batch_size = static[0]
-    batches, total = _batches(data, inputs, batch_size)
+    batches, total = _batches(data, session, batch_size)
     observers: dict[str, Observer] = {}
     rows = 0  # samples in the running batch
 
@@ -69,7 +64,22 @@ def calibrate(model: Model, data: dict[str, np.ndarray] | Iterable[dict[str, np.
     return observers
 
 
-def _batches(data, inputs: list[str], batch_size: int):
+def first_batch(model: Model, data, batch_size: int = 16) -> dict[str, np.ndarray]:
+    """The first batch ``calibrate`` would run (for evaluating a quantized model)."""
+    from optc.runtime import InferenceSession
+
+    feeds = next(_batches(data, InferenceSession(model), batch_size)[0], None)
+    if feeds is None:
+        raise OptcError("calibration data is empty: no sample to run")
+    return feeds
+
+
+def _batches(data, session, batch_size: int):
+    inputs = [i.name for i in session.get_inputs()]
+    static = [i.shape[0] for i in session.get_inputs()
+              if i.shape and isinstance(i.shape[0], int)]
+    if static:  # a model with a fixed batch dimension takes exactly that many samples a run
+        batch_size = static[0]
     if isinstance(data, dict):
         missing = [n for n in inputs if n not in data]
         if missing:

@@ -62,12 +62,21 @@ class Quantize(Pass):
     probe: bool = field(default=True, metadata={
         "help": "time each layer in onnxruntime; keep float the layers int8 would slow down"})
     batch_size: int = field(default=16, metadata={"help": "calibration batch size"})
+    min_sqnr: float = field(default=0.0, metadata={
+        "help": "error budget in dB: return the most sensitive layers to float until the "
+                "output SQNR vs float on the first calibration batch reaches it (0: off)"})
 
     def __post_init__(self) -> None:
         #: calibration DATA (input name -> samples), set by the pipeline runner from --calib
         self.calibration_data: Any = None
-        #: after run(): layer name -> (int8?, why), for reports
+        #: set by the CLI's --report: also measure every layer's sensitivity
+        self.collect_report = False
+        #: after run(): layer name -> (int8?, why); layer name -> output SQNR (dB) with only
+        #: that layer quantized (when measured); the observers; the whole-model SQNR
         self.decisions: dict[str, tuple[bool, str]] = {}
+        self.layer_sqnr: dict[str, float] = {}
+        self.observers: dict[str, Observer] = {}
+        self.model_sqnr: float | None = None
 
     def requires(self, model: Model) -> None:
         if self.calibration_data is None:
@@ -85,6 +94,7 @@ class Quantize(Pass):
         if not candidates:
             return PassResult(model, False, {"layers": 0})
         self._observers = calibrate(model, self.calibration_data, batch_size=self.batch_size)
+        self.observers = self._observers
         self._layer_ids = {id(n) for n in candidates}
         self.decisions = {n.name: (True, "quantized") for n in candidates}
         layers = candidates
@@ -92,13 +102,46 @@ class Quantize(Pass):
             layers = self._probe(model, candidates)
             if len(layers) < len(candidates):
                 layers = self._check_whole_model(model, candidates, layers)
+        if self.min_sqnr > 0 or self.collect_report:
+            layers = self._sensitivity(model, layers)
         self._rewrite(model, layers)
         kept = {id(n) for n in layers}
         for n in candidates:  # the reason travels with the model; a second run leaves it float
             if id(n) not in kept:
                 n.metadata_props[FLOAT_MARK] = self.decisions[n.name][1]
-        return PassResult(model, True, {"layers": len(layers), "method": self.method,
-                                        "float (slower in int8)": len(candidates) - len(layers)})
+        stats = {"layers": len(layers), "method": self.method,
+                 "float": len(candidates) - len(layers)}
+        if self.model_sqnr is not None:
+            stats["sqnr_db"] = round(self.model_sqnr, 2)
+        return PassResult(model, True, stats)
+
+    def _variant(self, model: Model, layers: list[Node]) -> bytes:
+        """A copy of ``model`` with ``layers`` quantized, serialized; ``model`` is untouched."""
+        position = {id(n): i for i, n in enumerate(model.graph.nodes)}
+        copy = from_proto(to_proto(model))
+        nodes = copy.graph.nodes
+        self._rewrite(copy, [nodes[position[id(n)]] for n in layers])
+        return serialize(copy)
+
+    def _sensitivity(self, model: Model, layers: list[Node]) -> list[Node]:
+        """Per-layer SQNR; with ``min_sqnr``, the most sensitive layers back to float."""
+        from optc.passes.quant.calibrate import first_batch
+        from optc.passes.quant.sensitivity import Evaluator, fall_back, layer_sqnr
+
+        evaluate = Evaluator(serialize(model), first_batch(model, self.calibration_data,
+                                                           self.batch_size))
+        build = lambda subset: self._variant(model, subset)  # noqa: E731
+        sqnr = layer_sqnr(layers, build, evaluate)
+        self.layer_sqnr = {n.name: sqnr[id(n)] for n in layers}
+        if self.min_sqnr <= 0:
+            self.model_sqnr = evaluate(build(layers))
+            return layers
+        kept, dropped, self.model_sqnr = fall_back(layers, sqnr, self.min_sqnr, build, evaluate)
+        for n, after in dropped:
+            self.decisions[n.name] = (False, f"back to float for accuracy: {sqnr[id(n)]:.1f} dB "
+                                             f"with only this layer int8; the model reached "
+                                             f"{after:.1f} dB (budget {self.min_sqnr:g} dB)")
+        return kept
 
     def _rewrite(self, model: Model, layers: list[Node]) -> None:
         self._layer_ids = {id(n) for n in layers}
@@ -118,13 +161,8 @@ class Quantize(Pass):
         from optc.passes.quant.probe import faster
         from optc.validate import ort_session
 
-        position = {id(n): i for i, n in enumerate(model.graph.nodes)}
-        variants = []
-        for subset in (candidates, chosen):
-            copy = from_proto(to_proto(model))
-            nodes = copy.graph.nodes
-            self._rewrite(copy, [nodes[position[id(n)]] for n in subset])
-            variants.append(ort_session(serialize(copy), optimize=True, threads=1))
+        variants = [ort_session(self._variant(model, subset), optimize=True, threads=1)
+                    for subset in (candidates, chosen)]
         times = faster(variants)
         if times[0] <= times[1]:
             for n in candidates:

@@ -1,0 +1,55 @@
+"""quantize's accuracy budget: per-layer SQNR and the return of sensitive layers to float."""
+
+import numpy as np
+import pytest
+
+import optc
+from optc.passes import Quantize
+from optc.passes.quant.qdq import FLOAT_MARK
+from optc.passes.quant.sensitivity import fall_back, sqnr_db
+from tests.util import MODELS
+
+DATA = dict(np.load(MODELS / "digits_test.npz"))
+
+
+def test_sqnr_by_hand():
+    ref = [np.array([3.0, 4.0])]  # signal 25
+    assert sqnr_db(ref, [np.array([3.0, 4.5])]) == pytest.approx(10 * np.log10(25 / 0.25))
+    assert sqnr_db(ref, ref) == float("inf")
+
+
+def test_fall_back_goes_from_the_most_sensitive_layer_and_stops_at_the_budget():
+    layers = ["a", "b", "c"]
+    sensitivity = {id("a"): 40.0, id("b"): 20.0, id("c"): 30.0}
+    noise = {"a": 1.0, "b": 8.0, "c": 4.0}  # each int8 layer's share of the noise
+
+    def evaluate(subset):
+        total = sum(noise[n] for n in subset)
+        return float("inf") if total == 0 else -10 * np.log10(total / 1000)
+
+    kept, dropped, final = fall_back(layers, sensitivity, 20.0, tuple, evaluate)
+    # 13 -> 18.9 dB: b goes first (lowest SQNR), then 5 -> 23 dB holds the budget
+    assert kept == ["a", "c"] and [n for n, _ in dropped] == ["b"]
+    assert final == pytest.approx(evaluate(("a", "c")))
+    kept, dropped, _ = fall_back(layers, sensitivity, 100.0, tuple, evaluate)
+    assert kept == [] and [n for n, _ in dropped] == ["b", "c", "a"]
+
+
+@pytest.mark.parametrize("budget", [45.0, 1000.0])
+def test_budget_on_digits(budget):
+    model, _ = optc.optimize(MODELS / "digits_cnn.onnx")
+    q = Quantize(method="max", probe=False, min_sqnr=budget)
+    q.calibration_data = {"input": DATA["input"][:200]}
+    result = q(model)
+    layers = [n for n in model.graph.nodes if n.op_type in ("Conv", "Gemm")]
+    assert set(q.layer_sqnr) == {n.name for n in layers}
+    back = [n for n in layers if FLOAT_MARK in n.metadata_props]
+    assert back, "a budget above the all-int8 SQNR must return a layer to float"
+    assert result.stats["float"] == len(back)
+    if budget < 100:
+        assert result.stats["sqnr_db"] >= budget and len(back) < len(layers)
+        worst = min(q.layer_sqnr, key=q.layer_sqnr.get)
+        assert worst in {n.name for n in back}
+    else:  # unreachable: every layer goes back, the model is float again
+        assert len(back) == len(layers)
+        assert not any(n.op_type == "DequantizeLinear" for n in model.graph.nodes)
