@@ -38,6 +38,7 @@ from optc.ir import Model, Node, Value, from_proto, serialize, tensor_type, to_p
 from optc.pass_base import Pass, PassResult, register
 from optc.passes._common import drop_unused_constants, is_standard
 from optc.passes.fusion._channels import sole_reader
+from optc.passes.quant import dynamic
 from optc.passes.quant.calibrate import calibrate
 from optc.passes.quant.observers import Observer
 
@@ -54,6 +55,10 @@ class Quantize(Pass):
 
     name: ClassVar[str] = "quantize"
     lossless: ClassVar[bool] = False
+    mode: Literal["static", "dynamic", "weight-only"] = field(default="static", metadata={
+        "help": "static: calibrated int8 activations; dynamic: MatMul/Gemm activations "
+                "quantized at run time (DynamicQuantizeLinear + MatMulInteger), no "
+                "calibration; weight-only: int8 weights read through DequantizeLinear"})
     method: Literal["max", "percentile", "mse", "kl", "global"] = field(
         default="percentile", metadata={"help": "how activation thresholds are chosen"})
     percentile: float = field(default=99.99, metadata={"help": "for method=percentile"})
@@ -79,7 +84,7 @@ class Quantize(Pass):
         self.model_sqnr: float | None = None
 
     def requires(self, model: Model) -> None:
-        if self.calibration_data is None:
+        if self.mode == "static" and self.calibration_data is None:
             raise OptcError("quantize needs calibration data: give it with --calib DATA (a "
                             ".npz keyed by input name, samples along axis 0, or a folder of "
                             ".npy/.npz) or optc.optimize(..., calib=...)")
@@ -91,8 +96,21 @@ class Quantize(Pass):
     def run(self, model: Model) -> PassResult:
         g = model.graph
         candidates = [n for n in g.nodes if self._quantizable(model, n)]
+        if self.mode == "dynamic":
+            candidates = [n for n in candidates if dynamic.supported(n)]
         if not candidates:
             return PassResult(model, False, {"layers": 0})
+        if self.mode != "static":
+            replaced = [n.inputs[1] for n in candidates]
+            for n in candidates:
+                axis, wq, s_w = self._quantized_weight(n)
+                if self.mode == "weight-only":
+                    n.replace_input(1, self._dequantized_constant(
+                        model, n, n.inputs[1].name + "_q", wq, s_w, axis))
+                else:
+                    dynamic.rewrite(g, n, wq, s_w)
+            drop_unused_constants(g, replaced)
+            return PassResult(model, True, {"layers": len(candidates), "mode": self.mode})
         self._observers = calibrate(model, self.calibration_data, batch_size=self.batch_size)
         self.observers = self._observers
         self._layer_ids = {id(n) for n in candidates}
@@ -271,13 +289,7 @@ class Quantize(Pass):
         x, w = layer.inputs[0], layer.inputs[1]
         dq_x, s_x = self._activation(model, x)
         layer.replace_input(0, dq_x)
-        weight = w.const_value
-        axis = 0 if layer.op_type == "Conv" or (layer.op_type == "Gemm" and
-                                                 layer.attr("transB", 0)) else 1
-        s_w = self._weight_scales(weight, axis)
-        shape = [1] * weight.ndim
-        shape[axis] = -1
-        wq = np.clip(np.round(weight / s_w.reshape(shape)), -127, 127).astype(np.int8)
+        axis, wq, s_w = self._quantized_weight(layer)
         layer.replace_input(1, self._dequantized_constant(model, layer, w.name + "_q", wq, s_w,
                                                           axis))
         drop_unused_constants(g, [w])
@@ -309,6 +321,17 @@ class Quantize(Pass):
                     self._feeds_quantized_layer(node.outputs[0]):
                 return True
         return False
+
+    def _quantized_weight(self, layer: Node) -> tuple[int, np.ndarray, np.ndarray]:
+        """(output-channel axis, int8 weight, its symmetric scales) of a layer."""
+        weight = layer.inputs[1].const_value
+        axis = 0 if layer.op_type == "Conv" or (layer.op_type == "Gemm" and
+                                                 layer.attr("transB", 0)) else 1
+        s_w = self._weight_scales(weight, axis)
+        shape = [1] * weight.ndim
+        shape[axis] = -1
+        wq = np.clip(np.round(weight / s_w.reshape(shape)), -127, 127).astype(np.int8)
+        return axis, wq, s_w
 
     def _weight_scales(self, weight: np.ndarray, axis: int) -> np.ndarray:
         if self.per_channel:

@@ -1,5 +1,6 @@
 """QuantizeLinear / DequantizeLinear: per-tensor, per-axis and blocked, for the 8/16/32-bit
-integer types (float8 and 4-bit types are refused with a clear error).
+integer types (float8 and 4-bit types are refused with a clear error); DynamicQuantizeLinear
+and MatMulInteger for dynamically quantized models.
 
     QuantizeLinear:   y = saturate(round_half_to_even(x / scale) + zero_point)
     DequantizeLinear: y = (x - zero_point) * scale
@@ -96,3 +97,33 @@ def dequantize13(x, x_scale, x_zero_point=None, *, axis=1):
 @kernel("DequantizeLinear", (21, 23, 24, 25, 28))
 def dequantize(x, x_scale, x_zero_point=None, *, axis=1, block_size=0, output_dtype=0):
     return _dequantize(x, x_scale, x_zero_point, axis, block_size, output_dtype)
+
+
+@kernel("DynamicQuantizeLinear", (11,))
+def dynamic_quantize_linear(x):
+    """uint8 quantization with a scale and zero point from x's own range (widened to hold 0):
+    scale = (max - min) / 255, zero_point = saturate(round(-min / scale))."""
+    lo = min(0.0, float(x.min())) if x.size else 0.0
+    hi = max(0.0, float(x.max())) if x.size else 0.0
+    scale = np.float32((hi - lo) / 255.0)
+    if scale == 0:
+        return np.zeros(x.shape, np.uint8), scale, np.uint8(0)
+    zero = np.uint8(np.clip(np.rint(-lo / scale), 0, 255))
+    q = np.clip(np.rint(x / scale) + zero, 0, 255).astype(np.uint8)
+    return q, scale, zero
+
+
+@kernel("MatMulInteger", (10,))
+def matmul_integer(a, b, a_zero_point=None, b_zero_point=None):
+    """(a - a_zero_point) @ (b - b_zero_point) in int32; a's zero point is a scalar or one
+    per row of a, b's a scalar or one per column of b. Products of 8-bit values summed in
+    float64 are exact (far below 2^53), and BLAS does the work."""
+    av = a.astype(np.float64)
+    bv = b.astype(np.float64)
+    if a_zero_point is not None:
+        za = np.asarray(a_zero_point).astype(np.float64)
+        av = av - (za.reshape(-1, 1) if za.ndim == 1 and za.size > 1 else za.reshape(()))
+    if b_zero_point is not None:
+        zb = np.asarray(b_zero_point).astype(np.float64)
+        bv = bv - (zb.reshape(1, -1) if zb.ndim == 1 and zb.size > 1 else zb.reshape(()))
+    return np.matmul(av, bv).astype(np.int32)
