@@ -55,6 +55,21 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
+def _report_md(model: Path, output: Path, report, results, sections: list[str]) -> str:
+    lines = [f"# optc optimize {model.name}", "", f"- input: `{model}`", f"- output: `{output}`",
+             f"- pipeline: `{report.pipeline}`",
+             f"- nodes: {report.nodes_before} -> {report.nodes_after}", "",
+             "| pass | ms | modified | nodes after | stats |", "|---|---|---|---|---|"]
+    for r in report.records:
+        stats = ", ".join(f"{k}={v}" for k, v in r.stats.items())
+        lines.append(f"| {r.name} | {r.seconds * 1e3:.1f} | {'yes' if r.modified else 'no'} | "
+                     f"{r.nodes_after} | {stats} |")
+    if results is not None:
+        lines += ["", "Validation against the input in onnxruntime:", ""]
+        lines += [f"- {r.as_dict()}" for r in results]
+    return "\n".join(lines) + "\n\n" + "\n".join(sections)
+
+
 # --------------------------------------------------------------------------------------------
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
@@ -66,7 +81,9 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="Compare input and output in onnxruntime; fail (and write nothing) if a "
                    "lossless pipeline changed the outputs beyond tolerance.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write report.json (per-pass stats, node counts, validation) into DIR.")
+              help="Write report.json (per-pass stats, node counts, validation) and report.md "
+                   "(with each pass's own section, e.g. quantize's per-layer table and "
+                   "histogram plots) into DIR.")
 @click.option("--timing", is_flag=True, help="Print the time each pass took.")
 @click.option("--print-ir-after", metavar="NAME|all",
               help="Print the IR after the named pass (or after every pass).")
@@ -95,6 +112,10 @@ def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
             p.target = target
     if not output.parent.exists():
         raise OptcError(f"{output}: directory '{output.parent}' does not exist")
+    if report_dir is not None:
+        for p in pipeline.passes:
+            if hasattr(p, "collect_report"):
+                p.collect_report = True
     start = time.perf_counter()
     m = load(model)
     calib = None
@@ -121,6 +142,10 @@ def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
         if results is not None:
             doc["validation"] = [r.as_dict() for r in results]
         _atomic_write_text(report_dir / "report.json", json.dumps(doc, indent=2) + "\n")
+        sections = [p.report_markdown(report_dir) for p in pipeline.passes
+                    if hasattr(p, "report_markdown")]
+        _atomic_write_text(report_dir / "report.md", _report_md(model, output, report, results,
+                                                                 sections))
     if timing:
         t = Table(title="pass timing")
         for col in ("pass", "ms", "modified", "nodes after", "stats"):

@@ -161,12 +161,21 @@ class Quantize(Pass):
                                              f"{after:.1f} dB (budget {self.min_sqnr:g} dB)")
         return kept
 
+    def report_markdown(self, directory) -> str:
+        """The quantization section of ``optc optimize --report DIR``'s report.md (plots go
+        under DIR/quantize/)."""
+        from optc.passes.quant.report import markdown
+
+        return markdown(self, directory)
+
     def _rewrite(self, model: Model, layers: list[Node]) -> None:
         self._layer_ids = {id(n) for n in layers}
         # id(tensor) -> (its DQ output, scale); the DQ output maps to itself, for the next layer
         self._qdq: dict[int, tuple[Value, float]] = {}
         self._zero: dict[int, int] = {}  # id(DQ output) -> zero point
         self._zero_values: dict[int, Value] = {}
+        #: activation name -> (threshold or None when inherited, scale, zero point)
+        self.activations: dict[str, tuple[float | None, float, int]] = {}
         for layer in layers:
             self._quantize_layer(model, layer)
 
@@ -364,6 +373,7 @@ class Quantize(Pass):
             return cached
         g = model.graph
         inherited = self._pass_through_params(x)
+        t = None
         if inherited is not None:
             scale, zero = inherited
         else:
@@ -376,6 +386,7 @@ class Quantize(Pass):
                 scale, zero = (t / 255.0 if t > 0 else 1.0), 0
             else:
                 scale, zero = (t / 127.0 if t > 0 else 1.0), 128
+        self.activations[x.name] = (t, float(scale), zero)
         readers = x.uses()
         sv = g.add_initializer(x.name + "_scale", np.array(scale, np.float32))
         zv = self._zero_values.get(zero)

@@ -310,6 +310,27 @@ def test_optimize_quantize_with_calib(tmp_path):
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(out).graph.node)
 
 
+def test_quantize_report(tmp_path):
+    out, rep = tmp_path / "int8.onnx", tmp_path / "rep"
+    r = invoke("optimize", DIGITS, "-o", out, "--passes",
+               "default,quantize{method=kl probe=false min-sqnr=45}",
+               "--calib", MODELS / "digits_test.npz", "--report", rep)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads((rep / "report.json").read_text())["passes"]
+    md = (rep / "report.md").read_text()
+    assert "## quantize (mode=static, method=kl)" in md
+    layers = [n.name for n in onnx.load(out).graph.node if n.op_type in ("Conv", "Gemm")]
+    rows = [line for line in md.splitlines() if line.startswith("| `")]
+    for name in layers:  # one row per layer, with its SQNR measured
+        row = next(line for line in rows if line.startswith(f"| `{name}` | "))
+        assert row.split(" | ")[2] != "-"
+    assert "back to float for accuracy" in md  # 45 dB is above the all-int8 model's SQNR
+    plots = sorted((rep / "quantize").glob("*.png"))
+    assert plots and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
+    for p in plots:
+        assert f"(quantize/{p.name})" in md
+
+
 @pytest.mark.parametrize("make, fragment", [
     (lambda p: np.savez(p, other=np.zeros((4, 1, 8, 8), np.float32)),
      "no data for model input(s) input"),
