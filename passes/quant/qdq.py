@@ -13,16 +13,23 @@ What it writes, for every Conv / Gemm / MatMul whose weight is a float constant:
   both. One Q/DQ pair per tensor, shared by its readers.
 Which layers become int8 is measured, not listed: with ``probe=true`` (the default) each
 candidate layer is timed in onnxruntime in float and in int8, Quantize/Dequantize conversions
-at float neighbours included, and layers that int8 would slow down stay float (probe.py; on
-some mobile nets int8 depthwise convs lose, ../shared/NOTES.md). ``probe=false`` quantizes
-every candidate.
-Needs calibration data (``optc optimize --calib DATA``) and opset >= 13 (per-channel
-DequantizeLinear); not lossless: ``--validate`` reports the error instead of failing.
+at float neighbours included, the best set is chosen exactly (a minimum cut, probe.py) and
+checked against all-int8 on the whole model; layers that int8 would slow down stay float
+(the first conv of an RGB net, some depthwise convs, tiny Gemms). ``probe=false`` quantizes
+every candidate. A layer left float carries the reason in its metadata_props
+(``optc.quantize.float``), so a second run leaves it alone.
+``min-sqnr=DB``: an accuracy budget -- layers go back to float, most sensitive first, until
+the output SQNR vs float holds (sensitivity.py).
+``mode=dynamic`` (MatMul/Gemm, run-time activation scales, dynamic.py) and
+``mode=weight-only`` need no calibration data.
+Static mode needs calibration data (``optc optimize --calib DATA``); every mode needs opset >=
+13 (per-channel DequantizeLinear). Not lossless: ``--validate`` reports the error instead of
+failing. ``--report DIR`` adds a section to DIR/report.md (report.py).
 A tensor that a pass-through op (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze)
 makes from an already quantized one keeps that one's scale and zero point (no requantization).
-Not handled yet: shared Concat / residual-Add scales, bias correction, cross-layer
-equalization, float fallback by sensitivity, weight-only and dynamic modes (the rest of the
-quantization issue).
+Not handled yet: shared Concat / residual-Add scales (onnxruntime already runs a residual Add
+whose inputs are both DequantizeLinear outputs in int8), bias correction, cross-layer
+equalization, per-tensor method configuration.
 """
 
 from __future__ import annotations
