@@ -133,7 +133,7 @@ def main() -> None:
     warm = _CTX.Process(target=time.sleep, args=(0,))  # start the server while we are small
     warm.start()
     warm.join()
-    console = Console()
+    console = Console(width=160)
     table = Table(title=f"int8 QDQ: optc vs onnxruntime.quantization ({args.samples} "
                         f"calibration samples)")
     for col in ("model", "tool", "method", "quality", "lat int8/fp32", "size int8/fp32",

@@ -50,6 +50,8 @@ from optc.passes.quant.calibrate import calibrate
 from optc.passes.quant.observers import Observer
 
 _LAYERS = ("Conv", "Gemm", "MatMul")
+#: how much faster (fraction of the whole model's time) leaving some layers float must be
+WHOLE_MODEL_MARGIN = 0.03
 #: metadata_props key on a layer that quantize left float, with the reason
 FLOAT_MARK = "optc.quantize.float"
 _PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
@@ -120,6 +122,7 @@ class Quantize(Pass):
             return PassResult(model, True, {"layers": len(candidates), "mode": self.mode})
         self._observers = calibrate(model, self.calibration_data, batch_size=self.batch_size)
         self.observers = self._observers
+        self._thresholds: dict[str, float] = {}
         self._layer_ids = {id(n) for n in candidates}
         self.decisions = {n.name: (True, "quantized") for n in candidates}
         layers = candidates
@@ -191,14 +194,15 @@ class Quantize(Pass):
         """The per-layer probe models onnxruntime's fusions only roughly (e.g. it runs a
         residual Add between int8 layers in int8), so its choice is checked against
         quantizing every candidate on the whole model, both timed in onnxruntime the same
-        way, interleaved; the faster one is kept."""
+        way, interleaved; the choice is kept only if it is faster by more than
+        WHOLE_MODEL_MARGIN (else all-int8: a smaller file for a gain lost in the noise)."""
         from optc.passes.quant.probe import faster
         from optc.validate import ort_session
 
         variants = [ort_session(self._variant(model, subset), optimize=True, threads=1)
                     for subset in (candidates, chosen)]
         times = faster(variants)
-        if times[0] <= times[1]:
+        if times[1] > times[0] * (1 - WHOLE_MODEL_MARGIN):
             for n in candidates:
                 ok, why = self.decisions[n.name]
                 if not ok:
@@ -387,8 +391,10 @@ class Quantize(Pass):
             obs: Observer | None = self._observers.get(x.name)
             if obs is None:
                 raise OptcError(f"calibration did not observe tensor '{x.name}'")
-            t = obs.threshold(self.method, percentile=self.percentile,
-                              value=self.threshold or None)
+            t = self._thresholds.get(x.name)
+            if t is None:  # a KL search is not free: once per tensor, whatever the variants
+                t = self._thresholds[x.name] = obs.threshold(
+                    self.method, percentile=self.percentile, value=self.threshold or None)
             if obs.min >= 0:
                 scale, zero = (t / 255.0 if t > 0 else 1.0), 0
             else:

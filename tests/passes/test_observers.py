@@ -8,6 +8,7 @@ import pytest
 
 from optc.errors import OptcError
 from optc.passes.quant import Observer, quant_params
+from optc.passes.quant.observers import _kl_divergences
 
 RNG = np.random.default_rng(0)
 
@@ -127,3 +128,57 @@ def test_quant_params():
     assert zp == 0 and abs(s - 0.1) < 1e-12
     s, zp = quant_params(25.5, signed=False)
     assert zp == 0 and abs(s - 0.1) < 1e-12
+
+
+def _kl_loop(obs: Observer, bits: int = 8) -> np.ndarray:
+    """KL(P || Q) of every candidate cut (128 .. bins), inf where skipped: TensorRT's entropy
+    calibration written as the plain loop over candidates (the oracle for the vectorised
+    search)."""
+    from optc.passes.quant.observers import _smooth
+
+    levels = 2 ** (bits - 1)
+    hist = obs.hist.astype(np.float64)
+    if obs.min >= 0:
+        hist[0] = 0.0
+    tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])
+    out = []
+    for i in range(levels, obs.bins + 1):
+        sliced = hist[:i]
+        p = sliced.copy()
+        p[-1] += tail[i]
+        nonzero = p > 0
+        groups = np.arange(i) * levels // i
+        starts = np.searchsorted(groups, np.arange(levels))
+        q_sum = np.add.reduceat(sliced, starts)
+        n_sum = np.add.reduceat(nonzero.astype(np.float64), starts)
+        q = np.where(nonzero, (q_sum / np.maximum(n_sum, 1.0))[groups], 0.0)
+        ps, qs = _smooth(p), _smooth(q)
+        if ps is None or qs is None:
+            out.append(np.inf)
+            continue
+        mask = ps > 0
+        out.append(float(np.sum(ps[mask] * np.log(ps[mask] / qs[mask]))))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("kind", ["gauss", "relu", "laplace_outliers", "sparse"])
+def test_vectorised_kl_equals_the_loop(kind, seed):
+    rng = np.random.default_rng(seed)
+    x = {"gauss": lambda: rng.standard_normal(20000),
+         "relu": lambda: np.maximum(rng.standard_normal(20000), 0),
+         "laplace_outliers": lambda: np.concatenate([rng.laplace(size=20000), [60.0, -80.0]]),
+         "sparse": lambda: rng.choice([0.0, 1.0, 2.5, 7.0], size=500)}[kind]()
+    obs = Observer(bins=512 if seed % 2 else 2048)
+    obs.update(x.astype(np.float32))
+    expected = _kl_loop(obs)
+    hist = obs.hist.astype(np.float64)
+    if obs.min >= 0:
+        hist[0] = 0.0
+    cuts = np.arange(128, obs.bins + 1)
+    got = np.concatenate([_kl_divergences(hist, c, 128) for c in np.array_split(cuts, 5)])
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-15)
+    # the threshold is the first cut of least divergence (ties: exact in the loop, so compare
+    # divergences rather than cuts)
+    chosen = int(np.searchsorted(obs.edges, obs._kl(8)))  # the cut, before clamping to max
+    assert expected[chosen - 128] <= expected.min() * (1 + 1e-9) + 1e-15
