@@ -49,6 +49,10 @@ class Observer:
     #: the tensor's shape for one sample (batch dimension 1), as last seen; for the
     #: quantizer's latency probe
     sample_shape: tuple[int, ...] | None = None
+    #: per-channel (axis 1) sums and the number of values summed per channel, for the mean
+    #: that bias correction needs; None until a tensor of rank >= 2 is seen
+    channel_sum: np.ndarray | None = None
+    channel_count: int = 0
 
     def __post_init__(self) -> None:
         if self.bins < 128 or self.bins % 2:
@@ -70,6 +74,20 @@ class Observer:
         counts, _ = np.histogram(np.abs(x), bins=self.bins, range=(0.0, self.range))
         self.hist += counts
         self.count += x.size
+        if x.ndim >= 2:
+            sums = x.sum(axis=tuple(i for i in range(x.ndim) if i != 1), dtype=np.float64)
+            if self.channel_sum is None:
+                self.channel_sum = sums
+            elif self.channel_sum.shape == sums.shape:
+                self.channel_sum = self.channel_sum + sums
+            self.channel_count += x.size // x.shape[1]
+
+    @property
+    def channel_mean(self) -> np.ndarray | None:
+        """Mean of each channel (axis 1) over everything observed."""
+        if self.channel_sum is None or self.channel_count == 0:
+            return None
+        return self.channel_sum / self.channel_count
 
     def _grow(self, peak: float) -> None:
         """Double the range until ``peak`` fits strictly inside it, merging bin pairs."""
@@ -96,6 +114,12 @@ class Observer:
         self.range = target
         self.min, self.max = min(self.min, other.min), max(self.max, other.max)
         self.count += other.count
+        if other.channel_sum is not None:
+            if self.channel_sum is None:
+                self.channel_sum = other.channel_sum.copy()
+            elif self.channel_sum.shape == other.channel_sum.shape:
+                self.channel_sum = self.channel_sum + other.channel_sum
+            self.channel_count += other.channel_count
 
     def _at_range(self, target: float) -> np.ndarray:
         hist, r = self.hist.copy(), self.range

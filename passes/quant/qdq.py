@@ -76,6 +76,9 @@ class Quantize(Pass):
     probe: bool = field(default=True, metadata={
         "help": "time each layer in onnxruntime; keep float the layers int8 would slow down"})
     batch_size: int = field(default=16, metadata={"help": "calibration batch size"})
+    bias_correction: bool = field(default=True, metadata={
+        "help": "add (W - W_int8) E[x] to each layer's bias: the output mean stays the float "
+                "one (static mode)"})
     min_sqnr: float = field(default=0.0, metadata={
         "help": "error budget in dB: return the most sensitive layers to float until the "
                 "output SQNR vs float on the first calibration batch reaches it (0: off)"})
@@ -184,6 +187,7 @@ class Quantize(Pass):
         self._qdq: dict[int, tuple[Value, float]] = {}
         self._zero: dict[int, int] = {}  # id(DQ output) -> zero point
         self._zero_values: dict[int, Value] = {}
+        self._float_names: dict[int, str] = {}  # id(DQ output) -> name of the float tensor
         #: activation name -> (threshold or None when inherited, scale, zero point)
         self.activations: dict[str, tuple[float | None, float, int]] = {}
         for layer in layers:
@@ -307,16 +311,25 @@ class Quantize(Pass):
     def _quantize_layer(self, model: Model, layer: Node) -> None:
         g = model.graph
         x, w = layer.inputs[0], layer.inputs[1]
+        x_name = self._float_names.get(id(x), x.name)  # the observed name of the input
         dq_x, s_x = self._activation(model, x)
         layer.replace_input(0, dq_x)
         axis, wq, s_w = self._quantized_weight(layer)
+        weight = w.const_value
         layer.replace_input(1, self._dequantized_constant(model, layer, w.name + "_q", wq, s_w,
                                                           axis))
         drop_unused_constants(g, [w])
         b = layer.inputs[2] if len(layer.inputs) > 2 else None
+        shift = self._bias_shift(layer, x_name, weight, wq, s_w, axis)
+        if shift is not None and b is None and (layer.op_type == "Conv" or
+                                                layer.op_type == "Gemm"):
+            b = g.add_initializer(w.name + "_bias", np.zeros(wq.shape[axis], np.float32))
+            layer.set_inputs([*layer.inputs[:2], b])
         if b is not None and g.is_constant(b) and b.const_value.ndim == 1 and \
                 b.const_value.shape[0] == wq.shape[axis]:
             bias = b.const_value
+            if shift is not None:
+                bias = (bias.astype(np.float64) + shift).astype(np.float32)
             s_b = np.broadcast_to(s_x * s_w, bias.shape).astype(np.float32)
             bq = np.clip(np.round(bias / s_b), -2**31, 2**31 - 1).astype(np.int32)
             layer.replace_input(2, self._dequantized_constant(model, layer, w.name + "_bias_q",
@@ -332,6 +345,19 @@ class Quantize(Pass):
         # clipped logit before a Softmax is pure loss)
         if layer.op_type == "Conv" or self._feeds_quantized_layer(y):
             self._activation(model, y)
+
+    def _bias_shift(self, layer: Node, x_name: str, weight: np.ndarray, wq: np.ndarray,
+                    s_w: np.ndarray, axis: int) -> np.ndarray | None:
+        if not self.bias_correction:
+            return None
+        from optc.passes.quant.bias_correction import weight_shift
+
+        obs = self._observers.get(x_name)
+        if obs is None or (layer.op_type == "MatMul" and len(obs.sample_shape or ()) != 2):
+            return None
+        shape = [1] * wq.ndim
+        shape[axis] = -1
+        return weight_shift(layer, weight, wq * s_w.reshape(shape), obs.channel_mean)
 
     def _feeds_quantized_layer(self, v: Value) -> bool:
         for node, _ in v.uses():
@@ -420,6 +446,7 @@ class Quantize(Pass):
         for node, index in readers:
             node.replace_input(index, dq)
         self._qdq[id(x)] = self._qdq[id(dq)] = (dq, float(scale))
+        self._float_names[id(dq)] = x.name
         self._zero[id(dq)] = zero
         return dq, float(scale)
 
