@@ -20,7 +20,7 @@ from optc.passes.fusion.affine import FuseBias, FuseScale
 from optc.passes.fusion.fold_bn import FoldBatchNorm
 from optc.passes.fusion.pad import FusePad
 from optc.passes.fusion.preprocess import FoldPreprocess
-from optc.passes.quant import Quantize
+from optc.passes.quant import Equalize, Quantize
 from optc.passes.fusion.layout import FuseLayout
 
 PRESETS["cleanup"] = CLEANUP
@@ -31,4 +31,5 @@ PRESETS["default"] = f"{CLEANUP_BEFORE},fuse,{CLEANUP_AFTER}"
 __all__ = ["CSE", "ConstantToInitializer", "DCE", "DedupInitializers", "EliminateIdentity",
            "EliminateNoop", "FoldBatchNorm", "FoldConstants",
            "FoldPreprocess", "FreezeInitializers",
-           "FuseActivation", "FuseBias", "FusePad", "FuseScale", "FuseLayout", "Quantize"]
+           "FuseActivation", "FuseBias", "FusePad", "FuseScale", "FuseLayout", "Equalize",
+           "Quantize"]

@@ -27,9 +27,11 @@ Static mode needs calibration data (``optc optimize --calib DATA``); every mode 
 failing. ``--report DIR`` adds a section to DIR/report.md (report.py).
 A tensor that a pass-through op (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze)
 makes from an already quantized one keeps that one's scale and zero point (no requantization).
+``bias-correction`` (default on): each layer's bias absorbs the output-mean shift of its
+rounded weights (bias_correction.py). Cross-layer equalization is its own lossless pass,
+``equalize``, to run before quantize.
 Not handled yet: shared Concat / residual-Add scales (onnxruntime already runs a residual Add
-whose inputs are both DequantizeLinear outputs in int8), bias correction, cross-layer
-equalization, per-tensor method configuration.
+whose inputs are both DequantizeLinear outputs in int8), per-tensor method configuration.
 """
 
 from __future__ import annotations
