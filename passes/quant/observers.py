@@ -71,8 +71,16 @@ class Observer:
         peak = max(abs(lo), abs(hi))
         if peak >= self.range:
             self._grow(peak)
-        counts, _ = np.histogram(np.abs(x), bins=self.bins, range=(0.0, self.range))
-        self.hist += counts
+        # bin = floor(|x| * bins / range): with power-of-two bins and range the factor is a
+        # power of two, so the product is exact and re-binning after a doubling is exact too
+        # (several times faster than np.histogram)
+        scaled = np.abs(x).ravel()
+        if scaled.dtype.kind != "f":
+            scaled = scaled.astype(np.float64)
+        scaled *= scaled.dtype.type(self.bins / self.range)
+        idx = scaled.astype(np.int64)
+        np.minimum(idx, self.bins - 1, out=idx)
+        self.hist += np.bincount(idx, minlength=self.bins)
         self.count += x.size
         if x.ndim >= 2:
             sums = x.sum(axis=tuple(i for i in range(x.ndim) if i != 1), dtype=np.float64)

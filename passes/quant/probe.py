@@ -45,7 +45,7 @@ class LayerCost:
     dequantize_out_ms: float
 
 
-def _best_ms(sess, feeds: dict[str, np.ndarray], budget_s: float = 0.05,
+def _best_ms(sess, feeds: dict[str, np.ndarray], budget_s: float = 0.03,
              min_runs: int = 5, max_runs: int = 200) -> float:
     sess.run(None, feeds)  # warm up (first-run allocations)
     best, runs, start = float("inf"), 0, time.perf_counter()

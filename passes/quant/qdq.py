@@ -30,8 +30,11 @@ makes from an already quantized one keeps that one's scale and zero point (no re
 ``bias-correction`` (default on): each layer's bias absorbs the output-mean shift of its
 rounded weights (bias_correction.py). Cross-layer equalization is its own lossless pass,
 ``equalize``, to run before quantize.
-Not handled yet: shared Concat / residual-Add scales (onnxruntime already runs a residual Add
-whose inputs are both DequantizeLinear outputs in int8), per-tensor method configuration.
+Concat inputs share one scale (the Concat output's range), so the Concat output inherits it
+and onnxruntime concatenates int8 data without requantizing.
+Not handled yet: shared residual-Add scales (onnxruntime's QLinearAdd rescales anyway, and it
+already runs an Add whose inputs are DequantizeLinear outputs in int8), per-tensor method
+configuration.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ class Quantize(Pass):
         self._observers = calibrate(model, self.calibration_data, batch_size=self.batch_size)
         self.observers = self._observers
         self._thresholds: dict[str, float] = {}
+        self._shifts: dict[str, np.ndarray | None] = {}  # weight name -> bias correction
         self._layer_ids = {id(n) for n in candidates}
         self.decisions = {n.name: (True, "quantized") for n in candidates}
         layers = candidates
@@ -322,7 +326,9 @@ class Quantize(Pass):
                                                           axis))
         drop_unused_constants(g, [w])
         b = layer.inputs[2] if len(layer.inputs) > 2 else None
-        shift = self._bias_shift(layer, x_name, weight, wq, s_w, axis)
+        if w.name not in self._shifts:  # the same in every variant the pass builds
+            self._shifts[w.name] = self._bias_shift(layer, x_name, weight, wq, s_w, axis)
+        shift = self._shifts[w.name]
         if shift is not None and b is None and (layer.op_type == "Conv" or
                                                 layer.op_type == "Gemm"):
             b = g.add_initializer(w.name + "_bias", np.zeros(wq.shape[axis], np.float32))
@@ -416,12 +422,15 @@ class Quantize(Pass):
         if inherited is not None:
             scale, zero = inherited
         else:
-            obs: Observer | None = self._observers.get(x.name)
+            # a Concat input takes the Concat output's range: every input then shares one
+            # scale and the Concat needs no requantization (its output inherits it)
+            name = self._concat_output_name(x) or x.name
+            obs: Observer | None = self._observers.get(name)
             if obs is None:
-                raise OptcError(f"calibration did not observe tensor '{x.name}'")
-            t = self._thresholds.get(x.name)
+                raise OptcError(f"calibration did not observe tensor '{name}'")
+            t = self._thresholds.get(name)
             if t is None:  # a KL search is not free: once per tensor, whatever the variants
-                t = self._thresholds[x.name] = obs.threshold(
+                t = self._thresholds[name] = obs.threshold(
                     self.method, percentile=self.percentile, value=self.threshold or None)
             if obs.min >= 0:
                 scale, zero = (t / 255.0 if t > 0 else 1.0), 0
@@ -457,9 +466,23 @@ class Quantize(Pass):
         values (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze of a DQ output): the
         same parameters avoid a requantization, and onnxruntime runs such ops in int8."""
         p = x.producer()
+        if p is not None and p.op_type == "Concat" and is_standard(p):
+            params = {(self._qdq[id(v)][1], self._zero[id(v)]) if id(v) in self._zero else None
+                      for v in p.inputs}
+            if len(params) == 1 and None not in params:
+                return params.pop()
+            return None
         while p is not None and p.op_type in _PASS_THROUGH and is_standard(p):
             src = p.inputs[0]
             if id(src) in self._zero:
                 return self._qdq[id(src)][1], self._zero[id(src)]
             p = src.producer()
+        return None
+
+    def _concat_output_name(self, x: Value) -> str | None:
+        """The observed output of a Concat that reads ``x``, if any."""
+        for node, _ in x.uses():
+            if node.op_type == "Concat" and is_standard(node) and \
+                    node.outputs[0].name in self._observers:
+                return node.outputs[0].name
         return None

@@ -85,3 +85,34 @@ def test_pass_through_ops_keep_their_input_scale():
     assert before.op_type == after.op_type == "DequantizeLinear"
     assert float(before.inputs[1].const_value) == float(after.inputs[1].const_value)
     assert int(before.inputs[2].const_value) == int(after.inputs[2].const_value)
+
+
+def test_concat_inputs_share_one_scale_and_the_concat_needs_no_requantization():
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = {k: numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, k)
+         for k, s in (("w1", (4, 3, 3, 3)), ("w2", (6, 3, 1, 1)), ("w3", (5, 10, 3, 3)))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4),
+             helper.make_node("Relu", ["c1"], ["a"]),
+             helper.make_node("Conv", ["x", "w2"], ["c2"]),
+             helper.make_node("Relu", ["c2"], ["b"]),
+             helper.make_node("Concat", ["a", "b"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "w3"], ["y"], pads=[1] * 4)]
+    g = helper.make_graph(nodes, "cat", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["n", 3, 8, 8])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, ["n", 5, 8, 8])], list(w.values()))
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((16, 3, 8, 8)).astype(np.float32)
+    model, _ = optc.optimize(proto, passes="quantize{probe=false}", calib={"x": x})
+    nodes = model.graph.nodes
+    concat = next(n for n in nodes if n.op_type == "Concat")
+    scales = {float(v.producer().inputs[1].const_value) for v in concat.inputs}
+    assert all(v.producer().op_type == "DequantizeLinear" for v in concat.inputs)
+    q_after = next(n for n, _ in concat.outputs[0].uses())
+    assert q_after.op_type == "QuantizeLinear"
+    assert scales == {float(q_after.inputs[1].const_value)}
+    data = serialize(model)
+    ref = ort_session(proto.SerializeToString()).run(None, {"x": x})[0].ravel()
+    got = ort_session(data).run(None, {"x": x})[0].ravel()
+    assert float(ref @ got / np.linalg.norm(ref) / np.linalg.norm(got)) > 0.999
