@@ -77,6 +77,8 @@ class Quantize(Pass):
         default="percentile", metadata={"help": "how activation thresholds are chosen"})
     percentile: float = field(default=99.99, metadata={"help": "for method=percentile"})
     threshold: float = field(default=0.0, metadata={"help": "for method=global"})
+    config: str = field(default="", metadata={
+        "help": "JSON file of per-tensor method/percentile/threshold rules (config.py)"})
     per_channel: bool = field(default=True, metadata={"help": "per-channel weight scales"})
     probe: bool = field(default=True, metadata={
         "help": "time each layer in onnxruntime; keep float the layers int8 would slow down"})
@@ -99,12 +101,17 @@ class Quantize(Pass):
         self.layer_sqnr: dict[str, float] = {}
         self.observers: dict[str, Observer] = {}
         self.model_sqnr: float | None = None
+        self.methods_used: dict[str, str] = {}  # activation -> calibration method applied
 
     def requires(self, model: Model) -> None:
         if self.mode == "static" and self.calibration_data is None:
             raise OptcError("quantize needs calibration data: give it with --calib DATA (a "
                             ".npz keyed by input name, samples along axis 0, or a folder of "
                             ".npy/.npz) or optc.optimize(..., calib=...)")
+        if self.config:
+            from optc.passes.quant.config import load_rules
+
+            load_rules(self.config)  # a bad file fails before any work
         if model.opset < 13:
             raise OptcError(f"quantize needs opset >= 13 (per-channel DequantizeLinear); the "
                             f"model is opset {model.opset}: convert it first "
@@ -131,6 +138,11 @@ class Quantize(Pass):
         self._observers = calibrate(model, self.calibration_data, batch_size=self.batch_size)
         self.observers = self._observers
         self._thresholds: dict[str, float] = {}
+        self._rules = []
+        if self.config:
+            from optc.passes.quant.config import load_rules
+
+            self._rules = load_rules(self.config)
         self._shifts: dict[str, np.ndarray | None] = {}  # weight name -> bias correction
         self._layer_ids = {id(n) for n in candidates}
         self.decisions = {n.name: (True, "quantized") for n in candidates}
@@ -142,6 +154,10 @@ class Quantize(Pass):
         if self.min_sqnr > 0 or self.collect_report:
             layers = self._sensitivity(model, layers)
         self._rewrite(model, layers)
+        if self._rules:
+            from optc.passes.quant.config import check_all_used
+
+            check_all_used(self._rules, self.config)
         kept = {id(n) for n in layers}
         for n in candidates:  # the reason travels with the model; a second run leaves it float
             if id(n) not in kept:
@@ -430,8 +446,7 @@ class Quantize(Pass):
                 raise OptcError(f"calibration did not observe tensor '{name}'")
             t = self._thresholds.get(name)
             if t is None:  # a KL search is not free: once per tensor, whatever the variants
-                t = self._thresholds[name] = obs.threshold(
-                    self.method, percentile=self.percentile, value=self.threshold or None)
+                t = self._thresholds[name] = self._threshold_of(name, obs)
             if obs.min >= 0:
                 scale, zero = (t / 255.0 if t > 0 else 1.0), 0
             else:
@@ -478,6 +493,19 @@ class Quantize(Pass):
                 return self._qdq[id(src)][1], self._zero[id(src)]
             p = src.producer()
         return None
+
+    def _threshold_of(self, name: str, obs: Observer) -> float:
+        method, percentile, value = self.method, self.percentile, self.threshold
+        if self._rules:
+            from optc.passes.quant.config import rule_for
+
+            rule = rule_for(self._rules, name)
+            if rule is not None:
+                method = rule.method or method
+                percentile = rule.percentile if rule.percentile is not None else percentile
+                value = rule.threshold if rule.threshold is not None else value
+        self.methods_used[name] = method
+        return obs.threshold(method, percentile=percentile, value=value or None)
 
     def _concat_output_name(self, x: Value) -> str | None:
         """The observed output of a Concat that reads ``x``, if any."""

@@ -80,7 +80,8 @@ def markdown(q, directory: str | Path) -> str:
                          + f" | {scale:.4g} | {zero} | (inherited) |")
             continue
         ts = _thresholds(obs, q.percentile)
-        cells = [f"**{t:.4g}**" if np.isclose(t, used) and m == q.method else f"{t:.4g}"
+        applied = q.methods_used.get(name, q.method)
+        cells = [f"**{t:.4g}**" if np.isclose(t, used) and m == applied else f"{t:.4g}"
                  for m, t in ts.items()]
         file = _file_name(i, name)
         _plot(obs, name, ts, used, plots / file)

@@ -1,5 +1,7 @@
 """quantize (QDQ insertion) on the digits model and small graphs."""
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -116,3 +118,47 @@ def test_concat_inputs_share_one_scale_and_the_concat_needs_no_requantization():
     ref = ort_session(proto.SerializeToString()).run(None, {"x": x})[0].ravel()
     got = ort_session(data).run(None, {"x": x})[0].ravel()
     assert float(ref @ got / np.linalg.norm(ref) / np.linalg.norm(got)) > 0.999
+
+
+def test_per_tensor_methods_from_a_config_file(tmp_path):
+    import json
+
+    from optc.passes import Quantize
+
+    model, _ = optc.optimize(DIGITS)
+    first_relu = next(n for n in model.graph.nodes if n.op_type == "Relu").outputs[0].name
+    config = tmp_path / "q.json"
+    config.write_text(json.dumps({"tensors": [
+        {"match": "^" + first_relu.replace(".", r"\.") + "$", "method": "kl"},
+        {"match": "input", "method": "global", "threshold": 3.0}]}))
+    q = Quantize(method="max", probe=False, config=str(config))
+    q.calibration_data = {"input": DATA["input"][:200]}
+    q(model)
+    assert q.methods_used[first_relu] == "kl" and q.methods_used["input"] == "global"
+    others = {k for k, m in q.methods_used.items() if m == "max"}
+    assert others and first_relu not in others
+    def levels(name):  # unsigned (zero point 0) or signed (zero point 128)
+        return 255.0 if q.observers[name].min >= 0 else 127.0
+
+    kl = q.observers[first_relu].threshold("kl")
+    assert q.activations[first_relu][1] == pytest.approx(kl / levels(first_relu))
+    assert q.activations["input"][1] == pytest.approx(3.0 / levels("input"))
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("{", "not a readable JSON quantize config"),
+    ('{"tensors": [{"method": "kl"}]}', "rule 1: a rule is an object with a 'match'"),
+    ('{"tensors": [{"match": "x", "method": "entropy"}]}', "rule 1: unknown method 'entropy'"),
+    ('{"tensors": [{"match": "(", "method": "kl"}]}', "rule 1: bad regular expression"),
+    ('{"tensors": [{"match": "x", "bins": 3}]}', "rule 1: unknown key(s) bins"),
+    ('{"tensors": [{"match": "no_such_tensor", "method": "kl"}]}',
+     "rule(s) matching no quantized tensor: 'no_such_tensor'"),
+])
+def test_bad_config_files(tmp_path, text, fragment):
+    config = tmp_path / "q.json"
+    config.write_text(text)
+    with pytest.raises(OptcError, match=re.escape(fragment)):
+        optc.optimize(DIGITS, passes=f"default,quantize{{probe=false config={config}}}",
+                      calib=DATA)
+    with pytest.raises(OptcError, match="quantize config file not found"):
+        optc.optimize(DIGITS, passes=f"quantize{{config={tmp_path / 'none.json'}}}", calib=DATA)
