@@ -89,8 +89,8 @@ def _report_md(model: Path, output: Path, report, results, sections: list[str]) 
               help="Print the IR after the named pass (or after every pass).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the --validate inputs.")
 @click.option("--calib", "calib_path", type=click.Path(path_type=Path),
-              help="Calibration DATA for quantize (.npz keyed by input name, or a folder of "
-                   ".npy/.npz).")
+              help="Calibration DATA for quantize (.npz keyed by input name, a folder of "
+                   ".npy/.npz, or a folder of images with a preprocess.json).")
 @click.option("--target", type=click.Choice(["onnx", "ort", "optc"]), default=None,
               help="Runtime the output is for: sets fuse-act's target (onnx: standard ops; ort: "
                    "com.microsoft fused ops; optc: ai.optc fused ops for optc.runtime).")

@@ -2,8 +2,17 @@
 
 DATA is a ``.npz`` whose keys are the model's input names (leading axis = samples), or a folder
 of ``.npy`` files named after the inputs (``<input>.npy``) and/or ``.npz`` files whose keys are
-input names (their samples are concatenated in file-name order). The key ``labels``, where
-present, is kept apart. Image folders arrive with the calibration issue.
+input names (their samples are concatenated in file-name order), or a folder of images
+(.png/.jpg/.jpeg/.bmp) with a ``preprocess.json`` stating how they become the model input:
+
+    {"size": [H, W], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+     "scale": 255, "layout": "NCHW", "mode": "RGB", "input": "name"}
+
+(``size`` required; pixel values are divided by ``scale`` (default 255), then (x - mean) / std
+per channel (defaults 0 and 1); ``layout`` NCHW (default) or NHWC; ``mode`` RGB (default) or L
+for grey; ``input`` names the model input, needed only when the model has several). Images in
+sub-folders are labelled by sub-folder (class folders, sorted: the first is label 0), as
+torchvision's ImageFolder. The key ``labels``, where present, is kept apart.
 """
 
 from __future__ import annotations
@@ -24,9 +33,16 @@ def read_data(path: str | Path, input_names: Sequence[str]) -> dict[str, np.ndar
     if not path.exists():
         raise OptcError(f"{path}: no such file or folder")
     arrays: dict[str, list[np.ndarray]] = {}
-    if path.is_dir():
+    if path.is_dir() and (path / PREPROCESS).exists():
+        arrays = {k: [v] for k, v in _read_images(path, input_names).items()}
+    elif path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz"))
         if not files:
+            if any(p.suffix.lower() in _IMAGES for p in path.rglob("*")):
+                raise OptcError(f"{path}: a folder of images needs a {PREPROCESS} saying how "
+                                f"they become the model input, e.g. "
+                                f'{{"size": [224, 224], "mean": [0.485, 0.456, 0.406], '
+                                f'"std": [0.229, 0.224, 0.225]}}')
             raise OptcError(f"{path}: folder has no .npy or .npz files")
         for f in files:
             for k, v in _read_file(f).items():
@@ -48,6 +64,70 @@ def read_data(path: str | Path, input_names: Sequence[str]) -> dict[str, np.ndar
         raise OptcError(f"{path}: inputs have different sample counts: "
                         + ", ".join(f"{k}={c}" for k, c in counts.items()))
     return data
+
+
+PREPROCESS = "preprocess.json"
+_IMAGES = (".png", ".jpg", ".jpeg", ".bmp")
+_PREPROCESS_KEYS = {"size", "mean", "std", "scale", "layout", "mode", "input"}
+
+
+def _read_images(folder: Path, input_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """An image folder with its preprocess.json -> {input: samples[, labels]}."""
+    import json
+
+    from PIL import Image
+
+    where = folder / PREPROCESS
+    try:
+        spec = json.loads(where.read_text())
+    except (OSError, ValueError) as e:
+        raise OptcError(f"{where}: not readable JSON ({e})") from None
+    if not isinstance(spec, dict) or "size" not in spec:
+        raise OptcError(f'{where}: needs at least "size": [H, W]')
+    unknown = set(spec) - _PREPROCESS_KEYS
+    if unknown:
+        raise OptcError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: "
+                        f"{', '.join(sorted(_PREPROCESS_KEYS))})")
+    name = spec.get("input")
+    if name is None:
+        if len(input_names) != 1:
+            raise OptcError(f'{where}: the model has inputs {", ".join(input_names)}: say which '
+                            f'one the images are with "input"')
+        name = input_names[0]
+    mode, layout = spec.get("mode", "RGB"), spec.get("layout", "NCHW")
+    if mode not in ("RGB", "L") or layout not in ("NCHW", "NHWC"):
+        raise OptcError(f'{where}: "mode" is RGB or L, "layout" NCHW or NHWC')
+    h, w = (int(v) for v in spec["size"])
+    channels = 3 if mode == "RGB" else 1
+    mean = np.asarray(spec.get("mean", 0.0), np.float32).reshape(-1)
+    std = np.asarray(spec.get("std", 1.0), np.float32).reshape(-1)
+    if mean.size not in (1, channels) or std.size not in (1, channels) or np.any(std == 0):
+        raise OptcError(f"{where}: mean and std need 1 or {channels} values (std non-zero)")
+    top = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGES)
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    if top and classes:
+        raise OptcError(f"{folder}: images both at the top and in class folders")
+    files = top or [(f, i) for i, c in enumerate(classes)
+                    for f in sorted(c.iterdir()) if f.suffix.lower() in _IMAGES]
+    if not files:
+        raise OptcError(f"{folder}: no images (.png, .jpg, .jpeg, .bmp)")
+    samples, labels = [], []
+    for item in files:
+        f, label = item if isinstance(item, tuple) else (item, None)
+        try:
+            with Image.open(f) as im:
+                img = np.asarray(im.convert(mode).resize((w, h), Image.BILINEAR), np.float32)
+        except OSError as e:
+            raise OptcError(f"{f}: cannot read it as an image ({e})") from None
+        img = img.reshape(h, w, channels) / float(spec.get("scale", 255.0))
+        img = (img - mean) / std
+        samples.append(img.transpose(2, 0, 1) if layout == "NCHW" else img)
+        if label is not None:
+            labels.append(label)
+    out = {name: np.stack(samples).astype(np.float32)}
+    if labels:
+        out[LABELS] = np.asarray(labels, np.int64)
+    return out
 
 
 def _read_file(f: Path) -> dict[str, np.ndarray]:

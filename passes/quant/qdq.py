@@ -32,9 +32,9 @@ rounded weights (bias_correction.py). Cross-layer equalization is its own lossle
 ``equalize``, to run before quantize.
 Concat inputs share one scale (the Concat output's range), so the Concat output inherits it
 and onnxruntime concatenates int8 data without requantizing.
-Not handled yet: shared residual-Add scales (onnxruntime's QLinearAdd rescales anyway, and it
-already runs an Add whose inputs are DequantizeLinear outputs in int8), per-tensor method
-configuration.
+``config=FILE``: per-tensor method / percentile / threshold rules (config.py).
+Not handled: shared residual-Add scales (onnxruntime's QLinearAdd rescales anyway, and it
+already runs an Add whose inputs are DequantizeLinear outputs in int8).
 """
 
 from __future__ import annotations
