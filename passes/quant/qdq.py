@@ -46,7 +46,7 @@ import numpy as np
 from onnx import TensorProto
 
 from optc.errors import OptcError
-from optc.ir import Model, Node, Value, from_proto, serialize, tensor_type, to_proto
+from optc.ir import Model, Node, Value, clone, serialize, tensor_type
 from optc.pass_base import Pass, PassResult, register
 from optc.passes._common import drop_unused_constants, is_standard
 from optc.passes.fusion._channels import sole_reader
@@ -171,10 +171,12 @@ class Quantize(Pass):
     def _variant(self, model: Model, layers: list[Node]) -> bytes:
         """A copy of ``model`` with ``layers`` quantized, serialized; ``model`` is untouched."""
         position = {id(n): i for i, n in enumerate(model.graph.nodes)}
-        copy = from_proto(to_proto(model))
+        copy = clone(model)  # shares the weights' arrays: no 4x-size copy per variant
         nodes = copy.graph.nodes
         self._rewrite(copy, [nodes[position[id(n)]] for n in layers])
-        return serialize(copy)
+        data = serialize(copy)
+        self._rewrite_state()  # drop the copy's values now, not at the next rewrite
+        return data
 
     def _sensitivity(self, model: Model, layers: list[Node]) -> list[Node]:
         """Per-layer SQNR; with ``min_sqnr``, the most sensitive layers back to float."""
@@ -205,6 +207,11 @@ class Quantize(Pass):
 
     def _rewrite(self, model: Model, layers: list[Node]) -> None:
         self._layer_ids = {id(n) for n in layers}
+        self._rewrite_state()
+        for layer in layers:
+            self._quantize_layer(model, layer)
+
+    def _rewrite_state(self) -> None:
         # id(tensor) -> (its DQ output, scale); the DQ output maps to itself, for the next layer
         self._qdq: dict[int, tuple[Value, float]] = {}
         self._zero: dict[int, int] = {}  # id(DQ output) -> zero point
@@ -212,8 +219,6 @@ class Quantize(Pass):
         self._float_names: dict[int, str] = {}  # id(DQ output) -> name of the float tensor
         #: activation name -> (threshold or None when inherited, scale, zero point)
         self.activations: dict[str, tuple[float | None, float, int]] = {}
-        for layer in layers:
-            self._quantize_layer(model, layer)
 
     def _check_whole_model(self, model: Model, candidates: list[Node], chosen: list[Node]
                            ) -> list[Node]:

@@ -264,3 +264,25 @@ def test_roundtrip_random_graphs(model):
     back = roundtrip(model)
     assert back.SerializeToString() == model.SerializeToString()
     assert_same_outputs(model, back, rtol=0, atol=0)
+
+
+def test_clone_shares_weights_and_is_independent():
+    from optc.ir import clone, load, serialize
+    from tests.util import MODELS
+
+    model = load(MODELS / "resnet_mini.onnx")
+    copy = clone(model)
+    assert serialize(copy) == serialize(model)
+    big = [v for v in model.graph.initializers.values() if v.nbytes > 1024]
+    assert big
+    for v in big:  # the same arrays, not copies
+        c = copy.graph.initializers[v.name]
+        assert c is not v and np.shares_memory(c.const_value, v.const_value)
+    # editing the clone leaves the original alone
+    before = serialize(model)
+    w = copy.graph.initializers[big[0].name]
+    w.set_const(np.zeros_like(w.const_value))
+    conv = next(n for n in copy.graph.nodes if n.op_type == "Conv")
+    conv.name = "renamed"
+    assert serialize(model) == before
+    assert not np.any(copy.graph.initializers[big[0].name].const_value)
