@@ -236,8 +236,9 @@ def choose(costs: dict[int, LayerCost], tensors: list[Tensor], unmeasured: set[i
 
     def add(u, v, capacity: float | None = None) -> None:
         """Edge u -> v, cut (paid) when u is int8 and v float; no capacity: never cut."""
-        if capacity is None:
+        if capacity is None:  # an edge without capacity is infinite for networkx
             g.add_edge(u, v)
+            g[u][v].pop("capacity", None)
         elif g.has_edge(u, v):
             g[u][v]["capacity"] += capacity
         else:

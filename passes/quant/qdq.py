@@ -77,6 +77,9 @@ class Quantize(Pass):
         default="percentile", metadata={"help": "how activation thresholds are chosen"})
     percentile: float = field(default=99.99, metadata={"help": "for method=percentile"})
     threshold: float = field(default=0.0, metadata={"help": "for method=global"})
+    max_float_weights: float = field(default=0.05, metadata={
+        "help": "the probe may leave float only layers holding at most this fraction of the "
+                "weight bytes (1 = latency alone decides)"})
     config: str = field(default="", metadata={
         "help": "JSON file of per-tensor method/percentile/threshold rules (config.py)"})
     per_channel: bool = field(default=True, metadata={"help": "per-channel weight scales"})
@@ -289,16 +292,30 @@ class Quantize(Pass):
             dq = costs[producer].dequantize_out_ms if producer in costs else 0.0
             tensors.append(Tensor(producer, readers, q, dq))
         keep = choose(costs, tensors, unmeasured)
+        # the size budget: float weights cost 4x the bytes; while the layers left float hold
+        # more than max-float-weights of the weight bytes, the one that buys the least time per
+        # byte goes int8 (forced) and the choice is made again around it
+        weight_bytes = {id(n): n.inputs[1].const_value.nbytes for n in candidates}
+        budget = self.max_float_weights * sum(weight_bytes.values())
+        forced: set[int] = set()
+        while sum(weight_bytes[k] for k in costs if k not in keep) > budget:
+            floats = [k for k in costs if k not in keep]
+            cheapest = min(floats, key=lambda k: (costs[k].int8_ms - costs[k].float_ms)
+                           / weight_bytes[k])
+            forced.add(cheapest)
+            keep = choose(costs, tensors, unmeasured | forced)
         for n in candidates:
             c = costs.get(id(n))
             if c is None:
                 self.decisions[n.name] = (True, "quantized (shapes unknown: not probed)")
-            else:
-                self.decisions[n.name] = (
-                    id(n) in keep,
-                    f"onnxruntime {c.float_ms:.3f} ms float, {c.int8_ms:.3f} ms int8 "
-                    f"(+{c.quantize_in_ms:.3f} quantize in, +{c.dequantize_out_ms:.3f} "
-                    f"dequantize out at float neighbours)")
+                continue
+            why = (f"onnxruntime {c.float_ms:.3f} ms float, {c.int8_ms:.3f} ms int8 "
+                   f"(+{c.quantize_in_ms:.3f} quantize in, +{c.dequantize_out_ms:.3f} "
+                   f"dequantize out at float neighbours)")
+            if id(n) in forced:
+                why += (f"; int8 anyway: float would keep more than max-float-weights="
+                        f"{self.max_float_weights:g} of the weight bytes")
+            self.decisions[n.name] = (id(n) in keep, why)
         return [n for n in candidates if id(n) in keep]
 
     def _activation_after(self, g, layer: Node) -> Node | None:

@@ -106,3 +106,22 @@ def test_mobilenet_layers_are_chosen_by_measurement_and_the_choice_is_stable():
     again = Quantize(method="max")
     again.calibration_data = calib
     assert again(model).modified is False
+
+
+def test_forced_layers_stay_int8_even_when_measured():
+    costs = {"a": LayerCost(1.0, 5.0, 0.0, 0.0), "b": LayerCost(1.0, 5.0, 0.0, 0.0)}
+    assert choose(costs, []) == set()
+    assert choose(costs, [], unmeasured={"a"}) == {"a"}
+
+
+def test_layers_left_float_hold_at_most_the_size_budget():
+    data = dict(np.load(MODELS / "digits_test.npz"))
+    for budget in (0.05, 0.5):
+        model, _ = optc.optimize(MODELS / "digits_cnn.onnx")
+        total = sum(n.inputs[1].const_value.nbytes for n in model.graph.nodes
+                    if n.op_type in ("Conv", "Gemm"))
+        q = Quantize(method="max", max_float_weights=budget)
+        q.calibration_data = {"input": data["input"][:64]}
+        q(model)
+        floats = [n for n in model.graph.nodes if FLOAT_MARK in n.metadata_props]
+        assert sum(n.inputs[1].const_value.nbytes for n in floats) <= budget * total
