@@ -10,7 +10,9 @@ What it writes, for every Conv / Gemm / MatMul whose weight is a float constant:
   range; a Gemm/MatMul output only when another quantized layer reads it -- with scales from
   the calibration observers (``method``). Non-negative tensors are uint8 with zero point 0 and
   s = T / 255; signed ones uint8 with zero point 128 and s = T / 127, so that zero is exact in
-  both. One Q/DQ pair per tensor, shared by its readers.
+  both (``activation-type=int8``: the same levels shifted by -128; ``symmetric=false``: the
+  range [min, max] clipped to T, with its own zero point; see ``activation_params``). One Q/DQ
+  pair per tensor, shared by its readers.
 Which layers become int8 is measured, not listed: with ``probe=true`` (the default) each
 candidate layer is timed in onnxruntime in float and in int8, Quantize/Dequantize conversions
 at float neighbours included, the best set is chosen exactly (a minimum cut, probe.py) and
@@ -62,6 +64,27 @@ FLOAT_MARK = "optc.quantize.float"
 _PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
 
 
+def activation_params(t: float, lo: float, hi: float, *, symmetric: bool = True,
+                      signed: bool = False) -> tuple[float, int]:
+    """(scale, zero point) of an activation with clipping threshold ``t`` and observed range
+    [lo, hi], for uint8 (or int8 when ``signed``); zero is exactly representable in every case.
+    Symmetric: a non-negative tensor maps [0, t] onto the 256 levels, a signed one [-t, t]
+    onto 255 of them (zero point 128, or 0 for int8). Asymmetric: [max(lo, -t), min(hi, t)]
+    (widened to contain 0) onto the 256 levels, zero point rounded."""
+    offset = -128 if signed else 0  # int8 levels are the uint8 ones shifted down by 128
+    if t <= 0:  # an all-zero tensor
+        return 1.0, offset if lo >= 0 else 128 + offset
+    if symmetric:
+        if lo >= 0:
+            return t / 255.0, offset
+        return t / 127.0, 128 + offset
+    low, high = min(max(lo, -t), 0.0), max(min(hi, t), 0.0)
+    scale = (high - low) / 255.0
+    if scale <= 0:
+        return 1.0, offset
+    return scale, int(np.clip(np.round(-low / scale), 0, 255)) + offset
+
+
 @register
 @dataclass
 class Quantize(Pass):
@@ -82,6 +105,11 @@ class Quantize(Pass):
                 "weight bytes (1 = latency alone decides)"})
     config: str = field(default="", metadata={
         "help": "JSON file of per-tensor method/percentile/threshold rules (config.py)"})
+    activation_type: Literal["uint8", "int8"] = field(default="uint8", metadata={
+        "help": "activation type (uint8 runs fastest in onnxruntime on x86)"})
+    symmetric: bool = field(default=True, metadata={
+        "help": "activation ranges symmetric about 0 (or [0, T] for non-negative tensors); "
+                "false: asymmetric [min, max] clipped to the threshold, any zero point"})
     per_channel: bool = field(default=True, metadata={"help": "per-channel weight scales"})
     probe: bool = field(default=True, metadata={
         "help": "time each layer in onnxruntime; keep float the layers int8 would slow down"})
@@ -469,18 +497,19 @@ class Quantize(Pass):
             t = self._thresholds.get(name)
             if t is None:  # a KL search is not free: once per tensor, whatever the variants
                 t = self._thresholds[name] = self._threshold_of(name, obs)
-            if obs.min >= 0:
-                scale, zero = (t / 255.0 if t > 0 else 1.0), 0
-            else:
-                scale, zero = (t / 127.0 if t > 0 else 1.0), 128
+            scale, zero = activation_params(t, obs.min, obs.max, symmetric=self.symmetric,
+                                            signed=self.activation_type == "int8")
         self.activations[x.name] = (t, float(scale), zero)
         readers = x.uses()
         sv = g.add_initializer(x.name + "_scale", np.array(scale, np.float32))
+        dtype, elem = ((np.int8, TensorProto.INT8) if self.activation_type == "int8"
+                       else (np.uint8, TensorProto.UINT8))
         zv = self._zero_values.get(zero)
         if zv is None:  # one initializer per zero point, shared by every activation
-            zv = self._zero_values[zero] = g.add_initializer(f"uint8_zero_point_{zero}",
-                                                             np.array(zero, np.uint8))
-        q = g.new_value(x.name + "_q", tensor_type(TensorProto.UINT8, x.shape)
+            zv = self._zero_values[zero] = g.add_initializer(
+                f"{np.dtype(dtype).name}_zero_point_{zero}".replace("-", "minus_"),
+                np.array(zero, dtype))
+        q = g.new_value(x.name + "_q", tensor_type(elem, x.shape)
                         if x.shape is not None else None)
         dq = g.new_value(x.name + "_dq", x.type)
         qn = Node("QuantizeLinear", [x, sv, zv], [q], name=g.unique_name(x.name + "_Q"))

@@ -162,3 +162,37 @@ def test_bad_config_files(tmp_path, text, fragment):
                       calib=DATA)
     with pytest.raises(OptcError, match="quantize config file not found"):
         optc.optimize(DIGITS, passes=f"quantize{{config={tmp_path / 'none.json'}}}", calib=DATA)
+
+
+def test_activation_params_by_hand():
+    from optc.passes.quant.qdq import activation_params
+
+    # symmetric: [0, T] on 256 levels, [-T, T] on 255 around 128 (int8: shifted by -128)
+    assert activation_params(2.55, 0.0, 2.0) == (pytest.approx(0.01), 0)
+    assert activation_params(1.27, -1.0, 1.2) == (pytest.approx(0.01), 128)
+    assert activation_params(1.27, -1.0, 1.2, signed=True) == (pytest.approx(0.01), 0)
+    assert activation_params(2.55, 0.0, 2.0, signed=True) == (pytest.approx(0.01), -128)
+    # asymmetric: [max(lo, -T), min(hi, T)] on 256 levels, zero point -lo / s rounded
+    assert activation_params(10.0, -0.5, 2.05, symmetric=False) == (pytest.approx(0.01), 50)
+    assert activation_params(1.0, -3.0, 2.0, symmetric=False) == (pytest.approx(2 / 255), 128)
+    assert activation_params(10.0, -0.5, 2.05, symmetric=False, signed=True) == (
+        pytest.approx(0.01), -78)
+    assert activation_params(1.0, 0.5, 0.8, symmetric=False) == (pytest.approx(0.8 / 255), 0)
+
+
+@pytest.mark.parametrize("atype, symmetric", [("int8", "true"), ("int8", "false"),
+                                              ("uint8", "false")])
+def test_int8_and_asymmetric_activations_on_digits(atype, symmetric):
+    fp32, _ = _accuracy(str(DIGITS))
+    model, _ = optc.optimize(DIGITS, passes=f"default,quantize{{probe=false method=percentile "
+                                            f"activation-type={atype} symmetric={symmetric}}}",
+                             calib={"input": DATA["input"][:200]})
+    qs = [n for n in model.graph.nodes if n.op_type == "QuantizeLinear"]
+    want = np.int8 if atype == "int8" else np.uint8
+    assert qs and all(n.inputs[2].const_value.dtype == want for n in qs)
+    data = serialize(model)
+    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    int8, ort_logits = _accuracy(data)
+    assert int8 >= fp32 - 0.005
+    _, optc_logits = _accuracy(data, "optc")
+    np.testing.assert_allclose(optc_logits, ort_logits, rtol=1e-5, atol=1e-5)
