@@ -404,10 +404,17 @@ class Quantize(Pass):
             bias = b.const_value
             if shift is not None:
                 bias = (bias.astype(np.float64) + shift).astype(np.float32)
-            s_b = np.broadcast_to(s_x * s_w, bias.shape).astype(np.float32)
+            s_b = (np.float32(s_x) * s_w).astype(np.float32)
             bq = np.clip(np.round(bias / s_b), -2**31, 2**31 - 1).astype(np.int32)
+            # the bias scale is s_x * s_w by definition: computed in the graph from the two
+            # scales rather than stored a third time (onnxruntime folds the Mul and still
+            # runs the layer as QLinearConv / QGemm)
+            x_scale, w_scale = dq_x.producer().inputs[1], layer.inputs[1].producer().inputs[1]
+            s_bv = g.new_value(w.name + "_bias_scale", None)
+            g.insert_before(layer, Node("Mul", [x_scale, w_scale], [s_bv],
+                                        name=g.unique_name(w.name + "_bias_scale")))
             layer.replace_input(2, self._dequantized_constant(model, layer, w.name + "_bias_q",
-                                                              bq, s_b, 0))
+                                                              bq, s_b, 0, s_bv))
             drop_unused_constants(g, [b])
         # the output, after the Relu/Clip that follows it if any
         act = self._activation_after(g, layer)
@@ -462,11 +469,12 @@ class Quantize(Pass):
         return (np.where(peak > 0, peak, 1.0) / 127.0).astype(np.float32)
 
     def _dequantized_constant(self, model: Model, layer: Node, base: str, q: np.ndarray,
-                              scale: np.ndarray, axis: int) -> Value:
+                              scale: np.ndarray, axis: int, scale_value: Value | None = None
+                              ) -> Value:
         g = model.graph
         qv = g.add_initializer(base, q)
-        sv = g.add_initializer(base + "_scale", scale.reshape(-1) if scale.size > 1
-                               else scale.reshape(()))
+        sv = scale_value or g.add_initializer(base + "_scale", scale.reshape(-1)
+                                              if scale.size > 1 else scale.reshape(()))
         out = g.new_value(base + "_dq", tensor_type(TensorProto.FLOAT, q.shape))
         attrs = {"axis": axis} if scale.size > 1 else {}
         # symmetric: the zero point is 0, which is DequantizeLinear's default (no initializer)
