@@ -1,0 +1,354 @@
+"""Channel coupling analysis: which channels of which layers must be pruned together.
+
+Kept apart from the surgery (surgery.py), as Torch-Pruning keeps its dependency graph apart
+from its pruning functions. The analysis walks the graph once, in order, and gives every
+tensor that carries channels (axis 1 of an NCHW tensor, the features of a 2-D one) a *layout*:
+the list of segments its channel axis is made of, each a range of one *source*'s channels (a
+source is a layer that creates channels: Conv, ConvTranspose, Gemm, MatMul with a constant
+weight). A Concat's output layout is its inputs' layouts end to end; Flatten/GlobalAveragePool
+-> Flatten into a Gemm maps each channel to a block of H*W features.
+
+Sources whose channels meet index for index -- the operands of a residual Add/Sub/Mul/Div/Max/
+Min, an SE block's Mul back onto the channels -- are merged (union-find) into one *group*:
+a group is pruned with one set of kept indices. What reads a layout is recorded for the
+surgery: *consumers* (the next layers: their input channels are sliced), *per-channel
+parameters* (BatchNormalization's four vectors, PRelu slopes, per-channel constants of
+element-wise ops), and *depthwise* convs (group == channels, one filter per channel: channels
+go straight through them; their weights are sliced and their group count follows).
+
+A group is *blocked*, with the reason kept for the report, when pruning it could change what
+the model computes or cannot be expressed: its channels reach a graph output, meet a graph
+input or another unanalysed tensor in an element-wise op, go through a grouped conv (group
+count would have to stay consistent), a Split/Slice/Reshape/Transpose on the channel axis,
+a Pad of the channel axis, or any op the analysis does not know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from optc.ir import Graph, Node, Value
+from optc.passes._common import is_standard
+
+#: ops whose output has the channels of their first input, index for index
+PASS_THROUGH = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
+                "Elu", "Selu", "Softplus", "Softsign", "Identity", "Dropout", "MaxPool",
+                "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Resize",
+                "Upsample", "Cast", "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal", "Erf",
+                "Gelu", "Mish", "Floor", "Ceil", "Round", "Sign", "Not")
+ELEMENTWISE = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "Pow", "PRelu")
+LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass
+class Segment:
+    source: int | None  # index into Coupling.sources; None: channels no group owns (kept)
+    start: int
+    length: int
+
+
+@dataclass
+class Layout:
+    segments: list[Segment]
+    inner: int = 1  # features per channel after a Flatten (H * W)
+
+    @property
+    def channels(self) -> int:
+        return sum(s.length for s in self.segments)
+
+
+@dataclass
+class Source:
+    node: Node
+    size: int
+
+
+@dataclass
+class Coupling:
+    sources: list[Source] = field(default_factory=list)
+    parent: list[int] = field(default_factory=list)
+    blocked: dict[int, list[str]] = field(default_factory=dict)  # root -> reasons
+    #: (layer, its input's layout) for each layer whose input channels follow some group
+    consumers: list[tuple[Node, Layout]] = field(default_factory=list)
+    #: (node, input index, layout, channel axis of the constant)
+    params: list[tuple[Node, int, Layout, int]] = field(default_factory=list)
+    depthwise: list[tuple[Node, Layout]] = field(default_factory=list)
+    layouts: dict[int, Layout] = field(default_factory=dict)  # id(value) -> layout
+
+    # --- union-find over sources ------------------------------------------------------------
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[rb] = ra
+            self.blocked.setdefault(ra, []).extend(self.blocked.pop(rb, []))
+
+    def block(self, layout: Layout | None, reason: str) -> None:
+        if layout is None:
+            return
+        for s in layout.segments:
+            if s.source is not None:
+                reasons = self.blocked.setdefault(self.find(s.source), [])
+                if reason not in reasons:
+                    reasons.append(reason)
+
+    def groups(self) -> dict[int, list[int]]:
+        """root -> the sources pruned together."""
+        out: dict[int, list[int]] = {}
+        for i in range(len(self.sources)):
+            out.setdefault(self.find(i), []).append(i)
+        return out
+
+    def is_blocked(self, root: int) -> bool:
+        return bool(self.blocked.get(self.find(root)))
+
+
+def out_axis(layer: Node) -> int:
+    """Axis of the output channels in a layer's weight."""
+    if layer.op_type == "Conv":
+        return 0
+    if layer.op_type == "ConvTranspose":
+        return 1
+    if layer.op_type == "Gemm":
+        return 0 if layer.attr("transB", 0) else 1
+    return 1  # MatMul
+
+
+def in_axis(layer: Node) -> int:
+    """Axis of the input channels in a layer's weight."""
+    if layer.op_type == "Conv":
+        return 1
+    if layer.op_type == "ConvTranspose":
+        return 0
+    if layer.op_type == "Gemm":
+        return 1 if layer.attr("transB", 0) else 0
+    return 0  # MatMul
+
+
+def _name(n: Node) -> str:
+    return f"{n.op_type} '{n.name}'" if n.name else n.op_type
+
+
+def _rank(v: Value) -> int | None:
+    s = v.shape
+    return len(s) if s is not None else None
+
+
+def _layer_kind(g: Graph, n: Node) -> str | None:
+    """'layer' (creates channels), 'depthwise', 'grouped', or None (not a prunable layer)."""
+    if not is_standard(n) or n.op_type not in LAYERS or len(n.inputs) < 2:
+        return None
+    w = n.inputs[1]
+    if w is None or not g.is_constant(w) or w.const_value.dtype.kind != "f":
+        return None
+    arr = w.const_value
+    if n.op_type == "Gemm" and (n.attr("transA", 0) or arr.ndim != 2):
+        return None
+    if n.op_type == "MatMul" and arr.ndim != 2:
+        return None
+    group = n.attr("group", 1) if n.op_type in ("Conv", "ConvTranspose") else 1
+    if group == 1:
+        return "layer"
+    if n.op_type == "Conv" and arr.shape[1] == 1 and arr.shape[0] == group:
+        return "depthwise"
+    return "grouped"
+
+
+def analyse(g: Graph) -> Coupling:
+    """The channel groups of ``g`` (its nodes must be in topological order)."""
+    c = Coupling()
+    outputs = {id(v) for v in g.outputs}
+
+    def layout_of(v: Value | None) -> Layout | None:
+        return c.layouts.get(id(v)) if v is not None else None
+
+    def new_source(n: Node, size: int) -> Layout:
+        c.sources.append(Source(n, size))
+        c.parent.append(len(c.sources) - 1)
+        return Layout([Segment(len(c.sources) - 1, 0, size)])
+
+    for n in g.nodes:
+        ins = [layout_of(v) for v in n.inputs]
+        laid = [x for x in ins if x is not None]
+        out: Layout | None = None
+        kind = _layer_kind(g, n)
+        op = n.op_type if is_standard(n) else None
+        if kind in ("layer", "grouped"):
+            x = ins[0]
+            if x is not None:
+                if x.inner != 1 and n.op_type not in ("Gemm", "MatMul"):
+                    c.block(x, f"flattened channels read by {_name(n)}")
+                elif kind == "grouped":
+                    c.block(x, f"grouped {_name(n)} (group={n.attr('group')})")
+                else:
+                    c.consumers.append((n, x))
+            for v in ins[2:]:
+                c.block(v, f"channels used as a bias of {_name(n)}")
+            w = n.inputs[1].const_value
+            out = new_source(n, w.shape[out_axis(n)] * (n.attr("group", 1)
+                                                          if n.op_type == "ConvTranspose" else 1))
+            if kind == "grouped":
+                c.block(out, f"grouped {_name(n)} (group={n.attr('group')})")
+            if len(n.inputs) > 2 and n.inputs[2] is not None and \
+                    not g.is_constant(n.inputs[2]):
+                c.block(out, f"{_name(n)} has a computed bias")
+        elif kind == "depthwise":
+            x = ins[0]
+            if x is None:  # its input's channels belong to no group: a source of its own
+                out = new_source(n, n.inputs[1].const_value.shape[0])
+                c.block(out, f"depthwise {_name(n)} reads channels no layer makes "
+                             f"(a graph input)")
+            elif x.inner != 1:
+                c.block(x, f"flattened channels read by {_name(n)}")
+            else:
+                c.depthwise.append((n, x))
+                out = x
+        elif op == "BatchNormalization" and ins[0] is not None:
+            x = ins[0]
+            for i in range(1, 5):
+                if i < len(n.inputs) and n.inputs[i] is not None:
+                    if g.is_constant(n.inputs[i]):
+                        c.params.append((n, i, x, 0))
+                    else:
+                        c.block(x, f"{_name(n)} has computed parameters")
+            out = x
+            if len(n.outputs) > 1 and any(o is not None and o.uses() for o in n.outputs[1:]):
+                c.block(x, f"{_name(n)} in training mode")
+        elif op in PASS_THROUGH and ins and ins[0] is not None:
+            x = ins[0]
+            if x.inner != 1 and op not in ("Relu", "Identity", "Dropout", "Cast", "Clip"):
+                c.block(x, f"flattened channels read by {_name(n)}")
+            for v in ins[1:]:
+                c.block(v, f"channels used as a parameter of {_name(n)}")
+            out = x
+        elif op == "Pad" and ins[0] is not None:
+            x = ins[0]
+            pads = n.inputs[1] if len(n.inputs) > 1 else None
+            rank = _rank(n.inputs[0])
+            if pads is None or not g.is_constant(pads) or rank is None or \
+                    len(n.inputs) > 3 and n.inputs[3] is not None:
+                c.block(x, f"{_name(n)} with unknown pads")
+            else:
+                p = pads.const_value.reshape(-1)
+                if len(p) != 2 * rank or p[1] != 0 or p[1 + rank] != 0:
+                    c.block(x, f"{_name(n)} pads the channel axis")
+            out = x
+        elif op in ELEMENTWISE and laid:
+            out = _elementwise(g, c, n, ins)
+        elif op == "Concat" and laid:
+            rank = _rank(n.outputs[0]) or next((_rank(v) for v in n.inputs if _rank(v)), None)
+            axis = n.attr("axis", 0)
+            if rank is not None and axis < 0:
+                axis += rank
+            if axis != 1 or any(x is not None and x.inner != 1 for x in ins):
+                for x in laid:
+                    c.block(x, f"{_name(n)} on axis {n.attr('axis', 0)}")
+            else:
+                segments = []
+                for v, x in zip(n.inputs, ins):
+                    if x is not None:
+                        segments += x.segments
+                    else:
+                        size = v.shape[1] if v.shape is not None and len(v.shape) > 1 else None
+                        if not isinstance(size, int):
+                            for y in laid:
+                                c.block(y, f"{_name(n)} with an input of unknown channels")
+                            segments = None
+                            break
+                        segments.append(Segment(None, 0, size))
+                out = Layout(segments) if segments is not None else None
+        elif op in ("Flatten", "Reshape") and ins[0] is not None:
+            out = _flatten(g, c, n, ins[0])
+        else:
+            for x in laid:
+                c.block(x, f"read by {_name(n)}, which the analysis cannot map")
+        if out is not None:
+            for o in n.outputs[:1]:
+                if o is not None:
+                    c.layouts[id(o)] = out
+                    if id(o) in outputs:
+                        c.block(out, f"reaches the graph output '{o.name}'")
+    return c
+
+
+def _elementwise(g: Graph, c: Coupling, n: Node, ins: list[Layout | None]) -> Layout | None:
+    laid = [(i, x) for i, x in enumerate(ins) if x is not None]
+    first = laid[0][1]
+    out_rank = _rank(n.outputs[0]) or _rank(n.inputs[laid[0][0]])
+    for i, x in laid[1:]:
+        if x.channels != first.channels or x.inner != first.inner or \
+                len(x.segments) != len(first.segments) or \
+                any(a.length != b.length for a, b in zip(x.segments, first.segments)):
+            for _, y in laid:
+                c.block(y, f"{_name(n)} adds channels laid out differently")
+            return first
+        for a, b in zip(first.segments, x.segments):
+            if (a.source is None) != (b.source is None):
+                c.block(x, f"{_name(n)} meets channels no layer makes")
+                c.block(first, f"{_name(n)} meets channels no layer makes")
+            elif a.source is not None:
+                if a.start != b.start:
+                    c.block(x, f"{_name(n)} aligns different channel ranges")
+                    c.block(first, f"{_name(n)} aligns different channel ranges")
+                else:
+                    c.union(a.source, b.source)
+    for i, v in enumerate(n.inputs):
+        if ins[i] is not None or v is None:
+            continue
+        if not g.is_constant(v):
+            # a computed tensor without channels of its own must broadcast over the channels
+            shape = v.shape
+            full = None if shape is None or out_rank is None or len(shape) > out_rank else \
+                (1,) * (out_rank - len(shape)) + tuple(shape)
+            if full is None or len(full) < 2 or full[1] != 1:
+                c.block(first, f"{_name(n)} meets a tensor no layer makes ('{v.name}')")
+            continue
+        arr = v.const_value
+        axis = _channel_axis(arr.shape, out_rank, first.channels * first.inner)
+        if axis is None:
+            c.block(first, f"{_name(n)} has a constant '{v.name}' that is not per channel")
+        elif axis >= 0:
+            c.params.append((n, i, first, axis))
+    return first
+
+
+def _channel_axis(shape: tuple[int, ...], rank: int | None, channels: int) -> int | None:
+    """The axis of a constant operand along which it varies per channel; -1 when it does not
+    vary along the channel axis at all (a scalar); None when it cannot be sliced per channel."""
+    if len(shape) == 0 or int(np.prod(shape)) == 1:
+        return -1
+    if rank is None or len(shape) > rank:
+        return None
+    full = (1,) * (rank - len(shape)) + tuple(shape)
+    lead = rank - len(shape)
+    if full[1] == channels and all(d == 1 for i, d in enumerate(full) if i != 1):
+        return 1 - lead if 1 - lead >= 0 else None
+    if full[1] == 1 and rank >= 2 and channels != 1:
+        return -1 if all(d == 1 for d in full[:2]) else None
+    return None
+
+
+def _flatten(g: Graph, c: Coupling, n: Node, x: Layout) -> Layout | None:
+    """Flatten (axis 1) or Reshape to (N, -1) of an (N, C, H, W) tensor: each channel becomes
+    H * W consecutive features."""
+    v = n.inputs[0]
+    shape = v.shape
+    ok = shape is not None and len(shape) >= 2 and all(isinstance(d, int) for d in shape[1:])
+    if n.op_type == "Flatten":
+        ok = ok and n.attr("axis", 1) == 1
+    else:
+        target = n.inputs[1] if len(n.inputs) > 1 else None
+        t = target.const_value.reshape(-1).tolist() if target is not None and \
+            g.is_constant(target) else None
+        ok = ok and t is not None and len(t) == 2 and t[1] in (-1, int(np.prod(shape[1:])))
+    if not ok or x.inner != 1:
+        c.block(x, f"{_name(n)} mixes the channel axis")
+        return None
+    return Layout(x.segments, inner=int(np.prod(shape[2:])) if len(shape) > 2 else 1)

@@ -1,0 +1,59 @@
+"""Channel importance: one score per output channel of each source, then per group.
+
+* ``l1`` / ``l2``: the norm of each output filter (Li et al., "Pruning Filters for Efficient
+  ConvNets", 2017);
+* ``bn-scale``: |gamma| of the BatchNormalization right after the layer (Liu et al., "Network
+  Slimming", 2017); a source without one falls back to ``l2`` (counted in the stats);
+* ``random``: a seeded baseline.
+(``taylor`` needs gradients, which the distillation stage will supply: refused until then.)
+
+Scores of the sources of a group are normalised by their mean (so layers of different scales
+compare) and summed, as Torch-Pruning's group importance does; a group's scores can then be
+ranked against other groups' for ``scope=global``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from optc.errors import OptcError
+from optc.ir import Graph
+from optc.passes._common import is_standard
+from optc.passes.fusion._channels import sole_reader
+from optc.passes.prune.coupling import Coupling, Source, out_axis
+
+CRITERIA = ("l1", "l2", "bn-scale", "random")
+
+
+def source_scores(g: Graph, src: Source, criterion: str, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, bool]:
+    """(score per output channel, whether bn-scale fell back to l2)."""
+    n = src.node
+    w = n.inputs[1].const_value.astype(np.float64)
+    axis = out_axis(n)
+    rows = np.moveaxis(w, axis, 0).reshape(src.size, -1)
+    if criterion == "random":
+        return rng.random(src.size), False
+    if criterion == "bn-scale":
+        bn = sole_reader(g, n.outputs[0])
+        if bn is not None and is_standard(bn) and bn.op_type == "BatchNormalization" and \
+                g.is_constant(bn.inputs[1]):
+            return np.abs(bn.inputs[1].const_value.astype(np.float64)).reshape(-1), False
+        return np.sqrt(np.square(rows).sum(axis=1)), True
+    if criterion == "l1":
+        return np.abs(rows).sum(axis=1), False
+    if criterion == "l2":
+        return np.sqrt(np.square(rows).sum(axis=1)), False
+    raise OptcError(f"unknown pruning criterion '{criterion}' (one of {', '.join(CRITERIA)})")
+
+
+def group_scores(g: Graph, c: Coupling, members: list[int], criterion: str,
+                 rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """(normalised score per channel of a group, sources that fell back to l2)."""
+    total, fallbacks = None, 0
+    for i in members:
+        s, fell = source_scores(g, c.sources[i], criterion, rng)
+        fallbacks += fell
+        s = s / (s.mean() + 1e-12)
+        total = s if total is None else total + s
+    return total / len(members), fallbacks

@@ -1,0 +1,247 @@
+"""Pruning surgery: slice every tensor the coupling analysis tied to a pruned group.
+
+Given the kept channel indices of each pruned group (coupling.py), this
+* slices each source layer's weight along its output axis, and its bias;
+* slices each depthwise conv's filters and bias and sets its group to the new channel count;
+* slices each per-channel parameter (BatchNormalization vectors, PRelu slopes, per-channel
+  constants of element-wise ops), cloning a constant other nodes also read;
+* slices each consumer layer's weight along its input axis (a Concat's offsets and a
+  Flatten's H*W blocks mapped by ``positions``);
+* folds into each consumer what the removed channels still contributed: a removed channel is
+  "masked" (its source's filter and bias zero), but what follows can turn that zero into a
+  constant (a bias or BatchNormalization shift through Relu, a depthwise conv's bias);
+  ``removed_constants`` runs the masked model once to read those values at every consumer.
+  For Gemm/MatMul and unpadded convs the consumer's bias takes W[:, removed] * c; a padded
+  conv sees zero padding instead of c at its borders, so its contribution varies over space:
+  it is computed on a constant image and added after the conv as a constant map (exact; an
+  extra Add). Only a ConvTranspose consumer (which spreads a constant unevenly) or a conv of
+  unknown spatial size is left approximate, and counted (``approximate_folds``).
+The value types of the sliced tensors are recomputed by shape inference afterwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from optc.ir import Graph, Model, Node, infer_shapes
+from optc.passes.fusion._channels import conv_has_padding
+from optc.passes.prune.coupling import Coupling, Layout, in_axis, out_axis
+
+
+def positions(c: Coupling, layout: Layout, keep: dict[int, np.ndarray]) -> np.ndarray:
+    """Kept positions along a tensor's channel axis (features, after a Flatten)."""
+    out, offset = [], 0
+    for s in layout.segments:
+        k = keep.get(c.find(s.source)) if s.source is not None else None
+        if k is None:
+            idx = np.arange(s.length)
+        else:
+            idx = k[(k >= s.start) & (k < s.start + s.length)] - s.start
+        out.append(offset + idx)
+        offset += s.length
+    ch = np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
+    if layout.inner > 1:
+        ch = (ch[:, None] * layout.inner + np.arange(layout.inner)).reshape(-1)
+    return ch
+
+
+def _take(g: Graph, node: Node, index: int, idx: np.ndarray, axis: int) -> None:
+    """Slice ``node``'s constant input ``index`` along ``axis`` (a private copy if shared)."""
+    v = node.inputs[index]
+    arr = v.const_value
+    sliced = np.take(arr, idx, axis=axis)
+    if len(v.uses()) > 1 or g.is_output(v) or g.is_input(v):
+        node.replace_input(index, g.add_initializer(v.name + "_pruned", sliced))
+    else:
+        v.set_const(sliced)
+
+
+def apply(model: Model, c: Coupling, keep: dict[int, np.ndarray],
+          constants: dict[int, np.ndarray]) -> int:
+    """Slice the graph for ``keep`` (group root -> kept indices); ``constants``: id(consumer)
+    -> value of each input channel in the masked model (NaN where not constant), from
+    ``removed_constants``. Returns the number of approximate bias folds."""
+    g = model.graph
+    approximate = 0
+    maps = []  # (correction map, the conv it follows): sliced with the conv's own channels
+    # consumers first: their bias fold needs the full input-channel weights
+    for node, layout in c.consumers:
+        idx = positions(c, layout, keep)
+        w = node.inputs[1].const_value
+        axis = in_axis(node)
+        if len(idx) == w.shape[axis]:
+            continue
+        folded = _fold_removed(g, node, layout, idx, constants.get(id(node)))
+        if folded is None:
+            approximate += 1
+        elif folded is not True:
+            maps.append((folded, node))
+        _take(g, node, 1, idx, axis)
+    for i, src in enumerate(c.sources):
+        k = keep.get(c.find(i))
+        if k is None:
+            continue
+        n = src.node
+        _take(g, n, 1, k, out_axis(n))
+        b = n.inputs[2] if len(n.inputs) > 2 else None
+        if b is not None:
+            arr = b.const_value
+            if arr.ndim >= 1 and arr.shape[-1] == src.size:
+                _take(g, n, 2, k, arr.ndim - 1)
+    for node, layout in c.depthwise:
+        idx = positions(c, layout, keep)
+        if len(idx) == node.inputs[1].const_value.shape[0]:
+            continue
+        _take(g, node, 1, idx, 0)
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            _take(g, node, 2, idx, 0)
+        node.set_attr("group", int(len(idx)))
+    source_of = {id(src.node): i for i, src in enumerate(c.sources)}
+    for mapv, node in maps:
+        k = keep.get(c.find(source_of[id(node)]))
+        if k is not None:
+            mapv.set_const(np.take(mapv.const_value, k, axis=1))
+    for node, index, layout, axis in c.params:
+        idx = positions(c, layout, keep)
+        arr = node.inputs[index].const_value
+        if arr.shape[axis] != len(idx):
+            _take(g, node, index, idx, axis)
+    # channel counts changed: let shape inference recompute every inner value's type
+    io = {id(v) for v in g.inputs} | {id(v) for v in g.outputs}
+    for n in g.nodes:
+        for o in n.outputs:
+            if o is not None and id(o) not in io and id(o) in c.layouts:
+                o.type = None
+    infer_shapes(model)
+    return approximate
+
+
+def _fold_removed(g: Graph, node: Node, layout: Layout, kept: np.ndarray,
+                  values: np.ndarray | None):
+    """Add the removed input channels' constant contribution to ``node``'s bias, or as a map
+    after it. Returns True (done exactly), the map's Value (exact, to be sliced with the
+    node's output channels), or None (approximate: not folded)."""
+    if values is None:
+        return True
+    w = node.inputs[1].const_value.astype(np.float64)
+    axis = in_axis(node)
+    removed = np.setdiff1d(np.arange(w.shape[axis]), kept)
+    vals = values[removed]
+    if np.any(np.isnan(vals)):
+        return None  # a removed channel that is not one constant: cannot be folded
+    if not np.any(vals):
+        return True
+    if node.op_type == "ConvTranspose":
+        return None  # it spreads a constant input unevenly over its output: not folded
+    if node.op_type == "Conv" and conv_has_padding(node):
+        # the zero padding meets the constant at the borders: the contribution varies over
+        # space; computed on a constant image, it is a bias if it is uniform, else an exact
+        # correction map added after the conv
+        contribution = _conv_map(node, w, removed, vals, axis)
+        if contribution is None:
+            return None
+        flat = contribution.reshape(contribution.shape[0], -1)
+        if np.any(flat != flat[:, :1]):
+            return _add_map(g, node, contribution)
+        contrib = contribution.reshape(contribution.shape[0], -1)[:, 0].astype(np.float32)
+    else:
+        wr = np.moveaxis(np.take(w, removed, axis=axis), axis, -1)  # (..., removed)
+        contrib = wr @ vals  # (out, k...) for a conv: its window sums the constant too
+        if node.op_type == "Conv":
+            contrib = contrib.reshape(w.shape[0], -1).sum(axis=1)
+        contrib = contrib.astype(np.float32)
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if bias is None:
+        if node.op_type == "MatMul":
+            return None  # no bias to fold into
+        node.set_inputs([*node.inputs[:2], g.add_initializer(
+            node.inputs[1].name + "_bias", contrib)])
+    else:
+        arr = bias.const_value
+        new = (arr + contrib.reshape((1,) * (arr.ndim - 1) + (-1,)) if arr.ndim else
+               arr + contrib).astype(arr.dtype)
+        if len(bias.uses()) > 1:
+            node.replace_input(2, g.add_initializer(bias.name + "_pruned", new))
+        else:
+            bias.set_const(new)
+    return True
+
+
+def _conv_map(node: Node, w: np.ndarray, removed: np.ndarray, vals: np.ndarray, axis: int
+              ) -> np.ndarray | None:
+    """(out channels, H', W') contribution of constant input channels through a padded conv,
+    or None when the input's spatial shape is unknown."""
+    from optc.runtime.kernels.conv import conv
+
+    shape = node.inputs[0].shape
+    if shape is None or len(shape) < 3 or not all(isinstance(d, int) for d in shape[2:]):
+        return None
+    x = np.broadcast_to(vals.reshape(1, -1, *([1] * (len(shape) - 2))),
+                        (1, len(removed), *shape[2:])).astype(np.float64)
+    attrs = {k: node.attr(k) for k in ("auto_pad", "dilations", "kernel_shape", "pads",
+                                       "strides") if node.attr(k) is not None}
+    return conv(x, np.take(w, removed, axis=axis), **attrs)[0]
+
+
+def _add_map(g: Graph, node: Node, contribution: np.ndarray):
+    """y = conv(x) + map, the map a constant (1, C, H', W') initializer."""
+    from optc.ir import Node as IRNode
+
+    y = node.outputs[0]
+    mapv = g.add_initializer(node.inputs[1].name + "_pruned_map",
+                             contribution[None].astype(np.float32))
+    out = g.new_value(y.name + "_pruned_map", None)  # typed by shape inference
+    add = IRNode("Add", [y, mapv], [out], name=g.unique_name((node.name or "Conv") +
+                                                             "_pruned_map"))
+    g.insert_after(node, add)
+    g.substitute(y, out)  # every reader (and a graph output's name) moves to the sum ...
+    add.replace_input(0, y)  # ... except the sum itself
+    return mapv
+
+
+def removed_constants(model: Model, c: Coupling, keep: dict[int, np.ndarray]
+                      ) -> dict[int, np.ndarray]:
+    """id(consumer) -> the value of each of its input channels in the masked model (removed
+    channels' source filters and biases zeroed), NaN where a channel is not one constant over
+    the batch and space. One run of optc.runtime on a seeded random input."""
+    from optc.ir import clone, serialize
+    from optc.runtime import InferenceSession
+    from optc.validate import random_feeds
+
+    if not keep or not c.consumers:
+        return {}
+    masked = clone(model)
+    mg = masked.graph
+    nodes = {id(n): m for n, m in zip(model.graph.nodes, mg.nodes)}
+    for i, src in enumerate(c.sources):
+        k = keep.get(c.find(i))
+        if k is None:
+            continue
+        n = nodes[id(src.node)]
+        drop = np.setdiff1d(np.arange(src.size), k)
+        for index, axis in ((1, out_axis(n)), (2, None)):
+            v = n.inputs[index] if index < len(n.inputs) else None
+            if v is None:
+                continue
+            arr = v.const_value.copy()
+            ax = arr.ndim - 1 if axis is None else axis
+            if arr.ndim == 0 or arr.shape[ax] != src.size:
+                continue
+            sl = [slice(None)] * arr.ndim
+            sl[ax] = drop
+            arr[tuple(sl)] = 0
+            n.replace_input(index, mg.add_initializer(v.name + "_masked", arr))
+    wanted = {nodes[id(n)].inputs[0].name: n for n, _ in c.consumers}
+    seen: dict[int, np.ndarray] = {}
+
+    def look(name: str, value: np.ndarray) -> None:
+        n = wanted.get(name)
+        if n is None or value.ndim < 2:
+            return
+        x = np.moveaxis(value.astype(np.float64), 1, 0).reshape(value.shape[1], -1)
+        const = np.all(x == x[:, :1], axis=1)
+        seen[id(n)] = np.where(const, x[:, 0], np.nan)
+
+    session = InferenceSession(serialize(masked))
+    session.run(None, random_feeds(session, seed=0, batch=2), on_value=look)
+    return seen
