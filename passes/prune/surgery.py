@@ -10,12 +10,13 @@ Given the kept channel indices of each pruned group (coupling.py), this
 * folds into each consumer what the removed channels still contributed: a removed channel is
   "masked" (its source's filter and bias zero), but what follows can turn that zero into a
   constant (a bias or BatchNormalization shift through Relu, a depthwise conv's bias);
-  ``removed_constants`` runs the masked model once to read those values at every consumer.
-  For Gemm/MatMul and unpadded convs the consumer's bias takes W[:, removed] * c; a padded
-  conv sees zero padding instead of c at its borders, so its contribution varies over space:
-  it is computed on a constant image and added after the conv as a constant map (exact; an
-  extra Add). Only a ConvTranspose consumer (which spreads a constant unevenly) or a conv of
-  unknown spatial size is left approximate, and counted (``approximate_folds``).
+  ``removed_constants`` runs the masked model once to read those values at every consumer --
+  cut off from the input, a removed channel is a fixed map, the same for every sample. A
+  Gemm/MatMul consumer's bias takes W[:, removed] @ c; a conv's contribution is the conv of
+  the removed maps: a bias when it is uniform over space, else (zero padding at the borders,
+  a depthwise chain before) a constant map added after the conv (an extra Add). Only a
+  ConvTranspose consumer or a removed channel that still depends on the input is left
+  approximate, and counted (``approximate_folds``).
 The value types of the sliced tensors are recomputed by shape inference afterwards.
 """
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 import numpy as np
 
 from optc.ir import Graph, Model, Node, infer_shapes
-from optc.passes.fusion._channels import conv_has_padding
 from optc.passes.prune.coupling import Coupling, Layout, in_axis, out_axis
 
 
@@ -118,9 +118,11 @@ def apply(model: Model, c: Coupling, keep: dict[int, np.ndarray],
 
 def _fold_removed(g: Graph, node: Node, layout: Layout, kept: np.ndarray,
                   values: np.ndarray | None):
-    """Add the removed input channels' constant contribution to ``node``'s bias, or as a map
-    after it. Returns True (done exactly), the map's Value (exact, to be sliced with the
-    node's output channels), or None (approximate: not folded)."""
+    """Fold what the removed input channels still feed ``node`` (``values``: each input
+    channel's value in the masked model, the same for every sample; NaN where it is not) into
+    its bias, or into a map added after it. Returns True (done exactly), the map's Value
+    (exact, to be sliced with the node's output channels), or None (not folded: approximate).
+    """
     if values is None:
         return True
     w = node.inputs[1].const_value.astype(np.float64)
@@ -128,28 +130,27 @@ def _fold_removed(g: Graph, node: Node, layout: Layout, kept: np.ndarray,
     removed = np.setdiff1d(np.arange(w.shape[axis]), kept)
     vals = values[removed]
     if np.any(np.isnan(vals)):
-        return None  # a removed channel that is not one constant: cannot be folded
+        return None  # a removed channel that depends on the input: cannot be folded
     if not np.any(vals):
         return True
     if node.op_type == "ConvTranspose":
-        return None  # it spreads a constant input unevenly over its output: not folded
-    if node.op_type == "Conv" and conv_has_padding(node):
-        # the zero padding meets the constant at the borders: the contribution varies over
-        # space; computed on a constant image, it is a bias if it is uniform, else an exact
-        # correction map added after the conv
-        contribution = _conv_map(node, w, removed, vals, axis)
-        if contribution is None:
-            return None
+        return None  # not handled: it would need a transposed-conv map
+    if node.op_type == "Conv":
+        # the removed channels are fixed maps (cut off from the input); through the conv's
+        # window and zero padding they give a fixed (out, H', W') contribution: a bias when
+        # it is uniform over space, else a constant map added after the conv
+        from optc.runtime.kernels.conv import conv
+
+        attrs = {k: node.attr(k) for k in ("auto_pad", "dilations", "kernel_shape", "pads",
+                                           "strides") if node.attr(k) is not None}
+        contribution = conv(vals[None], np.take(w, removed, axis=axis), **attrs)[0]
         flat = contribution.reshape(contribution.shape[0], -1)
         if np.any(flat != flat[:, :1]):
             return _add_map(g, node, contribution)
-        contrib = contribution.reshape(contribution.shape[0], -1)[:, 0].astype(np.float32)
-    else:
-        wr = np.moveaxis(np.take(w, removed, axis=axis), axis, -1)  # (..., removed)
-        contrib = wr @ vals  # (out, k...) for a conv: its window sums the constant too
-        if node.op_type == "Conv":
-            contrib = contrib.reshape(w.shape[0], -1).sum(axis=1)
-        contrib = contrib.astype(np.float32)
+        contrib = flat[:, 0].astype(np.float32)
+    else:  # Gemm / MatMul: features
+        wr = np.moveaxis(np.take(w, removed, axis=axis), axis, -1)  # (out, removed)
+        contrib = (wr @ vals.reshape(-1)).astype(np.float32)
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     if bias is None:
         if node.op_type == "MatMul":
@@ -165,22 +166,6 @@ def _fold_removed(g: Graph, node: Node, layout: Layout, kept: np.ndarray,
         else:
             bias.set_const(new)
     return True
-
-
-def _conv_map(node: Node, w: np.ndarray, removed: np.ndarray, vals: np.ndarray, axis: int
-              ) -> np.ndarray | None:
-    """(out channels, H', W') contribution of constant input channels through a padded conv,
-    or None when the input's spatial shape is unknown."""
-    from optc.runtime.kernels.conv import conv
-
-    shape = node.inputs[0].shape
-    if shape is None or len(shape) < 3 or not all(isinstance(d, int) for d in shape[2:]):
-        return None
-    x = np.broadcast_to(vals.reshape(1, -1, *([1] * (len(shape) - 2))),
-                        (1, len(removed), *shape[2:])).astype(np.float64)
-    attrs = {k: node.attr(k) for k in ("auto_pad", "dilations", "kernel_shape", "pads",
-                                       "strides") if node.attr(k) is not None}
-    return conv(x, np.take(w, removed, axis=axis), **attrs)[0]
 
 
 def _add_map(g: Graph, node: Node, contribution: np.ndarray):
@@ -202,8 +187,9 @@ def _add_map(g: Graph, node: Node, contribution: np.ndarray):
 def removed_constants(model: Model, c: Coupling, keep: dict[int, np.ndarray]
                       ) -> dict[int, np.ndarray]:
     """id(consumer) -> the value of each of its input channels in the masked model (removed
-    channels' source filters and biases zeroed), NaN where a channel is not one constant over
-    the batch and space. One run of optc.runtime on a seeded random input."""
+    channels' source filters and biases zeroed), one sample's worth, NaN where a channel
+    differs between samples (it depends on the input). One run of optc.runtime on two seeded
+    random samples."""
     from optc.ir import clone, serialize
     from optc.runtime import InferenceSession
     from optc.validate import random_feeds
@@ -238,9 +224,10 @@ def removed_constants(model: Model, c: Coupling, keep: dict[int, np.ndarray]
         n = wanted.get(name)
         if n is None or value.ndim < 2:
             return
-        x = np.moveaxis(value.astype(np.float64), 1, 0).reshape(value.shape[1], -1)
-        const = np.all(x == x[:, :1], axis=1)
-        seen[id(n)] = np.where(const, x[:, 0], np.nan)
+        v = value.astype(np.float64)
+        fixed = np.all(v == v[:1], axis=tuple(i for i in range(v.ndim) if i != 1),
+                       keepdims=True)[0]  # (C, 1, ...): the same in every sample
+        seen[id(n)] = np.where(fixed, v[0], np.nan)
 
     session = InferenceSession(serialize(masked))
     session.run(None, random_feeds(session, seed=0, batch=2), on_value=look)
