@@ -75,6 +75,8 @@ class Coupling:
     #: (node, input index, layout, channel axis of the constant)
     params: list[tuple[Node, int, Layout, int]] = field(default_factory=list)
     depthwise: list[tuple[Node, Layout]] = field(default_factory=list)
+    #: Reshape-to-(N, features) nodes whose target spells the feature count out
+    reshapes: list[tuple[Node, Layout]] = field(default_factory=list)
     layouts: dict[int, Layout] = field(default_factory=dict)  # id(value) -> layout
 
     # --- union-find over sources ------------------------------------------------------------
@@ -351,4 +353,7 @@ def _flatten(g: Graph, c: Coupling, n: Node, x: Layout) -> Layout | None:
     if not ok or x.inner != 1:
         c.block(x, f"{_name(n)} mixes the channel axis")
         return None
-    return Layout(x.segments, inner=int(np.prod(shape[2:])) if len(shape) > 2 else 1)
+    out = Layout(x.segments, inner=int(np.prod(shape[2:])) if len(shape) > 2 else 1)
+    if n.op_type == "Reshape" and t[1] != -1:
+        c.reshapes.append((n, out))
+    return out

@@ -101,6 +101,15 @@ def apply(model: Model, c: Coupling, keep: dict[int, np.ndarray],
         k = keep.get(c.find(source_of[id(node)]))
         if k is not None:
             mapv.set_const(np.take(mapv.const_value, k, axis=1))
+    for node, layout in c.reshapes:  # (N, features) targets spelled out: the new count
+        target = node.inputs[1].const_value.copy()
+        target[1] = len(positions(c, layout, keep))
+        if target[1] != node.inputs[1].const_value[1]:
+            v = node.inputs[1]
+            if len(v.uses()) > 1:
+                node.replace_input(1, g.add_initializer(v.name + "_pruned", target))
+            else:
+                v.set_const(target)
     for node, index, layout, axis in c.params:
         idx = positions(c, layout, keep)
         arr = node.inputs[index].const_value
