@@ -226,3 +226,28 @@ def test_bad_options(options, fragment):
     with pytest.raises(OptcError, match=fragment.replace("[", r"\[").replace("(", r"\(")
                        .replace(")", r"\)")):
         optc.optimize(MODELS / "digits_cnn.onnx", passes=f"default,prune{{{options}}}")
+
+
+@pytest.mark.parametrize("scope", ["local", "global"])
+def test_sparsify_reaches_the_sparsity_and_keeps_the_largest_weights(scope):
+    from optc.passes import Sparsify
+
+    model, _ = optc.optimize(MODELS / "resnet_mini.onnx")
+    layers = [n for n in model.graph.nodes if n.op_type in ("Conv", "Gemm")]
+    before = {n.name: n.inputs[1].const_value.copy() for n in layers}
+    result = Sparsify(sparsity=0.6, scope=scope)(model)
+    assert result.modified and result.stats["sparsity"] == pytest.approx(0.6, abs=0.01)
+    for n in layers:
+        w, w0 = n.inputs[1].const_value, before[n.name]
+        assert w.shape == w0.shape
+        kept = w != 0
+        np.testing.assert_array_equal(w[kept], w0[kept])  # survivors untouched
+        if scope == "local":  # every zeroed weight is no larger than every kept one
+            assert np.abs(w0[~kept]).max() <= np.abs(w0[kept]).min()
+    onnx.checker.check_model(onnx.load_from_string(serialize(model)), full_check=True)
+    assert Sparsify(sparsity=0.6, scope=scope)(model).modified is False
+
+
+def test_sparsify_bad_sparsity():
+    with pytest.raises(OptcError, match=r"sparsity must be in \[0, 1\)"):
+        optc.optimize(MODELS / "digits_cnn.onnx", passes="sparsify{sparsity=1.5}")
