@@ -16,8 +16,10 @@ The pruned model computes what the original computes with the removed channels m
 filters and biases zeroed), exactly where the surgery can fold the masked channels' constant
 contribution into the next layer's bias (see surgery.py). Lossy: ``--validate`` reports the
 difference to the original rather than failing.
-After a run, ``plan`` holds the groups (sources, kept indices, scores) and ``blocked`` the
-groups left alone with their reasons.
+After a run, ``groups`` holds the pruned groups (layers, kept indices, scores) and
+``blocked`` the groups left alone with their reasons; ``--report DIR`` writes them as
+DIR/prune_plan.json, which ``prune{plan=FILE}`` replays on the same graph (groups matched by
+their layers' names).
 """
 
 from __future__ import annotations
@@ -54,9 +56,12 @@ class Prune(Pass):
     protect: str = field(default="", metadata={
         "help": "comma-separated layer (node or output) names never pruned"})
     seed: int = field(default=0, metadata={"help": "for criterion=random"})
+    plan: str = field(default="", metadata={
+        "help": "replay a pruning plan (the prune_plan.json that --report writes)"})
 
     def __post_init__(self) -> None:
-        self.plan: list[dict[str, Any]] = []
+        #: after run(): the pruned groups (layers, channels, kept, scores) and the blocked ones
+        self.groups: list[dict[str, Any]] = []
         self.blocked: list[dict[str, Any]] = []
 
     def requires(self, model: Model) -> None:
@@ -101,7 +106,7 @@ class Prune(Pass):
         for root, members in prunable.items():
             scores[root], fell = group_scores(g, c, members, self.criterion, rng)
             fallbacks += fell
-        keep = self._select(c, prunable, scores)
+        keep = self._replay(c, prunable) if self.plan else self._select(c, prunable, scores)
         constants = surgery.removed_constants(model, c, keep)
         approximate = surgery.apply(model, c, keep, constants)
         self._record(c, groups, scores, keep)
@@ -147,17 +152,72 @@ class Prune(Pass):
             keep[r] = kept.astype(np.int64)
         return keep
 
+    def _replay(self, c: Coupling, prunable: dict[int, list[int]]) -> dict[int, np.ndarray]:
+        """Kept indices from a plan file, matched to this graph's groups by their layers."""
+        import json
+
+        try:
+            doc = json.loads(open(self.plan).read())
+            entries = doc["groups"]
+        except FileNotFoundError:
+            raise OptcError(f"{self.plan}: pruning plan not found") from None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise OptcError(f"{self.plan}: not a pruning plan ({e})") from None
+        by_layers = {frozenset(self._layer_names(c, m)): r for r, m in prunable.items()}
+        keep = {}
+        for e in entries:
+            root = by_layers.get(frozenset(e.get("layers", [])))
+            if root is None:
+                raise OptcError(f"{self.plan}: no prunable group of layers "
+                                f"{', '.join(e.get('layers', []))} in this graph")
+            size = c.sources[root].size
+            kept = np.asarray(e.get("kept", []), np.int64)
+            if e.get("channels") != size or len(kept) == 0 or kept.min() < 0 or \
+                    kept.max() >= size or len(np.unique(kept)) != len(kept):
+                raise OptcError(f"{self.plan}: group {', '.join(e['layers'])}: kept indices "
+                                f"do not fit its {size} channels")
+            if len(kept) < size:
+                keep[root] = np.sort(kept)
+        return keep
+
+    @staticmethod
+    def _layer_names(c: Coupling, members: list[int]) -> list[str]:
+        return [c.sources[i].node.name or c.sources[i].node.outputs[0].name for i in members]
+
+    def report_markdown(self, directory) -> str:
+        """The prune section of --report's report.md; writes DIR/prune_plan.json (replayable
+        with ``prune{plan=DIR/prune_plan.json}``)."""
+        import json
+        from pathlib import Path
+
+        path = Path(directory) / "prune_plan.json"
+        path.write_text(json.dumps({"groups": self.groups, "blocked": self.blocked},
+                                   indent=1) + "\n")
+        lines = [f"## prune (ratio={self.ratio:g}, criterion={self.criterion}, "
+                 f"scope={self.scope}, round-to={self.round_to})", "",
+                 f"Plan: [prune_plan.json](prune_plan.json) (replay: "
+                 f"`prune{{plan={path}}}`)", "",
+                 "| layers | channels | kept |", "|---|---|---|"]
+        for grp in self.groups:
+            lines.append(f"| {', '.join(f'`{x}`' for x in grp['layers'])} | "
+                         f"{grp['channels']} | {len(grp['kept'])} |")
+        lines += ["", "Blocked groups:", "", "| layers | channels | why |", "|---|---|---|"]
+        for b in self.blocked:
+            lines.append(f"| {', '.join(f'`{x}`' for x in b['layers'])} | {b['channels']} | "
+                         f"{'; '.join(b['reasons'])} |")
+        return "\n".join(lines) + "\n"
+
     def _record(self, c: Coupling, groups: dict[int, list[int]], scores, keep) -> None:
-        self.plan, self.blocked = [], []
+        self.groups, self.blocked = [], []
         for root, members in groups.items():
-            layers = [c.sources[i].node.name or c.sources[i].node.outputs[0].name
-                      for i in members]
+            layers = self._layer_names(c, members)
             if c.is_blocked(root):
                 self.blocked.append({"layers": layers, "channels": c.sources[root].size,
                                      "reasons": c.blocked[c.find(root)]})
                 continue
-            self.plan.append({
+            self.groups.append({
                 "layers": layers, "channels": c.sources[root].size,
                 "kept": (keep[root].tolist() if root in keep
                          else list(range(c.sources[root].size))),
-                "scores": [round(float(s), 6) for s in scores[root]]})
+                "scores": ([round(float(s), 6) for s in scores[root]]
+                           if root in scores else [])})

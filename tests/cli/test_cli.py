@@ -353,3 +353,36 @@ def test_bad_calibration_data_is_one_line(tmp_path, make, fragment):
 def test_quantize_without_calib_says_how(tmp_path):
     r = invoke("optimize", DIGITS, "-o", tmp_path / "o.onnx", "--passes", "quantize")
     assert_one_line_error(r, "quantize needs calibration data: give it with --calib DATA")
+
+
+def test_prune_report_plan_and_replay(tmp_path):
+    out, rep, again = tmp_path / "p.onnx", tmp_path / "rep", tmp_path / "again.onnx"
+    r = invoke("optimize", MODELS / "resnet_mini.onnx", "-o", out, "--passes",
+               "default,prune{ratio=0.5 criterion=l2}", "--report", rep, "--validate")
+    assert r.exit_code == 0, r.stderr
+    md = (rep / "report.md").read_text()
+    assert "## prune (ratio=0.5, criterion=l2" in md and "reaches the graph output" in md
+    plan = json.loads((rep / "prune_plan.json").read_text())
+    assert plan["groups"] and all(len(g["kept"]) == g["channels"] // 2 for g in plan["groups"])
+    # the plan replays to the same model
+    r = invoke("optimize", MODELS / "resnet_mini.onnx", "-o", again, "--passes",
+               f"default,prune{{plan={rep / 'prune_plan.json'}}}")
+    assert r.exit_code == 0, r.stderr
+    a, b = onnx.load(out), onnx.load(again)
+    assert [t.SerializeToString() for t in a.graph.initializer] == \
+        [t.SerializeToString() for t in b.graph.initializer]
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("{", "not a pruning plan"),
+    ('{"groups": [{"layers": ["nope"], "channels": 3, "kept": [0]}]}',
+     "no prunable group of layers nope in this graph"),
+])
+def test_bad_prune_plans(tmp_path, text, fragment):
+    plan = tmp_path / "plan.json"
+    plan.write_text(text)
+    out = tmp_path / "p.onnx"
+    r = invoke("optimize", MODELS / "resnet_mini.onnx", "-o", out, "--passes",
+               f"default,prune{{plan={plan}}}")
+    assert_one_line_error(r, fragment)
+    assert not out.exists()

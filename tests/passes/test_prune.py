@@ -113,7 +113,7 @@ def masked(model, prune: Prune):
     for n in g.nodes:
         by_name[n.name] = n
         by_name[n.outputs[0].name] = n
-    for group in prune.plan:
+    for group in prune.groups:
         drop = np.setdiff1d(np.arange(group["channels"]), group["kept"])
         if len(drop) == 0:
             continue
@@ -202,7 +202,7 @@ def test_blocked_groups_and_reasons():
     p(model)
     reasons = [r for b in p.blocked for r in b["reasons"]]
     assert any("reaches the graph output" in r for r in reasons)
-    assert p.plan and all(len(g["kept"]) < g["channels"] for g in p.plan)
+    assert p.groups and all(len(g["kept"]) < g["channels"] for g in p.groups)
 
 
 def test_round_to_and_protect():
@@ -210,7 +210,7 @@ def test_round_to_and_protect():
     stem = next(n for n in model.graph.nodes if n.op_type == "Conv")
     p = Prune(ratio=0.5, round_to=8, protect=stem.name)
     p(model)
-    assert all(len(g["kept"]) % 8 == 0 or len(g["kept"]) == g["channels"] for g in p.plan)
+    assert all(len(g["kept"]) % 8 == 0 or len(g["kept"]) == g["channels"] for g in p.groups)
     assert any(stem.name in b["layers"] and "protected" in " ".join(b["reasons"])
                for b in p.blocked)
 
