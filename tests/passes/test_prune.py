@@ -251,3 +251,36 @@ def test_sparsify_reaches_the_sparsity_and_keeps_the_largest_weights(scope):
 def test_sparsify_bad_sparsity():
     with pytest.raises(OptcError, match=r"sparsity must be in \[0, 1\)"):
         optc.optimize(MODELS / "digits_cnn.onnx", passes="sparsify{sparsity=1.5}")
+
+
+_LIGHT = ("resnet50", "densenet121", "shufflenet", "inception_v1", "inception_v2")
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5])
+@pytest.mark.parametrize("name", ["digits_cnn", "resnet_mini", "mobilenetv2_mini", *_LIGHT])
+def test_models_prune_and_run(name, ratio):
+    from onnx import version_converter
+
+    from optc.testing import light_model, randomize_light
+
+    if name in _LIGHT:
+        proto = randomize_light(light_model(name))
+        if proto.opset_import[0].version < 13:
+            proto = version_converter.convert_version(proto, 13)
+        model, _ = optc.optimize(proto)
+    else:
+        model, _ = optc.optimize(MODELS / f"{name}.onnx")
+    before = serialize(model)
+    p = Prune(ratio=ratio)
+    stats = p(model).stats
+    data = serialize(model)
+    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    s = ort_session(data)
+    out = s.run(None, random_feeds(s, seed=0))[0]
+    assert np.all(np.isfinite(out))
+    assert ort_session(before).run(None, random_feeds(s, seed=0))[0].shape == out.shape
+    if name == "shufflenet":  # grouped convs and channel shuffles: nothing provably safe
+        assert stats["pruned"] == 0 and p.blocked
+        assert any("grouped Conv" in r for b in p.blocked for r in b["reasons"])
+    else:
+        assert stats["pruned"] >= 1 and len(data) < 0.8 * len(before)
