@@ -56,12 +56,16 @@ class Prune(Pass):
     protect: str = field(default="", metadata={
         "help": "comma-separated layer (node or output) names never pruned"})
     seed: int = field(default=0, metadata={"help": "for criterion=random"})
+    target_macs: float = field(default=0.0, metadata={
+        "help": "instead of ratio: prune until MACs are at most this fraction of the "
+                "original (the ratio is searched)"})
     plan: str = field(default="", metadata={
         "help": "replay a pruning plan (the prune_plan.json that --report writes)"})
 
     def __post_init__(self) -> None:
         #: after run(): the pruned groups (layers, channels, kept, scores) and the blocked ones
         self.groups: list[dict[str, Any]] = []
+        self.applied_ratio: float | None = None  # the ratio target-macs found
         self.blocked: list[dict[str, Any]] = []
 
     def requires(self, model: Model) -> None:
@@ -69,6 +73,8 @@ class Prune(Pass):
             raise OptcError(f"prune: ratio must be in [0, 1), got {self.ratio}")
         if not 0.0 < self.max_ratio < 1.0:
             raise OptcError(f"prune: max-ratio must be in (0, 1), got {self.max_ratio}")
+        if not 0.0 <= self.target_macs < 1.0:
+            raise OptcError(f"prune: target-macs must be in (0, 1), got {self.target_macs}")
         if self.round_to < 1:
             raise OptcError(f"prune: round-to must be >= 1, got {self.round_to}")
         if self.criterion == "taylor":
@@ -106,7 +112,12 @@ class Prune(Pass):
         for root, members in prunable.items():
             scores[root], fell = group_scores(g, c, members, self.criterion, rng)
             fallbacks += fell
-        keep = self._replay(c, prunable) if self.plan else self._select(c, prunable, scores)
+        if self.plan:
+            keep = self._replay(c, prunable)
+        elif self.target_macs > 0:
+            keep = self._search_macs(model, c, prunable, scores)
+        else:
+            keep = self._select(c, prunable, scores, self.ratio)
         constants = surgery.removed_constants(model, c, keep)
         approximate = surgery.apply(model, c, keep, constants)
         self._record(c, groups, scores, keep)
@@ -117,20 +128,52 @@ class Prune(Pass):
                  "channels_removed": removed}
         if fallbacks:
             stats["bn_scale_fallbacks"] = fallbacks
+        if self.applied_ratio is not None:
+            stats["ratio"] = self.applied_ratio
         if approximate:
             stats["approximate_folds"] = approximate
         return PassResult(model, bool(keep), stats)
 
+    def _search_macs(self, model: Model, c: Coupling, prunable: dict[int, list[int]],
+                     scores: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """The selection of the smallest ratio whose pruned model has at most target-macs of
+        the original MACs (bisection; each candidate is cut on a clone and counted)."""
+        from optc.ir import clone
+        from optc.report import model_stats
+
+        def macs(keep) -> int:
+            trial = clone(model)
+            tc = analyse(trial.graph)  # same graph, same order: the same group roots
+            surgery.apply(trial, tc, keep, {})
+            return model_stats(trial).macs
+
+        goal = self.target_macs * macs({})
+        lo, hi = 0.0, self.max_ratio
+        best = self._select(c, prunable, scores, hi)
+        if macs(best) > goal:
+            raise OptcError(f"prune: target-macs={self.target_macs:g} is out of reach: at "
+                            f"max-ratio={self.max_ratio:g} the model keeps "
+                            f"{macs(best) / (goal / self.target_macs):.2f} of its MACs")
+        for _ in range(12):
+            mid = (lo + hi) / 2
+            keep = self._select(c, prunable, scores, mid)
+            if macs(keep) <= goal:
+                hi, best = mid, keep
+            else:
+                lo = mid
+        self.applied_ratio = round(hi, 4)
+        return best
+
     def _select(self, c: Coupling, prunable: dict[int, list[int]],
-                scores: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+                scores: dict[int, np.ndarray], ratio: float) -> dict[int, np.ndarray]:
         """root -> kept indices (sorted) for every group that loses channels."""
         sizes = {r: c.sources[m[0]].size for r, m in prunable.items()}
         if self.scope == "local":
-            counts = {r: size - int(np.floor(size * self.ratio)) for r, size in sizes.items()}
+            counts = {r: size - int(np.floor(size * ratio)) for r, size in sizes.items()}
         else:
             # one ranking: the lowest `ratio` of all prunable channels go, within max-ratio
             pool = [(s, r) for r in prunable for s in scores[r]]
-            budget = int(np.floor(len(pool) * self.ratio))
+            budget = int(np.floor(len(pool) * ratio))
             order = sorted(pool, key=lambda t: t[0])
             removed = {r: 0 for r in prunable}
             for s, r in order:
@@ -193,7 +236,8 @@ class Prune(Pass):
         path = Path(directory) / "prune_plan.json"
         path.write_text(json.dumps({"groups": self.groups, "blocked": self.blocked},
                                    indent=1) + "\n")
-        lines = [f"## prune (ratio={self.ratio:g}, criterion={self.criterion}, "
+        ratio = self.applied_ratio if self.applied_ratio is not None else self.ratio
+        lines = [f"## prune (ratio={ratio:g}, criterion={self.criterion}, "
                  f"scope={self.scope}, round-to={self.round_to})", "",
                  f"Plan: [prune_plan.json](prune_plan.json) (replay: "
                  f"`prune{{plan={path}}}`)", "",

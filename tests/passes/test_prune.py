@@ -284,3 +284,19 @@ def test_models_prune_and_run(name, ratio):
         assert any("grouped Conv" in r for b in p.blocked for r in b["reasons"])
     else:
         assert stats["pruned"] >= 1 and len(data) < 0.8 * len(before)
+
+
+@pytest.mark.parametrize("scope", ["local", "global"])
+def test_target_macs(scope):
+    from optc.report import model_stats
+
+    model, _ = optc.optimize(MODELS / "resnet_mini.onnx")
+    before = model_stats(clone(model)).macs
+    p = Prune(target_macs=0.4, scope=scope)
+    stats = p(model).stats
+    after = model_stats(model).macs
+    assert after <= 0.4 * before
+    assert after >= 0.3 * before  # the smallest ratio that reaches it, not far beyond
+    assert 0 < stats["ratio"] < 0.9
+    with pytest.raises(OptcError, match="target-macs=0.001 is out of reach"):
+        optc.optimize(MODELS / "resnet_mini.onnx", passes="default,prune{target-macs=0.001}")
