@@ -16,11 +16,14 @@ parameters* (BatchNormalization's four vectors, PRelu slopes, per-channel consta
 element-wise ops), and *depthwise* convs (group == channels, one filter per channel: channels
 go straight through them; their weights are sliced and their group count follows).
 
+Split and Slice on the channel axis give each output a range of the input's layout (their
+sizes and bounds are rewritten by the surgery; a part never loses all its channels).
 A group is *blocked*, with the reason kept for the report, when pruning it could change what
 the model computes or cannot be expressed: its channels reach a graph output, meet a graph
-input or another unanalysed tensor in an element-wise op, go through a grouped conv (group
-count would have to stay consistent), a Split/Slice/Reshape/Transpose on the channel axis,
-a Pad of the channel axis, or any op the analysis does not know.
+input or another unanalysed tensor in an element-wise op, meet part of another layer's
+channels, go through a grouped conv (group count would have to stay consistent), a
+Reshape/Transpose that mixes the channel axis, a strided Slice or a Pad of the channel axis,
+or any op the analysis does not know.
 """
 
 from __future__ import annotations
@@ -58,6 +61,16 @@ class Layout:
     def channels(self) -> int:
         return sum(s.length for s in self.segments)
 
+    def sub(self, a: int, b: int) -> Layout:
+        """The layout of channels [a, b) of this one."""
+        out, offset = [], 0
+        for s in self.segments:
+            lo, hi = max(a, offset), min(b, offset + s.length)
+            if lo < hi:
+                out.append(Segment(s.source, s.start + lo - offset, hi - lo))
+            offset += s.length
+        return Layout(out, self.inner)
+
 
 @dataclass
 class Source:
@@ -75,6 +88,10 @@ class Coupling:
     #: (node, input index, layout, channel axis of the constant)
     params: list[tuple[Node, int, Layout, int]] = field(default_factory=list)
     depthwise: list[tuple[Node, Layout]] = field(default_factory=list)
+    #: Split nodes on the channel axis, with each output's layout
+    splits: list[tuple[Node, list[Layout]]] = field(default_factory=list)
+    #: Slice nodes on the channel axis: (node, input layout, start, end) in input positions
+    slices: list[tuple[Node, Layout, int, int]] = field(default_factory=list)
     #: Reshape-to-(N, features) nodes whose target spells the feature count out
     reshapes: list[tuple[Node, Layout]] = field(default_factory=list)
     layouts: dict[int, Layout] = field(default_factory=dict)  # id(value) -> layout
@@ -268,6 +285,15 @@ def analyse(g: Graph) -> Coupling:
                 out = Layout(segments) if segments is not None else None
         elif op in ("Flatten", "Reshape") and ins[0] is not None:
             out = _flatten(g, c, n, ins[0])
+        elif op == "Split" and ins[0] is not None and len(laid) == 1:
+            parts = _split(g, c, n, ins[0])
+            for o, part in zip(n.outputs, parts or []):
+                if o is not None:
+                    c.layouts[id(o)] = part
+                    if id(o) in outputs:
+                        c.block(part, f"reaches the graph output '{o.name}'")
+        elif op == "Slice" and ins[0] is not None and len(laid) == 1:
+            out = _slice(g, c, n, ins[0])
         else:
             for x in laid:
                 c.block(x, f"read by {_name(n)}, which the analysis cannot map")
@@ -295,12 +321,18 @@ def _elementwise(g: Graph, c: Coupling, n: Node, ins: list[Layout | None]) -> La
             if (a.source is None) != (b.source is None):
                 c.block(x, f"{_name(n)} meets channels no layer makes")
                 c.block(first, f"{_name(n)} meets channels no layer makes")
-            elif a.source is not None:
-                if a.start != b.start:
-                    c.block(x, f"{_name(n)} aligns different channel ranges")
-                    c.block(first, f"{_name(n)} aligns different channel ranges")
-                else:
+            elif a.source is not None and a.source != b.source:
+                # two sources pruned as one: index i of one meets index i of the other, so
+                # both segments must be the whole of their (equal-sized) sources
+                whole = a.start == b.start == 0 and \
+                    a.length == c.sources[a.source].size == c.sources[b.source].size
+                if whole:
                     c.union(a.source, b.source)
+                else:
+                    c.block(x, f"{_name(n)} aligns parts of different layers' channels")
+                    c.block(first, f"{_name(n)} aligns parts of different layers' channels")
+            elif a.source is not None and a.start != b.start:
+                c.block(x, f"{_name(n)} aligns different channel ranges of one layer")
     for i, v in enumerate(n.inputs):
         if ins[i] is not None or v is None:
             continue
@@ -357,3 +389,73 @@ def _flatten(g: Graph, c: Coupling, n: Node, x: Layout) -> Layout | None:
     if n.op_type == "Reshape" and t[1] != -1:
         c.reshapes.append((n, out))
     return out
+
+
+def _axis(n: Node, rank: int | None, default: int) -> int | None:
+    axis = n.attr("axis", default)
+    if axis < 0:
+        if rank is None:
+            return None
+        axis += rank
+    return axis
+
+
+def _split(g: Graph, c: Coupling, n: Node, x: Layout) -> list[Layout] | None:
+    """Split on the channel axis: each output takes a range of the input's channels."""
+    axis = _axis(n, _rank(n.inputs[0]), 0)
+    if axis != 1 or x.inner != 1:
+        c.block(x, f"{_name(n)} on axis {n.attr('axis', 0)}")
+        return None
+    outs = [o for o in n.outputs if o is not None]
+    split = n.inputs[1] if len(n.inputs) > 1 and n.inputs[1] is not None else None
+    if split is not None:
+        if not g.is_constant(split):
+            c.block(x, f"{_name(n)} with computed sizes")
+            return None
+        sizes = [int(v) for v in split.const_value.reshape(-1)]
+    elif n.attr("split") is not None:
+        sizes = [int(v) for v in n.attr("split")]
+    elif x.channels % len(n.outputs) == 0:
+        sizes = [x.channels // len(n.outputs)] * len(n.outputs)
+    else:
+        c.block(x, f"{_name(n)} into unequal parts of unstated size")
+        return None
+    if sum(sizes) != x.channels or len(outs) != len(n.outputs):
+        c.block(x, f"{_name(n)} with sizes that do not add up")
+        return None
+    parts, offset = [], 0
+    for size in sizes:
+        parts.append(x.sub(offset, offset + size))
+        offset += size
+    c.splits.append((n, parts))
+    return parts
+
+
+def _slice(g: Graph, c: Coupling, n: Node, x: Layout) -> Layout | None:
+    """Slice with step 1 whose axes include the channel axis: a range of the channels."""
+    rank = _rank(n.inputs[0])
+    consts = [n.inputs[i] if i < len(n.inputs) else None for i in range(1, 5)]
+    if any(v is not None and not g.is_constant(v) for v in consts) or consts[0] is None or \
+            consts[1] is None or rank is None or x.inner != 1:
+        c.block(x, f"{_name(n)} with computed or unknown bounds")
+        return None
+    starts, ends = (v.const_value.reshape(-1).tolist() for v in consts[:2])
+    axes = consts[2].const_value.reshape(-1).tolist() if consts[2] is not None else \
+        list(range(len(starts)))
+    steps = consts[3].const_value.reshape(-1).tolist() if consts[3] is not None else \
+        [1] * len(starts)
+    axes = [a + rank if a < 0 else a for a in axes]
+    if 1 not in axes:
+        return x  # slices space (or batch) only: the channels go through
+    i = axes.index(1)
+    if steps[i] != 1:
+        c.block(x, f"{_name(n)} strides the channel axis")
+        return None
+    size = x.channels
+    a = max(0, min(size, starts[i] + size if starts[i] < 0 else starts[i]))
+    b = max(0, min(size, ends[i] + size if ends[i] < 0 else ends[i]))
+    if b <= a:
+        c.block(x, f"{_name(n)} selects no channel")
+        return None
+    c.slices.append((n, x, a, b))
+    return x.sub(a, b)

@@ -193,7 +193,25 @@ class Prune(Pass):
                 continue
             kept = np.sort(np.argsort(-scores[r], kind="stable")[:n])
             keep[r] = kept.astype(np.int64)
+        self._keep_every_part(c, keep, scores)
         return keep
+
+    @staticmethod
+    def _keep_every_part(c: Coupling, keep: dict[int, np.ndarray],
+                         scores: dict[int, np.ndarray]) -> None:
+        """A Split part or a Slice range must keep a channel: where the selection emptied
+        one, its best channel comes back."""
+        parts = [p for _, ps in c.splits for p in ps] + [x.sub(a, b) for _, x, a, b in c.slices]
+        for part in parts:
+            if len(surgery.positions(c, part, keep)):
+                continue
+            seg = next(s for s in part.segments if s.source is not None)
+            root = c.find(seg.source)
+            span = np.arange(seg.start, seg.start + seg.length)
+            best = span[int(np.argmax(scores[root][span]))]
+            keep[root] = np.sort(np.append(keep[root], best))
+            if len(keep[root]) == c.sources[root].size:
+                del keep[root]
 
     def _replay(self, c: Coupling, prunable: dict[int, list[int]]) -> dict[int, np.ndarray]:
         """Kept indices from a plan file, matched to this graph's groups by their layers."""

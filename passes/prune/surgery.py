@@ -45,6 +45,27 @@ def positions(c: Coupling, layout: Layout, keep: dict[int, np.ndarray]) -> np.nd
     return ch
 
 
+def _set_const(g: Graph, node: Node, index: int, value: np.ndarray) -> None:
+    """Replace ``node``'s constant input ``index`` (a private copy if shared)."""
+    v = node.inputs[index]
+    value = np.asarray(value, dtype=v.const_value.dtype)
+    if np.array_equal(value, v.const_value):
+        return
+    if len(v.uses()) > 1 or g.is_output(v) or g.is_input(v):
+        node.replace_input(index, g.add_initializer(v.name + "_pruned", value))
+    else:
+        v.set_const(value)
+
+
+def _slice_axis_index(node: Node) -> int:
+    """Position of the channel axis (1) in a Slice's starts/ends."""
+    axes = node.inputs[3] if len(node.inputs) > 3 and node.inputs[3] is not None else None
+    if axes is None:
+        return 1
+    rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else 0
+    return [a + rank if a < 0 else a for a in axes.const_value.reshape(-1).tolist()].index(1)
+
+
 def _take(g: Graph, node: Node, index: int, idx: np.ndarray, axis: int) -> None:
     """Slice ``node``'s constant input ``index`` along ``axis`` (a private copy if shared)."""
     v = node.inputs[index]
@@ -101,6 +122,25 @@ def apply(model: Model, c: Coupling, keep: dict[int, np.ndarray],
         k = keep.get(c.find(source_of[id(node)]))
         if k is not None:
             mapv.set_const(np.take(mapv.const_value, k, axis=1))
+    for node, parts in c.splits:  # new part sizes
+        sizes = np.array([len(positions(c, part, keep)) for part in parts], np.int64)
+        if len(node.inputs) > 1 and node.inputs[1] is not None:
+            _set_const(g, node, 1, sizes)
+        elif node.attr("split") is not None or len(set(sizes.tolist())) > 1:
+            if node.attr("num_outputs") is not None:
+                del node.attributes["num_outputs"]
+            if node.attr("split") is not None or model.opset < 13:
+                node.set_attr("split", sizes.tolist())
+            else:
+                node.set_inputs([node.inputs[0], g.add_initializer(
+                    (node.name or "split") + "_sizes", sizes)])
+    for node, layout, a, b in c.slices:  # the bounds in the kept channels' positions
+        kept = positions(c, layout, keep)
+        i = _slice_axis_index(node)
+        for index, bound in ((1, a), (2, b)):
+            arr = node.inputs[index].const_value.copy()
+            arr.reshape(-1)[i] = int(np.count_nonzero(kept < bound))
+            _set_const(g, node, index, arr)
     for node, layout in c.reshapes:  # (N, features) targets spelled out: the new count
         target = node.inputs[1].const_value.copy()
         target[1] = len(positions(c, layout, keep))

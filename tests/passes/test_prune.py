@@ -47,7 +47,7 @@ def prunable_models(draw):
     values = [(cur, ch)]
     for _ in range(draw(st.integers(1, 6))):
         kind = draw(st.sampled_from(["conv", "bn", "relu", "add", "concat", "dw", "grouped",
-                                     "se"]))
+                                     "se", "split", "slice"]))
         src, c = values[draw(st.integers(0, len(values) - 1))]
         if kind == "conv":
             out, c2 = conv(src, c, draw(st.sampled_from([2, 4, 6])), draw(st.sampled_from([1,
@@ -72,6 +72,27 @@ def prunable_models(draw):
             nodes.append(helper.make_node("Concat", [src, other], [out], axis=1))
         elif kind == "dw":
             out, c2 = conv(src, c, c, 3, group=c), c
+        elif kind == "split":  # two parts along the channels, sizes given; both used
+            if c < 2:
+                continue
+            first = draw(st.integers(1, c - 1))
+            a, b, sizes = fresh("sa"), fresh("sb"), fresh("split")
+            inits.append(numpy_helper.from_array(np.array([first, c - first], np.int64), sizes))
+            nodes.append(helper.make_node("Split", [src, sizes], [a, b], axis=1))
+            values.append((a, first))
+            out, c2 = b, c - first
+        elif kind == "slice":  # channels [lo, c) and a crop of space
+            if c < 2:
+                continue
+            lo = draw(st.integers(1, c - 1))
+            out, c2 = fresh("sl"), c - lo
+            starts = fresh("st")
+            ends = fresh("en")
+            axes = fresh("ax")
+            inits += [numpy_helper.from_array(np.array([lo, 0], np.int64), starts),
+                      numpy_helper.from_array(np.array([c, 5], np.int64), ends),
+                      numpy_helper.from_array(np.array([1, 3], np.int64), axes)]
+            nodes.append(helper.make_node("Slice", [src, starts, ends, axes], [out]))
         elif kind == "grouped":
             if c % 2:
                 continue
