@@ -11,7 +11,9 @@ weight). A Concat's output layout is its inputs' layouts end to end; Flatten/Glo
 Sources whose channels meet index for index -- the operands of a residual Add/Sub/Mul/Div/Max/
 Min, an SE block's Mul back onto the channels -- are merged (union-find) into one *group*:
 a group is pruned with one set of kept indices. What reads a layout is recorded for the
-surgery: *consumers* (the next layers: their input channels are sliced), *per-channel
+surgery: *consumers* (the next layers: their input channels are sliced; a grouped conv's in
+equal numbers per group, so a group feeding or made by one is pruned in ``chunks`` equal
+parts, the same count from each), *per-channel
 parameters* (BatchNormalization's four vectors, PRelu slopes, per-channel constants of
 element-wise ops), and *depthwise* convs (group == channels, one filter per channel: channels
 go straight through them; their weights are sliced and their group count follows).
@@ -21,8 +23,8 @@ sizes and bounds are rewritten by the surgery; a part never loses all its channe
 A group is *blocked*, with the reason kept for the report, when pruning it could change what
 the model computes or cannot be expressed: its channels reach a graph output, meet a graph
 input or another unanalysed tensor in an element-wise op, meet part of another layer's
-channels, go through a grouped conv (group count would have to stay consistent), a
-Reshape/Transpose that mixes the channel axis, a strided Slice or a Pad of the channel axis,
+channels, reach a grouped conv that reads several layers' channels, a Reshape/Transpose
+that mixes the channel axis (a channel shuffle), a strided Slice or a Pad of the channel axis,
 or any op the analysis does not know.
 """
 
@@ -95,6 +97,8 @@ class Coupling:
     #: Reshape-to-(N, features) nodes whose target spells the feature count out
     reshapes: list[tuple[Node, Layout]] = field(default_factory=list)
     layouts: dict[int, Layout] = field(default_factory=dict)  # id(value) -> layout
+    #: root -> group counts of the grouped convs its channels feed or come from
+    groups_of: dict[int, set[int]] = field(default_factory=dict)
 
     # --- union-find over sources ------------------------------------------------------------
     def find(self, i: int) -> int:
@@ -108,6 +112,19 @@ class Coupling:
         if ra != rb:
             self.parent[rb] = ra
             self.blocked.setdefault(ra, []).extend(self.blocked.pop(rb, []))
+            self.groups_of.setdefault(ra, set()).update(self.groups_of.pop(rb, set()))
+
+    def require_multiple(self, source: int, group: int) -> None:
+        """The group of ``source`` feeds (or is) a conv with ``group`` groups: its channels
+        must be removed in equal numbers from each of ``group`` equal chunks."""
+        self.groups_of.setdefault(self.find(source), set()).add(group)
+
+    def chunks(self, root: int) -> int:
+        """How many equal chunks the group's channels are pruned in (1: no constraint)."""
+        import math
+
+        gs = self.groups_of.get(self.find(root), set())
+        return math.lcm(*gs) if gs else 1
 
     def block(self, layout: Layout | None, reason: str) -> None:
         if layout is None:
@@ -200,20 +217,27 @@ def analyse(g: Graph) -> Coupling:
         kind = _layer_kind(g, n)
         op = n.op_type if is_standard(n) else None
         if kind in ("layer", "grouped"):
+            grouped = kind == "grouped" and n.op_type == "Conv"
+            group = n.attr("group", 1) if grouped else 1
             x = ins[0]
             if x is not None:
                 if x.inner != 1 and n.op_type not in ("Gemm", "MatMul"):
                     c.block(x, f"flattened channels read by {_name(n)}")
-                elif kind == "grouped":
-                    c.block(x, f"grouped {_name(n)} (group={n.attr('group')})")
+                elif kind == "grouped" and not (grouped and _whole_source(c, x)):
+                    c.block(x, f"grouped {_name(n)} (group={n.attr('group')}) reading "
+                               f"channels of several layers")
                 else:
+                    if grouped:  # its input channels go in equal numbers per group
+                        c.require_multiple(x.segments[0].source, group)
                     c.consumers.append((n, x))
             for v in ins[2:]:
                 c.block(v, f"channels used as a bias of {_name(n)}")
             w = n.inputs[1].const_value
             out = new_source(n, w.shape[out_axis(n)] * (n.attr("group", 1)
                                                           if n.op_type == "ConvTranspose" else 1))
-            if kind == "grouped":
+            if grouped:
+                c.require_multiple(out.segments[0].source, group)
+            elif kind == "grouped":
                 c.block(out, f"grouped {_name(n)} (group={n.attr('group')})")
             if len(n.inputs) > 2 and n.inputs[2] is not None and \
                     not g.is_constant(n.inputs[2]):
@@ -304,6 +328,12 @@ def analyse(g: Graph) -> Coupling:
                     if id(o) in outputs:
                         c.block(out, f"reaches the graph output '{o.name}'")
     return c
+
+
+def _whole_source(c: Coupling, x: Layout) -> bool:
+    """Is ``x`` exactly one layer's channels, in order?"""
+    return len(x.segments) == 1 and x.segments[0].source is not None and \
+        x.segments[0].start == 0 and x.segments[0].length == c.sources[x.segments[0].source].size
 
 
 def _elementwise(g: Graph, c: Coupling, n: Node, ins: list[Layout | None]) -> Layout | None:

@@ -189,10 +189,18 @@ class Prune(Pass):
             n = max(counts[r], floor, 1)
             if self.round_to > 1 and size >= self.round_to:
                 n = min(size, max(self.round_to, int(round(n / self.round_to)) * self.round_to))
+            chunks = c.chunks(r)  # grouped convs: the same number kept in each group
+            if chunks > 1:
+                if size % chunks:
+                    continue
+                n = min(size, max(chunks, int(round(n / chunks)) * chunks))
             if n >= size:
                 continue
-            kept = np.sort(np.argsort(-scores[r], kind="stable")[:n])
-            keep[r] = kept.astype(np.int64)
+            part = size // chunks
+            kept = np.concatenate([
+                j * part + np.argsort(-scores[r][j * part:(j + 1) * part], kind="stable")
+                [:n // chunks] for j in range(chunks)])
+            keep[r] = np.sort(kept).astype(np.int64)
         self._keep_every_part(c, keep, scores)
         return keep
 
@@ -207,6 +215,9 @@ class Prune(Pass):
                 continue
             seg = next(s for s in part.segments if s.source is not None)
             root = c.find(seg.source)
+            if c.chunks(root) > 1:  # adding one back would unbalance its groups
+                del keep[root]
+                continue
             span = np.arange(seg.start, seg.start + seg.length)
             best = span[int(np.argmax(scores[root][span]))]
             keep[root] = np.sort(np.append(keep[root], best))

@@ -90,14 +90,23 @@ def apply(model: Model, c: Coupling, keep: dict[int, np.ndarray],
         idx = positions(c, layout, keep)
         w = node.inputs[1].const_value
         axis = in_axis(node)
-        if len(idx) == w.shape[axis]:
+        group = node.attr("group", 1) if node.op_type == "Conv" else 1
+        if len(idx) == w.shape[axis] * group:
             continue
         folded = _fold_removed(g, node, layout, idx, constants.get(id(node)))
         if folded is None:
             approximate += 1
         elif folded is not True:
             maps.append((folded, node))
-        _take(g, node, 1, idx, axis)
+        if group > 1:  # per group: the kept channels of that group, at their slots
+            per = w.shape[1]
+            local = idx.reshape(group, -1) - (np.arange(group) * per)[:, None]
+            wg = w.reshape(group, w.shape[0] // group, per, *w.shape[2:])
+            take = local.reshape(group, 1, -1, *([1] * (w.ndim - 2)))
+            new = np.take_along_axis(wg, take, axis=2).reshape(w.shape[0], -1, *w.shape[2:])
+            _set_const(g, node, 1, new)
+        else:
+            _take(g, node, 1, idx, axis)
     for i, src in enumerate(c.sources):
         k = keep.get(c.find(i))
         if k is None:
@@ -176,7 +185,7 @@ def _fold_removed(g: Graph, node: Node, layout: Layout, kept: np.ndarray,
         return True
     w = node.inputs[1].const_value.astype(np.float64)
     axis = in_axis(node)
-    removed = np.setdiff1d(np.arange(w.shape[axis]), kept)
+    removed = np.setdiff1d(np.arange(len(values)), kept)  # every input channel (all groups)
     vals = values[removed]
     if np.any(np.isnan(vals)):
         return None  # a removed channel that depends on the input: cannot be folded
@@ -190,9 +199,11 @@ def _fold_removed(g: Graph, node: Node, layout: Layout, kept: np.ndarray,
         # it is uniform over space, else a constant map added after the conv
         from optc.runtime.kernels.conv import conv
 
-        attrs = {k: node.attr(k) for k in ("auto_pad", "dilations", "kernel_shape", "pads",
-                                           "strides") if node.attr(k) is not None}
-        contribution = conv(vals[None], np.take(w, removed, axis=axis), **attrs)[0]
+        attrs = {k: node.attr(k) for k in ("auto_pad", "dilations", "group", "kernel_shape",
+                                           "pads", "strides") if node.attr(k) is not None}
+        full = np.zeros((len(values), *vals.shape[1:]))  # kept channels 0: only the removed
+        full[removed] = vals
+        contribution = conv(full[None], w, **attrs)[0]
         flat = contribution.reshape(contribution.shape[0], -1)
         if np.any(flat != flat[:, :1]):
             return _add_map(g, node, contribution)
