@@ -59,6 +59,8 @@ class Prune(Pass):
     target_macs: float = field(default=0.0, metadata={
         "help": "instead of ratio: prune until MACs are at most this fraction of the "
                 "original (the ratio is searched)"})
+    steps: int = field(default=1, metadata={
+        "help": "prune in this many rounds, re-scoring in between"})
     plan: str = field(default="", metadata={
         "help": "replay a pruning plan (the prune_plan.json that --report writes)"})
 
@@ -66,6 +68,8 @@ class Prune(Pass):
         #: after run(): the pruned groups (layers, channels, kept, scores) and the blocked ones
         self.groups: list[dict[str, Any]] = []
         self.applied_ratio: float | None = None  # the ratio target-macs found
+        # during steps: (original size of each group by its layers, ratio reached this round)
+        self._schedule: tuple[dict[frozenset, int], float] | None = None
         self.blocked: list[dict[str, Any]] = []
 
     def requires(self, model: Model) -> None:
@@ -75,6 +79,8 @@ class Prune(Pass):
             raise OptcError(f"prune: max-ratio must be in (0, 1), got {self.max_ratio}")
         if not 0.0 <= self.target_macs < 1.0:
             raise OptcError(f"prune: target-macs must be in (0, 1), got {self.target_macs}")
+        if self.steps < 1:
+            raise OptcError(f"prune: steps must be >= 1, got {self.steps}")
         if self.round_to < 1:
             raise OptcError(f"prune: round-to must be >= 1, got {self.round_to}")
         if self.criterion == "taylor":
@@ -95,6 +101,41 @@ class Prune(Pass):
         return [p for p in re.split(r"[,;]", self.protect) if p]
 
     def run(self, model: Model) -> PassResult:
+        if self.steps > 1 and not self.plan and not self.target_macs:
+            return self._iterate(model)
+        stats, _ = self._step(model, self.ratio)
+        return PassResult(model, stats["pruned"] > 0, stats)
+
+    def _iterate(self, model: Model) -> PassResult:
+        """``steps`` rounds, the kept fraction of the original channels falling linearly to
+        1 - ratio; channels are re-scored on the pruned weights each round (a filter's norm
+        loses the input channels the round before removed). The recorded plan maps each
+        group's kept channels back to the original indices, so it replays in one shot."""
+        original: dict[frozenset, np.ndarray] = {}  # group layers -> original indices kept
+        sizes: dict[frozenset, int] = {}
+        totals: dict[str, int] = {}
+        for s in range(1, self.steps + 1):
+            before, after = 1 - self.ratio * (s - 1) / self.steps, 1 - self.ratio * s / self.steps
+            self._schedule = (sizes, self.ratio * s / self.steps)
+            stats, kept = self._step(model, 1 - after / before)
+            for key, (size, idx) in kept.items():
+                sizes.setdefault(key, size)
+                original[key] = original.get(key, np.arange(size))[idx]
+            for k in ("channels_removed", "approximate_folds", "bn_scale_fallbacks"):
+                totals[k] = totals.get(k, 0) + stats.get(k, 0)
+        self._schedule = None
+        for grp in self.groups:
+            key = frozenset(grp["layers"])
+            if key in original:
+                grp["channels"], grp["kept"] = sizes[key], original[key].tolist()
+        pruned = sum(1 for g in self.groups if len(g["kept"]) < g["channels"])
+        stats = {**stats, **{k: v for k, v in totals.items() if v}, "pruned": pruned,
+                 "steps": self.steps}
+        return PassResult(model, pruned > 0, stats)
+
+    def _step(self, model: Model, ratio: float):
+        """One round of analysis, scoring, selection and surgery: (stats, {group layers:
+        (channels before, kept indices)})."""
         g = model.graph
         topological_sort(g)
         infer_shapes(model)
@@ -117,7 +158,7 @@ class Prune(Pass):
         elif self.target_macs > 0:
             keep = self._search_macs(model, c, prunable, scores)
         else:
-            keep = self._select(c, prunable, scores, self.ratio)
+            keep = self._select(c, prunable, scores, ratio)
         constants = surgery.removed_constants(model, c, keep)
         approximate = surgery.apply(model, c, keep, constants)
         self._record(c, groups, scores, keep)
@@ -132,7 +173,9 @@ class Prune(Pass):
             stats["ratio"] = self.applied_ratio
         if approximate:
             stats["approximate_folds"] = approximate
-        return PassResult(model, bool(keep), stats)
+        kept = {frozenset(self._layer_names(c, prunable[r])): (c.sources[r].size, keep[r])
+                for r in keep}
+        return stats, kept
 
     def _search_macs(self, model: Model, c: Coupling, prunable: dict[int, list[int]],
                      scores: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
@@ -170,6 +213,11 @@ class Prune(Pass):
         sizes = {r: c.sources[m[0]].size for r, m in prunable.items()}
         if self.scope == "local":
             counts = {r: size - int(np.floor(size * ratio)) for r, size in sizes.items()}
+            if self._schedule is not None:  # rounds count from the original sizes (no drift)
+                original, total = self._schedule
+                for r, members in prunable.items():
+                    o = original.get(frozenset(self._layer_names(c, members)), sizes[r])
+                    counts[r] = min(sizes[r], o - int(np.floor(o * total)))
         else:
             # one ranking: the lowest `ratio` of all prunable channels go, within max-ratio
             pool = [(s, r) for r in prunable for s in scores[r]]

@@ -321,3 +321,23 @@ def test_target_macs(scope):
     assert 0 < stats["ratio"] < 0.9
     with pytest.raises(OptcError, match="target-macs=0.001 is out of reach"):
         optc.optimize(MODELS / "resnet_mini.onnx", passes="default,prune{target-macs=0.001}")
+
+
+def test_iterative_steps_reach_the_ratio_and_their_plan_replays(tmp_path):
+    import json
+
+    base, _ = optc.optimize(MODELS / "resnet_mini.onnx")
+    model = clone(base)
+    p = Prune(ratio=0.5, steps=3)
+    stats = p(model).stats
+    assert stats["steps"] == 3 and stats["pruned"] == 9
+    for grp in p.groups:  # 1 - 0.5 of the original channels, kept indices in original terms
+        assert len(grp["kept"]) == grp["channels"] // 2
+        assert max(grp["kept"]) < grp["channels"]
+    # the composed plan, replayed in one shot on the original, gives the same weights
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"groups": p.groups}))
+    replayed = clone(base)
+    Prune(plan=str(plan))(replayed)
+    assert [v.const_value.tolist() for v in model.graph.initializers.values()] == \
+        [v.const_value.tolist() for v in replayed.graph.initializers.values()]
