@@ -386,3 +386,25 @@ def test_bad_prune_plans(tmp_path, text, fragment):
                f"default,prune{{plan={plan}}}")
     assert_one_line_error(r, fragment)
     assert not out.exists()
+
+
+def test_prune_then_quantize(tmp_path):
+    # the product's main flow: fuse, prune, quantize; the result runs the same in both runtimes
+    from optc.runtime import InferenceSession
+    from optc.validate import ort_session
+
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(
+        np.float32))
+    out = tmp_path / "small_int8.onnx"
+    r = invoke("optimize", MODELS / "resnet_mini.onnx", "-o", out, "--passes",
+               "default,prune{ratio=0.5 round-to=8},quantize{probe=false}", "--calib", calib,
+               "--validate")
+    assert r.exit_code == 0, r.stderr
+    model = onnx.load(out)
+    onnx.checker.check_model(model, full_check=True)
+    assert out.stat().st_size < 0.15 * (MODELS / "resnet_mini.onnx").stat().st_size
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    a = ort_session(str(out)).run(None, {"input": x})[0]
+    b = InferenceSession(str(out)).run(None, {"input": x})[0]
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
