@@ -26,18 +26,11 @@ LIGHT = ("resnet50", "densenet121", "shufflenet", "inception_v1", "inception_v2"
 
 
 def _load(name: str):
-    from onnx import version_converter
-
     import optc
-    from optc.testing import light_model, randomize_light
+    from optc.testing import light_at_opset
 
-    if name in LIGHT:
-        proto = randomize_light(light_model(name))
-        if proto.opset_import[0].version < 13:
-            proto = version_converter.convert_version(proto, 13)
-        model, _ = optc.optimize(proto)
-    else:
-        model, _ = optc.optimize(REPO / "models" / f"{name}.onnx")
+    source = light_at_opset(name, 13) if name in LIGHT else REPO / "models" / f"{name}.onnx"
+    model, _ = optc.optimize(source)
     return model
 
 

@@ -29,9 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 def _models(samples: int) -> dict[str, tuple[Path, dict[str, np.ndarray], dict | None]]:
     """name -> (fp32 model path, calibration data, evaluation data or None)."""
     import onnx
-    from onnx import version_converter
 
-    from optc.testing import light_model, randomize_light
+    from optc.testing import light_at_opset
 
     digits = dict(np.load(REPO / "models" / "digits_test.npz"))
     rng = np.random.default_rng(0)
@@ -41,7 +40,7 @@ def _models(samples: int) -> dict[str, tuple[Path, dict[str, np.ndarray], dict |
         out[name] = (REPO / "models" / f"{name}.onnx",
                      {"input": rng.standard_normal((samples, *shape)).astype(np.float32)}, None)
     tmp = Path(tempfile.mkdtemp(prefix="optc-qbench-"))
-    r50 = version_converter.convert_version(randomize_light(light_model("resnet50")), 17)
+    r50 = light_at_opset("resnet50", 17)
     onnx.save(r50, tmp / "resnet50_opset17.onnx")
     out["resnet50 (light, random w)"] = (
         tmp / "resnet50_opset17.onnx",

@@ -25,6 +25,17 @@ def light_model(name: str) -> str:
     return matches[0]
 
 
+def light_at_opset(name: str, opset: int, seed: int = 0) -> onnx.ModelProto:
+    """``randomize_light`` of the light model ``name``, converted to ``opset`` if it is older
+    (per-channel quantization needs 13)."""
+    from onnx import version_converter
+
+    proto = randomize_light(light_model(name), seed=seed)
+    if proto.opset_import[0].version < opset:
+        proto = version_converter.convert_version(proto, opset)
+    return proto
+
+
 def randomize_light(path: str, seed: int = 0) -> onnx.ModelProto:
     """The light model with every ConstantOfShape-filled weight replaced by a seeded random
     initializer (He-scaled for weights; 1-D tensors in [0.5, 1.5] so BN variances stay

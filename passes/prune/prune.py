@@ -190,17 +190,18 @@ class Prune(Pass):
             surgery.apply(trial, tc, keep, {})
             return model_stats(trial).macs
 
-        goal = self.target_macs * macs({})
+        total = macs({})
         lo, hi = 0.0, self.max_ratio
         best = self._select(c, prunable, scores, hi)
-        if macs(best) > goal:
+        fewest = macs(best)
+        if fewest > self.target_macs * total:
             raise OptcError(f"prune: target-macs={self.target_macs:g} is out of reach: at "
                             f"max-ratio={self.max_ratio:g} the model keeps "
-                            f"{macs(best) / (goal / self.target_macs):.2f} of its MACs")
+                            f"{fewest / total:.2f} of its MACs")
         for _ in range(12):
             mid = (lo + hi) / 2
             keep = self._select(c, prunable, scores, mid)
-            if macs(keep) <= goal:
+            if macs(keep) <= self.target_macs * total:
                 hi, best = mid, keep
             else:
                 lo = mid
@@ -275,9 +276,10 @@ class Prune(Pass):
     def _replay(self, c: Coupling, prunable: dict[int, list[int]]) -> dict[int, np.ndarray]:
         """Kept indices from a plan file, matched to this graph's groups by their layers."""
         import json
+        from pathlib import Path
 
         try:
-            doc = json.loads(open(self.plan).read())
+            doc = json.loads(Path(self.plan).read_text())
             entries = doc["groups"]
         except FileNotFoundError:
             raise OptcError(f"{self.plan}: pruning plan not found") from None

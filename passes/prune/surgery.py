@@ -68,13 +68,7 @@ def _slice_axis_index(node: Node) -> int:
 
 def _take(g: Graph, node: Node, index: int, idx: np.ndarray, axis: int) -> None:
     """Slice ``node``'s constant input ``index`` along ``axis`` (a private copy if shared)."""
-    v = node.inputs[index]
-    arr = v.const_value
-    sliced = np.take(arr, idx, axis=axis)
-    if len(v.uses()) > 1 or g.is_output(v) or g.is_input(v):
-        node.replace_input(index, g.add_initializer(v.name + "_pruned", sliced))
-    else:
-        v.set_const(sliced)
+    _set_const(g, node, index, np.take(node.inputs[index].const_value, idx, axis=axis))
 
 
 def apply(model: Model, c: Coupling, keep: dict[int, np.ndarray],
@@ -153,12 +147,7 @@ def apply(model: Model, c: Coupling, keep: dict[int, np.ndarray],
     for node, layout in c.reshapes:  # (N, features) targets spelled out: the new count
         target = node.inputs[1].const_value.copy()
         target[1] = len(positions(c, layout, keep))
-        if target[1] != node.inputs[1].const_value[1]:
-            v = node.inputs[1]
-            if len(v.uses()) > 1:
-                node.replace_input(1, g.add_initializer(v.name + "_pruned", target))
-            else:
-                v.set_const(target)
+        _set_const(g, node, 1, target)
     for node, index, layout, axis in c.params:
         idx = positions(c, layout, keep)
         arr = node.inputs[index].const_value

@@ -280,17 +280,10 @@ _LIGHT = ("resnet50", "densenet121", "shufflenet", "inception_v1", "inception_v2
 @pytest.mark.parametrize("ratio", [0.3, 0.5])
 @pytest.mark.parametrize("name", ["digits_cnn", "resnet_mini", "mobilenetv2_mini", *_LIGHT])
 def test_models_prune_and_run(name, ratio):
-    from onnx import version_converter
+    from optc.testing import light_at_opset
 
-    from optc.testing import light_model, randomize_light
-
-    if name in _LIGHT:
-        proto = randomize_light(light_model(name))
-        if proto.opset_import[0].version < 13:
-            proto = version_converter.convert_version(proto, 13)
-        model, _ = optc.optimize(proto)
-    else:
-        model, _ = optc.optimize(MODELS / f"{name}.onnx")
+    source = light_at_opset(name, 13) if name in _LIGHT else MODELS / f"{name}.onnx"
+    model, _ = optc.optimize(source)
     before = serialize(model)
     p = Prune(ratio=ratio)
     stats = p(model).stats
