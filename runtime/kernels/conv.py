@@ -97,18 +97,10 @@ def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
     return y.reshape(n, m, *out)
 
 
-@kernel("ConvTranspose", (1, 11, 22))
-def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
-                   kernel_shape=None, output_padding=None, output_shape=None, pads=None,
-                   strides=None):
-    nd = x.ndim - 2
-    n, c = x.shape[:2]
-    k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
-    strides, dilations = _defaults(k, strides, dilations)
-    out_pad = list(output_padding) if output_padding else [0] * nd
-    mg = w.shape[1]
-    m = mg * group
-    in_sp = x.shape[2:]
+def transpose_geometry(in_sp, k, strides, dilations, out_pad, output_shape, pads, auto_pad):
+    """(full output size, begin crop, end crop) per spatial dim of a ConvTranspose: the full
+    size is what the scatter covers; a negative crop extends the output with zeros."""
+    nd = len(in_sp)
     full = [(in_sp[i] - 1) * strides[i] + (k[i] - 1) * dilations[i] + 1 + out_pad[i]
             for i in range(nd)]
     if output_shape is not None:
@@ -132,6 +124,23 @@ def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
     else:
         begin, end = resolve_pads(in_sp, k, strides, dilations, pads,
                                   "NOTSET" if auto_pad == "VALID" else auto_pad)
+    return full, begin, end
+
+
+@kernel("ConvTranspose", (1, 11, 22))
+def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
+                   kernel_shape=None, output_padding=None, output_shape=None, pads=None,
+                   strides=None):
+    nd = x.ndim - 2
+    n, c = x.shape[:2]
+    k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
+    strides, dilations = _defaults(k, strides, dilations)
+    out_pad = list(output_padding) if output_padding else [0] * nd
+    mg = w.shape[1]
+    m = mg * group
+    in_sp = x.shape[2:]
+    full, begin, end = transpose_geometry(in_sp, k, strides, dilations, out_pad, output_shape,
+                                          pads, auto_pad)
     cg = c // group
     pixels = int(np.prod(in_sp))
     dtype = np.result_type(x.dtype, w.dtype)

@@ -95,9 +95,10 @@ def _filter_table(x, kernel_fn, support, scale, antialias, in_len, exclude_outsi
     return idx, w
 
 
-def _resize_axis(data, axis, out_len, scale, roi, *, mode, coord_mode, nearest_mode, cubic_a,
-                 exclude_outside, antialias, extrapolation_value):
-    in_len = data.shape[axis]
+def axis_table(in_len, out_len, scale, roi, *, mode, coord_mode, nearest_mode, cubic_a,
+               exclude_outside, antialias):
+    """(idx (out, taps) clamped source indices, w (out, taps) weights, extrapolated mask or
+    None) for resizing one axis of length ``in_len`` to ``out_len``."""
     x, extrapolated = _source_coords(coord_mode, out_len, in_len, scale, roi)
     if mode == "nearest":
         idx, w = _nearest_table(x, nearest_mode)
@@ -108,21 +109,18 @@ def _resize_axis(data, axis, out_len, scale, roi, *, mode, coord_mode, nearest_m
                                exclude_outside)
     else:
         raise OptcError(f"Resize mode '{mode}' is not valid")
-    idx = np.clip(idx, 0, in_len - 1)
-    gathered = np.take(data, idx, axis=axis)  # (..., out, taps, ...)
-    shape = (1,) * axis + w.shape + (1,) * (data.ndim - axis - 1)
-    result = (gathered * w.reshape(shape)).sum(axis=axis + 1)
-    if extrapolated is not None and extrapolated.any():
-        mask = extrapolated.reshape((1,) * axis + (out_len,) + (1,) * (data.ndim - axis - 1))
-        result = np.where(mask, extrapolation_value, result)
-    return result
+    if extrapolated is not None and not extrapolated.any():
+        extrapolated = None
+    return np.clip(idx, 0, in_len - 1), w, extrapolated
 
 
-def _resize(x, roi, scales, sizes, *, antialias=0, axes=None,
-            coordinate_transformation_mode="half_pixel", cubic_coeff_a=-0.75,
-            exclude_outside=0, extrapolation_value=0.0, keep_aspect_ratio_policy="stretch",
-            mode="nearest", nearest_mode="round_prefer_floor"):
-    r = x.ndim
+def resize_plan(shape, roi, scales, sizes, *, axes=None, antialias=0,
+                coordinate_transformation_mode="half_pixel", cubic_coeff_a=-0.75,
+                exclude_outside=0, extrapolation_value=0.0, keep_aspect_ratio_policy="stretch",
+                mode="nearest", nearest_mode="round_prefer_floor"):
+    """[(axis, idx, w, extrapolated)] for each axis that changes, in order, and the
+    extrapolation value: a description of a Resize that any array library can apply."""
+    r = len(shape)
     axes = list(range(r)) if axes is None else [a + r if a < 0 else a for a in axes]
     roi = None if roi is None or np.asarray(roi).size == 0 else \
         [float(v) for v in np.asarray(roi).reshape(-1)]
@@ -130,7 +128,7 @@ def _resize(x, roi, scales, sizes, *, antialias=0, axes=None,
         roi = [roi[a] for a in axes] + [roi[r + a] for a in axes]
     if sizes is not None and np.asarray(sizes).size:
         sizes = [int(v) for v in np.asarray(sizes).reshape(-1)]
-        in_sizes = [x.shape[a] for a in axes]
+        in_sizes = [shape[a] for a in axes]
         scale_list = [o / i for o, i in zip(sizes, in_sizes)]
         if keep_aspect_ratio_policy != "stretch":
             if keep_aspect_ratio_policy == "not_larger":
@@ -146,23 +144,37 @@ def _resize(x, roi, scales, sizes, *, antialias=0, axes=None,
         scale_list = [float(v) for v in np.asarray(scales).reshape(-1)]
         if len(scale_list) == r and len(axes) != r:
             scale_list = [scale_list[a] for a in axes]
-        sizes = [int(np.floor(s * x.shape[a])) for s, a in zip(scale_list, axes)]
+        sizes = [int(np.floor(s * shape[a])) for s, a in zip(scale_list, axes)]
     else:
         raise OptcError("Resize needs scales or sizes")
     if len(scale_list) != len(axes):
         raise OptcError(f"Resize got {len(scale_list)} scales/sizes for {len(axes)} axes")
-    result = x.astype(np.float64)
+    steps = []
     n = len(axes)
     for i, a in enumerate(axes):
         axis_roi = None if roi is None else (roi[i], roi[n + i])
-        if sizes[i] == x.shape[a] and scale_list[i] == 1.0 and \
+        if sizes[i] == shape[a] and scale_list[i] == 1.0 and \
                 coordinate_transformation_mode != "tf_crop_and_resize":
             continue
-        result = _resize_axis(result, a, sizes[i], scale_list[i], axis_roi, mode=mode,
-                              coord_mode=coordinate_transformation_mode,
-                              nearest_mode=nearest_mode, cubic_a=cubic_coeff_a,
-                              exclude_outside=exclude_outside, antialias=antialias,
-                              extrapolation_value=extrapolation_value)
+        idx, w, extrapolated = axis_table(
+            shape[a], sizes[i], scale_list[i], axis_roi, mode=mode,
+            coord_mode=coordinate_transformation_mode, nearest_mode=nearest_mode,
+            cubic_a=cubic_coeff_a, exclude_outside=exclude_outside, antialias=antialias)
+        steps.append((a, idx, w, extrapolated))
+    return steps, extrapolation_value
+
+
+def _resize(x, roi, scales, sizes, **attrs):
+    steps, fill = resize_plan(x.shape, roi, scales, sizes, **attrs)
+    result = x.astype(np.float64)
+    for axis, idx, w, extrapolated in steps:
+        gathered = np.take(result, idx, axis=axis)  # (..., out, taps, ...)
+        shape = (1,) * axis + w.shape + (1,) * (result.ndim - axis - 1)
+        result = (gathered * w.reshape(shape)).sum(axis=axis + 1)
+        if extrapolated is not None:
+            mask = extrapolated.reshape((1,) * axis + (len(idx),) +
+                                        (1,) * (result.ndim - axis - 1))
+            result = np.where(mask, fill, result)
     if x.dtype.kind in "iu":
         info = np.iinfo(x.dtype)
         return np.clip(np.rint(result), info.min, info.max).astype(x.dtype)

@@ -1,0 +1,81 @@
+"""The ONNX backend node tests run through the torch executor (optc.distill.TorchGraph).
+
+Selected: each node test whose op has a torch function in ``optc.distill.ops``, with every
+graph input fed as a torch tensor (so the torch op runs, not optc.runtime's NumPy kernel).
+Compared with onnx's runner comparison and each case's own tolerances. Skipped, each with its
+reason: tensors of a dtype outside float32/float64/int8/uint8/int32/int64/bool, and what the
+executor refuses with a clear error (training mode, MaxPool's Indices output, blocked
+quantization). QuantizeLinear's integers are held in float tensors (see optc.distill.ops):
+checked to be whole numbers, then compared as the expected integer type.
+"""
+
+import unittest
+import warnings
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+torch = pytest.importorskip("torch")  # the test extra pins torch; this only guards imports
+
+from optc.distill import TorchGraph  # noqa: E402
+from optc.distill.ops import OPS  # noqa: E402
+from optc.errors import OptcError  # noqa: E402
+from tests.runtime.test_backend_node import _dtypes, _graph_ops  # noqa: E402
+
+DTYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT32, TensorProto.INT64,
+          TensorProto.INT8, TensorProto.UINT8,
+          TensorProto.BOOL}
+REFUSED = ("training mode", "Indices output", "blocked quantization")
+QUANTIZERS = ("QuantizeLinear", "DynamicQuantizeLinear")
+
+
+def _cases():
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = collect_testcases(None)
+    return sorted((c for c in cases if len(c.model.graph.node) == 1 and
+                   c.model.graph.node[0].op_type in OPS and
+                   c.model.graph.node[0].domain in ("", "ai.onnx")),
+                  key=lambda c: c.name)
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_node(case):
+    from onnx.backend.test.runner import Runner
+
+    model = case.model
+    odd = sorted(_dtypes(model.graph) - DTYPES)
+    if odd:
+        raise unittest.SkipTest("dtype " + ", ".join(
+            TensorProto.DataType.Name(t) if t >= 0 else "non-tensor" for t in odd) +
+            " is outside the tested set")
+    assert _graph_ops(model.graph) <= set(OPS)
+    for inputs, expected in case.data_sets:
+        inputs = [numpy_helper.to_array(a) if isinstance(a, TensorProto) else a
+                  for a in inputs]
+        feeds = {i.name: torch.from_numpy(np.array(a, dtype=helper.tensor_dtype_to_np_dtype(
+            i.type.tensor_type.elem_type))) for i, a in zip(model.graph.input, inputs)
+            if a is not None}
+        try:
+            tg = TorchGraph(model, trainable="none")
+            out = tg(feeds)
+        except OptcError as e:
+            if any(r in str(e) for r in REFUSED):
+                raise unittest.SkipTest(f"refused: {e}") from e
+            raise
+        got = [out[o.name].detach().numpy() for o in model.graph.output]
+        expected = [numpy_helper.to_array(a) if isinstance(a, TensorProto) else a
+                    for a in expected]
+        if model.graph.node[0].op_type in QUANTIZERS:
+            # the executor holds quantized values in float tensors (to let gradients through)
+            ints = [e.dtype.kind in "iu" for e in expected]
+            assert all(np.array_equal(g, np.round(g)) for g, i in zip(got, ints) if i)
+            got = [g.astype(e.dtype) if i else g for g, e, i in zip(got, expected, ints)]
+        Runner.assert_similar_outputs(expected, got, rtol=case.rtol, atol=case.atol,
+                                      model_dir=None)
