@@ -1,6 +1,8 @@
 """Build models/digits_cnn.onnx: a small CNN trained on scikit-learn's digits (1797 labelled
 8x8 images, shipped inside scikit-learn: nothing is downloaded), and models/digits_test.npz,
-the held-out test split as DATA (key ``input``: N x 1 x 8 x 8 float32, key ``labels``).
+the held-out test split as DATA (key ``input``: N x 1 x 8 x 8 float32, key ``labels``), and
+models/digits_train.npz, the training split in the same form (fine-tuning data for
+``optc distill``).
 
 Seeded and single-threaded, so a run is deterministic; trains in a few seconds on one CPU core
 and prints the test accuracy (recorded in models/README.md).
@@ -66,8 +68,9 @@ def main() -> None:
     acc = float((pred == y_test).mean())
     path = export(model, torch.from_numpy(x_test[:1]), out / "digits_cnn.onnx")
     np.savez(out / "digits_test.npz", input=x_test, labels=y_test)
-    print(f"wrote {path} and {out / 'digits_test.npz'}; test accuracy {acc:.4f} "
-          f"on {len(y_test)} images")
+    np.savez(out / "digits_train.npz", input=x_train, labels=y_train)
+    print(f"wrote {path}, {out / 'digits_test.npz'} and {out / 'digits_train.npz'}; test "
+          f"accuracy {acc:.4f} on {len(y_test)} images")
 
 
 if __name__ == "__main__":
