@@ -178,6 +178,108 @@ def _validate(source: Path, model, lossless: bool, seed: int, runtime: str = "or
     return results
 
 
+@main.command()
+@click.option("--teacher", "teachers", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Teacher model; repeat for several (their soft targets are averaged).")
+@click.option("--student", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The model to fine-tune (pruned, quantized, ...).")
+@click.option("--data", "data_path", required=True, type=click.Path(path_type=Path),
+              help="Training DATA (.npz, a folder of .npy/.npz, or images + preprocess.json).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the fine-tuned student (needed unless --epochs 0).")
+@click.option("--labels", "labels_key", default="labels", show_default=True,
+              help="The DATA key holding the class labels.")
+@click.option("--temperature", default=4.0, show_default=True, help="Softmax temperature T.")
+@click.option("--alpha", default=0.9, show_default=True,
+              help="Weight of the soft-target term; 1 - alpha weighs the hard labels.")
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True, help="Adam's learning rate.")
+@click.option("--weight-decay", default=0.0, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--hint", "hints", multiple=True, metavar="T_TENSOR:S_TENSOR",
+              help="FitNets hint between a teacher and a student tensor (repeatable).")
+@click.option("--hint-weight", default=1.0, show_default=True)
+@click.option("--learn-scales", is_flag=True,
+              help="Quantized students: train the QDQ scales too (LSQ).")
+@click.option("--output-name", default=None, help="The logits output (default: the first).")
+@click.option("--val", "val_path", type=click.Path(path_type=Path),
+              help="Validation DATA: its metric picks the best epoch.")
+@click.option("--taylor", "taylor_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write first-order Taylor channel importance of the student as "
+                   "given (for prune{criterion=taylor scores=FILE}).")
+def distill(teachers: tuple[Path, ...], student: Path, data_path: Path, output: Path | None,
+            labels_key: str, temperature: float, alpha: float, epochs: int, lr: float,
+            weight_decay: float, batch_size: int, seed: int, hints: tuple[str, ...],
+            hint_weight: float, learn_scales: bool, output_name: str | None,
+            val_path: Path | None, taylor_path: Path | None) -> None:
+    """Fine-tune STUDENT against TEACHER(s) by knowledge distillation; write the weights back."""
+    try:
+        import optc.distill  # noqa: F401  (torch is an optional extra)
+    except ImportError as e:
+        raise OptcError("optc distill needs PyTorch: pip install 'optc[distill]'") from e
+    from optc.data import check_samples, read_data
+    from optc.distill.train import DistillConfig, check_compatible
+    from optc.distill.train import distill as run_distill
+    from optc.ir import load, save
+
+    if output is None and epochs > 0:
+        raise OptcError("-o/--output is required (or --epochs 0 with --taylor)")
+    if output is None and taylor_path is None:
+        raise OptcError("nothing to do: --epochs 0 without --taylor")
+    for path in (output, taylor_path):
+        if path is not None and not path.parent.exists():
+            raise OptcError(f"{path}: directory '{path.parent}' does not exist")
+    pairs = []
+    for h in hints:
+        t, sep, s = h.partition(":")
+        if not sep or not t or not s:
+            raise OptcError(f"--hint '{h}' is not T_TENSOR:S_TENSOR")
+        pairs.append((t, s))
+    config = DistillConfig(temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
+                           weight_decay=weight_decay, batch_size=batch_size, seed=seed,
+                           hints=pairs, hint_weight=hint_weight, learn_scales=learn_scales,
+                           output=output_name)
+    config.check()
+    s_model = load(student)
+    t_models = [load(t) for t in teachers]
+    for t_path, t in zip(teachers, t_models):
+        check_compatible(t, s_model, f"teacher {t_path}")
+    inputs = [v.name for v in s_model.graph.inputs if not s_model.graph.is_initializer(v)]
+    data = read_data(data_path, inputs, labels_key)
+    check_samples(s_model, data, str(data_path))
+    val = None
+    if val_path is not None:
+        val = read_data(val_path, inputs, labels_key)
+        check_samples(s_model, val, str(val_path))
+    if taylor_path is not None:
+        from optc.distill.taylor import scores_json, taylor_scores
+
+        scores = taylor_scores(s_model, data, t_models, temperature=temperature,
+                               batch_size=batch_size, output=output_name)
+        _atomic_write_text(taylor_path, scores_json(scores))
+        _stderr.print(f"wrote taylor channel importance of {len(scores)} layers to "
+                      f"{taylor_path}")
+    if epochs == 0:
+        return
+    result = run_distill(t_models, s_model, data, config, val=val,
+                         progress=_stderr.is_terminal, log=lambda line: _stderr.print(line))
+    from optc.distill.train import _dist_env
+
+    if _dist_env()[0] != 0:
+        return  # under torchrun only rank 0 writes
+    save(result.model, output)
+    per_epoch = sum(h.seconds for h in result.history) / max(len(result.history), 1)
+    best = "the student as given" if result.best_epoch == 0 else f"epoch {result.best_epoch}"
+    metric = ""
+    if result.initial_metric is not None:
+        chosen = result.initial_metric if result.best_epoch == 0 else \
+            result.history[result.best_epoch - 1].metric
+        metric = f"; {result.metric_name} {result.initial_metric:.4f} -> {chosen:.4f}"
+    _stderr.print(f"{student} -> {output}: kept {best}{metric}; {per_epoch:.2f} s per epoch")
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)

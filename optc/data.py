@@ -27,8 +27,10 @@ from optc.errors import OptcError
 LABELS = "labels"
 
 
-def read_data(path: str | Path, input_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Read DATA and check it against ``input_names``; returns name -> array (and ``labels``)."""
+def read_data(path: str | Path, input_names: Sequence[str], labels_key: str = LABELS
+              ) -> dict[str, np.ndarray]:
+    """Read DATA and check it against ``input_names``; returns name -> array (and ``labels``,
+    read from the key ``labels_key``)."""
     path = Path(path)
     if not path.exists():
         raise OptcError(f"{path}: no such file or folder")
@@ -51,6 +53,8 @@ def read_data(path: str | Path, input_names: Sequence[str]) -> dict[str, np.ndar
         for k, v in _read_file(path).items():
             arrays[k] = [v]
     data = {k: (v[0] if len(v) == 1 else np.concatenate(v)) for k, v in arrays.items()}
+    if labels_key != LABELS and labels_key in data:
+        data[LABELS] = data.pop(labels_key)
     missing = [n for n in input_names if n not in data]
     extra = [k for k in data if k not in input_names and k != LABELS]
     if missing:
@@ -151,3 +155,35 @@ def batches(data: dict[str, np.ndarray], batch_sizes: dict[str, int | None]
     step = next((b for b in (batch_sizes.get(k) for k in names) if b), None) or n
     for start in range(0, n, step):
         yield {k: data[k][start:start + step] for k in names}
+
+
+def check_samples(model, data: dict[str, np.ndarray], where: str) -> None:
+    """DATA against ``model``'s inputs (an optc Model): each input's dtype, rank and static
+    dims (the leading sample axis is the batch), finite values; integer labels, one per
+    sample. One clear OptcError naming ``where`` otherwise."""
+    from onnx import helper
+
+    g = model.graph
+    for v in g.inputs:
+        if g.is_initializer(v) or v.name not in data:
+            continue
+        arr = data[v.name]
+        if v.dtype:
+            want = helper.tensor_dtype_to_np_dtype(v.dtype)
+            if arr.dtype != want:
+                raise OptcError(f"{where}: input '{v.name}' is {arr.dtype}, the model takes "
+                                f"{want}")
+        if v.shape is not None:
+            dims = ["?" if not isinstance(d, int) else d for d in v.shape]
+            bad = arr.ndim != len(v.shape) or any(
+                isinstance(d, int) and d != n for d, n in zip(v.shape[1:], arr.shape[1:]))
+            if bad:
+                raise OptcError(f"{where}: input '{v.name}' has samples of shape "
+                                f"{list(arr.shape)}, the model takes {dims}")
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise OptcError(f"{where}: input '{v.name}' holds NaN or Inf")
+    if LABELS in data:
+        labels = data[LABELS]
+        if labels.dtype.kind not in "iu" or labels.ndim != 1:
+            raise OptcError(f"{where}: '{LABELS}' must be a 1-d array of class indices, got "
+                            f"{labels.dtype} of shape {list(labels.shape)}")

@@ -5,7 +5,8 @@ match. Three steps, each in its own module:
 1. coupling.py finds the channel groups (channels that must go together: a conv and its BN,
    both sides of a residual Add, Concat offsets, depthwise convs, Flatten -> Gemm blocks) and
    blocks those it cannot prune safely, with a reason;
-2. importance.py scores each group's channels (``criterion``: l1, l2, bn-scale, random);
+2. importance.py scores each group's channels (``criterion``: l1, l2, bn-scale, taylor,
+   random);
 3. this module picks the channels to keep -- ``scope=local``: the same ``ratio`` in every
    group; ``scope=global``: one ranking of all groups' normalised scores, the lowest ``ratio``
    of all prunable channels removed -- never more than ``max-ratio`` of a group, never all of
@@ -35,7 +36,7 @@ from optc.ir import Model, infer_shapes, topological_sort
 from optc.pass_base import Pass, PassResult, register
 from optc.passes.prune import surgery
 from optc.passes.prune.coupling import Coupling, analyse
-from optc.passes.prune.importance import CRITERIA, group_scores
+from optc.passes.prune.importance import CRITERIA, group_scores, read_scores
 
 
 @register
@@ -63,6 +64,8 @@ class Prune(Pass):
         "help": "prune in this many rounds, re-scoring in between"})
     plan: str = field(default="", metadata={
         "help": "replay a pruning plan (the prune_plan.json that --report writes)"})
+    scores: str = field(default="", metadata={
+        "help": "for criterion=taylor: the scores file of optc distill --taylor"})
 
     def __post_init__(self) -> None:
         #: after run(): the pruned groups (layers, channels, kept, scores) and the blocked ones
@@ -71,6 +74,7 @@ class Prune(Pass):
         # during steps: (original size of each group by its layers, ratio reached this round)
         self._schedule: tuple[dict[frozenset, int], float] | None = None
         self.blocked: list[dict[str, Any]] = []
+        self._scores: dict[str, np.ndarray] | None = None  # taylor: read by requires()
 
     def requires(self, model: Model) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -83,9 +87,18 @@ class Prune(Pass):
             raise OptcError(f"prune: steps must be >= 1, got {self.steps}")
         if self.round_to < 1:
             raise OptcError(f"prune: round-to must be >= 1, got {self.round_to}")
+        self._scores = None
         if self.criterion == "taylor":
-            raise OptcError("prune: criterion 'taylor' needs gradients from the distillation "
-                            "stage, which does not exist yet; use l1, l2, bn-scale or random")
+            if not self.scores:
+                raise OptcError("prune: criterion=taylor needs scores=FILE, written by "
+                                "optc distill --taylor FILE on this model")
+            if self.steps > 1:
+                raise OptcError("prune: taylor scores are for the model as given; with "
+                                "steps > 1 re-score between rounds (optc distill --taylor)")
+            self._scores = read_scores(self.scores)
+        elif self.scores:
+            raise OptcError(f"prune: scores=FILE is for criterion=taylor, not "
+                            f"{self.criterion}")
         if self.criterion not in CRITERIA:
             raise OptcError(f"prune: unknown criterion '{self.criterion}' (one of "
                             f"{', '.join(CRITERIA)})")
@@ -151,7 +164,8 @@ class Prune(Pass):
         prunable = {r: m for r, m in groups.items() if not c.is_blocked(r)}
         scores, fallbacks = {}, 0
         for root, members in prunable.items():
-            scores[root], fell = group_scores(g, c, members, self.criterion, rng)
+            scores[root], fell = group_scores(g, c, members, self.criterion, rng,
+                                              self._scores)
             fallbacks += fell
         if self.plan:
             keep = self._replay(c, prunable)

@@ -239,7 +239,8 @@ def test_round_to_and_protect():
 @pytest.mark.parametrize("options, fragment", [
     ("ratio=1.0", "ratio must be in [0, 1)"),
     ("ratio=-0.1", "ratio must be in [0, 1)"),
-    ("criterion=taylor", "needs gradients"),
+    ("criterion=taylor", "needs scores=FILE"),
+    ("criterion=l1 scores=x.json", "for criterion=taylor"),
     ("criterion=magnitude", "criterion"),
     ("protect=no_such_layer", "protected name(s) not in the graph: no_such_layer"),
 ])
