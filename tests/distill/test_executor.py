@@ -7,16 +7,16 @@ import onnx
 import onnx.parser
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
-import optc  # noqa: E402
-from optc.distill import TorchGraph  # noqa: E402
-from optc.errors import OptcError  # noqa: E402
-from optc.ir import serialize  # noqa: E402
-from optc.ir.serde import to_proto  # noqa: E402
-from optc.testing import randomize_light, light_model  # noqa: E402
-from optc.validate import ort_session, random_feeds, run  # noqa: E402
-from tests.util import MODELS, SHIPPED_MODELS, parse  # noqa: E402
+import optc
+from optc.distill import TorchGraph
+from optc.errors import OptcError
+from optc.ir import serialize
+from optc.ir.serde import to_proto
+from optc.testing import randomize_light, light_model
+from optc.validate import ort_session, random_feeds, run
+from tests.util import MODELS, SHIPPED_MODELS, parse
 
 RTOL = 1e-4  # the bound: relative to each output's scale
 
