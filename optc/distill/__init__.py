@@ -15,5 +15,7 @@ except ImportError as e:  # pragma: no cover - exercised only where torch is abs
     raise OptcError("optc distill needs PyTorch: pip install 'optc[distill]'") from e
 
 from optc.distill.executor import TorchGraph  # noqa: E402
+from optc.distill.taylor import taylor_scores  # noqa: E402
+from optc.distill.train import DistillConfig, DistillResult, distill  # noqa: E402
 
-__all__ = ["TorchGraph"]
+__all__ = ["DistillConfig", "DistillResult", "TorchGraph", "distill", "taylor_scores"]
