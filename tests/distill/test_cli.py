@@ -144,3 +144,31 @@ def test_student_op_the_executor_lacks(tmp_path):
                out, "--epochs", 1)
     assert_one_line_error(r, "Einsum", "not supported by the torch executor")
     assert not out.exists()
+
+
+def test_without_torch_the_command_says_how_to_install_it(tmp_path):
+    out = tmp_path / "out.onnx"
+    code = ("import sys; sys.modules['torch'] = None\n"  # as if torch were not installed
+            "from optc.cli import main\n"
+            f"main(['distill', '--teacher', {DIGITS!r}, '--student', {DIGITS!r}, '--data', "
+            f"{TRAIN!r}, '-o', {str(out)!r}])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["optc: error: optc distill needs PyTorch: pip install 'optc[distill]'"]
+    assert not out.exists()
+
+
+def test_teacher_with_other_input_names(tmp_path):
+    m = onnx.load(DIGITS)
+    old = m.graph.input[0].name
+    m.graph.input[0].name = "image"
+    for n in m.graph.node:
+        n.input[:] = ["image" if i == old else i for i in n.input]
+    teacher = tmp_path / "renamed.onnx"
+    onnx.save(m, teacher)
+    out = tmp_path / "out.onnx"
+    r = invoke("distill", "--teacher", teacher, "--student", DIGITS, "--data", TRAIN, "-o", out,
+               "--epochs", 1)
+    assert_one_line_error(r, "have different inputs", "image")
+    assert not out.exists()
