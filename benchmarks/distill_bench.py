@@ -62,17 +62,20 @@ def main() -> None:
     seconds: list[float] = []
 
     def tune(student, alpha, epochs, lr, **kw) -> list[float]:
-        accs = []
+        accs, chosen = [], []
+        tune.chosen = chosen
         for seed in args.seeds:
             r = distill([teacher], student, fit, DistillConfig(
                 alpha=alpha, temperature=8.0, epochs=epochs, lr=lr, seed=seed, **kw), val=val)
             seconds.extend(h.seconds for h in r.history)
             accs.append(accuracy(r.model))
+            chosen.append(r.best_epoch)
             tune.last = r.model
         return accs
 
-    def row(name: str, accs: list[float]) -> None:
-        rows.append((name, " ".join(f"{a:.4f}" for a in accs), float(np.mean(accs))))
+    def row(name: str, accs: list[float], epochs: list[int] | None = None) -> None:
+        rows.append((name, " ".join(f"{a:.4f}" for a in accs), float(np.mean(accs)),
+                     " ".join(map(str, epochs)) if epochs else ""))
 
     row("teacher (fp32)", [accuracy(teacher)])
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,8 +88,8 @@ def main() -> None:
                                                         f"criterion={criterion}{extra}}}")
                 label = f"prune {ratio:g} ({criterion})"
                 row(f"{label}, no fine-tuning", [accuracy(pruned)])
-                row(f"{label}, hard labels", tune(pruned, 0.0, args.epochs, 3e-3))
-                row(f"{label}, KD", tune(pruned, 0.9, args.epochs, 3e-3))
+                row(f"{label}, hard labels", tune(pruned, 0.0, args.epochs, 3e-3), tune.chosen)
+                row(f"{label}, KD", tune(pruned, 0.9, args.epochs, 3e-3), tune.chosen)
                 if criterion == "l2" and ratio == max(args.ratios):
                     distilled = tune.last
 
@@ -94,14 +97,15 @@ def main() -> None:
     for name, source in (("teacher", teacher), (f"prune {max(args.ratios):g} + KD", distilled)):
         ptq, _ = optc.optimize(source, passes="default,quantize{probe=false}", calib=calib)
         row(f"{name}, int8 PTQ", [accuracy(ptq)])
-        row(f"{name}, int8 QAT", tune(ptq, 0.9, args.qat_epochs, 1e-4, learn_scales=True))
+        row(f"{name}, int8 QAT", tune(ptq, 0.9, args.qat_epochs, 1e-4, learn_scales=True),
+            tune.chosen)
 
     table = Table(title=f"digits held-out accuracy (seeds {args.seeds}, {args.epochs} epochs, "
                         f"QAT {args.qat_epochs} epochs)")
-    for col in ("model", "accuracy per seed", "mean"):
+    for col in ("model", "accuracy per seed", "mean", "epoch kept (0 = as given)"):
         table.add_column(col)
-    for name, per_seed, mean in rows:
-        table.add_row(name, per_seed, f"{mean:.4f}")
+    for name, per_seed, mean, epochs in rows:
+        table.add_row(name, per_seed, f"{mean:.4f}", epochs)
     console = Console()
     console.print(table)
     console.print(f"time per epoch on this CPU (1437 samples less the validation split, "

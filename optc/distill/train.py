@@ -5,8 +5,10 @@ biases trainable; a QDQ student trains with fake quantization, see executor.py),
 as frozen TorchGraphs, and minimises the Hinton loss (plus FitNets hints) with Adam, the
 learning rate decaying on a cosine over the epochs. After each
 epoch the validation metric (top-1 accuracy on ``val``'s labels, or top-1 agreement with the
-teacher when it has none) picks the best weights; the best epoch is written back into a copy of
-the student model: only initializer values change.
+teacher when it has none; ties broken by the validation loss, cross-entropy or KL to the
+teachers) picks the best weights, the student as given (epoch 0) included; without ``val`` the
+epoch with the lowest training loss is kept. The best epoch is written back into a copy of the
+student model: only initializer values change.
 
 Teacher-assistant chains (Mirzadeh et al., 2020) are two ordinary runs: teacher -> assistant,
 then assistant -> student.
@@ -136,21 +138,26 @@ def _logits_name(graph: TorchGraph, wanted: str | None, label: str) -> str:
 
 
 def _metric(student: TorchGraph, logits: str, val: dict, teachers: list[TorchGraph],
-            t_logits: list[str], batch: int) -> float:
-    """Top-1 accuracy on val's labels, or top-1 agreement with the (first) teacher."""
-    inputs = [n for n in student.input_names]
+            t_logits: list[str], batch: int, temperature: float) -> tuple[float, float]:
+    """(top-1 accuracy on val's labels, mean cross-entropy), or without labels (top-1
+    agreement with the first teacher, mean KL to the teachers' soft targets)."""
+    inputs = list(student.input_names)
     n = len(val[inputs[0]])
-    hits = 0
+    hits, loss = 0, 0.0
     with torch.no_grad():
         for i in range(0, n, batch):
             feeds = {k: torch.as_tensor(val[k][i:i + batch]) for k in inputs}
-            pred = student(feeds)[logits].argmax(1).cpu()
+            z = student(feeds)[logits].cpu()
             if LABELS in val:
                 ref = torch.as_tensor(val[LABELS][i:i + batch])
+                loss += float(torch.nn.functional.cross_entropy(z, ref, reduction="sum"))
             else:
-                ref = teachers[0](feeds)[t_logits[0]].argmax(1).cpu()
-            hits += int((pred == ref).sum())
-    return hits / n
+                t_z = [t(feeds)[name].cpu() for t, name in zip(teachers, t_logits)]
+                ref = t_z[0].argmax(1)
+                loss += float(kd_loss(z, soft_targets(t_z, temperature), None,
+                                      temperature=temperature, alpha=1.0)) * len(z)
+            hits += int((z.argmax(1) == ref).sum())
+    return hits / n, loss / n
 
 
 def distill(teachers: Sequence, student, data: dict[str, np.ndarray],
@@ -242,11 +249,14 @@ def distill(teachers: Sequence, student, data: dict[str, np.ndarray],
     val_data = val if val is not None else None
     initial = None
     if val_data is not None:
-        initial = _metric(s_graph, s_logits, val_data, t_graphs, t_logits, 256)
-        log(f"epoch 0: {metric_name} {initial:.4f} (the student as given)")
-    best = (initial if initial is not None else -np.inf, 0,
-            copy.deepcopy(s_graph.state_dict()))
-    best_loss = np.inf
+        initial, initial_loss = _metric(s_graph, s_logits, val_data, t_graphs, t_logits, 256,
+                                        config.temperature)
+        log(f"epoch 0: {metric_name} {initial:.4f}, val loss {initial_loss:.4f} (the student "
+            f"as given)")
+        best_key: tuple[float, float] = (initial, -initial_loss)
+    else:
+        best_key = (-np.inf, -np.inf)
+    best = (0, copy.deepcopy(s_graph.state_dict()))
     history: list[EpochLog] = []
     capture_s = [s for _, s in config.hints]
     capture_t = [t for t, _ in config.hints]
@@ -292,17 +302,19 @@ def distill(teachers: Sequence, student, data: dict[str, np.ndarray],
             metric = None
             module.eval()
             if val_data is not None:
-                metric = _metric(s_graph, s_logits, val_data, t_graphs, t_logits, 256)
-                better = metric >= best[0]  # ties: the later, longer-trained epoch
+                metric, val_loss = _metric(s_graph, s_logits, val_data, t_graphs, t_logits, 256,
+                                           config.temperature)
+                key = (metric, -val_loss)  # the metric first, its ties by the val loss
             else:
-                better = mean_loss < best_loss
-            best_loss = min(best_loss, mean_loss)
+                key = (-mean_loss, 0.0)
+            better = key > best_key
             if better:
-                best = (metric if metric is not None else -mean_loss, epoch,
-                        copy.deepcopy(s_graph.state_dict()))
+                best_key = key
+                best = (epoch, copy.deepcopy(s_graph.state_dict()))
             history.append(EpochLog(epoch, mean_loss, metric, seconds))
             log(f"epoch {epoch}: loss {mean_loss:.4f}"
-                + (f", {metric_name} {metric:.4f}" if metric is not None else "")
+                + (f", {metric_name} {metric:.4f}, val loss {val_loss:.4f}"
+                   if metric is not None else "")
                 + f" ({seconds:.2f} s)" + (" *" if better else ""))
-    s_graph.load_state_dict(best[2])
-    return DistillResult(s_graph.write_back(), history, best[1], metric_name, initial)
+    s_graph.load_state_dict(best[1])
+    return DistillResult(s_graph.write_back(), history, best[0], metric_name, initial)

@@ -1,0 +1,104 @@
+"""Winograd minimal filtering F(m x m, 3 x 3) for 3x3, stride-1 convolutions: ai.optc
+WinogradConv, written by the ``winograd`` lowering pass.
+
+Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (CVPR 2016): an output tile
+of m x m pixels needs an input tile d of a x a (a = m + 2) and
+
+    Y = A^T [ U (.) V ] A,   U = G g G^T  (per filter, transformed once, stored),
+                             V = B^T d B  (per input tile)
+
+where (.) is an element-wise product summed over input channels. Done for all tiles at once,
+the sum over channels is one GEMM per tile position (i, j): M[i,j] = U[i,j] (M x C) @
+V[i,j] (C x tiles), a^2 GEMMs of C*M*tiles multiplications against 9*m^2*C*M*tiles/... for
+direct convolution: 2.25x fewer for F(2x2,3x3), 4x fewer for F(4x4,3x3). The transforms are
+additions (and small constant multiplies for m = 4); their cost grows with the tile count, not
+with the channel count, so large channel counts gain most.
+
+Error: the transforms are exact for m = 2 (entries 0, +-1, 1/2); for m = 4 the matrices hold
+1/4, 1/6, 1/24, 2, 4, 8 and the float32 error grows (measured in the tests and the benchmark).
+
+Kernel inputs: X (N, C, H, W), U (a*a, M, C) float, optional bias (M); attributes ``tile`` (m),
+``pads`` (top, left, bottom, right), and optionally the fused ``activation`` /
+``activation_params`` of FusedConv.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from optc.errors import OptcError
+from optc.runtime.kernels.fused import apply_activation
+from optc.runtime.registry import OPTC_DOMAIN, kernel
+
+# F(2x2, 3x3)
+_BT2 = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+_G2 = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+_AT2 = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+# F(4x4, 3x3)
+_BT4 = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                 [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64)
+_G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)
+_AT4 = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                 [0, 1, -1, 8, -8, 1]], np.float64)
+
+TILES = (2, 4)
+
+
+def matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B^T, G, A^T) of F(m x m, 3 x 3)."""
+    if m == 2:
+        return _BT2, _G2, _AT2
+    if m == 4:
+        return _BT4, _G4, _AT4
+    raise OptcError(f"Winograd tile {m} is not supported (tiles: {TILES})")
+
+
+def transform_weights(w: np.ndarray, m: int) -> np.ndarray:
+    """U = G g G^T for every (output, input) channel pair: (M, C, 3, 3) -> (a*a, M, C)."""
+    _, g, _ = matrices(m)
+    a = m + 2
+    u = np.einsum("ik,mckl,jl->ijmc", g, w.astype(np.float64), g, optimize=True)
+    return u.reshape(a * a, w.shape[0], w.shape[1]).astype(w.dtype)
+
+
+def output_size(h: int, w: int, pads) -> tuple[int, int]:
+    return h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2
+
+
+@kernel("WinogradConv", (1,), domain=OPTC_DOMAIN)
+def winograd_conv(x, u, b=None, *, tile, pads=(0, 0, 0, 0), activation=None,
+                  activation_params=None):
+    m = int(tile)
+    a = m + 2
+    bt, _, at = matrices(m)
+    n, c, h, w = x.shape
+    if u.shape[0] != a * a or u.shape[2] != c:
+        raise OptcError(f"WinogradConv weights {list(u.shape)} do not fit tile {m} and "
+                        f"{c} input channels")
+    pads = list(pads)
+    ho, wo = output_size(h, w, pads)
+    th, tw = -(-ho // m), -(-wo // m)
+    # pad so that th x tw tiles (each m x m outputs from a x a inputs) fit exactly
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], th * m + 2 - h - pads[0]),
+                    (pads[1], tw * m + 2 - w - pads[1])))
+    sn, sc, sh, sw = xp.strides
+    tiles = as_strided(xp, (n, c, th, tw, a, a), (sn, sc, m * sh, m * sw, sh, sw),
+                       writeable=False)
+    dt = x.dtype
+    # V = B^T d B for every tile: (a, a, C, N, th, tw) -> (a*a, C, tiles)
+    v = np.einsum("ij,nctwjk,lk->ilcntw", bt.astype(dt), tiles, bt.astype(dt), optimize=True)
+    v = v.reshape(a * a, c, n * th * tw)
+    prod = np.matmul(u, v)  # (a*a, M, tiles): one GEMM per tile position
+    mo = u.shape[1]
+    prod = prod.reshape(a, a, mo, n, th, tw)
+    # Y = A^T M A: (m, m, M, N, th, tw) -> (N, M, th, m, tw, m)
+    y = np.einsum("oi,ijcntw,qj->ncotqw", at.astype(dt), prod, at.astype(dt), optimize=True)
+    y = y.reshape(n, mo, th * m, tw * m)[:, :, :ho, :wo]
+    y = np.ascontiguousarray(y)
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1).astype(dt)
+    if activation:
+        y = apply_activation(activation, activation_params, y)
+    return y
