@@ -87,14 +87,20 @@ def winograd_conv(x, u, b=None, *, tile, pads=(0, 0, 0, 0), activation=None,
     tiles = as_strided(xp, (n, c, th, tw, a, a), (sn, sc, m * sh, m * sw, sh, sw),
                        writeable=False)
     dt = x.dtype
-    # V = B^T d B for every tile: (a, a, C, N, th, tw) -> (a*a, C, tiles)
-    v = np.einsum("ij,nctwjk,lk->ilcntw", bt.astype(dt), tiles, bt.astype(dt), optimize=True)
-    v = v.reshape(a * a, c, n * th * tw)
+    # V = B^T d B for every tile, as two GEMMs against the small transform (one per axis):
+    # (N, C, th, tw, a_j, a_k) -> (N, C, th, tw, a_k, a_i) -> (N, C, th, tw, a_i, a_l)
+    v = np.tensordot(tiles, bt.T.astype(dt), axes=([4], [0]))
+    v = np.tensordot(v, bt.T.astype(dt), axes=([4], [0]))
+    # -> (a*a, C, N*th*tw): one (C x tiles) matrix per tile position
+    v = np.ascontiguousarray(v.transpose(4, 5, 1, 0, 2, 3)).reshape(a * a, c, n * th * tw)
     prod = np.matmul(u, v)  # (a*a, M, tiles): one GEMM per tile position
     mo = u.shape[1]
-    prod = prod.reshape(a, a, mo, n, th, tw)
-    # Y = A^T M A: (m, m, M, N, th, tw) -> (N, M, th, m, tw, m)
-    y = np.einsum("oi,ijcntw,qj->ncotqw", at.astype(dt), prod, at.astype(dt), optimize=True)
+    # Y = A^T M A, again one axis at a time: (a_i, a_j, M, tiles) -> (m_o, m_q, M, tiles)
+    prod = prod.reshape(a, a, mo * n * th * tw)
+    y = np.tensordot(at.astype(dt), prod, axes=([1], [0]))  # (m_o, a_j, rest)
+    y = np.tensordot(at.astype(dt), y, axes=([1], [1]))  # (m_q, m_o, rest)
+    # (m_q, m_o, M, N, th, tw) -> (N, M, th, m_o, tw, m_q)
+    y = y.reshape(m, m, mo, n, th, tw).transpose(3, 2, 4, 1, 5, 0)
     y = y.reshape(n, mo, th * m, tw * m)[:, :, :ho, :wo]
     y = np.ascontiguousarray(y)
     if b is not None:

@@ -1,0 +1,235 @@
+"""winograd: 3x3 stride-1 convolutions lowered to Winograd F(m x m, 3 x 3).
+
+Fires on a 2-D Conv (or ai.optc FusedConv) with a constant 3x3 weight, strides 1, dilations 1,
+group 1, explicit pads (or auto_pad NOTSET/VALID) and a constant bias or none. The weight is
+transformed once, U = G g G^T (see optc.runtime.kernels.winograd for the algorithm and its
+error), and stored as a new initializer of shape (a*a, M, C), a = m + 2.
+
+* ``portable=false`` (default): the Conv becomes ai.optc WinogradConv (X, U, B) with ``tile``
+  and ``pads``, executed by optc.runtime (and the fused activation, if any, kept).
+* ``portable=true``: the same algorithm in standard ONNX ops, so onnxruntime can check the
+  numerics of the transforms: Pad (the input padded up to whole tiles); the input transform
+  B^T d B of every tile as a depthwise Conv (kernel a x a, stride m, C*a*a outputs whose
+  weights are the outer products of B^T's rows); Reshape/Transpose to (a*a, N, tiles, C); one
+  MatMul with U^T (a*a batched GEMMs); the output transform A^T M A as one MatMul with the
+  (a*a, m*m) Kronecker matrix of A^T; Reshape/Transpose putting the tiles back in place; Slice
+  to the output size; Add of the bias. Needs static spatial sizes; FusedConv is not lowered.
+
+``tile``: 2 (F(2x2,3x3), 2.25x fewer multiplications, exact transforms), 4 (F(4x4,3x3), 4x
+fewer, float32 error near 1e-5 relative), or ``auto``: per layer, the tile with the lowest
+modelled cost, counting the GEMM multiplications and the transforms' arithmetic (input:
+2*a^3 per tile and channel, output: (a*a*m + a*m*m) per tile and filter), against the direct
+convolution's 9 multiplications per output and input channel, with F(4x4) taken only when the
+layer has at least ``min-channels-f4`` input channels (below that its transforms dominate).
+
+Not lowered, and counted by reason in the stats: grouped/depthwise convs (the per-tile GEMMs
+degenerate to dot products of C/group), strides or dilations other than 1, kernels other than
+3x3, 1-D/3-D convs, SAME auto_pad, non-constant weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from optc.errors import OptcError
+from optc.ir import Model, Node, clone
+from optc.ir.shapes import infer_shapes
+from optc.pass_base import Pass, PassResult, register
+from optc.passes._common import const_input
+from optc.runtime.kernels.winograd import TILES, matrices, output_size, transform_weights
+from optc.runtime.registry import OPTC_DOMAIN
+
+_ACT_ATTRS = ("activation", "activation_params")
+
+
+def _reason(node: Node, w: np.ndarray | None) -> str | None:
+    """Why ``node`` cannot be lowered (None if it can)."""
+    if w is None:
+        return "non-constant weight"
+    if w.ndim != 4:
+        return "not a 2-D conv"
+    if tuple(w.shape[2:]) != (3, 3):
+        return "kernel not 3x3"
+    if node.attr("group", 1) != 1:
+        return "grouped"
+    if any(s != 1 for s in (node.attr("strides") or [1, 1])):
+        return "stride != 1"
+    if any(d != 1 for d in (node.attr("dilations") or [1, 1])):
+        return "dilation != 1"
+    if node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID", ""):
+        return "SAME auto_pad"
+    if len(node.inputs) > 2 and node.inputs[2] is not None and \
+            node.inputs[2].const_value is None:
+        return "non-constant bias"
+    return None
+
+
+def _input_shapes(model: Model) -> dict[str, list | None]:
+    """Inferred shapes by value name, from a copy (the model's own types stay as they are, so
+    a run that lowers nothing changes nothing)."""
+    copy = clone(model)
+    infer_shapes(copy)
+    return {name: v.shape for name, v in copy.graph.values().items()}
+
+
+def choose_tile(c: int, m: int, ho: int, wo: int, min_channels_f4: int = 16) -> int:
+    """0 (keep the direct convolution), 2 or 4: the lowest modelled arithmetic cost."""
+    costs = {0: 9.0 * ho * wo * c * m}
+    for t in TILES:
+        if t == 4 and c < min_channels_f4:
+            continue
+        a = t + 2
+        tiles = -(-ho // t) * -(-wo // t)
+        costs[t] = tiles * (a * a * c * m + 2 * a ** 3 * c + (a * a * t + a * t * t) * m)
+    return min(costs, key=costs.get)
+
+
+@register
+@dataclass
+class Winograd(Pass):
+    """3x3 stride-1 convs as Winograd F(2x2,3x3) / F(4x4,3x3) (optc runtime or portable)."""
+
+    name: ClassVar[str] = "winograd"
+    lossless: ClassVar[bool] = False  # F(4x4) changes float rounding measurably
+    tile: Literal["2", "4", "auto"] = field(default="auto", metadata={
+        "help": "output tile m of F(m x m, 3 x 3): 2, 4 or auto (cost model per layer)"})
+    portable: bool = field(default=False, metadata={
+        "help": "standard ONNX ops (runs in onnxruntime) instead of ai.optc WinogradConv"})
+    min_channels_f4: int = field(default=16, metadata={
+        "help": "auto: F(4x4) only for layers with at least this many input channels"})
+
+    def requires(self, model: Model) -> None:
+        if str(self.tile) not in ("2", "4", "auto"):
+            raise OptcError(f"winograd: tile must be 2, 4 or auto, got {self.tile}")
+
+    def run(self, model: Model) -> PassResult:
+        g = model.graph
+        shapes = _input_shapes(model)
+        stats: dict[str, int] = {}
+        for node in list(g.nodes):
+            fused = node.domain == OPTC_DOMAIN and node.op_type == "FusedConv"
+            if not (node.op_type == "Conv" and node.domain in ("", "ai.onnx") or fused):
+                continue
+            w = const_input(g, node, 1)
+            reason = _reason(node, w)
+            shape = shapes.get(node.inputs[0].name)
+            static = shape is not None and len(shape) == 4 and \
+                all(isinstance(d, int) for d in shape[2:])
+            if reason is None and self.portable and fused:
+                reason = "FusedConv (portable lowers standard Conv only)"
+            if reason is None and self.portable and not static:
+                reason = "dynamic spatial size (portable)"
+            if reason is not None:
+                stats[f"kept: {reason}"] = stats.get(f"kept: {reason}", 0) + 1
+                continue
+            pads = list(node.attr("pads") or [0, 0, 0, 0])
+            if node.attr("auto_pad", "NOTSET") == "VALID":
+                pads = [0, 0, 0, 0]
+            tile = self._tile(w, shape, pads, static)
+            if tile == 0:
+                stats["kept: direct is cheaper"] = stats.get("kept: direct is cheaper", 0) + 1
+                continue
+            if self.portable:
+                self._portable(model, node, w, tile, pads, shape)
+            else:
+                self._optc(model, node, w, tile, pads)
+            stats[f"F({tile}x{tile},3x3)"] = stats.get(f"F({tile}x{tile},3x3)", 0) + 1
+        modified = any(k.startswith("F(") for k in stats)
+        if modified and not self.portable:
+            model.opset_imports.setdefault(OPTC_DOMAIN, 1)
+        return PassResult(model, modified, stats)
+
+    def _tile(self, w: np.ndarray, shape, pads, static: bool) -> int:
+        if str(self.tile) != "auto":
+            return int(self.tile)
+        m, c = w.shape[:2]
+        if static:
+            ho, wo = output_size(shape[2], shape[3], pads)
+        else:
+            ho = wo = 16  # unknown: a mid-sized feature map
+        return choose_tile(c, m, ho, wo, self.min_channels_f4)
+
+    def _optc(self, model: Model, node: Node, w: np.ndarray, tile: int, pads) -> None:
+        g = model.graph
+        u = g.add_initializer(g.unique_name(f"{node.inputs[1].name}_winograd{tile}"),
+                              transform_weights(w, tile))
+        inputs = [node.inputs[0], u]
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            inputs.append(node.inputs[2])
+        attrs = {"tile": tile, "pads": [int(p) for p in pads]}
+        for k in _ACT_ATTRS:
+            if k in node.attributes:
+                attrs[k] = node.attr(k)
+        out = g.new_value(node.outputs[0].name + "_winograd", node.outputs[0].type)
+        new = Node("WinogradConv", inputs, [out], domain=OPTC_DOMAIN,
+                   name=g.unique_name((node.name or "conv") + f"_winograd{tile}"),
+                   attributes=attrs)
+        self._replace(model, node, new, out)
+
+    def _replace(self, model: Model, node: Node, first: Node | list[Node], out) -> None:
+        g = model.graph
+        nodes = first if isinstance(first, list) else [first]
+        for n in nodes:
+            g.insert_before(node, n)
+        old_inputs = [v for v in node.inputs if v is not None]
+        g.substitute(node.outputs[0], out)
+        g.remove(node)
+        for v in old_inputs:
+            if g.is_initializer(v) and not v.uses() and not g.is_output(v):
+                g.remove_initializer(v)
+
+    def _portable(self, model: Model, node: Node, w: np.ndarray, m: int, pads, shape) -> None:
+        g = model.graph
+        x = node.inputs[0]
+        _, c, h, wd = shape
+        mo = w.shape[0]
+        a = m + 2
+        bt, _, at = matrices(m)
+        dt = w.dtype
+        ho, wo = output_size(h, wd, pads)
+        th, tw = -(-ho // m), -(-wo // m)
+        base = node.name or "conv"
+        nodes: list[Node] = []
+
+        def const(name: str, array) -> object:
+            return g.add_initializer(g.unique_name(f"{base}_wg_{name}"), np.asarray(array))
+
+        def emit(op: str, inputs, **attrs):
+            out = g.new_value(f"{base}_wg_{op.lower()}")
+            nodes.append(Node(op, inputs, [out], name=g.unique_name(f"{base}_wg_{op}"),
+                              attributes=attrs))
+            return out
+
+        # pad to whole tiles: top/left as the conv, bottom/right up to th*m + 2
+        full = [0, 0, pads[0], pads[1], 0, 0, th * m + 2 - h - pads[0], tw * m + 2 - wd - pads[1]]
+        xp = emit("Pad", [x, const("pads", np.array(full, np.int64))])
+        # input transform: depthwise conv, output channel c*a*a + i*a + l has kernel
+        # B^T[i, :] outer B^T[l, :]
+        kb = np.einsum("ij,lk->iljk", bt, bt).reshape(a * a, 1, a, a)
+        kb = np.tile(kb, (c, 1, 1, 1)).astype(dt)
+        v = emit("Conv", [xp, const("bt", kb)], group=c, kernel_shape=[a, a], strides=[m, m])
+        # (N, C*a*a, th, tw) -> (N, C, a*a, T) -> (a*a, N, T, C)
+        v = emit("Reshape", [v, const("shape_v", np.array([0, c, a * a, th * tw], np.int64))])
+        v = emit("Transpose", [v], perm=[2, 0, 3, 1])
+        # U (a*a, M, C) -> (a*a, 1, C, M): V @ U^T = (a*a, N, T, M)
+        u = transform_weights(w, m).transpose(0, 2, 1).reshape(a * a, 1, c, mo)
+        p = emit("MatMul", [v, const("u", np.ascontiguousarray(u))])
+        # output transform: (a*a, N, T, M) -> (N, T, M, a*a) @ K (a*a, m*m)
+        p = emit("Transpose", [p], perm=[1, 2, 3, 0])
+        k = np.einsum("oi,qj->ijoq", at, at).reshape(a * a, m * m).astype(dt)
+        y = emit("MatMul", [p, const("at", k)])
+        # (N, T, M, m*m) -> (N, th, tw, M, m, m) -> (N, M, th, m, tw, m) -> (N, M, th*m, tw*m)
+        y = emit("Reshape", [y, const("shape_t", np.array([0, th, tw, mo, m, m], np.int64))])
+        y = emit("Transpose", [y], perm=[0, 3, 1, 4, 2, 5])
+        y = emit("Reshape", [y, const("shape_y", np.array([0, mo, th * m, tw * m], np.int64))])
+        if th * m != ho or tw * m != wo:
+            y = emit("Slice", [y, const("starts", np.array([0, 0], np.int64)),
+                               const("ends", np.array([ho, wo], np.int64)),
+                               const("axes", np.array([2, 3], np.int64))])
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            b = node.inputs[2].const_value.reshape(1, mo, 1, 1)
+            y = emit("Add", [y, const("bias", b)])
+        self._replace(model, node, nodes, y)
