@@ -2,12 +2,17 @@
 plus optc's peak activation memory, on the ResNet-50, VGG-19 and DenseNet-121 `light`
 architectures with seeded random weights (constant-folded by optc) and on the models/ models.
 
-    python benchmarks/runtime_vs_ort.py [--repeat 10] [--threads 1]
+Each model runs in optc.runtime as given and lowered by ``winograd{tile=auto}`` (then, as
+onnxruntime cannot run ai.optc ops, onnxruntime runs the model it was lowered from), and the
+geometric mean of the ratios is printed per variant.
+
+    python benchmarks/runtime_vs_ort.py [--repeat 10] [--threads 1] [--models vgg19 ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 from pathlib import Path
 
@@ -26,27 +31,45 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="light names (resnet50, vgg19, densenet121) and models/ stems")
     args = parser.parse_args()
     console = Console()
     table = Table(title=f"optc.runtime vs onnxruntime ({args.threads} thread, median of "
                         f"{args.repeat}; onnxruntime with its graph optimizations on)")
-    for col in ("model", "ort ms", "optc ms", "optc/ort", "peak act. MiB"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+    for col in ("model", "variant", "ort ms", "optc ms", "optc/ort", "peak act. MiB"):
+        table.add_column(col, justify="left" if col in ("model", "variant") else "right")
+    ratios: dict[str, list[float]] = {}
+    wanted = args.models
     with tempfile.TemporaryDirectory() as d:
         paths = []
         for name in ("resnet50", "vgg19", "densenet121"):
+            if wanted and name not in wanted:
+                continue
             model, _ = optc.optimize(randomize_light(light_model(name)),
                                      passes="freeze-initializers,fold-constants")
             path = Path(d) / f"{name}_random.onnx"
             optc.save(model, path)
             paths.append(path)
-        paths += sorted((REPO / "models").glob("*.onnx"))
+        paths += [p for p in sorted((REPO / "models").glob("*.onnx"))
+                  if not wanted or p.stem in wanted]
         for path in paths:
-            r = bench(path, runtime="optc", threads=args.threads, warmup=args.warmup,
-                      repeat=args.repeat)
-            table.add_row(path.name, f"{r.ort_median_ms:.2f}", f"{r.median_ms:.2f}",
-                          f"{r.ratio:.2f}x", f"{r.peak_bytes / 2**20:.2f}")
+            for variant in ("as given", "winograd"):
+                target = path
+                if variant == "winograd":
+                    lowered, _ = optc.optimize(str(path), passes="default,winograd")
+                    target = Path(d) / f"{path.stem}_winograd.onnx"
+                    optc.save(lowered, target)
+                r = bench(target, runtime="optc", threads=args.threads, warmup=args.warmup,
+                          repeat=args.repeat, reference=path)
+                ratios.setdefault(variant, []).append(r.ratio)
+                table.add_row(path.name, variant, f"{r.ort_median_ms:.2f}",
+                              f"{r.median_ms:.2f}", f"{r.ratio:.2f}x",
+                              f"{r.peak_bytes / 2**20:.2f}")
     console.print(table)
+    for variant, rs in ratios.items():
+        geomean = math.exp(sum(map(math.log, rs)) / len(rs))
+        console.print(f"geomean optc/ort ({variant}): {geomean:.2f}x")
 
 
 if __name__ == "__main__":

@@ -32,10 +32,14 @@ class BenchResult:
 
 def bench(model: str | os.PathLike | bytes, *, runtime: str = "optc", threads: int = 1,
           warmup: int = 3, repeat: int = 20, batch: int = 1, seed: int = 0,
-          progress: bool | None = None) -> BenchResult:
+          progress: bool | None = None, reference: str | os.PathLike | bytes | None = None
+          ) -> BenchResult:
+    """``reference``: the model onnxruntime runs (default: ``model`` itself); a lowered model
+    with ai.optc ops is compared with onnxruntime on the model it was lowered from."""
     from rich.progress import Progress
 
-    ort_sess = session(model, "ort", threads=threads, optimize=True)
+    ort_sess = session(reference if reference is not None else model, "ort", threads=threads,
+                       optimize=True)
     feeds = random_feeds(ort_sess, seed, batch)
     sessions = {"ort": ort_sess}
     if runtime != "ort":

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from optc.errors import OptcError
+from optc.runtime.kernels import native
 from optc.runtime.registry import kernel
 
 
@@ -67,6 +68,25 @@ def _defaults(w_or_k, strides, dilations):
     return (list(strides) if strides else [1] * nd, list(dilations) if dilations else [1] * nd)
 
 
+def depthwise_native(x, w, b, *, auto_pad="NOTSET", dilations=None, group=1,
+                     kernel_shape=None, pads=None, strides=None, activation=None,
+                     activation_params=None):
+    """A depthwise 2-D conv (group == channels == filters) by the C kernel, the activation
+    fused; None when the C kernel does not apply."""
+    if x.ndim != 4 or group == 1 or group != x.shape[1] or w.shape[0] != group or \
+            not native.enabled():
+        return None
+    k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
+    strides, dilations = _defaults(k, strides, dilations)
+    begin, end = resolve_pads(x.shape[2:], k, strides, dilations, pads, auto_pad)
+    out = [out_size(x.shape[2 + i], k[i], strides[i], dilations[i], begin[i], end[i])
+           for i in range(2)]
+    if min(out) <= 0:
+        return None
+    return native.depthwise_conv2d(x, w, b, strides, begin, end, dilations, out, activation,
+                                   activation_params)
+
+
 @kernel("Conv", (1, 11, 22))
 def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
          pads=None, strides=None):
@@ -79,6 +99,10 @@ def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
     if c != w.shape[1] * group:
         raise OptcError(f"Conv input has {c} channels but the weight expects "
                         f"{w.shape[1]} x group {group}")
+    y = depthwise_native(x, w, b, dilations=dilations, group=group, kernel_shape=k,
+                         pads=begin + end, strides=strides)
+    if y is not None:
+        return y
     xp = np.pad(x, [(0, 0), (0, 0)] + list(zip(begin, end))) if any(begin + end) else x
     out = [out_size(xp.shape[2 + i], k[i], strides[i], dilations[i], 0, 0) for i in range(nd)]
     win = windows(np.ascontiguousarray(xp), k, strides, dilations, out)

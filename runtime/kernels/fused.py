@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from optc.errors import OptcError
-from optc.runtime.kernels.conv import conv, conv_transpose
+from optc.runtime.kernels.conv import conv, conv_transpose, depthwise_native
 from optc.runtime.kernels.nn import gemm
 from optc.runtime.registry import OPTC_DOMAIN, kernel
 
@@ -43,6 +43,11 @@ def apply_activation(kind: str, params, y: np.ndarray) -> np.ndarray:
 @kernel("FusedConv", (1,), domain=OPTC_DOMAIN)
 def fused_conv(x, w, b=None, *, activation, activation_params=None, auto_pad="NOTSET",
                dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
+    y = depthwise_native(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
+                         kernel_shape=kernel_shape, pads=pads, strides=strides,
+                         activation=activation, activation_params=activation_params)
+    if y is not None:
+        return y
     y = conv(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
              kernel_shape=kernel_shape, pads=pads, strides=strides)
     return apply_activation(activation, activation_params, y)

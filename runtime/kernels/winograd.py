@@ -28,6 +28,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from optc.errors import OptcError
+from optc.runtime.kernels import native
 from optc.runtime.kernels.fused import apply_activation
 from optc.runtime.registry import OPTC_DOMAIN, kernel
 
@@ -83,6 +84,9 @@ def winograd_conv(x, u, b=None, *, tile, pads=(0, 0, 0, 0), activation=None,
     # pad so that th x tw tiles (each m x m outputs from a x a inputs) fit exactly
     xp = np.pad(x, ((0, 0), (0, 0), (pads[0], th * m + 2 - h - pads[0]),
                     (pads[1], tw * m + 2 - w - pads[1])))
+    y = native.winograd_conv(xp, u, b, m, th, tw, (ho, wo), activation, activation_params)
+    if y is not None:  # transforms in C
+        return y
     sn, sc, sh, sw = xp.strides
     tiles = as_strided(xp, (n, c, th, tw, a, a), (sn, sc, m * sh, m * sw, sh, sw),
                        writeable=False)
