@@ -164,3 +164,12 @@ def test_teacher_with_other_inputs_is_refused(pruned):
     other = optc.load(str(MODELS / "resnet_mini.onnx"))
     with pytest.raises(OptcError, match="shape"):
         distill([other], pruned, TRAIN, DistillConfig(epochs=1))
+
+
+def test_teacher_assistant_chain_is_two_runs(teacher):
+    assistant, _ = optc.optimize(DIGITS, passes="default,prune{ratio=0.3 criterion=l2}")
+    assistant = distill([teacher], assistant, TRAIN, DistillConfig(epochs=3, lr=3e-3)).model
+    student, _ = optc.optimize(DIGITS, passes="default,prune{ratio=0.6 criterion=l2}")
+    before = accuracy(student)
+    student = distill([assistant], student, TRAIN, DistillConfig(epochs=3, lr=3e-3)).model
+    assert accuracy(student) > before
