@@ -6,6 +6,9 @@
  *       y[n, c] = act(b[c] + sum_{i,j} w[c, 0, i, j] * x[n, c, oh*sh - pt + i*dh,
  *                                                        ow*sw - pl + j*dw])
  *       (zero padding); one output row at a time so the inner loop over the row vectorises.
+ *   max_pool2d(x, y, kh, kw, sh, sw, pad_t, pad_l, dil_h, dil_w)
+ *       y[n, c, oh, ow] = max over the window's cells inside x (-inf if none), the output
+ *       size (pads, ceil_mode) decided by the caller.
  *   winograd_input(xp, v, m, th, tw)
  *       xp: (N, C, th*m + 2, tw*m + 2) padded input; v: (a*a, C, N*th*tw) output, a = m + 2:
  *       V = B^T d B of every a x a tile d (stride m) of every channel, for m = 2 or 4.
@@ -133,6 +136,52 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&xv); PyBuffer_Release(&wv); if (has_b) PyBuffer_Release(&bv);
     PyBuffer_Release(&yv);
+    Py_RETURN_NONE;
+}
+
+static PyObject *max_pool2d(PyObject *self, PyObject *args) {
+    PyObject *xo, *yo;
+    int kh, kw, sh, sw, pt, pl, dh, dw;
+    if (!PyArg_ParseTuple(args, "OOiiiiiiii", &xo, &yo, &kh, &kw, &sh, &sw, &pt, &pl, &dh, &dw))
+        return NULL;
+    Py_buffer xv, yv;
+    Py_ssize_t xd[4], yd[4];
+    if (get_floats(xo, &xv, -1, 0, "x") < 0) return NULL;
+    if (dims4(&xv, xd, "x") < 0) { PyBuffer_Release(&xv); return NULL; }
+    if (get_floats(yo, &yv, -1, 1, "y") < 0 || dims4(&yv, yd, "y") < 0 ||
+        yd[0] != xd[0] || yd[1] != xd[1]) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "y must be (N, C, Ho, Wo)");
+        PyBuffer_Release(&xv); return NULL;
+    }
+    const float *x = xv.buf;
+    float *y = yv.buf;
+    const Py_ssize_t NC = xd[0] * xd[1], H = xd[2], W = xd[3], HO = yd[2], WO = yd[3];
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t p = 0; p < NC; p++) {
+        const float *xc = x + p * H * W;
+        float *yc = y + p * HO * WO;
+        for (Py_ssize_t oh = 0; oh < HO; oh++) {
+            float *row = yc + oh * WO;
+            for (Py_ssize_t ow = 0; ow < WO; ow++) row[ow] = -INFINITY;
+            for (Py_ssize_t i = 0; i < kh; i++) {
+                const Py_ssize_t ih = oh * sh - pt + i * dh;
+                if (ih < 0 || ih >= H) continue;
+                const float *xr = xc + ih * W;
+                for (Py_ssize_t j = 0; j < kw; j++) {
+                    const Py_ssize_t off = j * dw - pl;
+                    Py_ssize_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+                    Py_ssize_t hi = (W - 1 - off) < 0 ? 0 : (W - 1 - off) / sw + 1;
+                    if (hi > WO) hi = WO;
+                    for (Py_ssize_t ow = lo; ow < hi; ow++) {
+                        const float v = xr[off + ow * sw];
+                        row[ow] = v > row[ow] ? v : row[ow];
+                    }
+                }
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&xv); PyBuffer_Release(&yv);
     Py_RETURN_NONE;
 }
 
@@ -290,6 +339,7 @@ static PyObject *winograd_output(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "Depthwise 2-D convolution (float32)."},
+    {"max_pool2d", max_pool2d, METH_VARARGS, "2-D max pooling (float32, no indices)."},
     {"winograd_input", winograd_input, METH_VARARGS, "Winograd input transform V = B^T d B."},
     {"winograd_output", winograd_output, METH_VARARGS,
      "Winograd output transform Y = A^T P A, bias, activation."},

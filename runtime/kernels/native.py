@@ -74,6 +74,16 @@ def depthwise_conv2d(x, w, b, strides, begin, end, dilations, out_shape,
     return y
 
 
+def max_pool2d(x, k, strides, begin, dilations, out_shape) -> np.ndarray | None:
+    """2-D max pooling in C (no Indices output), or None if the C kernel does not apply."""
+    if not _enabled or x.ndim != 4 or x.dtype != np.float32:
+        return None
+    y = np.empty((x.shape[0], x.shape[1], *out_shape), np.float32)
+    _ckernels.max_pool2d(np.ascontiguousarray(x), y, k[0], k[1], strides[0], strides[1],
+                         begin[0], begin[1], dilations[0], dilations[1])
+    return y
+
+
 def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None
                   ) -> np.ndarray | None:
     """Winograd F(m x m, 3 x 3) with the transforms in C and the a*a GEMMs in BLAS: xp is the

@@ -102,3 +102,23 @@ def test_c_kernels_give_the_same_model_outputs():
     assert native.enabled()
     got = InferenceSession(path).run(None, feeds)[0]
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(1, 4), h=st.integers(1, 12), w=st.integers(1, 12),
+       k=st.integers(1, 4), stride=st.integers(1, 3), dil=st.integers(1, 2),
+       pad=st.integers(0, 1), ceil=st.integers(0, 1), seed=st.integers(0, 2 ** 16))
+def test_max_pool_matches_numpy(n, c, h, w, k, stride, dil, pad, ceil, seed):
+    from optc.runtime.kernels.pool import max_pool
+
+    if pad * 2 >= k or h + 2 * pad < dil * (k - 1) + 1 or w + 2 * pad < dil * (k - 1) + 1:
+        return  # invalid pads (the spec wants pads < kernel) or no output
+    x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
+    attrs = dict(kernel_shape=[k, k], strides=[stride, stride], dilations=[dil, dil],
+                 pads=[pad] * 4, ceil_mode=ceil)
+    previous = native.use_native(False)
+    try:
+        ref = max_pool(x, **attrs)
+    finally:
+        native.use_native(previous)
+    np.testing.assert_array_equal(max_pool(x, **attrs), ref)
