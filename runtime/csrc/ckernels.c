@@ -24,6 +24,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static inline float activate(float v, int act, float a, float b) {
@@ -185,20 +186,6 @@ static PyObject *max_pool2d(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* B^T d B for one a x a tile (row stride ld), F(2,3) or F(4,3); out[i*a + l] */
-static inline void input_tile2(const float *d, Py_ssize_t ld, float *out) {
-    float t[4][4];
-    for (int k = 0; k < 4; k++) { /* rows: t = B^T d */
-        float d0 = d[0 * ld + k], d1 = d[1 * ld + k], d2 = d[2 * ld + k], d3 = d[3 * ld + k];
-        t[0][k] = d0 - d2; t[1][k] = d1 + d2; t[2][k] = d2 - d1; t[3][k] = d1 - d3;
-    }
-    for (int i = 0; i < 4; i++) { /* columns: t B */
-        float *o = out + i * 4;
-        o[0] = t[i][0] - t[i][2]; o[1] = t[i][1] + t[i][2];
-        o[2] = t[i][2] - t[i][1]; o[3] = t[i][1] - t[i][3];
-    }
-}
-
 static inline void bt4_vec(const float *d, Py_ssize_t s, float *o, Py_ssize_t os) {
     float d0 = d[0], d1 = d[s], d2 = d[2 * s], d3 = d[3 * s], d4 = d[4 * s], d5 = d[5 * s];
     o[0] = 4.f * d0 - 5.f * d2 + d4;
@@ -207,12 +194,6 @@ static inline void bt4_vec(const float *d, Py_ssize_t s, float *o, Py_ssize_t os
     o[3 * os] = -2.f * d1 - d2 + 2.f * d3 + d4;
     o[4 * os] = 2.f * d1 - d2 - 2.f * d3 + d4;
     o[5 * os] = 4.f * d1 - 5.f * d3 + d5;
-}
-
-static inline void input_tile4(const float *d, Py_ssize_t ld, float *out) {
-    float t[36];
-    for (int k = 0; k < 6; k++) bt4_vec(d + k, ld, t + k, 6);      /* t = B^T d (columns) */
-    for (int i = 0; i < 6; i++) bt4_vec(t + i * 6, 1, out + i * 6, 1); /* rows: t B */
 }
 
 static PyObject *winograd_input(PyObject *self, PyObject *args) {
@@ -236,52 +217,61 @@ static PyObject *winograd_input(PyObject *self, PyObject *args) {
     const float *x = xv.buf;
     float *v = vv.buf;
     const Py_ssize_t plane = C * T; /* stride between tile positions in v */
+    const Py_ssize_t width = (Py_ssize_t)tw * m + 2; /* the padded columns the tiles read */
+    float *r = malloc(sizeof(float) * a * width);
+    if (!r) { PyBuffer_Release(&xv); PyBuffer_Release(&vv); return PyErr_NoMemory(); }
     Py_BEGIN_ALLOW_THREADS
-    float tile[36];
     for (Py_ssize_t n = 0; n < N; n++)
         for (Py_ssize_t c = 0; c < C; c++) {
             const float *xc = x + (n * C + c) * H * W;
-            for (Py_ssize_t ty = 0; ty < th; ty++)
-                for (Py_ssize_t tx = 0; tx < tw; tx++) {
-                    const float *d = xc + ty * m * W + tx * m;
-                    if (m == 2) input_tile2(d, W, tile); else input_tile4(d, W, tile);
-                    const Py_ssize_t col = c * T + (n * th + ty) * tw + tx;
-                    for (int p = 0; p < a * a; p++) v[p * plane + col] = tile[p];
+            for (Py_ssize_t ty = 0; ty < th; ty++) {
+                const float *d = xc + ty * m * W;
+                /* vertical: r[i][col] = (B^T d)[i][col] for the whole strip of a rows, in
+                 * contiguous loops the compiler vectorises */
+                if (m == 2) {
+                    const float *d0 = d, *d1 = d + W, *d2 = d + 2 * W, *d3 = d + 3 * W;
+                    float *r0 = r, *r1 = r + width, *r2 = r + 2 * width, *r3 = r + 3 * width;
+                    for (Py_ssize_t q = 0; q < width; q++) {
+                        r0[q] = d0[q] - d2[q]; r1[q] = d1[q] + d2[q];
+                        r2[q] = d2[q] - d1[q]; r3[q] = d1[q] - d3[q];
+                    }
+                } else {
+                    const float *d0 = d, *d1 = d + W, *d2 = d + 2 * W, *d3 = d + 3 * W,
+                                *d4 = d + 4 * W, *d5 = d + 5 * W;
+                    float *r0 = r, *r1 = r + width, *r2 = r + 2 * width, *r3 = r + 3 * width,
+                          *r4 = r + 4 * width, *r5 = r + 5 * width;
+                    for (Py_ssize_t q = 0; q < width; q++) {
+                        r0[q] = 4.f * d0[q] - 5.f * d2[q] + d4[q];
+                        r1[q] = -4.f * d1[q] - 4.f * d2[q] + d3[q] + d4[q];
+                        r2[q] = 4.f * d1[q] - 4.f * d2[q] - d3[q] + d4[q];
+                        r3[q] = -2.f * d1[q] - d2[q] + 2.f * d3[q] + d4[q];
+                        r4[q] = 2.f * d1[q] - d2[q] - 2.f * d3[q] + d4[q];
+                        r5[q] = 4.f * d1[q] - 5.f * d3[q] + d5[q];
+                    }
                 }
+                /* horizontal: each tile's a x a block of r times B, written to the a*a
+                 * position planes, contiguous over the row's tiles */
+                const Py_ssize_t col = c * T + (n * th + ty) * tw;
+                for (int i = 0; i < a; i++) {
+                    const float *ri = r + i * width;
+                    float *o = v + (Py_ssize_t)(i * a) * plane + col;
+                    if (m == 2) {
+                        for (Py_ssize_t tx = 0; tx < tw; tx++) {
+                            const float *e = ri + tx * 2;
+                            o[tx] = e[0] - e[2]; o[plane + tx] = e[1] + e[2];
+                            o[2 * plane + tx] = e[2] - e[1]; o[3 * plane + tx] = e[1] - e[3];
+                        }
+                    } else {
+                        for (Py_ssize_t tx = 0; tx < tw; tx++)
+                            bt4_vec(ri + tx * 4, 1, o + tx, plane);
+                    }
+                }
+            }
         }
     Py_END_ALLOW_THREADS
+    free(r);
     PyBuffer_Release(&xv); PyBuffer_Release(&vv);
     Py_RETURN_NONE;
-}
-
-/* A^T p A for one tile: p is a x a (position i*a + j, stride s between positions) */
-static inline void output_tile2(const float *p, Py_ssize_t s, float *out) {
-    float t[2][4];
-    for (int j = 0; j < 4; j++) {
-        float p0 = p[(0 * 4 + j) * s], p1 = p[(1 * 4 + j) * s], p2 = p[(2 * 4 + j) * s],
-              p3 = p[(3 * 4 + j) * s];
-        t[0][j] = p0 + p1 + p2; t[1][j] = p1 - p2 - p3;
-    }
-    for (int o = 0; o < 2; o++) {
-        out[o * 2 + 0] = t[o][0] + t[o][1] + t[o][2];
-        out[o * 2 + 1] = t[o][1] - t[o][2] - t[o][3];
-    }
-}
-
-static inline void at4_vec(const float *p, Py_ssize_t s, float *o, Py_ssize_t os) {
-    float p0 = p[0], p1 = p[s], p2 = p[2 * s], p3 = p[3 * s], p4 = p[4 * s], p5 = p[5 * s];
-    float a12 = p1 + p2, s12 = p1 - p2, a34 = p3 + p4, s34 = p3 - p4;
-    o[0] = p0 + a12 + a34;
-    o[os] = s12 + 2.f * s34;
-    o[2 * os] = a12 + 4.f * a34;
-    o[3 * os] = s12 + 8.f * s34 + p5;
-}
-
-static inline void output_tile4(const float *p, Py_ssize_t s, float *out) {
-    float col[36], t[24];
-    for (int q = 0; q < 36; q++) col[q] = p[q * s];
-    for (int j = 0; j < 6; j++) at4_vec(col + j, 6, t + j, 6);   /* t (4 x 6) = A^T p */
-    for (int o = 0; o < 4; o++) at4_vec(t + o * 6, 1, out + o * 4, 1); /* t A */
 }
 
 static PyObject *winograd_output(PyObject *self, PyObject *args) {
@@ -311,28 +301,88 @@ static PyObject *winograd_output(PyObject *self, PyObject *args) {
     const float *p = pv.buf, *b = has_b ? bv.buf : NULL;
     float *y = yv.buf;
     const Py_ssize_t plane = M * T;
+    /* t[o][j][tx]: the vertical half of A^T P A for one row of tiles */
+    float *t = malloc(sizeof(float) * m * a * (tw > 0 ? tw : 1));
+    float *rowbuf = malloc(sizeof(float) * m * (tw * m));
+    if (!t || !rowbuf) {
+        free(t); free(rowbuf);
+        PyBuffer_Release(&pv); PyBuffer_Release(&yv); if (has_b) PyBuffer_Release(&bv);
+        return PyErr_NoMemory();
+    }
     Py_BEGIN_ALLOW_THREADS
-    float out[16];
     for (Py_ssize_t k = 0; k < M; k++) {
         const float bias = b ? b[k] : 0.f;
-        for (Py_ssize_t n = 0; n < N; n++)
-            for (Py_ssize_t ty = 0; ty < th; ty++)
-                for (Py_ssize_t tx = 0; tx < tw; tx++) {
-                    const float *src = p + k * T + (n * th + ty) * tw + tx;
-                    if (m == 2) output_tile2(src, plane, out); else output_tile4(src, plane, out);
-                    float *yk = y + (n * M + k) * HO * WO;
-                    for (int o = 0; o < m; o++) {
-                        const Py_ssize_t oy = ty * m + o;
-                        if (oy >= HO) break;
-                        for (int q = 0; q < m; q++) {
-                            const Py_ssize_t ox = tx * m + q;
-                            if (ox >= WO) break;
-                            yk[oy * WO + ox] = activate(out[o * m + q] + bias, act, aa, ab);
+        for (Py_ssize_t n = 0; n < N; n++) {
+            float *yk = y + (n * M + k) * HO * WO;
+            for (Py_ssize_t ty = 0; ty < th; ty++) {
+                const float *src = p + k * T + (n * th + ty) * tw;
+                /* vertical: t[o][j] = sum_i A^T[o][i] P[i][j], contiguous over tx */
+                for (int j = 0; j < a; j++) {
+                    if (m == 2) {
+                        const float *p0 = src + (0 * a + j) * plane, *p1 = src + (1 * a + j) * plane,
+                                    *p2 = src + (2 * a + j) * plane, *p3 = src + (3 * a + j) * plane;
+                        float *t0 = t + (0 * a + j) * tw, *t1 = t + (1 * a + j) * tw;
+                        for (Py_ssize_t tx = 0; tx < tw; tx++) {
+                            t0[tx] = p0[tx] + p1[tx] + p2[tx];
+                            t1[tx] = p1[tx] - p2[tx] - p3[tx];
+                        }
+                    } else {
+                        const float *p0 = src + (0 * a + j) * plane, *p1 = src + (1 * a + j) * plane,
+                                    *p2 = src + (2 * a + j) * plane, *p3 = src + (3 * a + j) * plane,
+                                    *p4 = src + (4 * a + j) * plane, *p5 = src + (5 * a + j) * plane;
+                        float *t0 = t + (0 * a + j) * tw, *t1 = t + (1 * a + j) * tw,
+                              *t2 = t + (2 * a + j) * tw, *t3 = t + (3 * a + j) * tw;
+                        for (Py_ssize_t tx = 0; tx < tw; tx++) {
+                            float a12 = p1[tx] + p2[tx], s12 = p1[tx] - p2[tx];
+                            float a34 = p3[tx] + p4[tx], s34 = p3[tx] - p4[tx];
+                            t0[tx] = p0[tx] + a12 + a34;
+                            t1[tx] = s12 + 2.f * s34;
+                            t2[tx] = a12 + 4.f * a34;
+                            t3[tx] = s12 + 8.f * s34 + p5[tx];
                         }
                     }
                 }
+                /* horizontal: m output rows of tw*m pixels, then bias, activation, crop */
+                for (int o = 0; o < m; o++) {
+                    const Py_ssize_t oy = ty * m + o;
+                    if (oy >= HO) break;
+                    const float *to = t + (Py_ssize_t)o * a * tw;
+                    float *out = rowbuf;
+                    if (m == 2) {
+                        for (Py_ssize_t tx = 0; tx < tw; tx++) {
+                            float e0 = to[tx], e1 = to[tw + tx], e2 = to[2 * tw + tx],
+                                  e3 = to[3 * tw + tx];
+                            out[2 * tx] = e0 + e1 + e2;
+                            out[2 * tx + 1] = e1 - e2 - e3;
+                        }
+                    } else {
+                        for (Py_ssize_t tx = 0; tx < tw; tx++) {
+                            float e0 = to[tx], e1 = to[tw + tx], e2 = to[2 * tw + tx],
+                                  e3 = to[3 * tw + tx], e4 = to[4 * tw + tx], e5 = to[5 * tw + tx];
+                            float a12 = e1 + e2, s12 = e1 - e2, a34 = e3 + e4, s34 = e3 - e4;
+                            out[4 * tx] = e0 + a12 + a34;
+                            out[4 * tx + 1] = s12 + 2.f * s34;
+                            out[4 * tx + 2] = a12 + 4.f * a34;
+                            out[4 * tx + 3] = s12 + 8.f * s34 + e5;
+                        }
+                    }
+                    float *yrow = yk + oy * WO;
+                    if (act == 0)
+                        for (Py_ssize_t q = 0; q < WO; q++) yrow[q] = out[q] + bias;
+                    else if (act == 1)
+                        for (Py_ssize_t q = 0; q < WO; q++) {
+                            float vq = out[q] + bias;
+                            yrow[q] = vq > 0.f ? vq : 0.f;
+                        }
+                    else
+                        for (Py_ssize_t q = 0; q < WO; q++)
+                            yrow[q] = activate(out[q] + bias, act, aa, ab);
+                }
+            }
+        }
     }
     Py_END_ALLOW_THREADS
+    free(t); free(rowbuf);
     PyBuffer_Release(&pv); PyBuffer_Release(&yv); if (has_b) PyBuffer_Release(&bv);
     Py_RETURN_NONE;
 }
