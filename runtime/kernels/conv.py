@@ -103,19 +103,27 @@ def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
                          pads=begin + end, strides=strides)
     if y is not None:
         return y
-    xp = np.pad(x, [(0, 0), (0, 0)] + list(zip(begin, end))) if any(begin + end) else x
-    out = [out_size(xp.shape[2 + i], k[i], strides[i], dilations[i], 0, 0) for i in range(nd)]
-    win = windows(np.ascontiguousarray(xp), k, strides, dilations, out)
-    cg, mg = c // group, m // group
-    kk = int(np.prod(k))
-    pixels = int(np.prod(out))
-    y = np.empty((n, m, pixels), dtype=np.result_type(x.dtype, w.dtype))
-    # (N, C, *out, *k) -> (N, *out, C, *k): one row per output pixel
-    axes = (0, *range(2, 2 + nd), 1, *range(2 + nd, 2 + 2 * nd))
-    for g in range(group):
-        cols = win[:, g * cg:(g + 1) * cg].transpose(axes).reshape(n * pixels, cg * kk)
-        wg = w[g * mg:(g + 1) * mg].reshape(mg, cg * kk)
-        y[:, g * mg:(g + 1) * mg] = (cols @ wg.T).reshape(n, pixels, mg).transpose(0, 2, 1)
+    if group == 1 and all(kk == 1 for kk in k) and not any(begin + end):
+        # 1x1, unpadded: y[n] = W (M x C) @ x[n] (C x pixels), NCHW in and out, no im2col
+        xs = x[(slice(None), slice(None)) + tuple(slice(None, None, st) for st in strides)]
+        out = list(xs.shape[2:])
+        y = np.matmul(w.reshape(m, c), np.ascontiguousarray(xs).reshape(n, c, -1))
+    else:
+        xp = np.pad(x, [(0, 0), (0, 0)] + list(zip(begin, end))) if any(begin + end) else x
+        out = [out_size(xp.shape[2 + i], k[i], strides[i], dilations[i], 0, 0)
+               for i in range(nd)]
+        win = windows(np.ascontiguousarray(xp), k, strides, dilations, out)
+        cg, mg = c // group, m // group
+        kk = int(np.prod(k))
+        pixels = int(np.prod(out))
+        y = np.empty((n, m, pixels), dtype=np.result_type(x.dtype, w.dtype))
+        # (N, C, *out, *k) -> (N, C, *k, *out): im2col columns (C/g * k, pixels) per image,
+        # so that W (M/g x C/g * k) @ columns lands in NCHW order directly
+        axes = (0, 1, *range(2 + nd, 2 + 2 * nd), *range(2, 2 + nd))
+        for g in range(group):
+            cols = win[:, g * cg:(g + 1) * cg].transpose(axes).reshape(n, cg * kk, pixels)
+            wg = w[g * mg:(g + 1) * mg].reshape(mg, cg * kk)
+            np.matmul(wg, cols, out=y[:, g * mg:(g + 1) * mg])
     if b is not None:
         y += b.reshape(1, m, 1)
     return y.reshape(n, m, *out)
