@@ -444,17 +444,28 @@ def run_model(model: Path, inputs: tuple[str, ...], output: Path | None, runtime
 @click.option("--repeat", type=int, default=20, show_default=True)
 @click.option("--batch", type=int, default=1, show_default=True,
               help="Size of symbolic (batch) dims.")
+@click.option("--passes", "pipeline_text", default=None,
+              help="Optimize MODEL with this pipeline before optc runs it (e.g. "
+                   "'default,fuse-act{target=optc},winograd'); onnxruntime runs MODEL as given.")
 def bench_model(model: Path, runtime: str, threads: int, warmup: int, repeat: int,
-                batch: int) -> None:
+                batch: int, pipeline_text: str | None) -> None:
     """Median latency of MODEL in RUNTIME, with onnxruntime measured in the same run."""
     from optc.bench import bench
-    from optc.ir import load
+    from optc.ir import load, serialize
 
-    load(model)  # one clear line for a missing / broken file
+    m = load(model)  # one clear line for a missing / broken file
     if repeat < 1 or warmup < 0 or threads < 1 or batch < 1:
         raise OptcError("--repeat, --threads and --batch must be >= 1, --warmup >= 0")
-    r = bench(model, runtime=runtime, threads=threads, warmup=warmup, repeat=repeat,
-              batch=batch)
+    target: Path | bytes = model
+    if pipeline_text is not None:
+        if runtime == "ort":
+            raise OptcError("--passes optimizes the model optc runs; use --runtime optc")
+        from optc.pipeline import run_pipeline
+
+        run_pipeline(m, pipeline_text)
+        target = serialize(m)
+    r = bench(target, runtime=runtime, threads=threads, warmup=warmup, repeat=repeat,
+              batch=batch, reference=model)
     line = f"{model.name}: onnxruntime {r.ort_median_ms:.2f} ms"
     if runtime != "ort":
         line += f", {runtime} {r.median_ms:.2f} ms, ratio {runtime}/ort {r.ratio:.2f}x"

@@ -246,6 +246,15 @@ def test_bench_prints_ratio_against_onnxruntime():
     assert "peak activation memory" in r.stdout
 
 
+def test_bench_a_lowered_model_against_onnxruntime_on_the_original():
+    r = invoke("bench", RESNET, "--repeat", "2", "--warmup", "1", "--passes",
+               "default,fuse-act{target=optc},winograd")
+    assert r.exit_code == 0, r.stderr
+    assert "ratio optc/ort" in r.stdout
+    r = invoke("bench", RESNET, "--runtime", "ort", "--passes", "default")
+    assert_one_line_error(r, "use --runtime optc")
+
+
 def test_compare_in_optc_runtime():
     r = invoke("compare", RESNET, RESNET, "--runtime", "optc")
     assert r.exit_code == 0, r.stderr
