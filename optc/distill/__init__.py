@@ -16,6 +16,8 @@ except ImportError as e:  # pragma: no cover - exercised only where torch is abs
 
 from optc.distill.executor import TorchGraph  # noqa: E402
 from optc.distill.taylor import taylor_scores  # noqa: E402
-from optc.distill.train import DistillConfig, DistillResult, distill  # noqa: E402
+from optc.distill.train import (  # noqa: E402
+    DistillConfig, DistillResult, distill, prune_and_distill)
 
-__all__ = ["DistillConfig", "DistillResult", "TorchGraph", "distill", "taylor_scores"]
+__all__ = ["DistillConfig", "DistillResult", "TorchGraph", "distill", "prune_and_distill",
+           "taylor_scores"]

@@ -318,3 +318,31 @@ def distill(teachers: Sequence, student, data: dict[str, np.ndarray],
                 + f" ({seconds:.2f} s)" + (" *" if better else ""))
     s_graph.load_state_dict(best[1])
     return DistillResult(s_graph.write_back(), history, best[0], metric_name, initial)
+
+
+def prune_and_distill(teacher, data: dict[str, np.ndarray], *, ratio: float, steps: int = 1,
+                      prune_options: str = "", config: DistillConfig | None = None,
+                      val: dict[str, np.ndarray] | None = None,
+                      log: Callable[[str], None] | None = None) -> tuple[Model, list]:
+    """Iterative pruning with recovery (Torch-Pruning's schedule, on ONNX): ``steps`` rounds,
+    each pruning ``1 - (1 - ratio) ** (1 / steps)`` of the channels left (so the rounds
+    together keep about ``1 - ratio``) and then distilling from ``teacher`` (the original
+    model) with ``config``. Returns (the final student, each round's DistillResult).
+    ``prune_options``: more prune options, e.g. "criterion=l2 round-to=4"."""
+    import optc
+
+    if steps < 1:
+        raise OptcError(f"steps must be >= 1, got {steps}")
+    if not 0 <= ratio < 1:
+        raise OptcError(f"ratio must be in [0, 1), got {ratio}")
+    teacher_model = load(teacher)
+    per_step = 1 - (1 - ratio) ** (1 / steps)
+    student, _ = optc.optimize(copy.deepcopy(teacher_model), passes="default")
+    rounds = []
+    for k in range(steps):
+        student, _ = optc.optimize(student, passes=f"prune{{ratio={per_step:.6f} "
+                                                   f"{prune_options}}}")
+        result = distill([teacher_model], student, data, config, val=val, log=log)
+        rounds.append(result)
+        student = result.model
+    return student, rounds

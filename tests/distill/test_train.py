@@ -173,3 +173,18 @@ def test_teacher_assistant_chain_is_two_runs(teacher):
     before = accuracy(student)
     student = distill([assistant], student, TRAIN, DistillConfig(epochs=3, lr=3e-3)).model
     assert accuracy(student) > before
+
+
+def test_iterative_prune_and_distill():
+    from optc.distill.train import prune_and_distill
+
+    model, rounds = prune_and_distill(DIGITS, TRAIN, ratio=0.5, steps=2,
+                                      prune_options="criterion=l2",
+                                      config=DistillConfig(epochs=2, lr=3e-3))
+    assert len(rounds) == 2
+    conv = next(n for n in model.graph.nodes if n.op_type == "Conv")
+    # two rounds of 1 - sqrt(0.5) each keep about half of the 16 filters
+    assert 7 <= conv.inputs[1].const_value.shape[0] <= 9
+    assert accuracy(model) > 0.9
+    with pytest.raises(OptcError, match="steps must be >= 1"):
+        prune_and_distill(DIGITS, TRAIN, ratio=0.5, steps=0)
