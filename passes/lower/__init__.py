@@ -1,4 +1,5 @@
-"""Lowerings of convolutions to faster algorithms (Winograd) for optc's runtime, each with a
-``portable`` form in standard ONNX ops that onnxruntime can check."""
+"""Lowerings of convolutions to faster algorithms for optc's runtime: Winograd (with a
+``portable`` form in standard ONNX ops that onnxruntime can check) and FFT."""
 
+from optc.passes.lower.fft import FFTLower  # noqa: F401
 from optc.passes.lower.winograd import Winograd  # noqa: F401
