@@ -10,10 +10,15 @@ frequency bin).
 32 up to 14, else 64 (an output tile of F - k + 1 keeps the overlap waste under a half), but
 never more than the padded input needs.
 
+``portable=true``: the same algorithm in standard ONNX ops (Pad; the forward DFT of every
+tile as a depthwise Conv with the DFT basis images as kernels, stride F - k + 1; the complex
+per-bin GEMM as four MatMuls; the inverse DFT of each tile's valid part as one MatMul;
+Reshape/Transpose/Slice to place the tiles; Add for the bias), so onnxruntime can check the
+numerics. It is for checking, not speed (the transforms as dense maps cost F^2 per bin).
+Needs static spatial sizes; FusedConv is not lowered portably.
+
 Not lowered, counted by reason in the stats: kernels under min-kernel, strides or dilations
-other than 1, grouped convs, 1-D/3-D convs, SAME auto_pad, non-constant weights. A portable
-(standard-ONNX, DFT-op) form is not built yet: unlike ``winograd{portable=true}`` the lowered
-model runs in optc.runtime only, and the tests check it against onnxruntime on the original.
+other than 1, grouped convs, 1-D/3-D convs, SAME auto_pad, non-constant weights.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from optc.errors import OptcError
 from optc.ir import Model, Node
 from optc.pass_base import Pass, PassResult, register
 from optc.passes._common import const_input
+from optc.passes.lower._emit import Emitter, replace_conv
 from optc.passes.lower.winograd import _input_shapes
 from optc.runtime.kernels.fft import transform_filters
 from optc.runtime.registry import OPTC_DOMAIN
@@ -73,8 +79,13 @@ class FFTLower(Pass):
     min_kernel: int = field(default=5, metadata={"help": "lower kernels at least this big"})
     fft_size: str = field(default="auto", metadata={
         "help": "FFT tile size F (a power of two > kernel) or auto"})
+    portable: bool = field(default=False, metadata={
+        "help": "standard ONNX ops (runs in onnxruntime) instead of ai.optc FFTConv"})
 
     def requires(self, model: Model) -> None:
+        if self.portable and model.opset < 13:
+            raise OptcError(f"fft: portable=true writes opset-13 ops (Pad, Slice with inputs); "
+                            f"the model is opset {model.opset}: convert it first")
         if self.min_kernel < 2:
             raise OptcError(f"fft: min-kernel must be >= 2, got {self.min_kernel}")
         if self.fft_size != "auto":
@@ -102,20 +113,26 @@ class FFTLower(Pass):
             kmax = max(w.shape[2:]) if reason is None else 0
             if reason is None and self.fft_size != "auto" and int(self.fft_size) <= kmax:
                 reason = f"kernel {kmax} not under fft-size {self.fft_size}"
+            shape = shapes.get(node.inputs[0].name)
+            static = shape is not None and len(shape) == 4 and \
+                all(isinstance(d, int) for d in shape[2:])
+            if reason is None and self.portable and (fused or not static):
+                reason = "FusedConv or dynamic spatial size (portable)"
             if reason is not None:
                 stats[f"kept: {reason}"] = stats.get(f"kept: {reason}", 0) + 1
                 continue
-            shape = shapes.get(node.inputs[0].name)
             padded = None
-            if shape is not None and len(shape) == 4 and all(isinstance(d, int)
-                                                              for d in shape[2:]):
+            if static:
                 padded = max(shape[2] + pads[0] + pads[2], shape[3] + pads[1] + pads[3])
             f = choose_fft_size(kmax, padded) if self.fft_size == "auto" else \
                 int(self.fft_size)
-            self._lower(model, node, w, f, pads)
+            if self.portable:
+                self._portable(model, node, w, f, pads, shape)
+            else:
+                self._lower(model, node, w, f, pads)
             stats[f"F={f}"] = stats.get(f"F={f}", 0) + 1
         modified = any(k.startswith("F=") for k in stats)
-        if modified:
+        if modified and not self.portable:
             model.opset_imports.setdefault(OPTC_DOMAIN, 1)
         return PassResult(model, modified, stats)
 
@@ -134,10 +151,58 @@ class FFTLower(Pass):
         out = g.new_value(node.outputs[0].name + "_fft", node.outputs[0].type)
         new = Node("FFTConv", inputs, [out], domain=OPTC_DOMAIN,
                    name=g.unique_name((node.name or "conv") + f"_fft{f}"), attributes=attrs)
-        g.insert_before(node, new)
-        old_inputs = [v for v in node.inputs if v is not None]
-        g.substitute(node.outputs[0], out)
-        g.remove(node)
-        for v in old_inputs:
-            if g.is_initializer(v) and not v.uses() and not g.is_output(v):
-                g.remove_initializer(v)
+        replace_conv(g, node, [new], out)
+
+    def _portable(self, model: Model, node: Node, w: np.ndarray, f: int, pads, shape) -> None:
+        """The same algorithm in standard ops. Both transforms are linear maps, built from
+        numpy's rfft2/irfft2 of unit impulses (so they equal what FFTConv computes): the
+        forward one as a depthwise Conv whose 2*bins kernels per channel are the real and
+        imaginary DFT basis images, applied with stride To (tile extraction and transform in
+        one op); the inverse, restricted to each tile's valid To x To pixels, as one MatMul."""
+        g = model.graph
+        x = node.inputs[0]
+        _, c, h, wd = shape
+        mo, _, kh, kw = w.shape
+        dt = w.dtype
+        ho, wo = h + pads[0] + pads[2] - kh + 1, wd + pads[1] + pads[3] - kw + 1
+        to_h, to_w = f - kh + 1, f - kw + 1
+        th, tw = -(-ho // to_h), -(-wo // to_w)
+        bins = f * (f // 2 + 1)
+        e = Emitter(g, node.name or "conv", "fft")
+        full = [0, 0, pads[0], pads[1], 0, 0, (th - 1) * to_h + f - h - pads[0],
+                (tw - 1) * to_w + f - wd - pads[1]]
+        xp = e.op("Pad", [x, e.const("pads", np.array(full, np.int64))])
+        spec = np.fft.rfft2(np.eye(f * f).reshape(f * f, f, f)).reshape(f * f, bins)
+        basis = np.concatenate([spec.real.T, spec.imag.T]).reshape(2 * bins, 1, f, f)
+        xs = e.op("Conv", [xp, e.const("dft", np.tile(basis, (c, 1, 1, 1)).astype(dt))],
+                  group=c, kernel_shape=[f, f], strides=[to_h, to_w])
+        # (N, C*2*bins, th, tw) -> (2, bins, N, T, C): real and imaginary parts
+        xs = e.op("Reshape", [xs, e.const("shape_x", np.array([0, c, 2, bins, th * tw],
+                                                                np.int64))])
+        xs = e.op("Transpose", [xs], perm=[2, 3, 0, 4, 1])
+        xr = e.op("Gather", [xs, e.const("re", np.array(0, np.int64))], axis=0)
+        xi = e.op("Gather", [xs, e.const("im", np.array(1, np.int64))], axis=0)
+        wf = transform_filters(w, f)  # (2, bins, M, C) -> W^T per bin: (bins, 1, C, M)
+        wr = e.const("wr", np.ascontiguousarray(wf[0].transpose(0, 2, 1)[:, None]))
+        wi = e.const("wi", np.ascontiguousarray(wf[1].transpose(0, 2, 1)[:, None]))
+        # (Xr + i Xi)(Wr + i Wi), per bin: (bins, N, T, M)
+        yr = e.op("Sub", [e.op("MatMul", [xr, wr]), e.op("MatMul", [xi, wi])])
+        yi = e.op("Add", [e.op("MatMul", [xr, wi]), e.op("MatMul", [xi, wr])])
+        ys = e.op("Concat", [yr, yi], axis=0)  # (2*bins, N, T, M)
+        ys = e.op("Transpose", [ys], perm=[1, 2, 3, 0])  # (N, T, M, 2*bins)
+        impulses = np.concatenate([np.eye(bins), 1j * np.eye(bins)]).reshape(
+            2 * bins, f, f // 2 + 1)
+        inverse = np.fft.irfft2(impulses, s=(f, f))[:, kh - 1:, kw - 1:]
+        y = e.op("MatMul", [ys, e.const("idft", inverse.reshape(2 * bins, -1).astype(dt))])
+        y = e.op("Reshape", [y, e.const("shape_t", np.array([0, th, tw, mo, to_h, to_w],
+                                                             np.int64))])
+        y = e.op("Transpose", [y], perm=[0, 3, 1, 4, 2, 5])
+        y = e.op("Reshape", [y, e.const("shape_y", np.array([0, mo, th * to_h, tw * to_w],
+                                                             np.int64))])
+        if th * to_h != ho or tw * to_w != wo:
+            y = e.op("Slice", [y, e.const("starts", np.array([0, 0], np.int64)),
+                               e.const("ends", np.array([ho, wo], np.int64)),
+                               e.const("axes", np.array([2, 3], np.int64))])
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            y = e.op("Add", [y, e.const("bias", node.inputs[2].const_value.reshape(1, mo, 1, 1))])
+        replace_conv(g, node, e.nodes, y)

@@ -39,6 +39,7 @@ from optc.ir import Model, Node, clone
 from optc.ir.shapes import infer_shapes
 from optc.pass_base import Pass, PassResult, register
 from optc.passes._common import const_input
+from optc.passes.lower._emit import Emitter, replace_conv
 from optc.runtime.kernels.winograd import TILES, matrices, output_size, transform_weights
 from optc.runtime.registry import OPTC_DOMAIN
 
@@ -102,6 +103,9 @@ class Winograd(Pass):
         "help": "auto: F(4x4) only for layers with at least this many input channels"})
 
     def requires(self, model: Model) -> None:
+        if self.portable and model.opset < 13:
+            raise OptcError(f"winograd: portable=true writes opset-13 ops (Pad, Slice with "
+                            f"inputs); the model is opset {model.opset}: convert it first")
         if str(self.tile) not in ("2", "4", "auto"):
             raise OptcError(f"winograd: tile must be 2, 4 or auto, got {self.tile}")
 
@@ -167,19 +171,7 @@ class Winograd(Pass):
         new = Node("WinogradConv", inputs, [out], domain=OPTC_DOMAIN,
                    name=g.unique_name((node.name or "conv") + f"_winograd{tile}"),
                    attributes=attrs)
-        self._replace(model, node, new, out)
-
-    def _replace(self, model: Model, node: Node, first: Node | list[Node], out) -> None:
-        g = model.graph
-        nodes = first if isinstance(first, list) else [first]
-        for n in nodes:
-            g.insert_before(node, n)
-        old_inputs = [v for v in node.inputs if v is not None]
-        g.substitute(node.outputs[0], out)
-        g.remove(node)
-        for v in old_inputs:
-            if g.is_initializer(v) and not v.uses() and not g.is_output(v):
-                g.remove_initializer(v)
+        replace_conv(model.graph, node, [new], out)
 
     def _portable(self, model: Model, node: Node, w: np.ndarray, m: int, pads, shape) -> None:
         g = model.graph
@@ -191,17 +183,8 @@ class Winograd(Pass):
         dt = w.dtype
         ho, wo = output_size(h, wd, pads)
         th, tw = -(-ho // m), -(-wo // m)
-        base = node.name or "conv"
-        nodes: list[Node] = []
-
-        def const(name: str, array) -> object:
-            return g.add_initializer(g.unique_name(f"{base}_wg_{name}"), np.asarray(array))
-
-        def emit(op: str, inputs, **attrs):
-            out = g.new_value(f"{base}_wg_{op.lower()}")
-            nodes.append(Node(op, inputs, [out], name=g.unique_name(f"{base}_wg_{op}"),
-                              attributes=attrs))
-            return out
+        e = Emitter(g, node.name or "conv", "wg")
+        const, emit = e.const, e.op
 
         # pad to whole tiles: top/left as the conv, bottom/right up to th*m + 2
         full = [0, 0, pads[0], pads[1], 0, 0, th * m + 2 - h - pads[0], tw * m + 2 - wd - pads[1]]
@@ -232,4 +215,4 @@ class Winograd(Pass):
         if len(node.inputs) > 2 and node.inputs[2] is not None:
             b = node.inputs[2].const_value.reshape(1, mo, 1, 1)
             y = emit("Add", [y, const("bias", b)])
-        self._replace(model, node, nodes, y)
+        replace_conv(g, node, e.nodes, y)

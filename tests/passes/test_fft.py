@@ -6,19 +6,20 @@ Error bound (float32, relative to the output's largest magnitude): 1e-5; the mea
 round-off is about 1e-6 or below (documented in optc.runtime.kernels.fft)."""
 
 import numpy as np
+import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optc
 from optc.errors import OptcError
-from optc.ir import serialize, verify
+from optc.ir import serialize, to_proto, verify
 from optc.passes import FFTLower
 from optc.passes.lower.fft import choose_fft_size
 from optc.runtime import InferenceSession
 from optc.runtime.kernels.conv import conv
 from optc.runtime.kernels.fft import fft_conv, transform_filters
-from optc.testing import light_model, randomize_light
+from optc.testing import light_at_opset, light_model, randomize_light
 from optc.validate import ort_session, random_feeds, run
 from tests.util import check_pass, load, op_types
 
@@ -55,22 +56,29 @@ def _model(attrs: str = "pads = [2, 2, 2, 2]", k: int = 5, group: int = 1) -> st
     }}"""
 
 
-def test_lowering_matches_the_original():
+@pytest.mark.parametrize("portable", [False, True])
+def test_lowering_matches_the_original(portable):
     from tests.util import parse
 
     original = parse(_model("pads = [2, 1, 0, 3]"))
     model = load(original)
-    result = FFTLower()(model)
+    result = FFTLower(portable=portable)(model)
     assert result.modified and result.stats == {"F=16": 1}
     verify(model.graph)
-    assert op_types(model) == ["FFTConv"]
     ref_s = ort_session(original.SerializeToString())
     feeds = random_feeds(ref_s, 0)
     ref = run(ref_s, feeds)["y"]
-    got = InferenceSession(serialize(model)).run(None, feeds)[0]
+    if portable:  # standard ops: onnx.checker and onnxruntime accept it
+        assert "FFTConv" not in op_types(model) and op_types(model).count("MatMul") == 5
+        proto = to_proto(model)
+        onnx.checker.check_model(proto, full_check=True)
+        got = run(ort_session(proto.SerializeToString()), feeds)["y"]
+    else:
+        assert op_types(model) == ["FFTConv"]
+        got = InferenceSession(serialize(model)).run(None, feeds)[0]
     assert np.abs(got - ref).max() <= BOUND * np.abs(ref).max()
     again = serialize(model)
-    assert not FFTLower()(model).modified and serialize(model) == again
+    assert not FFTLower(portable=portable)(model).modified and serialize(model) == again
 
 
 @pytest.mark.parametrize("attrs, k, group, reason", [
@@ -99,14 +107,22 @@ def test_auto_size():
     assert choose_fft_size(5, 6) == 8  # never more than the padded input needs (and > k)
 
 
-def test_light_inception_v1():
-    base, _ = optc.optimize(randomize_light(light_model("inception_v1")),
+@pytest.mark.parametrize("portable", [False, True])
+def test_light_inception_v1(portable):
+    base, _ = optc.optimize(light_at_opset("inception_v1", 13),
                             passes="freeze-initializers,fold-constants")
     data = serialize(base)
     ref_s = ort_session(data)
     feeds = random_feeds(ref_s, 0)
     ref = list(run(ref_s, feeds).values())[0]
-    model, report = optc.optimize(data, passes="default,fft")
+    model, report = optc.optimize(data, passes=f"default,fft{{portable={str(portable).lower()}}}")
     assert report.records[-1].stats.get("F=16") == 9  # its nine 5x5 convs
-    got = InferenceSession(serialize(model)).run(None, feeds)[0]
+    lowered = serialize(model)
+    got = list(run(ort_session(lowered), feeds).values())[0] if portable else \
+        InferenceSession(lowered).run(None, feeds)[0]
     assert np.abs(got - ref).max() <= BOUND * np.abs(ref).max()
+
+
+def test_portable_needs_opset_13():
+    with pytest.raises(OptcError, match="opset-13 ops"):
+        optc.optimize(randomize_light(light_model("inception_v1")), passes="fft{portable=true}")
