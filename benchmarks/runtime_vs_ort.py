@@ -1,10 +1,12 @@
 """optc.runtime latency next to onnxruntime (same run, same inputs, 1 thread each by default),
 plus optc's peak activation memory, on the ResNet-50, VGG-19 and DenseNet-121 `light`
-architectures with seeded random weights (constant-folded by optc) and on the models/ models.
+architectures (and Inception v1, for its 5x5 convs) with seeded random weights (constant-folded
+by optc) and on the models/ models.
 
-Each model runs in optc.runtime after ``default,fuse-act{target=optc}`` and after that plus
-``winograd`` (tile=auto); onnxruntime runs the model as given (its own graph optimizations
-on), and the geometric mean of the ratios is printed per variant.
+Each model runs in optc.runtime after ``default,fuse-act{target=optc}``, after that plus
+``winograd`` (tile=auto), and plus ``fft`` (5x5+ kernels: Inception v1); onnxruntime runs the
+model as given (its own graph optimizations on), and the geometric mean of the ratios is
+printed per variant.
 
     python benchmarks/runtime_vs_ort.py [--repeat 10] [--threads 1] [--models vgg19 ...]
 """
@@ -26,7 +28,9 @@ from optc.testing import light_model, randomize_light
 REPO = Path(__file__).resolve().parent.parent
 #: what optc.runtime runs; onnxruntime always runs the model as given (its own optimizations on)
 VARIANTS = {"default": "default,fuse-act{target=optc}",
-            "default + winograd": "default,fuse-act{target=optc},winograd"}
+            "default + winograd": "default,fuse-act{target=optc},winograd",
+            "default + winograd + fft": "default,fuse-act{target=optc},winograd,fft"}
+LIGHT = ("resnet50", "vgg19", "densenet121", "inception_v1")
 
 
 def main() -> None:
@@ -35,7 +39,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=None,
-                        help="light names (resnet50, vgg19, densenet121) and models/ stems")
+                        help="light names (" + ", ".join(LIGHT) + ") and models/ stems")
     args = parser.parse_args()
     console = Console()
     table = Table(title=f"optc.runtime vs onnxruntime ({args.threads} thread, median of "
@@ -46,7 +50,7 @@ def main() -> None:
     wanted = args.models
     with tempfile.TemporaryDirectory() as d:
         paths = []
-        for name in ("resnet50", "vgg19", "densenet121"):
+        for name in LIGHT:
             if wanted and name not in wanted:
                 continue
             model, _ = optc.optimize(randomize_light(light_model(name)),
