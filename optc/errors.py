@@ -10,3 +10,11 @@ class OptcError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def at_node(label: str, error: Exception) -> OptcError:
+    """``error``, raised while running a node, as one line naming the node (an executor's
+    kernel error: an OptcError keeps its message, others add their type)."""
+    if isinstance(error, OptcError):
+        return OptcError(f"{label}: {error}")
+    return OptcError(f"{label}: {type(error).__name__}: {error}")

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from optc.errors import OptcError
+from optc.errors import OptcError, at_node
 from optc.ir import Graph, Model, load
 from optc.runtime.registry import Kernel, lookup
 
@@ -203,11 +203,8 @@ class InferenceSession:
             args = [env[s] if s >= 0 else None for s in step.inputs]
             try:
                 result = step.kernel.fn(*args, **step.attrs)
-            except OptcError as e:
-                raise OptcError(f"{step.node_label}: {e}") from e
-            except (ValueError, TypeError, IndexError, ZeroDivisionError) as e:
-                raise OptcError(f"{step.node_label}: {type(e).__name__}: "
-                                f"{' '.join(str(e).split())}") from e
+            except (OptcError, ValueError, TypeError, IndexError, ZeroDivisionError) as e:
+                raise at_node(step.node_label, e) from e
             if not isinstance(result, tuple):
                 result = (result,)
             for s, value in zip(step.outputs, result):

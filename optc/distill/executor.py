@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from optc.distill import ops as tops
-from optc.errors import OptcError
+from optc.errors import OptcError, at_node
 from optc.ir import Model, Node, Value, clone, load
 from optc.runtime.registry import lookup, since_version
 
@@ -312,11 +312,8 @@ class TorchGraph(nn.Module):
             args = [env[s] if s >= 0 else None for s in step.inputs]
             try:
                 result = self._call(step, args, device)
-            except OptcError as e:
-                raise OptcError(f"{step.label}: {e}") from e
-            except (RuntimeError, ValueError, TypeError, IndexError) as e:
-                raise OptcError(f"{step.label}: {type(e).__name__}: "
-                                f"{' '.join(str(e).split())}") from e
+            except (OptcError, RuntimeError, ValueError, TypeError, IndexError) as e:
+                raise at_node(step.label, e) from e
             if not isinstance(result, tuple):
                 result = (result,)
             for s, value in zip(step.outputs, result):

@@ -34,6 +34,7 @@ from optc.errors import OptcError
 from optc.runtime.kernels.conv import resolve_pads, transpose_geometry
 from optc.runtime.kernels.pool import _geometry
 from optc.runtime.kernels.resize import resize_plan
+from optc.runtime.kernels.tensor import pad_amounts
 
 OPS: dict[str, Callable] = {}
 IGNORED_ATTRIBUTES = frozenset({"consumed_inputs"})  # legacy bookkeeping, no meaning here
@@ -596,15 +597,8 @@ def gather(data, indices, *, axis=0):
 @op("Pad")
 def pad(x, pads=None, constant_value=None, axes=None, *, mode="constant", paddings=None,
         value=None):
-    pads = ints(pads if pads is not None else paddings)
-    axes = list(range(x.ndim)) if axes is None else [a + x.ndim if a < 0 else a
-                                                     for a in ints(axes)]
-    n = len(axes)
-    if len(pads) != 2 * n:
-        raise OptcError(f"Pad expects {2 * n} pads, got {len(pads)}")
-    begin, end = [0] * x.ndim, [0] * x.ndim
-    for i, a in enumerate(axes):
-        begin[a], end[a] = pads[i], pads[i + n]
+    begin, end = pad_amounts(ints(pads if pads is not None else paddings),
+                             None if axes is None else ints(axes), x.ndim)
     fill = float(constant_value.reshape(-1)[0]) if constant_value is not None else \
         float(value or 0.0)
     widths = []

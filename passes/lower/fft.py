@@ -32,7 +32,7 @@ from optc.errors import OptcError
 from optc.ir import Model, Node
 from optc.pass_base import Pass, PassResult, register
 from optc.passes._common import const_input
-from optc.passes.lower._emit import Emitter, replace_conv
+from optc.passes.lower._emit import Emitter, refusal, replace_conv
 from optc.passes.lower.winograd import _input_shapes
 from optc.runtime.kernels.fft import transform_filters
 from optc.runtime.registry import OPTC_DOMAIN
@@ -41,24 +41,8 @@ _ACT_ATTRS = ("activation", "activation_params")
 
 
 def _reason(node: Node, w: np.ndarray | None, min_kernel: int) -> str | None:
-    if w is None:
-        return "non-constant weight"
-    if w.ndim != 4:
-        return "not a 2-D conv"
-    if min(w.shape[2:]) < min_kernel:
-        return f"kernel under {min_kernel}"
-    if node.attr("group", 1) != 1:
-        return "grouped"
-    if any(s != 1 for s in (node.attr("strides") or [1, 1])):
-        return "stride != 1"
-    if any(d != 1 for d in (node.attr("dilations") or [1, 1])):
-        return "dilation != 1"
-    if node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID", ""):
-        return "SAME auto_pad"
-    if len(node.inputs) > 2 and node.inputs[2] is not None and \
-            node.inputs[2].const_value is None:
-        return "non-constant bias"
-    return None
+    """Why ``node`` cannot be lowered (None if it can)."""
+    return refusal(node, w, lambda k: min(k) >= min_kernel, f"kernel under {min_kernel}")
 
 
 def choose_fft_size(k: int, padded: int | None) -> int:

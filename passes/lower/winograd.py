@@ -39,7 +39,7 @@ from optc.ir import Model, Node, clone
 from optc.ir.shapes import infer_shapes
 from optc.pass_base import Pass, PassResult, register
 from optc.passes._common import const_input
-from optc.passes.lower._emit import Emitter, replace_conv
+from optc.passes.lower._emit import Emitter, refusal, replace_conv
 from optc.runtime.kernels.winograd import TILES, matrices, output_size, transform_weights
 from optc.runtime.registry import OPTC_DOMAIN
 
@@ -48,24 +48,7 @@ _ACT_ATTRS = ("activation", "activation_params")
 
 def _reason(node: Node, w: np.ndarray | None) -> str | None:
     """Why ``node`` cannot be lowered (None if it can)."""
-    if w is None:
-        return "non-constant weight"
-    if w.ndim != 4:
-        return "not a 2-D conv"
-    if tuple(w.shape[2:]) != (3, 3):
-        return "kernel not 3x3"
-    if node.attr("group", 1) != 1:
-        return "grouped"
-    if any(s != 1 for s in (node.attr("strides") or [1, 1])):
-        return "stride != 1"
-    if any(d != 1 for d in (node.attr("dilations") or [1, 1])):
-        return "dilation != 1"
-    if node.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID", ""):
-        return "SAME auto_pad"
-    if len(node.inputs) > 2 and node.inputs[2] is not None and \
-            node.inputs[2].const_value is None:
-        return "non-constant bias"
-    return None
+    return refusal(node, w, lambda k: k == (3, 3), "kernel not 3x3")
 
 
 def _input_shapes(model: Model) -> dict[str, list | None]:

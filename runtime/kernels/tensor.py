@@ -205,15 +205,21 @@ def constant_of_shape(shape, *, value=None):
 
 
 # --- Pad ----------------------------------------------------------------------------------------
-def _pad(x, pads, mode, value, axes=None):
+def pad_amounts(pads, axes, rank: int) -> tuple[list[int], list[int]]:
+    """Pad's (begin, end) per axis of a rank-``rank`` input from its pads (and axes)."""
     pads = _ints(pads)
-    axes = list(range(x.ndim)) if axes is None else [_axis(a, x.ndim) for a in _ints(axes)]
+    axes = list(range(rank)) if axes is None else [_axis(a, rank) for a in _ints(axes)]
     n = len(axes)
     if len(pads) != 2 * n:
         raise OptcError(f"Pad expects {2 * n} pads, got {len(pads)}")
-    begin, end = [0] * x.ndim, [0] * x.ndim
+    begin, end = [0] * rank, [0] * rank
     for i, a in enumerate(axes):
         begin[a], end[a] = pads[i], pads[i + n]
+    return begin, end
+
+
+def _pad(x, pads, mode, value, axes=None):
+    begin, end = pad_amounts(pads, axes, x.ndim)
     # negative pads crop
     crop = tuple(slice(-b if b < 0 else 0, x.shape[i] + e if e < 0 else None)
                  for i, (b, e) in enumerate(zip(begin, end)))
