@@ -328,8 +328,9 @@ class TorchGraph(nn.Module):
         args = [a if a is None or isinstance(a, torch.Tensor)
                 else torch.as_tensor(np.array(a), device=device) for a in args]
         if step.grad_scale_qmax:
+            # LSQ: g = 1 / sqrt(N * Qmax), N the weight count, or the features per sample
             data = args[0]
-            n = data.numel() if step.latent is None else data.numel()
+            n = data.numel() if step.latent is not None or data.ndim == 0 else data[0].numel()
             args[1] = _grad_scale(args[1], 1.0 / math.sqrt(max(n, 1) * step.grad_scale_qmax))
         if step.latent is not None:
             return self._fake_quant(step, args)
