@@ -225,14 +225,16 @@ def distill(teachers: Sequence, student, data: dict[str, np.ndarray],
             regressors.append(Regressor(tuple(s_out[s_name].shape), tuple(t_out[t_name].shape),
                                         f"{t_name}:{s_name}"))
     module = _Student(s_graph, regressors).to(device)
+    if not list(module.parameters()):
+        raise OptcError("the student has no trainable tensors")
     trained: nn.Module = module
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
+        # parameters that only feed outputs other than the logits get no gradient
         trained = DistributedDataParallel(module, device_ids=[local_rank]
-                                          if device.type == "cuda" else None)
-    if not list(module.parameters()):
-        raise OptcError("the student has no trainable tensors")
+                                          if device.type == "cuda" else None,
+                                          find_unused_parameters=True)
     optim = torch.optim.Adam(module.parameters(), lr=config.lr,
                              weight_decay=config.weight_decay)
     # cosine decay of the learning rate over the run, stepped per epoch
