@@ -3,9 +3,15 @@ replaces one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
 import numpy as np
 
-from optc.ir import Graph, Node, Value
+from optc.ir import Graph, Model, Node, Value, clone
+from optc.ir.shapes import infer_shapes
+from optc.passes._common import const_input
+from optc.runtime.registry import OPTC_DOMAIN
 
 
 class Emitter:
@@ -62,3 +68,52 @@ def refusal(node: Node, w: np.ndarray | None, kernel_ok, kernel_reason: str) -> 
             node.inputs[2].const_value is None:
         return "non-constant bias"
     return None
+
+
+def count(stats: dict[str, int], key: str) -> None:
+    stats[key] = stats.get(key, 0) + 1
+
+
+def input_shapes(model: Model) -> dict[str, list | None]:
+    """Inferred shapes by value name, from a copy (the model's own types stay as they are, so
+    a run that lowers nothing changes nothing)."""
+    copy = clone(model)
+    infer_shapes(copy)
+    return {name: v.shape for name, v in copy.graph.values().items()}
+
+
+@dataclass
+class Candidate:
+    node: Node
+    weight: np.ndarray
+    pads: list[int]  # top, left, bottom, right
+    shape: list | None  # the input's inferred shape
+    static: bool  # spatial sizes known
+
+
+def candidates(model: Model, refuse: Callable[[Node, np.ndarray | None], str | None],
+               portable: bool, stats: dict[str, int]) -> Iterator[Candidate]:
+    """The Conv / ai.optc FusedConv nodes a lowering may rewrite (a snapshot: rewriting one
+    is safe); the others are counted in ``stats`` as "kept: <reason>"."""
+    g = model.graph
+    shapes = input_shapes(model)
+    for node in list(g.nodes):
+        fused = node.domain == OPTC_DOMAIN and node.op_type == "FusedConv"
+        if not (node.op_type == "Conv" and node.domain in ("", "ai.onnx") or fused):
+            continue
+        w = const_input(g, node, 1)
+        reason = refuse(node, w)
+        shape = shapes.get(node.inputs[0].name)
+        static = shape is not None and len(shape) == 4 and \
+            all(isinstance(d, int) for d in shape[2:])
+        if reason is None and portable and fused:
+            reason = "FusedConv (portable lowers standard Conv only)"
+        if reason is None and portable and not static:
+            reason = "dynamic spatial size (portable)"
+        if reason is not None:
+            count(stats, f"kept: {reason}")
+            continue
+        pads = [int(p) for p in (node.attr("pads") or [0, 0, 0, 0])]
+        if node.attr("auto_pad", "NOTSET") == "VALID":
+            pads = [0, 0, 0, 0]
+        yield Candidate(node, w, pads, shape, static)

@@ -31,9 +31,7 @@ import numpy as np
 from optc.errors import OptcError
 from optc.ir import Model, Node
 from optc.pass_base import Pass, PassResult, register
-from optc.passes._common import const_input
-from optc.passes.lower._emit import Emitter, refusal, replace_conv
-from optc.passes.lower.winograd import _input_shapes
+from optc.passes.lower._emit import Emitter, candidates, count, refusal, replace_conv
 from optc.runtime.kernels.fft import transform_filters
 from optc.runtime.registry import OPTC_DOMAIN
 
@@ -82,39 +80,24 @@ class FFTLower(Pass):
                                 f"{self.fft_size}")
 
     def run(self, model: Model) -> PassResult:
-        g = model.graph
-        shapes = _input_shapes(model)
         stats: dict[str, int] = {}
-        for node in list(g.nodes):
-            fused = node.domain == OPTC_DOMAIN and node.op_type == "FusedConv"
-            if not (node.op_type == "Conv" and node.domain in ("", "ai.onnx") or fused):
-                continue
-            w = const_input(g, node, 1)
-            reason = _reason(node, w, self.min_kernel)
-            pads = list(node.attr("pads") or [0, 0, 0, 0])
-            if node.attr("auto_pad", "NOTSET") == "VALID":
-                pads = [0, 0, 0, 0]
-            kmax = max(w.shape[2:]) if reason is None else 0
-            if reason is None and self.fft_size != "auto" and int(self.fft_size) <= kmax:
-                reason = f"kernel {kmax} not under fft-size {self.fft_size}"
-            shape = shapes.get(node.inputs[0].name)
-            static = shape is not None and len(shape) == 4 and \
-                all(isinstance(d, int) for d in shape[2:])
-            if reason is None and self.portable and (fused or not static):
-                reason = "FusedConv or dynamic spatial size (portable)"
-            if reason is not None:
-                stats[f"kept: {reason}"] = stats.get(f"kept: {reason}", 0) + 1
+        for c in candidates(model, lambda n, w: _reason(n, w, self.min_kernel), self.portable,
+                            stats):
+            kmax = max(c.weight.shape[2:])
+            if self.fft_size != "auto" and int(self.fft_size) <= kmax:
+                count(stats, f"kept: kernel {kmax} not under fft-size {self.fft_size}")
                 continue
             padded = None
-            if static:
-                padded = max(shape[2] + pads[0] + pads[2], shape[3] + pads[1] + pads[3])
+            if c.static:
+                padded = max(c.shape[2] + c.pads[0] + c.pads[2], c.shape[3] + c.pads[1] +
+                             c.pads[3])
             f = choose_fft_size(kmax, padded) if self.fft_size == "auto" else \
                 int(self.fft_size)
             if self.portable:
-                self._portable(model, node, w, f, pads, shape)
+                self._portable(model, c.node, c.weight, f, c.pads, c.shape)
             else:
-                self._lower(model, node, w, f, pads)
-            stats[f"F={f}"] = stats.get(f"F={f}", 0) + 1
+                self._lower(model, c.node, c.weight, f, c.pads)
+            count(stats, f"F={f}")
         modified = any(k.startswith("F=") for k in stats)
         if modified and not self.portable:
             model.opset_imports.setdefault(OPTC_DOMAIN, 1)

@@ -35,11 +35,9 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from optc.errors import OptcError
-from optc.ir import Model, Node, clone
-from optc.ir.shapes import infer_shapes
+from optc.ir import Model, Node
 from optc.pass_base import Pass, PassResult, register
-from optc.passes._common import const_input
-from optc.passes.lower._emit import Emitter, refusal, replace_conv
+from optc.passes.lower._emit import Emitter, candidates, count, refusal, replace_conv
 from optc.runtime.kernels.winograd import TILES, matrices, output_size, transform_weights
 from optc.runtime.registry import OPTC_DOMAIN
 
@@ -49,14 +47,6 @@ _ACT_ATTRS = ("activation", "activation_params")
 def _reason(node: Node, w: np.ndarray | None) -> str | None:
     """Why ``node`` cannot be lowered (None if it can)."""
     return refusal(node, w, lambda k: k == (3, 3), "kernel not 3x3")
-
-
-def _input_shapes(model: Model) -> dict[str, list | None]:
-    """Inferred shapes by value name, from a copy (the model's own types stay as they are, so
-    a run that lowers nothing changes nothing)."""
-    copy = clone(model)
-    infer_shapes(copy)
-    return {name: v.shape for name, v in copy.graph.values().items()}
 
 
 def choose_tile(c: int, m: int, ho: int, wo: int, min_channels_f4: int = 16) -> int:
@@ -93,37 +83,17 @@ class Winograd(Pass):
             raise OptcError(f"winograd: tile must be 2, 4 or auto, got {self.tile}")
 
     def run(self, model: Model) -> PassResult:
-        g = model.graph
-        shapes = _input_shapes(model)
         stats: dict[str, int] = {}
-        for node in list(g.nodes):
-            fused = node.domain == OPTC_DOMAIN and node.op_type == "FusedConv"
-            if not (node.op_type == "Conv" and node.domain in ("", "ai.onnx") or fused):
-                continue
-            w = const_input(g, node, 1)
-            reason = _reason(node, w)
-            shape = shapes.get(node.inputs[0].name)
-            static = shape is not None and len(shape) == 4 and \
-                all(isinstance(d, int) for d in shape[2:])
-            if reason is None and self.portable and fused:
-                reason = "FusedConv (portable lowers standard Conv only)"
-            if reason is None and self.portable and not static:
-                reason = "dynamic spatial size (portable)"
-            if reason is not None:
-                stats[f"kept: {reason}"] = stats.get(f"kept: {reason}", 0) + 1
-                continue
-            pads = list(node.attr("pads") or [0, 0, 0, 0])
-            if node.attr("auto_pad", "NOTSET") == "VALID":
-                pads = [0, 0, 0, 0]
-            tile = self._tile(w, shape, pads, static)
+        for c in candidates(model, _reason, self.portable, stats):
+            tile = self._tile(c.weight, c.shape, c.pads, c.static)
             if tile == 0:
-                stats["kept: direct is cheaper"] = stats.get("kept: direct is cheaper", 0) + 1
+                count(stats, "kept: direct is cheaper")
                 continue
             if self.portable:
-                self._portable(model, node, w, tile, pads, shape)
+                self._portable(model, c.node, c.weight, tile, c.pads, c.shape)
             else:
-                self._optc(model, node, w, tile, pads)
-            stats[f"F({tile}x{tile},3x3)"] = stats.get(f"F({tile}x{tile},3x3)", 0) + 1
+                self._optc(model, c.node, c.weight, tile, c.pads)
+            count(stats, f"F({tile}x{tile},3x3)")
         modified = any(k.startswith("F(") for k in stats)
         if modified and not self.portable:
             model.opset_imports.setdefault(OPTC_DOMAIN, 1)
