@@ -20,7 +20,7 @@ from optc.passes.fusion.affine import FuseBias, FuseScale
 from optc.passes.fusion.fold_bn import FoldBatchNorm
 from optc.passes.fusion.pad import FusePad
 from optc.passes.fusion.preprocess import FoldPreprocess
-from optc.passes.lower import FFTLower, Winograd
+from optc.passes.lower import FFTLower, QLinear, Winograd
 from optc.passes.prune import Prune, Sparsify
 from optc.passes.quant import Equalize, Quantize
 from optc.passes.fusion.layout import FuseLayout
@@ -34,4 +34,4 @@ __all__ = ["CSE", "ConstantToInitializer", "DCE", "DedupInitializers", "Eliminat
            "EliminateNoop", "FoldBatchNorm", "FoldConstants",
            "FoldPreprocess", "FreezeInitializers",
            "FuseActivation", "FuseBias", "FusePad", "FuseScale", "FuseLayout", "Equalize",
-           "FFTLower", "Prune", "Quantize", "Sparsify", "Winograd"]
+           "FFTLower", "Prune", "QLinear", "Quantize", "Sparsify", "Winograd"]

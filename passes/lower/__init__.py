@@ -1,5 +1,7 @@
 """Lowerings of convolutions to faster algorithms for optc's runtime: Winograd (with a
-``portable`` form in standard ONNX ops that onnxruntime can check) and FFT."""
+``portable`` form in standard ONNX ops that onnxruntime can check) and FFT, and QDQ convs to
+QLinearConv for integer-only int8 execution."""
 
 from optc.passes.lower.fft import FFTLower  # noqa: F401
+from optc.passes.lower.qlinear import QLinear  # noqa: F401
 from optc.passes.lower.winograd import Winograd  # noqa: F401

@@ -1,0 +1,118 @@
+"""qlinear and the integer-only QLinearConv kernel: the kernel against onnxruntime's
+QLinearConv on hypothesis shapes (within 1 LSB), the fixed-point multiplier, the rewrite of the
+quantize pass's QDQ convs on the models/ nets (every layer's int8 output within 1 LSB of
+onnxruntime, digits accuracy kept), where it must not fire."""
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import optc
+from optc.ir import serialize, to_proto
+from optc.passes import QLinear
+from optc.runtime import InferenceSession
+from optc.runtime.kernels.qlinear import fixed_point, qlinear_conv, requantize
+from optc.validate import ort_session
+from tests.util import MODELS, op_types
+
+
+def _ort_qlinear_conv(x, xs, xz, w, ws, wz, ys, yz, b, **attrs):
+    inits = [numpy_helper.from_array(np.asarray(a), n) for a, n in
+             ((xs, "xs"), (xz, "xz"), (w, "w"), (ws, "ws"), (wz, "wz"), (ys, "ys"), (yz, "yz"))]
+    names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
+    if b is not None:
+        inits.append(numpy_helper.from_array(b, "b"))
+        names.append("b")
+    g = helper.make_graph([helper.make_node("QLinearConv", names, ["y"], **attrs)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.UINT8, x.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    return ort_session(m.SerializeToString()).run(None, {"x": x})[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 2), cg=st.integers(1, 4), mg=st.integers(1, 4), group=st.integers(1, 2),
+       h=st.integers(3, 9), w=st.integers(3, 9), k=st.integers(1, 3), stride=st.integers(1, 2),
+       pad=st.integers(0, 1), bias=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_kernel_matches_onnxruntime_within_one_lsb(n, cg, mg, group, h, w, k, stride, pad,
+                                                  bias, seed):
+    rng = np.random.default_rng(seed)
+    c, m = cg * group, mg * group
+    x = rng.integers(0, 256, (n, c, h, w)).astype(np.uint8)
+    wt = rng.integers(-127, 128, (m, cg, k, k)).astype(np.int8)
+    xs, ys = np.float32(rng.uniform(0.01, 0.1)), np.float32(rng.uniform(0.05, 0.5))
+    ws = rng.uniform(0.001, 0.02, m).astype(np.float32)
+    xz, yz = np.uint8(rng.integers(0, 256)), np.uint8(rng.integers(0, 256))
+    wz = np.zeros(m, np.int8)
+    b = rng.integers(-2000, 2000, m).astype(np.int32) if bias else None
+    attrs = dict(group=group, kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4)
+    ref = _ort_qlinear_conv(x, xs, xz, wt, ws, wz, ys, yz, b, **attrs)
+    got = qlinear_conv(x, xs, xz, wt, ws, wz, ys, yz, b, **attrs)
+    assert got.dtype == np.uint8 and got.shape == ref.shape
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_fixed_point_multiplier():
+    m = np.array([0.75, 0.001234, 1.5, 3.0e-7])
+    q, shift = fixed_point(m)
+    assert np.all((q >= 1 << 30) & (q < 1 << 31))  # M0 in [0.5, 1) as Q31
+    np.testing.assert_allclose(q / 2.0 ** shift, m, rtol=1e-9)
+    acc = np.array([[1000, -1000, 7, -7]] * 4).T  # per row of channels
+    got = requantize(acc, m, 0, np.dtype(np.int32), axis=0)
+    np.testing.assert_array_equal(got, np.sign(acc) * np.floor(np.abs(acc) * m[:, None] + 0.5))
+
+
+def _quantized(path: str, x: np.ndarray):
+    q, _ = optc.optimize(str(path), passes="default,quantize{probe=false}",
+                         calib={"input": x})
+    return q
+
+
+@pytest.mark.parametrize("name, shape, convs", [("digits_cnn", (16, 1, 8, 8), 2),
+                                                 ("resnet_mini", (4, 3, 32, 32), 15),
+                                                 ("mobilenetv2_mini", (2, 3, 64, 64), 28)])
+def test_every_layer_within_one_lsb_of_onnxruntime(name, shape, convs):
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    model = _quantized(MODELS / f"{name}.onnx", x)
+    result = QLinear()(model)
+    assert result.stats == {"QLinearConv": convs}
+    assert "Conv" not in op_types(model)
+    proto = to_proto(model)
+    onnx.checker.check_model(proto, full_check=True)
+    layers = [n.output[0] for n in proto.graph.node if n.op_type == "QLinearConv"]
+    proto.graph.output.extend(helper.make_tensor_value_info(v, TensorProto.UINT8, None)
+                              for v in layers)
+    ref = dict(zip([o.name for o in proto.graph.output],
+                   ort_session(proto.SerializeToString()).run(None, {"input": x})))
+    seen = {}
+    InferenceSession(serialize(model)).run(None, {"input": x},
+                                           on_value=lambda k, v: seen.__setitem__(k, v))
+    for v in layers:
+        assert np.abs(seen[v].astype(int) - ref[v].astype(int)).max() <= 1, v
+
+
+def test_digits_accuracy_is_kept():
+    d = np.load(MODELS / "digits_test.npz")
+    model = _quantized(MODELS / "digits_cnn.onnx", d["input"][:64])
+    QLinear()(model)
+    logits = InferenceSession(serialize(model)).run(None, {"input": d["input"]})[0]
+    assert float((logits.argmax(1) == d["labels"]).mean()) >= 0.99
+
+
+def test_relu_above_an_inner_zero_point_is_kept():
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    model = _quantized(MODELS / "digits_cnn.onnx", x)
+    for n in model.graph.nodes:  # move the first conv's output zero point inside the range
+        if n.op_type == "QuantizeLinear" and n.inputs[0].producer() is not None and \
+                n.inputs[0].producer().op_type == "Relu":
+            zp = model.graph.add_initializer("zp_inner", np.array(128, np.uint8))
+            n.replace_input(2, zp)
+            break
+    result = QLinear()(model)
+    assert result.stats["kept: Relu that the saturating cast does not reproduce"] == 1
+    assert result.stats["QLinearConv"] == 1  # the second conv
+    again = serialize(model)  # a second run changes nothing
+    assert not QLinear()(model).modified and serialize(model) == again
