@@ -130,9 +130,9 @@ def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
     elapsed = time.perf_counter() - start
     results = None
     if validate:
-        # ai.optc ops run in optc.runtime only; the reference always runs in onnxruntime
-        runtime = "optc" if any(isinstance(p, FuseActivation) and p.target == "optc"
-                                for p in pipeline.passes) else "ort"
+        # ai.optc ops (fused, Winograd, FFT) run in optc.runtime only; the reference always
+        # runs in onnxruntime
+        runtime = "optc" if any(n.domain == "ai.optc" for n in m.graph.nodes) else "ort"
         results = _validate(model, m, pipeline.lossless, seed, runtime)
     save(m, output)
     if report_dir is not None:

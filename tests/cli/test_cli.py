@@ -255,6 +255,14 @@ def test_bench_a_lowered_model_against_onnxruntime_on_the_original():
     assert_one_line_error(r, "use --runtime optc")
 
 
+@pytest.mark.parametrize("passes", ["default,winograd", "default,fft{min-kernel=3}"])
+def test_validate_a_lowered_model_in_optc_runtime(tmp_path, passes):
+    out = tmp_path / "out.onnx"
+    r = invoke("optimize", RESNET, "-o", out, "--passes", passes, "--validate")
+    assert r.exit_code == 0, r.stderr
+    assert "validate logits" in r.stderr and out.exists()
+
+
 def test_compare_in_optc_runtime():
     r = invoke("compare", RESNET, RESNET, "--runtime", "optc")
     assert r.exit_code == 0, r.stderr
