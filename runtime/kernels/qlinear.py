@@ -10,9 +10,10 @@ M0 as a 31-bit integer, the product in 64 bits, a rounding right shift (half awa
 No float touches the activations; the result is within 1 LSB of onnxruntime's QLinearConv
 (which rounds a float product half to even).
 
-The integer sums run through the im2col conv of conv.py in float64, whose 53-bit mantissa
-holds every partial sum of 8-bit products exactly (|sum| < 2^16 * K), so they equal int32
-accumulation bit for bit; the speed of a real int8 GEMM (a C kernel) is still to come.
+The integer sums run through the im2col conv of conv.py on float GEMMs sized so that no
+partial sum leaves the range of integers the float type holds exactly (float32: 2^24, the
+input channels chunked when needed; float64: 2^53), so they equal int32 accumulation bit for
+bit; the speed of a real int8 GEMM (a C kernel) is still to come.
 """
 
 from __future__ import annotations
@@ -57,6 +58,34 @@ def requantize(acc: np.ndarray, m: np.ndarray, zero_point, dtype: np.dtype,
     return np.clip(y + np.int64(zero_point), info.min, info.max).astype(dtype)
 
 
+def _integer_conv(xz: np.ndarray, wz: np.ndarray, x_dtype, zx: int, group: int,
+                  attrs: dict) -> np.ndarray:
+    """The exact integer sums of the convolution of zero-point-shifted inputs, through float
+    GEMMs: float32 when every partial sum stays below 2^24 (the integers float32 holds
+    exactly), the input channels split into chunks small enough for that and the chunks
+    added in int64; float64 (exact below 2^53) for grouped convs too deep to split."""
+    info = np.iinfo(x_dtype)
+    px = max(abs(info.min - zx), abs(info.max - zx))  # largest |x - zx|
+    pw = int(np.abs(wz).max()) if wz.size else 0
+    taps = int(np.prod(wz.shape[2:]))
+    per_channel = max(px * pw * taps, 1)
+    chunk = (1 << 24) // per_channel  # input channels per exact float32 GEMM
+    cg = wz.shape[1]
+    if chunk >= cg:
+        out = conv(xz.astype(np.float32), wz.astype(np.float32), None, **attrs)
+        return np.rint(out).astype(np.int64)
+    if group != 1 or chunk < 1:
+        out = conv(xz.astype(np.float64), wz.astype(np.float64), None, **attrs)
+        return np.rint(out).astype(np.int64)
+    acc = None
+    for c0 in range(0, cg, chunk):
+        part = conv(xz[:, c0:c0 + chunk].astype(np.float32),
+                    wz[:, c0:c0 + chunk].astype(np.float32), None, **attrs)
+        part = np.rint(part).astype(np.int64)
+        acc = part if acc is None else acc + part
+    return acc
+
+
 def _scalar_zp(zp, name: str) -> int:
     zp = np.asarray(zp)
     if zp.size != 1:
@@ -71,13 +100,13 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
     if x.dtype.kind not in "iu" or w.dtype.kind not in "iu":
         raise OptcError("QLinearConv takes 8-bit integer inputs and weights")
     m = w.shape[0]
-    xz = x.astype(np.float64) - _scalar_zp(x_zero_point, "x_zero_point")
-    wzp = np.asarray(w_zero_point, np.float64).reshape(-1)
-    wz = w.astype(np.float64) - (wzp.reshape(-1, *([1] * (w.ndim - 1))) if wzp.size > 1
-                                 else wzp.reshape(()))
-    acc = conv(xz, wz, None, auto_pad=auto_pad, dilations=dilations, group=group,
-               kernel_shape=kernel_shape, pads=pads, strides=strides)
-    acc = np.rint(acc).astype(np.int64)
+    zx = _scalar_zp(x_zero_point, "x_zero_point")
+    wzp = np.asarray(w_zero_point, np.int64).reshape(-1)
+    wz = w.astype(np.int64) - (wzp.reshape(-1, *([1] * (w.ndim - 1))) if wzp.size > 1
+                               else wzp.reshape(()))
+    attrs = dict(auto_pad=auto_pad, dilations=dilations, group=group,
+                 kernel_shape=kernel_shape, pads=pads, strides=strides)
+    acc = _integer_conv(x.astype(np.int64) - zx, wz, x.dtype, zx, group, attrs)
     if B is not None:
         acc += np.asarray(B, np.int64).reshape(1, m, *([1] * (acc.ndim - 2)))
     ws = np.asarray(w_scale, np.float64).reshape(-1)
