@@ -102,7 +102,11 @@ class TorchGraph(nn.Module):
                 continue
             arr = v.const_value
             if name in latent:  # its dequantized value is set once the plan can compute it
-                self._latent[name] = next(n for n, _ in v.uses())
+                uses = v.uses()
+                if len(uses) != 1 or uses[0][0].op_type != "DequantizeLinear" or uses[0][1]:
+                    raise OptcError(f"trainable tensor '{name}' is an integer tensor that no "
+                                    f"DequantizeLinear alone reads: it cannot be trained")
+                self._latent[name] = uses[0][0]
                 arr = np.zeros(arr.shape, np.float32)
             self._param_index[name] = len(self.params)
             self.param_names.append(name)
