@@ -183,6 +183,9 @@ def distill(teachers: Sequence, student, data: dict[str, np.ndarray],
     if config.alpha < 1 and LABELS not in data:
         raise OptcError(f"the data has no '{LABELS}', which alpha={config.alpha:g} < 1 needs "
                         f"for its hard-label term (alpha=1 distils without labels)")
+    if val is not None and LABELS not in val and not teacher_models:
+        raise OptcError(f"the validation data has no '{LABELS}' and there is no teacher to "
+                        f"agree with")
     if config.hints and len(teacher_models) != 1:
         raise OptcError("hints need exactly one teacher")
     if world > 1 and config.batch_size % world:
