@@ -32,11 +32,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from onnx import helper
 from torch import nn
 
 from optc.distill import ops as tops
 from optc.errors import OptcError, at_node
 from optc.ir import Model, Node, Value, clone, load
+from optc.runtime.kernels.quant import _dequantize, _quantize
 from optc.runtime.registry import lookup, since_version
 
 _WEIGHT_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "FusedConv": (1, 2),
@@ -122,7 +124,7 @@ class TorchGraph(nn.Module):
                 for name, dq in self._latent.items():
                     scale, zp = self._qparams(dq, env)
                     w = g.initializers[name].const_value
-                    real = self._dequantize(w, scale, zp, dq.attr("axis", 1))
+                    real = _dequantize(w, scale, zp, dq.attr("axis", 1), 0)
                     self.params[self._param_index[name]].copy_(torch.from_numpy(real))
 
     # --- building ---------------------------------------------------------------------------
@@ -379,32 +381,14 @@ class TorchGraph(nn.Module):
                 for v in dq.inputs[1:]]
         return args[0], (args[1] if len(args) > 1 else None)
 
-    @staticmethod
-    def _broadcast(p: np.ndarray, ndim: int, axis: int) -> np.ndarray:
-        if p.size == 1:
-            return p.reshape(())
-        shape = [1] * ndim
-        shape[axis + ndim if axis < 0 else axis] = -1
-        return p.reshape(shape)
-
-    def _dequantize(self, q: np.ndarray, scale, zp, axis: int) -> np.ndarray:
-        v = q.astype(np.float64)
-        if zp is not None:
-            v = v - self._broadcast(zp, q.ndim, axis).astype(np.float64)
-        return (v * self._broadcast(scale, q.ndim, axis)).astype(scale.dtype)
-
     def _requantize(self, name: str, w: np.ndarray, env: list) -> np.ndarray:
         """Round a latent weight to its integer type with the current scale (and zero point):
-        exactly the values the fake quantization used in the forward pass."""
+        optc.runtime's QuantizeLinear, the rounding the fake quantization used forward."""
         dq = self._latent[name]
         scale, zp = self._qparams(dq, env)
         dtype = self.model.graph.initializers[name].const_value.dtype
-        axis = dq.attr("axis", 1)
-        q = np.rint(w.astype(np.float32) / self._broadcast(scale, w.ndim, axis))
-        if zp is not None:
-            q = q + self._broadcast(zp, w.ndim, axis).astype(np.float32)
-        info = np.iinfo(dtype)
-        return np.clip(q, info.min, info.max).astype(dtype)
+        return _quantize(w.astype(scale.dtype), scale, zp, dq.attr("axis", 1), 0,
+                         helper.np_dtype_to_tensor_dtype(dtype))
 
     def trainable_names(self) -> list[str]:
         return list(self.param_names)

@@ -73,7 +73,7 @@ def torch_dtype(onnx_type: int) -> torch.dtype:
 
 
 # --- activations --------------------------------------------------------------------------------
-def activation(kind: str, params, y: torch.Tensor) -> torch.Tensor:
+def apply_activation(kind: str, params, y: torch.Tensor) -> torch.Tensor:
     """optc's fused activations (see optc.runtime.kernels.fused)."""
     p = [float(v) for v in (params or [])]
     if kind == "Relu":
@@ -298,14 +298,14 @@ def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
 
 @op("FusedConv")
 def fused_conv(x, w, b=None, *, activation="Relu", activation_params=None, **conv_attrs):
-    return globals()["activation"](activation, activation_params, conv(x, w, b, **conv_attrs))
+    return apply_activation(activation, activation_params, conv(x, w, b, **conv_attrs))
 
 
 @op("FusedConvTranspose")
 def fused_conv_transpose(x, w, b=None, *, activation="Relu", activation_params=None,
                          **attrs):
-    return globals()["activation"](activation, activation_params,
-                                   conv_transpose(x, w, b, **attrs))
+    return apply_activation(activation, activation_params,
+                            conv_transpose(x, w, b, **attrs))
 
 
 def _lowest(x):
@@ -379,7 +379,7 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=0):
 
 @op("FusedGemm")
 def fused_gemm(a, b, c=None, *, activation="Relu", activation_params=None, **attrs):
-    return globals()["activation"](activation, activation_params, gemm(a, b, c, **attrs))
+    return apply_activation(activation, activation_params, gemm(a, b, c, **attrs))
 
 
 @op("MatMul")

@@ -61,7 +61,6 @@ def fft_conv(x, wf, b=None, *, fft_size, kernel_shape, pads=(0, 0, 0, 0), activa
     # pad so the th x tw tiles (F x F inputs, To apart) fit exactly
     xp = np.pad(x, ((0, 0), (0, 0), (pads[0], th * to_h + kh - 1 - h - pads[0]),
                     (pads[1], tw * to_w + kw - 1 - w - pads[1])))
-    xp = np.pad(xp, ((0, 0), (0, 0), (0, f - to_h - kh + 1), (0, f - to_w - kw + 1)))
     sn, sc, sh, sw = xp.strides
     tiles = as_strided(xp, (n, c, th, tw, f, f), (sn, sc, to_h * sh, to_w * sw, sh, sw),
                        writeable=False)
