@@ -235,11 +235,15 @@ def choose(costs: dict[int, LayerCost], tensors: list[Tensor], unmeasured: set[i
     g.add_nodes_from(["int8", "float"])
 
     def add(u, v, capacity: float | None = None) -> None:
-        """Edge u -> v, cut (paid) when u is int8 and v float; no capacity: never cut."""
+        """Edge u -> v, cut (paid) when u is int8 and v float; no capacity: never cut.
+        Capacities are whole femtoseconds: networkx's preflow-push is exact on integers but
+        can fail on tiny floats (it did, on a 1e-55 ms capacity)."""
         if capacity is None:  # an edge without capacity is infinite for networkx
             g.add_edge(u, v)
             g[u][v].pop("capacity", None)
-        elif g.has_edge(u, v):
+            return
+        capacity = round(capacity * 1e12)
+        if g.has_edge(u, v):
             g[u][v]["capacity"] += capacity
         else:
             g.add_edge(u, v, capacity=capacity)

@@ -410,10 +410,10 @@ class Quantize(Pass):
             # scales rather than stored a third time (onnxruntime folds the Mul and still
             # runs the layer as QLinearConv / QGemm)
             x_scale, w_scale = dq_x.producer().inputs[1], layer.inputs[1].producer().inputs[1]
-            s_bv = g.new_value(w.name + "_bias_scale", None)
+            s_bv = g.new_value("bias_scale", None)
             g.insert_before(layer, Node("Mul", [x_scale, w_scale], [s_bv],
-                                        name=g.unique_name(w.name + "_bias_scale")))
-            layer.replace_input(2, self._dequantized_constant(model, layer, w.name + "_bias_q",
+                                        name=g.unique_name("bias_scale")))
+            layer.replace_input(2, self._dequantized_constant(model, layer, "bias",
                                                               bq, s_b, 0, s_bv))
             drop_unused_constants(g, [b])
         # the output, after the Relu/Clip that follows it if any
@@ -473,12 +473,12 @@ class Quantize(Pass):
                               ) -> Value:
         g = model.graph
         qv = g.add_initializer(base, q)
-        sv = scale_value or g.add_initializer(base + "_scale", scale.reshape(-1)
+        sv = scale_value or g.add_initializer("scale", scale.reshape(-1)
                                               if scale.size > 1 else scale.reshape(()))
-        out = g.new_value(base + "_dq", tensor_type(TensorProto.FLOAT, q.shape))
+        out = g.new_value("dq", tensor_type(TensorProto.FLOAT, q.shape))
         attrs = {"axis": axis} if scale.size > 1 else {}
         # symmetric: the zero point is 0, which is DequantizeLinear's default (no initializer)
-        dq = Node("DequantizeLinear", [qv, sv], [out], name=g.unique_name(base + "_DQ"),
+        dq = Node("DequantizeLinear", [qv, sv], [out], name=g.unique_name("DQ"),
                   attributes=attrs)
         g.insert_before(layer, dq)
         return out
@@ -509,19 +509,19 @@ class Quantize(Pass):
                                             signed=self.activation_type == "int8")
         self.activations[x.name] = (t, float(scale), zero)
         readers = x.uses()
-        sv = g.add_initializer(x.name + "_scale", np.array(scale, np.float32))
+        sv = g.add_initializer("scale", np.array(scale, np.float32))
         dtype, elem = ((np.int8, TensorProto.INT8) if self.activation_type == "int8"
                        else (np.uint8, TensorProto.UINT8))
         zv = self._zero_values.get(zero)
         if zv is None:  # one initializer per zero point, shared by every activation
             zv = self._zero_values[zero] = g.add_initializer(
-                f"{np.dtype(dtype).name}_zero_point_{zero}".replace("-", "minus_"),
+                f"zp_{np.dtype(dtype).name}_{zero}".replace("-", "m"),
                 np.array(zero, dtype))
-        q = g.new_value(x.name + "_q", tensor_type(elem, x.shape)
+        q = g.new_value("q", tensor_type(elem, x.shape)
                         if x.shape is not None else None)
-        dq = g.new_value(x.name + "_dq", x.type)
-        qn = Node("QuantizeLinear", [x, sv, zv], [q], name=g.unique_name(x.name + "_Q"))
-        dqn = Node("DequantizeLinear", [q, sv, zv], [dq], name=g.unique_name(x.name + "_DQ"))
+        dq = g.new_value("dq", x.type)
+        qn = Node("QuantizeLinear", [x, sv, zv], [q], name=g.unique_name("Q"))
+        dqn = Node("DequantizeLinear", [q, sv, zv], [dq], name=g.unique_name("DQ"))
         producer = x.producer()
         if producer is not None:
             g.insert_after(producer, qn)
@@ -530,10 +530,46 @@ class Quantize(Pass):
         g.insert_after(qn, dqn)
         for node, index in readers:
             node.replace_input(index, dq)
+        self._drop_saturated_activation(g, qn, scale, zero, elem)
         self._qdq[id(x)] = self._qdq[id(dq)] = (dq, float(scale))
         self._float_names[id(dq)] = x.name
         self._zero[id(dq)] = zero
         return dq, float(scale)
+
+    def _drop_saturated_activation(self, g, qn: Node, scale: float, zero: int, elem: int
+                                   ) -> None:
+        """Remove the Relu / Clip that makes the input of ``qn`` when the QuantizeLinear
+        reproduces it: every level of the quantized range lies inside the activation's range,
+        so Q(act(x)) == Q(x) for every x (Q is monotonic and saturates). The activation is then
+        the saturating cast itself (onnxruntime would fuse it away; this also keeps it out of
+        the file and out of optc.runtime's float path)."""
+        x = qn.inputs[0]
+        act = x.producer()
+        if act is None or not is_standard(act) or act.op_type not in ("Relu", "Clip") or \
+                g.is_output(x) or len(x.uses()) != 1:
+            return
+        lo, hi = 0.0, np.inf
+        if act.op_type == "Clip":
+            bounds = []
+            for i, default in ((1, -np.inf), (2, np.inf)):
+                v = act.inputs[i] if len(act.inputs) > i else None
+                if v is None:
+                    bounds.append(default)
+                elif g.is_constant(v) and v.const_value.size == 1:
+                    bounds.append(float(v.const_value.reshape(())))
+                else:
+                    return
+            lo, hi = bounds
+        qmin, qmax = (-128, 127) if elem == TensorProto.INT8 else (0, 255)
+        s = np.float32(scale)
+        # the levels Q gives the bounds themselves, computed as QuantizeLinear computes them
+        below = -np.inf if lo == -np.inf else np.round(np.float32(lo) / s) + zero
+        above = np.inf if hi == np.inf else np.round(np.float32(hi) / s) + zero
+        if below > qmin or above < qmax:
+            return
+        qn.replace_input(0, act.inputs[0])
+        g.remove(act)
+        drop_unused_constants(g, [v for v in act.inputs[1:] if v is not None])
 
     def _pass_through_params(self, x: Value) -> tuple[float, int] | None:
         """(scale, zero point) of x's source when x only moves or selects already quantized

@@ -71,8 +71,10 @@ def test_quantization_aware_fine_tuning_keeps_or_beats_post_training_int8(teache
     ptq_acc = accuracy(ptq)
     rng = np.random.default_rng(0)
     perm = rng.permutation(len(TRAIN["input"]))
+    # the best epoch is chosen on samples the fine-tuning does not train on
     val = {k: v[perm[:256]] for k, v in TRAIN.items()}
-    result = distill([teacher], ptq, TRAIN, DistillConfig(epochs=5, lr=1e-4, learn_scales=True),
+    fit = {k: v[perm[256:]] for k, v in TRAIN.items()}
+    result = distill([teacher], ptq, fit, DistillConfig(epochs=5, lr=1e-4, learn_scales=True),
                      val=val)
     qat = result.model
     assert [n.op_type for n in qat.graph.nodes] == [n.op_type for n in ptq.graph.nodes]
