@@ -24,8 +24,16 @@ A group is *blocked*, with the reason kept for the report, when pruning it could
 the model computes or cannot be expressed: its channels reach a graph output, meet a graph
 input or another unanalysed tensor in an element-wise op, meet part of another layer's
 channels, reach a grouped conv that reads several layers' channels, a Reshape/Transpose
-that mixes the channel axis (a channel shuffle), a strided Slice or a Pad of the channel axis,
-or any op the analysis does not know.
+that mixes the channel axis, a strided Slice or a Pad of the channel axis, or any op the
+analysis does not know.
+
+A channel shuffle (Reshape to (N, t, C/t, H, W), Transpose (0, 2, 1, 3, 4), Reshape back:
+ShuffleNet) of one layer's channels permutes its layout: position k * t + i holds channel
+i * (C/t) + k. It stays a shuffle after pruning only if the layer keeps the same offsets k in
+each of its t chunks (the group is *tied*: whole columns of the t x C/t matrix go), and its
+reshape targets are rewritten. A grouped conv reading the shuffled channels gets whole
+columns per group when C/t splits evenly among its groups; the group is then pruned in
+t * groups equal chunks.
 """
 
 from __future__ import annotations
@@ -99,6 +107,13 @@ class Coupling:
     layouts: dict[int, Layout] = field(default_factory=dict)  # id(value) -> layout
     #: root -> group counts of the grouped convs its channels feed or come from
     groups_of: dict[int, set[int]] = field(default_factory=dict)
+    #: root -> t: its channels, cut in t equal chunks, must keep the same offsets in every
+    #: chunk (a channel shuffle reads them as t rows of a matrix it transposes)
+    tied_of: dict[int, int] = field(default_factory=dict)
+    #: channel shuffles: (first Reshape, last Reshape, groups, input layout)
+    shuffles: list[tuple[Node, Node, int, Layout]] = field(default_factory=list)
+    #: id(shuffled layout) -> (the source it permutes, the shuffle's groups)
+    shuffled: dict[int, tuple[int, int]] = field(default_factory=dict)
 
     # --- union-find over sources ------------------------------------------------------------
     def find(self, i: int) -> int:
@@ -113,6 +128,12 @@ class Coupling:
             self.parent[rb] = ra
             self.blocked.setdefault(ra, []).extend(self.blocked.pop(rb, []))
             self.groups_of.setdefault(ra, set()).update(self.groups_of.pop(rb, set()))
+            ties = {self.tied_of.pop(r) for r in (ra, rb) if r in self.tied_of}
+            if len(ties) > 1:
+                self.blocked.setdefault(ra, []).append("two channel shuffles of different "
+                                                       "group counts")
+            elif ties:
+                self.tied_of[ra] = ties.pop()
 
     def require_multiple(self, source: int, group: int) -> None:
         """The group of ``source`` feeds (or is) a conv with ``group`` groups: its channels
@@ -125,6 +146,10 @@ class Coupling:
 
         gs = self.groups_of.get(self.find(root), set())
         return math.lcm(*gs) if gs else 1
+
+    def tied(self, root: int) -> int:
+        """In how many equal chunks the group must keep the same offsets (1: no constraint)."""
+        return self.tied_of.get(self.find(root), 1)
 
     def block(self, layout: Layout | None, reason: str) -> None:
         if layout is None:
@@ -223,6 +248,18 @@ def analyse(g: Graph) -> Coupling:
             if x is not None:
                 if x.inner != 1 and n.op_type not in ("Gemm", "MatMul"):
                     c.block(x, f"flattened channels read by {_name(n)}")
+                elif grouped and id(x) in c.shuffled:
+                    # a shuffled layer's channels: column k of the shuffle (the same offset
+                    # k in each of its t chunks) lands in this conv's group k // (C/t/group)
+                    # when those split evenly, so equal numbers per group follow from equal
+                    # numbers of columns in each of `group` runs of columns
+                    source, t = c.shuffled[id(x)]
+                    if (c.sources[source].size // t) % group:
+                        c.block(x, f"grouped {_name(n)} (group={group}) splits the columns "
+                                   f"of a channel shuffle")
+                    else:
+                        c.require_multiple(source, t * group)
+                        c.consumers.append((n, x))
                 elif kind == "grouped" and not (grouped and _whole_source(c, x)):
                     c.block(x, f"grouped {_name(n)} (group={n.attr('group')}) reading "
                                f"channels of several layers")
@@ -307,6 +344,23 @@ def analyse(g: Graph) -> Coupling:
                             break
                         segments.append(Segment(None, 0, size))
                 out = Layout(segments) if segments is not None else None
+        elif op == "Reshape" and ins[0] is not None and _shuffle(g, n) is not None:
+            last, t = _shuffle(g, n)
+            x = ins[0]
+            if not _whole_source(c, x):
+                c.block(x, f"channel shuffle at {_name(n)} of several layers' channels")
+            else:
+                shuffled = _shuffled(x, t)
+                root = c.find(x.segments[0].source)
+                if c.tied(root) not in (1, t):
+                    c.block(x, "two channel shuffles of different group counts")
+                c.tied_of[root] = t
+                c.require_multiple(root, t)
+                c.shuffles.append((n, last, t, x))
+                c.shuffled[id(shuffled)] = (root, t)
+                c.layouts[id(last.outputs[0])] = shuffled
+                if last.outputs[0] in g.outputs:
+                    c.block(x, f"reaches the graph output '{last.outputs[0].name}'")
         elif op in ("Flatten", "Reshape") and ins[0] is not None:
             out = _flatten(g, c, n, ins[0])
         elif op == "Split" and ins[0] is not None and len(laid) == 1:
@@ -328,6 +382,51 @@ def analyse(g: Graph) -> Coupling:
                     if id(o) in outputs:
                         c.block(out, f"reaches the graph output '{o.name}'")
     return c
+
+
+def _shuffle(g: Graph, n: Node) -> tuple[Node, int] | None:
+    """(the last Reshape, the groups t) when ``n`` starts a channel shuffle: Reshape (N, C, H,
+    W) -> (N, t, C/t, H, W), Transpose perm (0, 2, 1, 3, 4), Reshape back to (N, C, H, W),
+    each read only by the next, with constant targets (ShuffleNet's pattern)."""
+    x, y = n.inputs[0], n.outputs[0]
+    shape, mid = x.shape, y.shape
+    if shape is None or mid is None or len(shape) != 4 or len(mid) != 5 or \
+            not all(isinstance(d, int) for d in (*shape[1:], *mid[1:])):
+        return None
+    t = mid[1]
+    if t < 2 or mid[1] * mid[2] != shape[1] or tuple(mid[3:]) != tuple(shape[2:]) or \
+            not g.is_constant(n.inputs[1]) or g.is_output(y) or len(y.uses()) != 1:
+        return None
+    tr = y.uses()[0][0]
+    if tr.op_type != "Transpose" or not is_standard(tr) or \
+            list(tr.attr("perm", [])) != [0, 2, 1, 3, 4]:
+        return None
+    z = tr.outputs[0]
+    if g.is_output(z) or len(z.uses()) != 1:
+        return None
+    last = z.uses()[0][0]
+    out = last.outputs[0].shape
+    if last.op_type != "Reshape" or not is_standard(last) or last.inputs[0] is not z or \
+            not g.is_constant(last.inputs[1]) or out is None or \
+            tuple(out[1:]) != tuple(shape[1:]):
+        return None
+    return last, t
+
+
+def _shuffled(x: Layout, t: int) -> Layout:
+    """The layout after a channel shuffle of t groups: position k * t + i holds what position
+    i * (C / t) + k held (adjacent runs merged)."""
+    per = x.channels // t
+    segments: list[Segment] = []
+    for j in range(x.channels):
+        seg = x.sub((j % t) * per + j // t, (j % t) * per + j // t + 1).segments[0]
+        last = segments[-1] if segments else None
+        if last is not None and last.source == seg.source and \
+                last.start + last.length == seg.start:
+            last.length += 1
+        else:
+            segments.append(Segment(seg.source, seg.start, 1))
+    return Layout(segments)
 
 
 def _whole_source(c: Coupling, x: Layout) -> bool:

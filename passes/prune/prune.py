@@ -3,7 +3,8 @@
 Whole output channels (filters) are removed from layers and every reader is rewritten to
 match. Three steps, each in its own module:
 1. coupling.py finds the channel groups (channels that must go together: a conv and its BN,
-   both sides of a residual Add, Concat offsets, depthwise convs, Flatten -> Gemm blocks) and
+   both sides of a residual Add, Concat offsets, depthwise convs, Flatten -> Gemm blocks,
+   channel shuffles, whose layer keeps the same offsets in each shuffle group) and
    blocks those it cannot prune safely, with a reason;
 2. importance.py scores each group's channels (``criterion``: l1, l2, bn-scale, taylor,
    random);
@@ -37,6 +38,33 @@ from optc.pass_base import Pass, PassResult, register
 from optc.passes.prune import surgery
 from optc.passes.prune.coupling import Coupling, analyse
 from optc.passes.prune.importance import CRITERIA, group_scores, read_scores
+
+
+def _top(scores: np.ndarray, n: int, chunks: int, tied: int) -> np.ndarray:
+    """The ``n`` best channels (sorted indices), the same number from each of ``chunks``
+    equal parts; with ``tied`` > 1, the same offsets in each of ``tied`` equal parts (whole
+    columns of the tied x size/tied matrix, ranked by their summed scores)."""
+    cols = len(scores) // tied
+    col_scores = scores.reshape(tied, cols).sum(0)
+    per_row = chunks // tied  # chunks is a multiple of tied (coupling.py requires it)
+    part = cols // per_row
+    kept = np.concatenate([
+        j * part + np.argsort(-col_scores[j * part:(j + 1) * part], kind="stable")
+        [:n // chunks] for j in range(per_row)])
+    kept = (np.arange(tied)[:, None] * cols + np.sort(kept)[None, :]).reshape(-1)
+    return np.sort(kept).astype(np.int64)
+
+
+def _fits(kept: np.ndarray, size: int, chunks: int, tied: int) -> bool:
+    """Do sorted ``kept`` indices meet the chunk and tie constraints of ``_top``?"""
+    counts = np.bincount(kept // (size // chunks), minlength=chunks)
+    if np.any(counts != counts[0]):
+        return False
+    if len(kept) % tied:
+        return False
+    cols = size // tied
+    offsets = kept.reshape(tied, -1) - (np.arange(tied) * cols)[:, None]
+    return bool(np.all(offsets == offsets[0]) and np.all((offsets >= 0) & (offsets < cols)))
 
 
 @register
@@ -259,11 +287,7 @@ class Prune(Pass):
                 n = min(size, max(chunks, int(round(n / chunks)) * chunks))
             if n >= size:
                 continue
-            part = size // chunks
-            kept = np.concatenate([
-                j * part + np.argsort(-scores[r][j * part:(j + 1) * part], kind="stable")
-                [:n // chunks] for j in range(chunks)])
-            keep[r] = np.sort(kept).astype(np.int64)
+            keep[r] = _top(scores[r], n, chunks, c.tied(r))
         self._keep_every_part(c, keep, scores)
         return keep
 
@@ -312,8 +336,14 @@ class Prune(Pass):
                     kept.max() >= size or len(np.unique(kept)) != len(kept):
                 raise OptcError(f"{self.plan}: group {', '.join(e['layers'])}: kept indices "
                                 f"do not fit its {size} channels")
+            kept = np.sort(kept)
+            if len(kept) < size and not _fits(kept, size, c.chunks(root), c.tied(root)):
+                raise OptcError(f"{self.plan}: group {', '.join(e['layers'])}: kept indices "
+                                f"break its grouped convs or channel shuffle (they need the "
+                                f"same count in each of {c.chunks(root)} equal parts, and "
+                                f"the same offsets in each of {c.tied(root)})")
             if len(kept) < size:
-                keep[root] = np.sort(kept)
+                keep[root] = kept
         return keep
 
     @staticmethod

@@ -144,6 +144,17 @@ def apply(model: Model, c: Coupling, keep: dict[int, np.ndarray],
             arr = node.inputs[index].const_value.copy()
             arr.reshape(-1)[i] = int(np.count_nonzero(kept < bound))
             _set_const(g, node, index, arr)
+    for first, last, t, layout in c.shuffles:  # a channel shuffle of the kept channels
+        kept = len(positions(c, layout, keep))
+        if kept == layout.channels:
+            continue
+        first.outputs[0].type = None  # the (N, t, C/t, H, W) values: retyped below
+        first.outputs[0].uses()[0][0].outputs[0].type = None
+        for node, axis, value in ((first, 2, kept // t), (last, 1, kept)):
+            target = node.inputs[1].const_value.copy()
+            if target[axis] != -1:
+                target[axis] = value
+                _set_const(g, node, 1, target)
     for node, layout in c.reshapes:  # (N, features) targets spelled out: the new count
         target = node.inputs[1].const_value.copy()
         target[1] = len(positions(c, layout, keep))
@@ -194,7 +205,9 @@ def _fold_removed(g: Graph, node: Node, layout: Layout, kept: np.ndarray,
         full[removed] = vals
         contribution = conv(full[None], w, **attrs)[0]
         flat = contribution.reshape(contribution.shape[0], -1)
-        if np.any(flat != flat[:, :1]):
+        # uniform up to float64 rounding (far below the float32 bias it folds into) is
+        # uniform: a 1x1 conv of uniform maps differs in the last bits across positions
+        if np.any(np.abs(flat - flat[:, :1]) > 1e-9 * max(1.0, float(np.abs(flat).max()))):
             return _add_map(g, node, contribution)
         contrib = flat[:, 0].astype(np.float32)
     else:  # Gemm / MatMul: features

@@ -7,7 +7,9 @@ What it writes, for every Conv / Gemm / MatMul whose weight is a float constant:
 * the bias (Conv B, a 1-D Gemm C) as int32 with scale s_x * s_w[c] and zero point 0;
 * a Q -> DQ pair on the layer's float input and on its output -- after the Relu / Clip that
   follows it, when one does, so that the activation is the saturating cast of the quantized
-  range; a Gemm/MatMul output only when another quantized layer reads it -- with scales from
+  range (the Relu / Clip itself is then removed when every quantized level lies inside its
+  range, which makes the removal exact); a Gemm/MatMul output only when another quantized
+  layer reads it -- with scales from
   the calibration observers (``method``). Non-negative tensors are uint8 with zero point 0 and
   s = T / 255; signed ones uint8 with zero point 128 and s = T / 127, so that zero is exact in
   both (``activation-type=int8``: the same levels shifted by -128; ``symmetric=false``: the
@@ -35,6 +37,9 @@ rounded weights (bias_correction.py). Cross-layer equalization is its own lossle
 Concat inputs share one scale (the Concat output's range), so the Concat output inherits it
 and onnxruntime concatenates int8 data without requantizing.
 ``config=FILE``: per-tensor method / percentile / threshold rules (config.py).
+Names: the int8 weight keeps the float weight's name (+ ``_q``); everything else the pass adds
+(scales, Q/DQ tensors and nodes, int32 biases) is named compactly (``scale_7``, ``dq_12``):
+on a small model, names derived from long exported tensor names were a tenth of the file.
 Not handled: shared residual-Add scales (onnxruntime's QLinearAdd rescales anyway, and it
 already runs an Add whose inputs are DequantizeLinear outputs in int8).
 """

@@ -47,7 +47,7 @@ def prunable_models(draw):
     values = [(cur, ch)]
     for _ in range(draw(st.integers(1, 6))):
         kind = draw(st.sampled_from(["conv", "bn", "relu", "add", "concat", "dw", "grouped",
-                                     "se", "split", "slice"]))
+                                     "se", "split", "slice", "shuffle"]))
         src, c = values[draw(st.integers(0, len(values) - 1))]
         if kind == "conv":
             out, c2 = conv(src, c, draw(st.sampled_from([2, 4, 6])), draw(st.sampled_from([1,
@@ -97,6 +97,21 @@ def prunable_models(draw):
             if c % 2:
                 continue
             out, c2 = conv(src, c, c, 1, group=2), c
+        elif kind == "shuffle":  # a layer, a channel shuffle of 2 groups, maybe a grouped conv
+            c2 = draw(st.sampled_from([4, 8]))
+            made = conv(src, c, c2, 1, group=2 if c % 2 == 0 and draw(st.booleans()) else 1)
+            five, moved, out = fresh("r5"), fresh("tr"), fresh("shuf")
+            first, last = fresh("t5"), fresh("t4")
+            inits += [numpy_helper.from_array(np.array(
+                          [0, 2, draw(st.sampled_from([c2 // 2, -1])), 5, 5], np.int64), first),
+                      numpy_helper.from_array(np.array(
+                          [2, draw(st.sampled_from([c2, -1])), 5, 5], np.int64), last)]
+            nodes += [helper.make_node("Reshape", [made, first], [five]),
+                      helper.make_node("Transpose", [five], [moved], perm=[0, 2, 1, 3, 4]),
+                      helper.make_node("Reshape", [moved, last], [out])]
+            if draw(st.booleans()):
+                values.append((out, c2))
+                out = conv(out, c2, c2, draw(st.sampled_from([1, 3])), group=2)
         else:  # squeeze-excitation: GAP -> conv -> relu -> conv -> sigmoid -> Mul
             pooled, r, s, gate, out = (fresh(p) for p in ("gap", "ser", "ses", "gate", "se"))
             nodes.append(helper.make_node("GlobalAveragePool", [src], [pooled]))
@@ -294,11 +309,42 @@ def test_models_prune_and_run(name, ratio):
     out = s.run(None, random_feeds(s, seed=0))[0]
     assert np.all(np.isfinite(out))
     assert ort_session(before).run(None, random_feeds(s, seed=0))[0].shape == out.shape
-    if name == "shufflenet":  # grouped convs and channel shuffles: nothing provably safe
-        assert stats["pruned"] == 0 and p.blocked
-        assert any("grouped Conv" in r for b in p.blocked for r in b["reasons"])
-    else:
-        assert stats["pruned"] >= 1 and len(data) < 0.8 * len(before)
+    # ShuffleNet: only its bottlenecks, 12 of the 16 behind channel shuffles, can be pruned;
+    # the residual chains after a Concat and the rest are reported
+    assert stats["pruned"] >= 1 and len(data) < (0.9 if name == "shufflenet" else 0.8) * len(
+        before)
+    if name == "shufflenet":
+        assert stats["pruned"] == 12
+        reasons = [r for b in p.blocked for r in b["reasons"]]
+        assert sum("splits the columns of a channel shuffle" in r for r in reasons) == 4
+        assert any("adds channels laid out differently" in r for r in reasons)
+
+
+def test_shufflenet_pruned_equals_masked():
+    from optc.testing import light_at_opset
+
+    _, p, result = _check_exact(light_at_opset("shufflenet", 13), ratio=0.5)
+    assert result.stats["pruned"] == 12
+    for group in p.groups:  # whole columns of the 4 x C/4 shuffle matrix
+        kept = np.array(group["kept"]).reshape(4, -1) - \
+            (np.arange(4) * (group["channels"] // 4))[:, None]
+        assert np.all(kept == kept[0])
+
+
+def test_plan_breaking_a_channel_shuffle_is_refused(tmp_path):
+    import json
+
+    from optc.testing import light_at_opset
+
+    model, _ = optc.optimize(light_at_opset("shufflenet", 13))
+    p = Prune(ratio=0.5)
+    p(clone(model))
+    group = p.groups[0]
+    group["kept"] = list(range(len(group["kept"])))  # the first channels: not whole columns
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"groups": [group]}))
+    with pytest.raises(OptcError, match="channel shuffle"):
+        Prune(plan=str(plan))(model)
 
 
 @pytest.mark.parametrize("scope", ["local", "global"])
