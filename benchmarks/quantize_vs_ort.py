@@ -127,7 +127,10 @@ def _latency_ratio(fp32: str, int8: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--models", default="", help="comma-separated model names (default: "
+                                                      "all), e.g. mobilenetv2_mini")
     args = parser.parse_args()
+    wanted = [m for m in args.models.split(",") if m]
     _CTX.set_forkserver_preload(["numpy", "onnx", "onnxruntime"])
     warm = _CTX.Process(target=time.sleep, args=(0,))  # start the server while we are small
     warm.start()
@@ -140,6 +143,8 @@ def main() -> None:
         table.add_column(col)
     out_dir = Path(tempfile.mkdtemp(prefix="optc-qbench-out-"))
     for name, (src, calib, evaluation) in _models(args.samples).items():
+        if wanted and name.split()[0] not in wanted:
+            continue
         if evaluation is not None:
             table.add_row(name, "fp32", "-", _quality(str(src), str(src), evaluation), "1.00",
                           "1.00", "-", "-")
@@ -157,7 +162,7 @@ def main() -> None:
             seconds, rss_kb = result
             table.add_row(name, tool, method, _quality(str(src), str(dst), evaluation),
                           f"{_latency_ratio(str(src), str(dst)):.2f}",
-                          f"{dst.stat().st_size / src.stat().st_size:.2f}", f"{seconds:.1f}",
+                          f"{dst.stat().st_size / src.stat().st_size:.3f}", f"{seconds:.1f}",
                           f"{rss_kb / 1024:.0f}")
     console.print(table)
 

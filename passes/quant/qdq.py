@@ -53,7 +53,7 @@ import numpy as np
 from onnx import TensorProto
 
 from optc.errors import OptcError
-from optc.ir import Model, Node, Value, clone, serialize, tensor_type
+from optc.ir import Model, Node, Value, clone, serialize
 from optc.pass_base import Pass, PassResult, register
 from optc.passes._common import drop_unused_constants, is_standard
 from optc.passes.fusion._channels import sole_reader
@@ -105,7 +105,7 @@ class Quantize(Pass):
         default="percentile", metadata={"help": "how activation thresholds are chosen"})
     percentile: float = field(default=99.99, metadata={"help": "for method=percentile"})
     threshold: float = field(default=0.0, metadata={"help": "for method=global"})
-    max_float_weights: float = field(default=0.05, metadata={
+    max_float_weights: float = field(default=0.02, metadata={
         "help": "the probe may leave float only layers holding at most this fraction of the "
                 "weight bytes (1 = latency alone decides)"})
     config: str = field(default="", metadata={
@@ -480,7 +480,7 @@ class Quantize(Pass):
         qv = g.add_initializer(base, q)
         sv = scale_value or g.add_initializer("scale", scale.reshape(-1)
                                               if scale.size > 1 else scale.reshape(()))
-        out = g.new_value("dq", tensor_type(TensorProto.FLOAT, q.shape))
+        out = g.new_value("dq")  # untyped: see _activation
         attrs = {"axis": axis} if scale.size > 1 else {}
         # symmetric: the zero point is 0, which is DequantizeLinear's default (no initializer)
         dq = Node("DequantizeLinear", [qv, sv], [out], name=g.unique_name("DQ"),
@@ -522,9 +522,11 @@ class Quantize(Pass):
             zv = self._zero_values[zero] = g.add_initializer(
                 f"zp_{np.dtype(dtype).name}_{zero}".replace("-", "m"),
                 np.array(zero, dtype))
-        q = g.new_value("q", tensor_type(elem, x.shape)
-                        if x.shape is not None else None)
-        dq = g.new_value("dq", x.type)
+        # the Q/DQ outputs are left untyped: their type follows from their input, so they need
+        # no value_info in the file (on a small model those were a hundredth of its size);
+        # shape inference types them again whenever a later pass asks
+        q = g.new_value("q")
+        dq = g.new_value("dq")
         qn = Node("QuantizeLinear", [x, sv, zv], [q], name=g.unique_name("Q"))
         dqn = Node("DequantizeLinear", [q, sv, zv], [dq], name=g.unique_name("DQ"))
         producer = x.producer()
