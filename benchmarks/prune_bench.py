@@ -39,16 +39,22 @@ def _latency(a: bytes, b: bytes) -> float:
 
     sa, sb = session(a, "ort", optimize=True), session(b, "ort", optimize=True)
     feeds = random_feeds(sa, seed=0)
-    ta, tb = [], []
-    start = time.perf_counter()
-    while len(ta) < 20 or (time.perf_counter() - start < 2.0 and len(ta) < 300):
-        t0 = time.perf_counter()
+    for _ in range(10):  # warm-up
         sa.run(None, feeds)
-        t1 = time.perf_counter()
         sb.run(None, feeds)
-        ta.append(t1 - t0)
-        tb.append(time.perf_counter() - t1)
-    return statistics.median(tb) / statistics.median(ta)
+    ratios = []
+    for _ in range(5):  # five rounds of interleaved runs: the median of their ratios
+        ta, tb = [], []
+        start = time.perf_counter()
+        while len(ta) < 20 or (time.perf_counter() - start < 0.5 and len(ta) < 200):
+            t0 = time.perf_counter()
+            sa.run(None, feeds)
+            t1 = time.perf_counter()
+            sb.run(None, feeds)
+            ta.append(t1 - t0)
+            tb.append(time.perf_counter() - t1)
+        ratios.append(statistics.median(tb) / statistics.median(ta))
+    return statistics.median(ratios)
 
 
 def _accuracy(data: bytes) -> float:
