@@ -16,6 +16,11 @@
  *       p: (a*a, M, N*th*tw) per-position GEMM results; y: (N, M, Ho, Wo): Y = A^T P A per
  *       tile, cropped to Ho x Wo, plus bias, then the activation.
  *
+ *   qlinear_conv2d(x, w, corr, m0, shift, y, N, C, H, W, G, Mg, Mgp, Kq, kh, kw, sh, sw,
+ *                  pt, pl, dh, dw, OH, OW, pad, flip, zp, ysigned)
+ *       int8 convolution (QLinearConv) of uint8 data (int8 flipped to uint8 by `flip`), the
+ *       weights packed by optc/runtime/kernels/native.py, requantization fused (qgemm.c).
+ *
  * act codes (optc.runtime.kernels.native.ACTIVATIONS): 0 none, 1 Relu, 2 Clip(a, b),
  * 3 LeakyRelu(a), 4 Sigmoid, 5 HardSigmoid(a, b), 6 HardSwish, 7 Tanh, 8 SiLU.
  * The Winograd matrices are those of Lavin & Gray, "Fast Algorithms for Convolutional Neural
@@ -26,6 +31,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "qgemm.h"
 
 static inline float activate(float v, int act, float a, float b) {
     switch (act) {
@@ -387,7 +394,124 @@ static PyObject *winograd_output(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* A C-contiguous buffer of exactly `count` items of `itemsize` bytes (any format). */
+static int get_raw(PyObject *obj, Py_buffer *view, Py_ssize_t count, Py_ssize_t itemsize,
+                   int writable, const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
+    if (view->itemsize != itemsize || view->len != count * itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s must hold %zd items of %zd bytes", name, count,
+                     itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *qlinear_conv2d(PyObject *self, PyObject *args) {
+    PyObject *xo, *wo, *co, *mo, *so, *yo;
+    int N, C, H, W, G, Mg, Mgp, Kq, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, pad, flip, zp,
+        ysigned;
+    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiiiiiiiiiiiiiiiii", &xo, &wo, &co, &mo, &so, &yo,
+                          &N, &C, &H, &W, &G, &Mg, &Mgp, &Kq, &kh, &kw, &sh, &sw, &pt, &pl,
+                          &dh, &dw, &OH, &OW, &pad, &flip, &zp, &ysigned))
+        return NULL;
+    const Py_ssize_t M = (Py_ssize_t)G * Mg, P = (Py_ssize_t)OH * OW, Pp = (P + 31) / 32 * 32;
+    if (G < 1 || C % G || Mgp % 4 || Mgp < Mg || Kq != kh * kw * ((C / G + 3) / 4)) {
+        PyErr_SetString(PyExc_ValueError, "qlinear_conv2d: inconsistent sizes");
+        return NULL;
+    }
+    Py_buffer xv, wv, cv, mv, sv, yv;
+    Py_buffer *views[6] = {&xv, &wv, &cv, &mv, &sv, &yv};
+    int got = 0;
+    if (get_raw(xo, &xv, (Py_ssize_t)N * C * H * W, 1, 0, "x") == 0 && ++got &&
+        get_raw(wo, &wv, (Py_ssize_t)G * Mgp * Kq * 4, 1, 0, "w") == 0 && ++got &&
+        get_raw(co, &cv, M, 8, 0, "corr") == 0 && ++got &&
+        get_raw(mo, &mv, M, 4, 0, "m0") == 0 && ++got &&
+        get_raw(so, &sv, M, 4, 0, "shift") == 0 && ++got &&
+        get_raw(yo, &yv, (Py_ssize_t)N * M * P, 1, 1, "y") == 0)
+        ++got;
+    if (got < 6) {
+        for (int i = 0; i < got; i++) PyBuffer_Release(views[i]);
+        return NULL;
+    }
+    const int cg = C / G;
+    int failed = 0;
+    uint8_t *packed = malloc((size_t)Kq * Pp * 4);
+    if (packed == NULL) failed = 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (int n = 0; n < N && !failed; n++) {
+        for (int g = 0; g < G && !failed; g++) {
+            const uint8_t *x = (const uint8_t *)xv.buf + ((size_t)n * C + (size_t)g * cg) * H * W;
+            if (q_im2col(x, cg, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, (uint8_t)pad,
+                         (uint8_t)flip, Kq, (int)Pp, packed) < 0) {
+                failed = 1;
+                break;
+            }
+            const int8_t *w = (const int8_t *)wv.buf + (size_t)g * Mgp * Kq * 4;
+            char *y = (char *)yv.buf + ((size_t)n * M + (size_t)g * Mg) * P;
+            if (q_gemm(packed, w, Mg, Kq, (int)P, (int)Pp, (const int64_t *)cv.buf + g * Mg,
+                       (const int32_t *)mv.buf + g * Mg, (const int32_t *)sv.buf + g * Mg, zp,
+                       ysigned, y) < 0)
+                failed = 1;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    free(packed);
+    for (int i = 0; i < 6; i++) PyBuffer_Release(views[i]);
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *qlinear_depthwise2d(PyObject *self, PyObject *args) {
+    PyObject *xo, *wo, *co, *mo, *so, *yo;
+    int N, C, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, zx, flip, zp, ysigned;
+    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiiiiiiiiiiiii", &xo, &wo, &co, &mo, &so, &yo, &N,
+                          &C, &H, &W, &kh, &kw, &sh, &sw, &pt, &pl, &dh, &dw, &OH, &OW, &zx,
+                          &flip, &zp, &ysigned))
+        return NULL;
+    const Py_ssize_t P = (Py_ssize_t)OH * OW;
+    Py_buffer xv, wv, cv, mv, sv, yv;
+    Py_buffer *views[6] = {&xv, &wv, &cv, &mv, &sv, &yv};
+    int got = 0;
+    if (get_raw(xo, &xv, (Py_ssize_t)N * C * H * W, 1, 0, "x") == 0 && ++got &&
+        get_raw(wo, &wv, (Py_ssize_t)C * kh * kw, 1, 0, "w") == 0 && ++got &&
+        get_raw(co, &cv, C, 8, 0, "corr") == 0 && ++got &&
+        get_raw(mo, &mv, C, 4, 0, "m0") == 0 && ++got &&
+        get_raw(so, &sv, C, 4, 0, "shift") == 0 && ++got &&
+        get_raw(yo, &yv, (Py_ssize_t)N * C * P, 1, 1, "y") == 0)
+        ++got;
+    if (got < 6) {
+        for (int i = 0; i < got; i++) PyBuffer_Release(views[i]);
+        return NULL;
+    }
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (int n = 0; n < N && !failed; n++)
+        if (q_depthwise((const uint8_t *)xv.buf + (size_t)n * C * H * W, wv.buf, C, H, W, kh, kw,
+                        sh, sw, pt, pl, dh, dw, OH, OW, zx, (uint8_t)flip, cv.buf, mv.buf,
+                        sv.buf, zp, ysigned, (char *)yv.buf + (size_t)n * C * P) < 0)
+            failed = 1;
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < 6; i++) PyBuffer_Release(views[i]);
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *qsimd(PyObject *self, PyObject *args) {
+    int level = -1;
+    if (!PyArg_ParseTuple(args, "|i", &level)) return NULL;
+    if (level >= 0) q_allow_simd(level);
+    return PyLong_FromLong(q_simd_level());
+}
+
 static PyMethodDef methods[] = {
+    {"qlinear_conv2d", qlinear_conv2d, METH_VARARGS,
+     "int8 2-D convolution with fused fixed-point requantization (see qgemm.c)."},
+    {"qlinear_depthwise2d", qlinear_depthwise2d, METH_VARARGS,
+     "int8 depthwise 2-D convolution with fused fixed-point requantization (see qgemm.c)."},
+    {"qsimd", qsimd, METH_VARARGS,
+     "qsimd([level]): cap the int8 GEMM (2 VNNI, 1 AVX2, 0 portable C); returns the level in use."},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "Depthwise 2-D convolution (float32)."},
     {"max_pool2d", max_pool2d, METH_VARARGS, "2-D max pooling (float32, no indices)."},
     {"winograd_input", winograd_input, METH_VARARGS, "Winograd input transform V = B^T d B."},

@@ -103,3 +103,77 @@ def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None
     _ckernels.winograd_output(prod, y, m, th, tw,
                               None if b is None else np.ascontiguousarray(b), *act)
     return y
+
+
+def qsimd(level: int | None = None) -> int:
+    """The int8 GEMM in use: 2 AVX-512 VNNI, 1 AVX2, 0 portable C (-1: no extension);
+    ``level`` caps it (tests run every path the CPU has; 2 restores the default)."""
+    if not AVAILABLE:
+        return -1
+    return _ckernels.qsimd() if level is None else _ckernels.qsimd(int(level))
+
+
+def pack_qweights(w: np.ndarray, group: int) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """(packed int8 weights (G, Mgp, Kq * 4), Mgp, Kq, row sums (M,) int64) for
+    qlinear_conv2d: each group's (Mg, kh, kw, Cg) filters -- taps in (kernel row, kernel
+    column, channel) order, the channels padded to a multiple of 4 with zeros (qgemm.c's
+    layout) -- and the rows padded to a multiple of 4 with zeros."""
+    m, cg, kh, kw = w.shape
+    mg, cq = m // group, (cg + 3) // 4
+    kq, mgp = kh * kw * cq, (mg + 3) // 4 * 4
+    hwc = np.zeros((group, mgp, kh, kw, cq * 4), np.int8)
+    hwc[:, :mg, :, :, :cg] = w.reshape(group, mg, cg, kh, kw).transpose(0, 1, 3, 4, 2)
+    return (hwc.reshape(group, mgp, kq * 4), mgp, kq,
+            w.reshape(m, -1).astype(np.int64).sum(axis=1))
+
+
+class QConvPlan:
+    """A QLinearConv of one node on one input shape, prepared once: the packed weights, the
+    per-channel constants (int32 bias minus the input zero point times the weight row sums,
+    Q31 multipliers, shifts) and the geometry; calling it with the 8-bit NCHW input runs the
+    C kernel (qlinear_conv2d, or qlinear_depthwise2d when every group is one channel)."""
+
+    def __init__(self, w: np.ndarray, group: int, bias, m0, shift, zx: int, zy: int, y_dtype,
+                 x_shape, x_dtype, strides, begin, dilations, kernel, out_shape):
+        n, c, h, wd = x_shape
+        m = w.shape[0]
+        flip = 0x80 if x_dtype == np.int8 else 0
+        zu = zx + 128 if flip else zx  # the input zero point in the uint8 view
+        bias = np.zeros(m, np.int64) if bias is None else np.asarray(bias, np.int64).reshape(-1)
+        self.y_shape, self.y_dtype = (n, m, *out_shape), np.dtype(y_dtype)
+        m0 = np.ascontiguousarray(m0, np.int32)
+        shift = np.ascontiguousarray(shift, np.int32)
+        geometry = (kernel[0], kernel[1], strides[0], strides[1], begin[0], begin[1],
+                    dilations[0], dilations[1], out_shape[0], out_shape[1])
+        signed = int(self.y_dtype == np.int8)
+        if group == c == m and w.shape[1] == 1:
+            # depthwise: a direct loop per channel (a GEMM of one row per group would waste
+            # most of its work)
+            self.fn = _ckernels.qlinear_depthwise2d
+            self.pre = (np.ascontiguousarray(w.reshape(m, -1)), bias, m0, shift)
+            self.post = (n, c, h, wd, *geometry, zu, flip, zy, signed)
+        else:
+            packed, mgp, kq, rowsum = pack_qweights(w, group)
+            self.fn = _ckernels.qlinear_conv2d
+            self.pre = (packed, bias - zu * rowsum, m0, shift)
+            self.post = (n, c, h, wd, group, m // group, mgp, kq, *geometry, zu, flip, zy,
+                         signed)
+
+    @staticmethod
+    def applies(w: np.ndarray, x_shape, x_dtype, y_dtype, portable: bool = False) -> bool:
+        """The C kernels take 2-D convs of 8-bit data with int8 weights whose raw products
+        sum in int32 without overflow. ``portable``: also when only the portable C GEMM
+        would run (the tests compare it)."""
+        k = int(np.prod(w.shape[2:])) * (w.shape[1] + 3) // 4 * 4  # packed taps
+        ok = (_enabled and len(x_shape) == 4 and x_dtype in (np.uint8, np.int8) and
+              w.dtype == np.int8 and np.dtype(y_dtype) in (np.uint8, np.int8) and
+              255 * 128 * k < 2 ** 31)
+        # without SIMD (no AVX2) the portable GEMM is slower than NumPy's float GEMMs: only
+        # depthwise convs (a direct loop) stay in C there
+        depthwise = w.shape[1] == 1 and x_shape[1] == w.shape[0]
+        return ok and (depthwise or portable or _ckernels.qsimd() > 0)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        y = np.empty(self.y_shape, self.y_dtype)
+        self.fn(np.ascontiguousarray(x), *self.pre, y, *self.post)
+        return y

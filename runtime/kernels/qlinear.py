@@ -13,15 +13,22 @@ No float touches the activations; the result is within 1 LSB of onnxruntime's QL
 The integer sums run through the im2col conv of conv.py on float GEMMs sized so that no
 partial sum leaves the range of integers the float type holds exactly (float32: 2^24, the
 input channels chunked when needed; float64: 2^53), so they equal int32 accumulation bit for
-bit; the speed of a real int8 GEMM (a C kernel) is still to come.
+bit. That NumPy path is the reference; 2-D convs with int8 weights of zero point 0 (what
+optc's quantize writes) run in C instead (runtime/csrc/qgemm.c: uint8 x int8 products summed
+in int32, AVX-512 VNNI where the CPU has it, the same requantization fused into the store),
+with the same results bit for bit.
 """
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from optc.errors import OptcError
-from optc.runtime.kernels.conv import conv
+from optc.runtime.kernels import native
+from optc.runtime.kernels.conv import _defaults as conv_defaults
+from optc.runtime.kernels.conv import conv, out_size, resolve_pads
 from optc.runtime.registry import kernel
 
 
@@ -93,6 +100,66 @@ def _scalar_zp(zp, name: str) -> int:
     return int(zp.reshape(()))
 
 
+#: id(first constant) -> (weak references to the constants, what was derived from them)
+_DERIVED: dict[int, tuple[tuple, tuple]] = {}
+
+
+def _derived(key_arrays: tuple, make):
+    """``make()``, computed once per set of constant arrays (the weights and scales of one
+    node, the same objects on every run) and kept while they live."""
+    refs = _DERIVED.get(id(key_arrays[0]))
+    if refs is not None and len(refs[0]) == len(key_arrays) and \
+            all(r() is a for r, a in zip(refs[0], key_arrays)):
+        return refs[1]
+    value = make()
+    try:
+        _DERIVED[id(key_arrays[0])] = (tuple(weakref.ref(a) for a in key_arrays), value)
+    except TypeError:  # not weakly referenceable: not cached
+        pass
+    return value
+
+
+def _native_conv(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy, y_dtype, B, attrs):
+    """The C kernel (native.QConvPlan) for a 2-D conv with int8 weights of zero point 0
+    (optc's symmetric quantization); None where it does not apply. The plan is made once per
+    node (its constants are the same arrays on every run) and input shape."""
+    if not native.enabled() or x.ndim != 4:
+        return None
+    constants = tuple(a for a in (w, w_scale, x_scale, y_scale, w_zero_point, B)
+                      if isinstance(a, np.ndarray))
+    plans = _derived(constants, dict)
+    key = (x.shape, x.dtype, zx, zy, y_dtype, tuple(sorted(
+        (k, tuple(v) if isinstance(v, list) else v) for k, v in attrs.items())))
+    if key not in plans:
+        plans[key] = _plan(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy, y_dtype, B,
+                           attrs)
+    plan = plans[key]
+    return None if plan is None else plan(x)
+
+
+def _plan(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy, y_dtype, B, attrs,
+          portable: bool = False):
+    if not native.QConvPlan.applies(w, x.shape, x.dtype, y_dtype, portable) or \
+            np.any(np.asarray(w_zero_point) != 0):
+        return None
+    group = attrs["group"]
+    k = list(attrs["kernel_shape"]) if attrs["kernel_shape"] else list(w.shape[2:])
+    strides, dilations = conv_defaults(k, attrs["strides"], attrs["dilations"])
+    begin, end = resolve_pads(x.shape[2:], k, strides, dilations, attrs["pads"],
+                              attrs["auto_pad"])
+    out = [out_size(x.shape[2 + i], k[i], strides[i], dilations[i], begin[i], end[i])
+           for i in range(2)]
+    if min(out) <= 0 or len(k) != 2:
+        return None
+    ws = np.asarray(w_scale, np.float64).reshape(-1)
+    mult = float(np.asarray(x_scale).reshape(())) * ws / float(np.asarray(y_scale).reshape(()))
+    q, shift = fixed_point(np.broadcast_to(mult, (w.shape[0],)))
+    if np.any(shift < 1) or np.any(shift > 62 + 31):
+        raise OptcError("requantization multiplier out of range")
+    return native.QConvPlan(w, group, B, q, shift, zx, zy, y_dtype, x.shape, x.dtype, strides,
+                            begin, dilations, k, out)
+
+
 @kernel("QLinearConv", (10,))
 def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point,
                  B=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
@@ -101,11 +168,16 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
         raise OptcError("QLinearConv takes 8-bit integer inputs and weights")
     m = w.shape[0]
     zx = _scalar_zp(x_zero_point, "x_zero_point")
+    attrs = dict(auto_pad=auto_pad, dilations=dilations, group=group,
+                 kernel_shape=kernel_shape, pads=pads, strides=strides)
+    y = _native_conv(x, zx, x_scale, w, w_scale, w_zero_point, y_scale,
+                     _scalar_zp(y_zero_point, "y_zero_point"), np.asarray(y_zero_point).dtype,
+                     B, attrs)
+    if y is not None:
+        return y
     wzp = np.asarray(w_zero_point, np.int64).reshape(-1)
     wz = w.astype(np.int64) - (wzp.reshape(-1, *([1] * (w.ndim - 1))) if wzp.size > 1
                                else wzp.reshape(()))
-    attrs = dict(auto_pad=auto_pad, dilations=dilations, group=group,
-                 kernel_shape=kernel_shape, pads=pads, strides=strides)
     acc = _integer_conv(x.astype(np.int64) - zx, wz, x.dtype, zx, group, attrs)
     if B is not None:
         acc += np.asarray(B, np.int64).reshape(1, m, *([1] * (acc.ndim - 2)))

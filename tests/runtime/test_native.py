@@ -122,3 +122,90 @@ def test_max_pool_matches_numpy(n, c, h, w, k, stride, dil, pad, ceil, seed):
     finally:
         native.use_native(previous)
     np.testing.assert_array_equal(max_pool(x, **attrs), ref)
+
+
+def _qconv_case(draw_shape, seed):
+    """Random QLinearConv inputs: 8-bit x and y of either signedness, int8 weights (zero
+    point 0, as optc's quantize writes them), int32 bias, per-channel scales."""
+    n, c, m, group, h, w, k, stride, dil, pads, x_signed, y_signed, bias = draw_shape
+    rng = np.random.default_rng(seed)
+    xt = np.int8 if x_signed else np.uint8
+    info = np.iinfo(xt)
+    x = rng.integers(info.min, info.max + 1, (n, c, h, w), dtype=xt)
+    wt = rng.integers(-127, 128, (m, c // group, k, k), dtype=np.int8)
+    b = rng.integers(-5000, 5000, m).astype(np.int32) if bias else None
+    args = (x, np.float32(rng.uniform(0.01, 0.1)), xt(rng.integers(info.min, info.max + 1)), wt,
+            rng.uniform(0.001, 0.01, m).astype(np.float32), np.zeros(m, np.int8),
+            np.float32(rng.uniform(0.05, 0.5)),
+            (np.int8 if y_signed else np.uint8)(rng.integers(-20, 20) if y_signed else
+                                                rng.integers(0, 40)))
+    attrs = dict(group=group, pads=pads, strides=[stride, stride], dilations=[dil, dil])
+    return args, b, attrs
+
+
+@st.composite
+def _qconv_shapes(draw):
+    group = draw(st.sampled_from([1, 1, 2, "dw"]))
+    cg = draw(st.integers(1, 9))
+    c = cg if group in (1, "dw") else cg * group
+    if group == "dw":
+        group, m = c, c
+    else:
+        m = group * draw(st.integers(1, 7))
+    k = draw(st.sampled_from([1, 2, 3, 5]))
+    dil = draw(st.integers(1, 2))
+    pads = draw(st.lists(st.integers(0, 2), min_size=4, max_size=4))
+    h, w = draw(st.integers(1, 13)), draw(st.integers(1, 13))
+    assume_ok = h + pads[0] + pads[2] >= dil * (k - 1) + 1 and \
+        w + pads[1] + pads[3] >= dil * (k - 1) + 1
+    if not assume_ok:
+        h, w = h + dil * (k - 1), w + dil * (k - 1)
+    return (draw(st.integers(1, 2)), c, m, group, h, w, k, draw(st.integers(1, 3)), dil, pads,
+            draw(st.booleans()), draw(st.booleans()), draw(st.booleans()))
+
+
+@settings(max_examples=80, deadline=None)
+@given(shape=_qconv_shapes(), seed=st.integers(0, 2 ** 16))
+def test_int8_conv_kernels_match_numpy_bit_for_bit(shape, seed):
+    # the reference: exact integer sums through float GEMMs and NumPy fixed-point requantizing
+    from optc.runtime.kernels.qlinear import _plan, qlinear_conv
+
+    args, b, attrs = _qconv_case(shape, seed)
+    previous = native.use_native(False)
+    try:
+        ref = qlinear_conv(*args, b, **attrs)
+    finally:
+        native.use_native(previous)
+    top = native.qsimd()
+    try:
+        for level in range(top, -1, -1):  # every int8 GEMM this CPU has, and portable C
+            native.qsimd(level)
+            a = args
+            plan = _plan(a[0], int(a[2]), a[1], a[3], a[4], a[5], a[6], int(a[7]),
+                         np.asarray(a[7]).dtype, b, dict(auto_pad="NOTSET", kernel_shape=None,
+                                                         **attrs), portable=True)
+            assert plan is not None
+            np.testing.assert_array_equal(plan(a[0]), ref, err_msg=f"simd level {level}")
+    finally:
+        native.qsimd(top)
+    assert np.array_equal(qlinear_conv(*args, b, **attrs), ref)  # the kernel entry point
+
+
+def test_int8_conv_without_simd_runs_numpy_except_depthwise():
+    from optc.runtime.kernels.qlinear import _plan
+
+    x = np.zeros((1, 8, 6, 6), np.uint8)
+    common = (np.float32(0.1), np.zeros(8, np.int8), np.float32(0.5), 0, np.dtype(np.uint8),
+              None)
+    conv_w = np.ones((8, 8, 3, 3), np.int8)
+    dw_w = np.ones((8, 1, 3, 3), np.int8)
+    attrs = dict(auto_pad="NOTSET", kernel_shape=None, pads=[1] * 4, strides=None,
+                 dilations=None)
+    top = native.qsimd()
+    try:
+        native.qsimd(0)
+        # portable C is slower than NumPy's float GEMMs: only the depthwise loop stays in C
+        assert _plan(x, 0, np.float32(0.1), conv_w, *common, dict(attrs, group=1)) is None
+        assert _plan(x, 0, np.float32(0.1), dw_w, *common, dict(attrs, group=8)) is not None
+    finally:
+        native.qsimd(top)

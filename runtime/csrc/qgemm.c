@@ -1,0 +1,405 @@
+/* int8 convolution for optc.runtime's QLinearConv: im2col packing of uint8 activations and a
+ * uint8 x int8 -> int32 GEMM with fixed-point requantization fused into its store.
+ *
+ * Packed activations (one image, one group): xp[(kq * Pp + p) * 4 + r] is tap k = 4 kq + r at
+ * output pixel p, taps ordered (kernel row i, kernel column j, channel c) with the channels
+ * padded to a multiple of 4 (k = ((i * kw + j) * Cq + c / 4) * 4 + c % 4); pixels are padded
+ * to Pp (a multiple of 32). Packed weights: wp[(m * Kq + kq) * 4 + r] in the same tap order,
+ * zero for the padding channels, rows padded to a multiple of 4 with zeros. The four taps of a
+ * quad sit in one 32-bit lane, the layout of AVX-512 VNNI's vpdpbusd (four u8 x s8 products
+ * summed into an int32 lane, exact: no 16-bit saturation as with vpmaddubsw), which runs
+ * where the CPU has it; AVX2 CPUs widen the taps to int16 for vpmaddwd (also exact); a
+ * portable C loop computes the same sums elsewhere (the reference the tests compare with).
+ *
+ * Requantization (as optc/runtime/kernels/qlinear.py, gemmlowp/TFLite style): acc + corr[m]
+ * clamped to int32, times the Q31 multiplier m0[m] in 64 bits, a rounding right shift by
+ * shift[m] (half away from zero), plus the output zero point, saturated to 8 bits.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qgemm.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define OPTC_X86 1
+#include <immintrin.h>
+#endif
+
+static int simd_level = -1; /* what the CPU has: 0 portable C, 1 AVX2, 2 AVX-512 VNNI */
+static int simd_max = 2;    /* the highest level allowed (tests lower it) */
+
+int q_simd_level(void) {
+    if (simd_level < 0) {
+        simd_level = 0;
+#ifdef OPTC_X86
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2")) simd_level = 1;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vnni"))
+            simd_level = 2;
+#endif
+    }
+    return simd_level < simd_max ? simd_level : simd_max;
+}
+
+void q_allow_simd(int level) { simd_max = level < 0 ? 0 : level; }
+
+int q_im2col(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt,
+             int pl, int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, int Kq, int Pp,
+             uint8_t *out) {
+    /* taps in (i, j, channel quad) order: a quad is four consecutive channels at one kernel
+     * position, so after the input is interleaved four channels at a time (x4[cq][h][w] holds
+     * channels 4cq..4cq+3 of pixel (h, w) in one 32-bit word) every packed word is one word
+     * of x4, and a row of output pixels is a row of x4 copied (stride 1) */
+    const int Cq = (cg + 3) / 4, P = OH * OW;
+    const uint32_t padw = (uint32_t)pad * 0x01010101u;
+    uint32_t *x4 = malloc(sizeof(uint32_t) * (size_t)Cq * H * W);
+    if (x4 == NULL) return -1;
+    for (int cq = 0; cq < Cq; cq++) {
+        uint32_t *dst = x4 + (size_t)cq * H * W;
+        for (size_t v = 0; v < (size_t)H * W; v++) {
+            uint32_t word = 0;
+            for (int r = 0; r < 4; r++) {
+                const int c = cq * 4 + r;
+                /* channels past cg meet zero weights: any value will do */
+                const uint32_t b = c < cg ? (uint32_t)(x[(size_t)c * H * W + v] ^ flip) : pad;
+                word |= b << (8 * r);
+            }
+            dst[v] = word;
+        }
+    }
+    for (int i = 0; i < kh; i++) {
+        for (int j = 0; j < kw; j++) {
+            const int off = j * dw - pl;
+            /* output columns ow with 0 <= ow * sw + off < W */
+            int lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+            int hi = (W - 1 - off) < 0 ? 0 : (W - 1 - off) / sw + 1;
+            if (hi > OW) hi = OW;
+            if (lo > hi) lo = hi;
+            for (int cq = 0; cq < Cq; cq++) {
+                const int kq = (i * kw + j) * Cq + cq;
+                uint32_t *o = (uint32_t *)(void *)(out + (size_t)kq * Pp * 4);
+                const uint32_t *src = x4 + (size_t)cq * H * W;
+                for (int oh = 0; oh < OH; oh++) {
+                    const int ih = oh * sh - pt + i * dh;
+                    uint32_t *orow = o + (size_t)oh * OW;
+                    if (ih < 0 || ih >= H) {
+                        for (int ow = 0; ow < OW; ow++) orow[ow] = padw;
+                        continue;
+                    }
+                    const uint32_t *xr = src + (size_t)ih * W + off;
+                    for (int ow = 0; ow < lo; ow++) orow[ow] = padw;
+                    if (sw == 1)
+                        memcpy(orow + lo, xr + lo, sizeof(uint32_t) * (size_t)(hi - lo));
+                    else
+                        for (int ow = lo; ow < hi; ow++) orow[ow] = xr[ow * sw];
+                    for (int ow = hi; ow < OW; ow++) orow[ow] = padw;
+                }
+                for (int p = P; p < Pp; p++) o[p] = 0;
+            }
+        }
+    }
+    (void)Kq;
+    free(x4);
+    return 0;
+}
+
+static inline int requant(int64_t acc, int32_t m0, int32_t shift, int zp, int lo, int hi) {
+    if (acc > INT32_MAX) acc = INT32_MAX;
+    if (acc < INT32_MIN) acc = INT32_MIN;
+    const int64_t prod = acc * (int64_t)m0; /* |acc| <= 2^31, m0 < 2^31: fits in 63 bits */
+    const int s = shift > 62 ? 62 : shift;
+    const int64_t half = (int64_t)1 << (s - 1);
+    const int64_t mag = ((prod < 0 ? -prod : prod) + half) >> s;
+    const int64_t v = (prod < 0 ? -mag : mag) + zp;
+    return (int)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+static void store_row(const int32_t *acc, int P, int64_t corr, int32_t m0, int32_t shift,
+                      int zp, int ysigned, void *y) {
+    const int lo = ysigned ? -128 : 0, hi = ysigned ? 127 : 255;
+    if (ysigned) {
+        int8_t *o = y;
+        for (int p = 0; p < P; p++) o[p] = (int8_t)requant(acc[p] + corr, m0, shift, zp, lo, hi);
+    } else {
+        uint8_t *o = y;
+        for (int p = 0; p < P; p++) o[p] = (uint8_t)requant(acc[p] + corr, m0, shift, zp, lo, hi);
+    }
+}
+
+static void gemm_portable(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
+                          const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
+                          int ysigned, void *y, int32_t *acc) {
+    for (int m = 0; m < Mg; m++) {
+        memset(acc, 0, sizeof(int32_t) * Pp);
+        const int8_t *wm = wp + (size_t)m * Kq * 4;
+        for (int kq = 0; kq < Kq; kq++) {
+            const int32_t w0 = wm[kq * 4], w1 = wm[kq * 4 + 1], w2 = wm[kq * 4 + 2],
+                          w3 = wm[kq * 4 + 3];
+            if ((w0 | w1 | w2 | w3) == 0) continue;
+            const uint8_t *xq = xp + (size_t)kq * Pp * 4;
+            for (int p = 0; p < P; p++)
+                acc[p] += xq[p * 4] * w0 + xq[p * 4 + 1] * w1 + xq[p * 4 + 2] * w2 +
+                          xq[p * 4 + 3] * w3;
+        }
+        store_row(acc, P, corr[m], m0[m], shift[m], zp,
+                  ysigned, (char *)y + (size_t)m * P);
+    }
+}
+
+#ifdef OPTC_X86
+/* store_row with 8 outputs per step in int64 lanes: the same arithmetic (clamp to int32, the
+ * signed 32 x 32 -> 64 product, rounding shift half away from zero, zero point, saturation) */
+__attribute__((target("avx512f,avx512bw")))
+static void store_row_avx512(const int32_t *acc, int P, int64_t corr, int32_t m0,
+                             int32_t shift, int zp, int ysigned, void *y) {
+    const int s = shift > 62 ? 62 : shift;
+    const __m512i vcorr = _mm512_set1_epi64(corr), vm0 = _mm512_set1_epi64(m0);
+    const __m512i lo32 = _mm512_set1_epi64(INT32_MIN), hi32 = _mm512_set1_epi64(INT32_MAX);
+    const __m512i half = _mm512_set1_epi64((int64_t)1 << (s - 1)), vzp = _mm512_set1_epi64(zp);
+    const __m512i lo = _mm512_set1_epi64(ysigned ? -128 : 0);
+    const __m512i hi = _mm512_set1_epi64(ysigned ? 127 : 255);
+    const __m512i zero = _mm512_setzero_si512();
+    const __m128i count = _mm_cvtsi32_si128(s);
+    uint8_t *o = y;
+    int p = 0;
+    for (; p + 8 <= P; p += 8) {
+        __m512i a = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i *)(acc + p)));
+        a = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(a, vcorr), lo32), hi32);
+        const __m512i prod = _mm512_mul_epi32(a, vm0);
+        __m512i mag = _mm512_srl_epi64(_mm512_add_epi64(_mm512_abs_epi64(prod), half), count);
+        mag = _mm512_mask_sub_epi64(mag, _mm512_cmplt_epi64_mask(prod, zero), zero, mag);
+        const __m512i v = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(mag, vzp), lo), hi);
+        _mm_storel_epi64((__m128i *)(o + p), _mm512_cvtepi64_epi8(v));
+    }
+    if (p < P) store_row(acc + p, P - p, corr, m0, shift, zp, ysigned, o + p);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_vnni(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
+                      const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
+                      int ysigned, void *y, int32_t *acc) {
+    /* acc: 4 rows of Pp int32; a 4 x 32 block of outputs per pass over the taps */
+    for (int mb = 0; mb < Mg; mb += 4) {
+        const int8_t *w = wp + (size_t)mb * Kq * 4;
+        for (int p0 = 0; p0 < Pp; p0 += 32) {
+            __m512i a00 = _mm512_setzero_si512(), a01 = _mm512_setzero_si512();
+            __m512i a10 = _mm512_setzero_si512(), a11 = _mm512_setzero_si512();
+            __m512i a20 = _mm512_setzero_si512(), a21 = _mm512_setzero_si512();
+            __m512i a30 = _mm512_setzero_si512(), a31 = _mm512_setzero_si512();
+            const uint8_t *xb = xp + (size_t)p0 * 4;
+            for (int kq = 0; kq < Kq; kq++) {
+                const uint8_t *xk = xb + (size_t)kq * Pp * 4;
+                const __m512i x0 = _mm512_loadu_si512((const void *)xk);
+                const __m512i x1 = _mm512_loadu_si512((const void *)(xk + 64));
+                int32_t q0, q1, q2, q3;
+                memcpy(&q0, w + ((size_t)0 * Kq + kq) * 4, 4);
+                memcpy(&q1, w + ((size_t)1 * Kq + kq) * 4, 4);
+                memcpy(&q2, w + ((size_t)2 * Kq + kq) * 4, 4);
+                memcpy(&q3, w + ((size_t)3 * Kq + kq) * 4, 4);
+                const __m512i w0 = _mm512_set1_epi32(q0), w1 = _mm512_set1_epi32(q1);
+                const __m512i w2 = _mm512_set1_epi32(q2), w3 = _mm512_set1_epi32(q3);
+                a00 = _mm512_dpbusd_epi32(a00, x0, w0);
+                a01 = _mm512_dpbusd_epi32(a01, x1, w0);
+                a10 = _mm512_dpbusd_epi32(a10, x0, w1);
+                a11 = _mm512_dpbusd_epi32(a11, x1, w1);
+                a20 = _mm512_dpbusd_epi32(a20, x0, w2);
+                a21 = _mm512_dpbusd_epi32(a21, x1, w2);
+                a30 = _mm512_dpbusd_epi32(a30, x0, w3);
+                a31 = _mm512_dpbusd_epi32(a31, x1, w3);
+            }
+            _mm512_storeu_si512((void *)(acc + p0), a00);
+            _mm512_storeu_si512((void *)(acc + p0 + 16), a01);
+            _mm512_storeu_si512((void *)(acc + Pp + p0), a10);
+            _mm512_storeu_si512((void *)(acc + Pp + p0 + 16), a11);
+            _mm512_storeu_si512((void *)(acc + 2 * (size_t)Pp + p0), a20);
+            _mm512_storeu_si512((void *)(acc + 2 * (size_t)Pp + p0 + 16), a21);
+            _mm512_storeu_si512((void *)(acc + 3 * (size_t)Pp + p0), a30);
+            _mm512_storeu_si512((void *)(acc + 3 * (size_t)Pp + p0 + 16), a31);
+        }
+        for (int r = 0; r < 4 && mb + r < Mg; r++)
+            store_row_avx512(acc + (size_t)r * Pp, P, corr[mb + r], m0[mb + r], shift[mb + r],
+                             zp, ysigned, (char *)y + (size_t)(mb + r) * P);
+    }
+}
+#endif
+
+static void store(const int32_t *acc, int P, int64_t corr, int32_t m0, int32_t shift, int zp,
+                  int ysigned, void *y) {
+#ifdef OPTC_X86
+    if (q_simd_level() == 2) {
+        store_row_avx512(acc, P, corr, m0, shift, zp, ysigned, y);
+        return;
+    }
+#endif
+    store_row(acc, P, corr, m0, shift, zp, ysigned, y);
+}
+
+#ifdef OPTC_X86
+#define OPTC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define OPTC_CLONES
+#endif
+
+/* The integer sums of a depthwise filter (at most kh * kw products of |x - zx| <= 255 and
+ * |w| <= 128) stay far below 2^24, so float32 holds them exactly: the loop runs in float
+ * (vectorised; compiled for AVX-512, AVX2 and the baseline, chosen at load time) and the
+ * sums are converted back to int32 without loss. Each input row is copied (zero point
+ * subtracted) into a buffer padded with zeros on both sides, so the loop over output columns
+ * has no bounds and no scalar remainder eats its short rows. */
+OPTC_CLONES
+static void depthwise_sums(const uint8_t *restrict xc, const int8_t *restrict wc, int H, int W,
+                           int kh, int kw, int sh, int sw, int pt, int pl, int dh, int dw,
+                           int OH, int OW, int zx, uint8_t flip, float *restrict accf,
+                           float *restrict rows, int rowlen, const float **r,
+                           int32_t *restrict acc) {
+    /* rows: the H input rows, zero point subtracted, each padded with zeros to rowlen (its
+     * columns at offset pl), then one zero row (an input row outside the image: padding is
+     * the zero point, which adds 0); r: the kh rows an output row reads. The pads were
+     * zeroed by the caller and stay zero. */
+    float *zero = rows + (size_t)H * rowlen;
+    for (int ih = 0; ih < H; ih++) {
+        const uint8_t *xr = xc + (size_t)ih * W;
+        float *restrict rp = rows + (size_t)ih * rowlen + pl;
+        for (int v = 0; v < W; v++) rp[v] = (float)((int)(xr[v] ^ flip) - zx);
+    }
+    for (int oh = 0; oh < OH; oh++) {
+        for (int i = 0; i < kh; i++) {
+            const int ih = oh * sh - pt + i * dh;
+            r[i] = (ih < 0 || ih >= H) ? zero : rows + (size_t)ih * rowlen;
+        }
+        float *restrict ar = accf + (size_t)oh * OW;
+        if (kh == 3 && kw == 3) { /* the common case: nine taps summed in registers */
+            const float *a = r[0], *b = r[1], *c = r[2];
+            const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3], w4 = wc[4], w5 = wc[5],
+                        w6 = wc[6], w7 = wc[7], w8 = wc[8];
+            const int d1 = dw, d2 = 2 * dw;
+            if (sw == 1) {
+                for (int ow = 0; ow < OW; ow++)
+                    ar[ow] = w0 * a[ow] + w1 * a[ow + d1] + w2 * a[ow + d2] + w3 * b[ow] +
+                             w4 * b[ow + d1] + w5 * b[ow + d2] + w6 * c[ow] + w7 * c[ow + d1] +
+                             w8 * c[ow + d2];
+            } else {
+                for (int ow = 0; ow < OW; ow++) {
+                    const int q = ow * sw;
+                    ar[ow] = w0 * a[q] + w1 * a[q + d1] + w2 * a[q + d2] + w3 * b[q] +
+                             w4 * b[q + d1] + w5 * b[q + d2] + w6 * c[q] + w7 * c[q + d1] +
+                             w8 * c[q + d2];
+                }
+            }
+            continue;
+        }
+        for (int ow = 0; ow < OW; ow++) ar[ow] = 0.f;
+        for (int i = 0; i < kh; i++) {
+            for (int j = 0; j < kw; j++) {
+                const float wij = (float)wc[i * kw + j];
+                const float *restrict rs = r[i] + j * dw; /* column ow reads rs[ow * sw] */
+                if (sw == 1)
+                    for (int ow = 0; ow < OW; ow++) ar[ow] += wij * rs[ow];
+                else
+                    for (int ow = 0; ow < OW; ow++) ar[ow] += wij * rs[ow * sw];
+            }
+        }
+    }
+    for (int p = 0; p < OH * OW; p++) acc[p] = (int32_t)accf[p];
+}
+
+int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, int kw, int sh,
+                int sw, int pt, int pl, int dh, int dw, int OH, int OW, int zx, uint8_t flip,
+                const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
+                int ysigned, void *y) {
+    const int P = OH * OW;
+    /* a padded row holds every column any output reads, (OW - 1) * sw + (kw - 1) * dw + 1,
+     * and the whole input row at offset pl */
+    int rowlen = (OW - 1) * sw + (kw - 1) * dw + 1;
+    if (rowlen < pl + W) rowlen = pl + W;
+    int32_t *acc = malloc(sizeof(int32_t) * (size_t)P);
+    float *accf = malloc(sizeof(float) * (size_t)P);
+    float *rows = calloc((size_t)rowlen * (H + 1), sizeof(float));
+    const float **r = malloc(sizeof(float *) * (size_t)kh);
+    int status = 0;
+    if (acc == NULL || accf == NULL || rows == NULL || r == NULL) {
+        status = -1;
+    } else {
+        for (int c = 0; c < C; c++) {
+            depthwise_sums(x + (size_t)c * H * W, w + (size_t)c * kh * kw, H, W, kh, kw, sh, sw,
+                           pt, pl, dh, dw, OH, OW, zx, flip, accf, rows, rowlen, r, acc);
+            store(acc, P, corr[c], m0[c], shift[c], zp, ysigned, (char *)y + (size_t)c * P);
+        }
+    }
+    free(acc);
+    free(accf);
+    free(rows);
+    free((void *)r);
+    return status;
+}
+
+#ifdef OPTC_X86
+/* AVX2: vpmaddwd on the taps widened to int16 (exact: pairs of int16 products summed in
+ * int32), a 4 x 8 block of outputs per pass; each accumulator holds two half sums per pixel,
+ * added pairwise at the end */
+__attribute__((target("avx2")))
+static void gemm_avx2(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
+                      const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
+                      int ysigned, void *y, int32_t *acc) {
+    int64_t *w16 = malloc(sizeof(int64_t) * 4 * (size_t)Kq); /* a block's weight quads as int16 */
+    if (w16 == NULL) { /* out of memory: the portable loop needs none */
+        gemm_portable(xp, wp, Mg, Kq, P, Pp, corr, m0, shift, zp, ysigned, y, acc);
+        return;
+    }
+    for (int mb = 0; mb < Mg; mb += 4) {
+        const int8_t *w = wp + (size_t)mb * Kq * 4;
+        for (int i = 0; i < 4 * Kq; i++) {
+            int16_t q[4] = {w[i * 4], w[i * 4 + 1], w[i * 4 + 2], w[i * 4 + 3]};
+            memcpy(w16 + i, q, 8);
+        }
+        for (int p0 = 0; p0 < Pp; p0 += 8) {
+            __m256i a[4][2];
+            for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm256_setzero_si256();
+            const uint8_t *xb = xp + (size_t)p0 * 4;
+            for (int kq = 0; kq < Kq; kq++) {
+                const uint8_t *xk = xb + (size_t)kq * Pp * 4;
+                const __m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)xk));
+                const __m256i x1 =
+                    _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(xk + 16)));
+                for (int r = 0; r < 4; r++) {
+                    const __m256i wv = _mm256_set1_epi64x(w16[(size_t)r * Kq + kq]);
+                    a[r][0] = _mm256_add_epi32(a[r][0], _mm256_madd_epi16(x0, wv));
+                    a[r][1] = _mm256_add_epi32(a[r][1], _mm256_madd_epi16(x1, wv));
+                }
+            }
+            for (int r = 0; r < 4; r++) {
+                const __m256i h = _mm256_hadd_epi32(a[r][0], a[r][1]); /* p0 p1 p4 p5 p2 p3 p6 p7 */
+                _mm256_storeu_si256((__m256i *)(acc + (size_t)r * Pp + p0),
+                                    _mm256_permute4x64_epi64(h, 0xD8));
+            }
+        }
+        for (int r = 0; r < 4 && mb + r < Mg; r++)
+            store_row(acc + (size_t)r * Pp, P, corr[mb + r], m0[mb + r], shift[mb + r], zp,
+                      ysigned, (char *)y + (size_t)(mb + r) * P);
+    }
+    free(w16);
+}
+#endif
+
+int q_gemm(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
+           const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
+           void *y) {
+    int32_t *acc = malloc(sizeof(int32_t) * 4 * (size_t)Pp);
+    if (acc == NULL) return -1;
+#ifdef OPTC_X86
+    const int level = q_simd_level();
+    if (level == 2)
+        gemm_vnni(xp, wp, Mg, Kq, P, Pp, corr, m0, shift, zp, ysigned, y, acc);
+    else if (level == 1)
+        gemm_avx2(xp, wp, Mg, Kq, P, Pp, corr, m0, shift, zp, ysigned, y, acc);
+    if (level > 0) {
+        free(acc);
+        return 0;
+    }
+#endif
+    gemm_portable(xp, wp, Mg, Kq, P, Pp, corr, m0, shift, zp, ysigned, y, acc);
+    free(acc);
+    return 0;
+}

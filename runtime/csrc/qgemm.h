@@ -1,0 +1,33 @@
+/* int8 convolution core (qgemm.c), called by ckernels.c's qlinear_conv2d. */
+#ifndef OPTC_QGEMM_H
+#define OPTC_QGEMM_H
+
+#include <stdint.h>
+
+/* The int8 GEMM that runs: 2 AVX-512 VNNI, 1 AVX2, 0 portable C (what the CPU has, capped
+ * by q_allow_simd). */
+int q_simd_level(void);
+/* Cap the level (0: portable C only): tests compare every path on one machine. */
+void q_allow_simd(int level);
+
+/* Pack one image's group (cg channels of H x W uint8) for q_gemm; pad: the value of padded
+ * taps, flip: 0x80 turns int8 data into uint8 (x + 128), 0 leaves uint8 as is. Returns -1
+ * when out of memory. */
+int q_im2col(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt,
+             int pl, int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, int Kq, int Pp,
+             uint8_t *out);
+
+/* y[m, p] = requant(sum_k xp[k, p] * wp[m, k] + corr[m]) for m < Mg, p < P (y: Mg x P bytes,
+ * int8 if ysigned else uint8). wp has a multiple of 4 rows. Returns -1 when out of memory. */
+int q_gemm(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
+           const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
+           void *y);
+
+/* Depthwise conv of one image (C channels of H x W uint8, zero point zx in the uint8 view,
+ * w: (C, kh * kw) int8), requantized like q_gemm with corr[c] the int32 bias. */
+int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, int kw, int sh,
+                int sw, int pt, int pl, int dh, int dw, int OH, int OW, int zx, uint8_t flip,
+                const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
+                int ysigned, void *y);
+
+#endif
