@@ -21,6 +21,9 @@
  *       int8 convolution (QLinearConv) of uint8 data (int8 flipped to uint8 by `flip`), the
  *       weights packed by optc/runtime/kernels/native.py, requantization fused (qgemm.c).
  *
+ *   quantize_linear(x, y, scale, zp, ysigned), dequantize_linear(x, y, xsigned, zp, scale)
+ *       per-tensor QuantizeLinear / DequantizeLinear (qgemm.c).
+ *
  * act codes (optc.runtime.kernels.native.ACTIVATIONS): 0 none, 1 Relu, 2 Clip(a, b),
  * 3 LeakyRelu(a), 4 Sigmoid, 5 HardSigmoid(a, b), 6 HardSwish, 7 Tanh, 8 SiLU.
  * The Winograd matrices are those of Lavin & Gray, "Fast Algorithms for Convolutional Neural
@@ -498,6 +501,46 @@ static PyObject *qlinear_depthwise2d(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *quantize_linear(PyObject *self, PyObject *args) {
+    PyObject *xo, *yo;
+    float scale;
+    int zp, ysigned;
+    if (!PyArg_ParseTuple(args, "OOfii", &xo, &yo, &scale, &zp, &ysigned)) return NULL;
+    Py_buffer xv, yv;
+    if (get_floats(xo, &xv, -1, 0, "x") < 0) return NULL;
+    const Py_ssize_t n = xv.len / 4;
+    if (get_raw(yo, &yv, n, 1, 1, "y") < 0) {
+        PyBuffer_Release(&xv);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    q_quantize(xv.buf, (size_t)n, scale, zp, ysigned, yv.buf);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&xv);
+    PyBuffer_Release(&yv);
+    Py_RETURN_NONE;
+}
+
+static PyObject *dequantize_linear(PyObject *self, PyObject *args) {
+    PyObject *xo, *yo;
+    float scale;
+    int zp, xsigned;
+    if (!PyArg_ParseTuple(args, "OOiif", &xo, &yo, &xsigned, &zp, &scale)) return NULL;
+    Py_buffer xv, yv;
+    if (get_floats(yo, &yv, -1, 1, "y") < 0) return NULL;
+    const Py_ssize_t n = yv.len / 4;
+    if (get_raw(xo, &xv, n, 1, 0, "x") < 0) {
+        PyBuffer_Release(&yv);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    q_dequantize(xv.buf, (size_t)n, xsigned, zp, scale, yv.buf);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&xv);
+    PyBuffer_Release(&yv);
+    Py_RETURN_NONE;
+}
+
 static PyObject *qsimd(PyObject *self, PyObject *args) {
     int level = -1;
     if (!PyArg_ParseTuple(args, "|i", &level)) return NULL;
@@ -510,6 +553,10 @@ static PyMethodDef methods[] = {
      "int8 2-D convolution with fused fixed-point requantization (see qgemm.c)."},
     {"qlinear_depthwise2d", qlinear_depthwise2d, METH_VARARGS,
      "int8 depthwise 2-D convolution with fused fixed-point requantization (see qgemm.c)."},
+    {"quantize_linear", quantize_linear, METH_VARARGS,
+     "quantize_linear(x, y, scale, zero_point, signed): per-tensor QuantizeLinear."},
+    {"dequantize_linear", dequantize_linear, METH_VARARGS,
+     "dequantize_linear(x, y, signed, zero_point, scale): per-tensor DequantizeLinear."},
     {"qsimd", qsimd, METH_VARARGS,
      "qsimd([level]): cap the int8 GEMM (2 VNNI, 1 AVX2, 0 portable C); returns the level in use."},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "Depthwise 2-D convolution (float32)."},

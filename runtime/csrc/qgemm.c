@@ -403,3 +403,40 @@ int q_gemm(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
     free(acc);
     return 0;
 }
+
+/* QuantizeLinear, one scale and zero point: y = saturate(rint(x / s) + zp), the division and
+ * the rounding (half to even) in float32 as the spec and onnxruntime do; NaN gives 0. */
+OPTC_CLONES
+void q_quantize(const float *restrict x, size_t n, float s, int zp, int ysigned,
+                void *restrict y) {
+    const float lo = ysigned ? -128.f : 0.f, hi = ysigned ? 127.f : 255.f;
+    const float fzp = (float)zp;
+    if (ysigned) {
+        int8_t *restrict o = y;
+        for (size_t i = 0; i < n; i++) {
+            float v = nearbyintf(x[i] / s) + fzp;
+            v = v < lo ? lo : (v > hi ? hi : v);
+            o[i] = (int8_t)(v == v ? v : 0.f);
+        }
+    } else {
+        uint8_t *restrict o = y;
+        for (size_t i = 0; i < n; i++) {
+            float v = nearbyintf(x[i] / s) + fzp;
+            v = v < lo ? lo : (v > hi ? hi : v);
+            o[i] = (uint8_t)(v == v ? v : 0.f);
+        }
+    }
+}
+
+/* DequantizeLinear, one scale and zero point: y = (x - zp) * s in float32. */
+OPTC_CLONES
+void q_dequantize(const void *restrict x, size_t n, int xsigned, int zp, float s,
+                  float *restrict y) {
+    if (xsigned) {
+        const int8_t *restrict q = x;
+        for (size_t i = 0; i < n; i++) y[i] = (float)((int)q[i] - zp) * s;
+    } else {
+        const uint8_t *restrict q = x;
+        for (size_t i = 0; i < n; i++) y[i] = (float)((int)q[i] - zp) * s;
+    }
+}

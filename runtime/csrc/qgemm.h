@@ -2,6 +2,7 @@
 #ifndef OPTC_QGEMM_H
 #define OPTC_QGEMM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* The int8 GEMM that runs: 2 AVX-512 VNNI, 1 AVX2, 0 portable C (what the CPU has, capped
@@ -29,5 +30,9 @@ int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, 
                 int sw, int pt, int pl, int dh, int dw, int OH, int OW, int zx, uint8_t flip,
                 const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
                 int ysigned, void *y);
+
+/* Per-tensor QuantizeLinear (float32 -> 8 bits) and DequantizeLinear (8 bits -> float32). */
+void q_quantize(const float *x, size_t n, float s, int zp, int ysigned, void *y);
+void q_dequantize(const void *x, size_t n, int xsigned, int zp, float s, float *y);
 
 #endif

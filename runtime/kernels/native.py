@@ -177,3 +177,15 @@ class QConvPlan:
         y = np.empty(self.y_shape, self.y_dtype)
         self.fn(np.ascontiguousarray(x), *self.pre, y, *self.post)
         return y
+
+
+def quantize_linear(x: np.ndarray, y: np.ndarray, scale: float, zero_point: int) -> None:
+    """Per-tensor QuantizeLinear of float32 ``x`` into the 8-bit ``y`` (C)."""
+    _ckernels.quantize_linear(np.ascontiguousarray(x), y, scale, zero_point,
+                              int(y.dtype == np.int8))
+
+
+def dequantize_linear(x: np.ndarray, y: np.ndarray, zero_point: int, scale: float) -> None:
+    """Per-tensor DequantizeLinear of 8-bit ``x`` into the float32 ``y`` (C)."""
+    _ckernels.dequantize_linear(np.ascontiguousarray(x), y, int(x.dtype == np.int8),
+                                zero_point, scale)

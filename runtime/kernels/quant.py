@@ -12,6 +12,7 @@ import numpy as np
 from onnx import helper
 
 from optc.errors import OptcError
+from optc.runtime.kernels import native
 from optc.runtime.registry import kernel
 
 _INT_KINDS = "iu"
@@ -43,6 +44,10 @@ def _check_int(dtype) -> np.dtype:
     return dtype
 
 
+def _per_tensor(scale, zero_point) -> bool:
+    return np.size(scale) == 1 and (zero_point is None or np.size(zero_point) == 1)
+
+
 def _quantize(x, scale, zero_point, axis, block_size, output_dtype, precision=0):
     if zero_point is not None:
         dtype = _check_int(zero_point.dtype)
@@ -50,6 +55,14 @@ def _quantize(x, scale, zero_point, axis, block_size, output_dtype, precision=0)
         dtype = _check_int(helper.tensor_dtype_to_np_dtype(output_dtype))
     else:
         dtype = np.dtype(np.uint8)
+    if native.enabled() and x.dtype == np.float32 and dtype in (np.uint8, np.int8) and \
+            _per_tensor(scale, zero_point) and np.asarray(scale).dtype == np.float32 and \
+            precision in (0, 1):
+        # per tensor, float32 to 8 bits: the C loop (the same float32 division and rounding)
+        y = np.empty(x.shape, dtype)
+        native.quantize_linear(x, y, float(np.asarray(scale).reshape(())),
+                               0 if zero_point is None else int(np.asarray(zero_point).reshape(())))
+        return y
     s = _broadcast_param(scale, x, axis, block_size)
     compute = helper.tensor_dtype_to_np_dtype(precision) if precision else s.dtype
     q = np.rint(x.astype(compute) / s.astype(compute))
@@ -60,6 +73,13 @@ def _quantize(x, scale, zero_point, axis, block_size, output_dtype, precision=0)
 
 
 def _dequantize(x, scale, zero_point, axis, block_size, output_dtype=0):
+    if native.enabled() and x.dtype in (np.uint8, np.int8) and _per_tensor(scale, zero_point) \
+            and np.asarray(scale).dtype == np.float32 and output_dtype in (0, 1):
+        y = np.empty(x.shape, np.float32)
+        native.dequantize_linear(x, y, 0 if zero_point is None else
+                                 int(np.asarray(zero_point).reshape(())),
+                                 float(np.asarray(scale).reshape(())))
+        return y
     s = _broadcast_param(scale, x, axis, block_size)
     v = x.astype(np.int64) if x.dtype.kind in _INT_KINDS else x
     if zero_point is not None:

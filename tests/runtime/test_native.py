@@ -209,3 +209,33 @@ def test_int8_conv_without_simd_runs_numpy_except_depthwise():
         assert _plan(x, 0, np.float32(0.1), dw_w, *common, dict(attrs, group=8)) is not None
     finally:
         native.qsimd(top)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 300), scale=st.floats(1e-3, 10.0), zp=st.integers(-128, 255),
+       signed=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_quantize_and_dequantize_match_numpy(n, scale, zp, signed, seed):
+    from optc.runtime.kernels.quant import dequantize13, quantize13
+
+    dtype = np.int8 if signed else np.uint8
+    info = np.iinfo(dtype)
+    zp = dtype(np.clip(zp, info.min, info.max))
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(n) * 200 * scale).astype(np.float32)
+    s = np.float32(scale)
+    if n >= 4:  # exact ties (half to even), overflow both ways, NaN and infinities
+        x[:4] = np.array([2.5, -3.5, 1e30, -1e30], np.float32) * s
+    if n >= 7:
+        x[4:7] = [np.nan, np.inf, -np.inf]
+    q = rng.integers(info.min, info.max + 1, n).astype(dtype)
+    got_q, got_d = quantize13(x, s, zp), dequantize13(q, s, zp)
+    previous = native.use_native(False)
+    try:
+        with np.errstate(invalid="ignore"):
+            ref_q = quantize13(x, s, zp)
+        ref_d = dequantize13(q, s, zp)
+    finally:
+        native.use_native(previous)
+    np.testing.assert_array_equal(got_q, ref_q)
+    np.testing.assert_array_equal(got_d, ref_d)
+    assert got_q.dtype == dtype and got_d.dtype == np.float32
