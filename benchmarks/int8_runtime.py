@@ -1,0 +1,118 @@
+"""int8 in optc.runtime next to fp32 in optc.runtime and int8 / fp32 in onnxruntime: all four
+timed in the same run, interleaved, on the same seeded input (1 thread each by default).
+
+Per model (the models/ nets and the `light` ResNet-50, VGG-19, DenseNet-121 with seeded random
+weights): the fp32 model runs in optc.runtime after ``default,fuse-act{target=optc}`` and
+after that plus ``winograd``; the int8 model is ``default,quantize{probe=false}`` (every conv
+and Gemm int8, calibrated on seeded random inputs) -- onnxruntime runs that QDQ model, and
+optc.runtime runs it after ``qlinear`` (QLinearConv, integer-only). Printed: median ms of
+each, optc int8 / optc fp32 (both fp32 variants), optc int8 / onnxruntime int8, and the
+geometric means.
+
+    python benchmarks/int8_runtime.py [--repeat 20] [--threads 1] [--models resnet_mini ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+import optc
+from optc.testing import light_model, randomize_light
+from optc.validate import random_feeds, session
+
+REPO = Path(__file__).resolve().parent.parent
+LIGHT = ("resnet50", "vgg19", "densenet121")
+
+
+def _calibration(path: Path, samples: int) -> dict[str, np.ndarray]:
+    s = session(str(path), "ort", threads=1)
+    batches = [random_feeds(s, seed=i) for i in range(samples)]
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def _time(sessions: dict, feeds: dict, warmup: int, repeat: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for i in range(warmup + repeat):
+        for name, s in sessions.items():
+            start = time.perf_counter()
+            s.run(None, feeds)
+            if i >= warmup:
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--samples", type=int, default=8, help="calibration samples")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="light names (" + ", ".join(LIGHT) + ") and models/ stems")
+    args = parser.parse_args()
+    console = Console(width=170)
+    table = Table(title=f"int8 vs fp32, optc.runtime and onnxruntime ({args.threads} thread, "
+                        f"median of {args.repeat}, interleaved)")
+    for col in ("model", "optc fp32", "optc fp32+wino", "optc int8", "ort fp32", "ort int8",
+                "optc int8/fp32", "int8/fp32+wino", "optc/ort int8", "ort int8/fp32"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    ratios: dict[str, list[float]] = {}
+    wanted = args.models
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for name in LIGHT:
+            if wanted and name not in wanted:
+                continue
+            model, _ = optc.optimize(randomize_light(light_model(name)),
+                                     passes="freeze-initializers,fold-constants")
+            path = Path(d) / f"{name}_random.onnx"
+            optc.save(model, path)
+            paths.append(path)
+        paths += [p for p in sorted((REPO / "models").glob("*.onnx"))
+                  if not wanted or p.stem in wanted]
+        for path in paths:
+            fp32, _ = optc.optimize(str(path), passes="default,fuse-act{target=optc}")
+            wino, _ = optc.optimize(str(path), passes="default,fuse-act{target=optc},winograd")
+            qdq, _ = optc.optimize(str(path), passes="default,quantize{probe=false}",
+                                   calib=_calibration(path, args.samples))
+            qlinear, _ = optc.optimize(qdq, passes="qlinear")
+            files = {}
+            for tag, m in (("fp32", fp32), ("wino", wino), ("qdq", qdq), ("qlinear", qlinear)):
+                files[tag] = Path(d) / f"{path.stem}_{tag}.onnx"
+                optc.save(m, files[tag])
+            sessions = {"optc fp32": session(str(files["fp32"]), "optc", threads=args.threads),
+                        "optc wino": session(str(files["wino"]), "optc", threads=args.threads),
+                        "optc int8": session(str(files["qlinear"]), "optc",
+                                             threads=args.threads),
+                        "ort fp32": session(str(path), "ort", threads=args.threads,
+                                            optimize=True),
+                        "ort int8": session(str(files["qdq"]), "ort", threads=args.threads,
+                                            optimize=True)}
+            feeds = random_feeds(sessions["ort fp32"], seed=0)
+            ms = _time(sessions, feeds, args.warmup, args.repeat)
+            row = {"optc int8/fp32": ms["optc int8"] / ms["optc fp32"],
+                   "int8/fp32+wino": ms["optc int8"] / ms["optc wino"],
+                   "optc/ort int8": ms["optc int8"] / ms["ort int8"],
+                   "ort int8/fp32": ms["ort int8"] / ms["ort fp32"]}
+            for k, v in row.items():
+                ratios.setdefault(k, []).append(v)
+            table.add_row(path.stem, *(f"{ms[k]:.2f}" for k in ("optc fp32", "optc wino",
+                                                                 "optc int8", "ort fp32",
+                                                                 "ort int8")),
+                          *(f"{v:.2f}x" for v in row.values()))
+    console.print(table)
+    for k, rs in ratios.items():
+        console.print(f"geomean {k}: {math.exp(sum(map(math.log, rs)) / len(rs)):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
