@@ -10,4 +10,4 @@ from setuptools import Extension, setup
 setup(ext_modules=[Extension(
     "optc.runtime._ckernels", ["runtime/csrc/ckernels.c", "runtime/csrc/qgemm.c"],
     depends=["runtime/csrc/qgemm.h"], extra_compile_args=["-O3", "-std=c99", "-fno-wrapv"],
-    optional=True)])
+    libraries=["m"], optional=True)])

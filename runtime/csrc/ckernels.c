@@ -419,7 +419,7 @@ static PyObject *qlinear_conv2d(PyObject *self, PyObject *args) {
                           &N, &C, &H, &W, &G, &Mg, &Mgp, &Kq, &kh, &kw, &sh, &sw, &pt, &pl,
                           &dh, &dw, &OH, &OW, &pad, &flip, &zp, &ysigned))
         return NULL;
-    const Py_ssize_t M = (Py_ssize_t)G * Mg, P = (Py_ssize_t)OH * OW, Pp = (P + 31) / 32 * 32;
+    const Py_ssize_t M = (Py_ssize_t)G * Mg, P = (Py_ssize_t)OH * OW;
     if (G < 1 || C % G || Mgp % 4 || Mgp < Mg || Kq != kh * kw * ((C / G + 3) / 4)) {
         PyErr_SetString(PyExc_ValueError, "qlinear_conv2d: inconsistent sizes");
         return NULL;
@@ -440,27 +440,20 @@ static PyObject *qlinear_conv2d(PyObject *self, PyObject *args) {
     }
     const int cg = C / G;
     int failed = 0;
-    uint8_t *packed = malloc((size_t)Kq * Pp * 4);
-    if (packed == NULL) failed = 1;
     Py_BEGIN_ALLOW_THREADS
     for (int n = 0; n < N && !failed; n++) {
         for (int g = 0; g < G && !failed; g++) {
             const uint8_t *x = (const uint8_t *)xv.buf + ((size_t)n * C + (size_t)g * cg) * H * W;
-            if (q_im2col(x, cg, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, (uint8_t)pad,
-                         (uint8_t)flip, Kq, (int)Pp, packed) < 0) {
-                failed = 1;
-                break;
-            }
             const int8_t *w = (const int8_t *)wv.buf + (size_t)g * Mgp * Kq * 4;
             char *y = (char *)yv.buf + ((size_t)n * M + (size_t)g * Mg) * P;
-            if (q_gemm(packed, w, Mg, Kq, (int)P, (int)Pp, (const int64_t *)cv.buf + g * Mg,
+            if (q_conv(x, cg, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, (uint8_t)pad,
+                       (uint8_t)flip, w, Mg, (const int64_t *)cv.buf + g * Mg,
                        (const int32_t *)mv.buf + g * Mg, (const int32_t *)sv.buf + g * Mg, zp,
                        ysigned, y) < 0)
                 failed = 1;
         }
     }
     Py_END_ALLOW_THREADS
-    free(packed);
     for (int i = 0; i < 6; i++) PyBuffer_Release(views[i]);
     if (failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
@@ -541,6 +534,12 @@ static PyObject *dequantize_linear(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *qblock(PyObject *self, PyObject *args) {
+    Py_ssize_t bytes = 0;
+    if (!PyArg_ParseTuple(args, "|n", &bytes)) return NULL;
+    return PyLong_FromSize_t(q_block_bytes(bytes > 0 ? (size_t)bytes : 0));
+}
+
 static PyObject *qsimd(PyObject *self, PyObject *args) {
     int level = -1;
     if (!PyArg_ParseTuple(args, "|i", &level)) return NULL;
@@ -557,6 +556,8 @@ static PyMethodDef methods[] = {
      "quantize_linear(x, y, scale, zero_point, signed): per-tensor QuantizeLinear."},
     {"dequantize_linear", dequantize_linear, METH_VARARGS,
      "dequantize_linear(x, y, signed, zero_point, scale): per-tensor DequantizeLinear."},
+    {"qblock", qblock, METH_VARARGS,
+     "qblock([bytes]): set/get the packed activation bytes per int8 GEMM pass."},
     {"qsimd", qsimd, METH_VARARGS,
      "qsimd([level]): cap the int8 GEMM (2 VNNI, 1 AVX2, 0 portable C); returns the level in use."},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "Depthwise 2-D convolution (float32)."},

@@ -1,8 +1,9 @@
 /* int8 convolution for optc.runtime's QLinearConv: im2col packing of uint8 activations and a
  * uint8 x int8 -> int32 GEMM with fixed-point requantization fused into its store.
  *
- * Packed activations (one image, one group): xp[(kq * Pp + p) * 4 + r] is tap k = 4 kq + r at
- * output pixel p, taps ordered (kernel row i, kernel column j, channel c) with the channels
+ * Packed activations (one image, one group, a block of output pixels small enough to stay in
+ * cache while every filter row passes over it): xp[(kq * Pp + p) * 4 + r] is tap k = 4 kq + r
+ * at output pixel p of the block, taps ordered (kernel row i, kernel column j, channel c) with the channels
  * padded to a multiple of 4 (k = ((i * kw + j) * Cq + c / 4) * 4 + c % 4); pixels are padded
  * to Pp (a multiple of 32). Packed weights: wp[(m * Kq + kq) * 4 + r] in the same tap order,
  * zero for the padding channels, rows padded to a multiple of 4 with zeros. The four taps of a
@@ -15,6 +16,7 @@
  * clamped to int32, times the Q31 multiplier m0[m] in 64 bits, a rounding right shift by
  * shift[m] (half away from zero), plus the output zero point, saturated to 8 bits.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,13 @@
 
 static int simd_level = -1; /* what the CPU has: 0 portable C, 1 AVX2, 2 AVX-512 VNNI */
 static int simd_max = 2;    /* the highest level allowed (tests lower it) */
+
+static size_t block_bytes = 256 * 1024; /* packed activations per GEMM pass (q_conv) */
+
+size_t q_block_bytes(size_t bytes) {
+    if (bytes > 0) block_bytes = bytes;
+    return block_bytes;
+}
 
 int q_simd_level(void) {
     if (simd_level < 0) {
@@ -45,30 +54,33 @@ int q_simd_level(void) {
 
 void q_allow_simd(int level) { simd_max = level < 0 ? 0 : level; }
 
-int q_im2col(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt,
-             int pl, int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, int Kq, int Pp,
-             uint8_t *out) {
-    /* taps in (i, j, channel quad) order: a quad is four consecutive channels at one kernel
-     * position, so after the input is interleaved four channels at a time (x4[cq][h][w] holds
-     * channels 4cq..4cq+3 of pixel (h, w) in one 32-bit word) every packed word is one word
-     * of x4, and a row of output pixels is a row of x4 copied (stride 1) */
-    const int Cq = (cg + 3) / 4, P = OH * OW;
-    const uint32_t padw = (uint32_t)pad * 0x01010101u;
-    uint32_t *x4 = malloc(sizeof(uint32_t) * (size_t)Cq * H * W);
-    if (x4 == NULL) return -1;
+/* x4[cq][h][w]: channels 4cq..4cq+3 of pixel (h, w) in one 32-bit word (flipped to uint8;
+ * channels past cg, which meet zero weights, hold `pad`). */
+static void interleave(const uint8_t *x, int cg, int H, int W, uint8_t pad, uint8_t flip,
+                       uint32_t *x4) {
+    const int Cq = (cg + 3) / 4;
+    const size_t HW = (size_t)H * W;
     for (int cq = 0; cq < Cq; cq++) {
-        uint32_t *dst = x4 + (size_t)cq * H * W;
-        for (size_t v = 0; v < (size_t)H * W; v++) {
+        uint32_t *dst = x4 + (size_t)cq * HW;
+        for (size_t v = 0; v < HW; v++) {
             uint32_t word = 0;
             for (int r = 0; r < 4; r++) {
                 const int c = cq * 4 + r;
-                /* channels past cg meet zero weights: any value will do */
-                const uint32_t b = c < cg ? (uint32_t)(x[(size_t)c * H * W + v] ^ flip) : pad;
+                const uint32_t b = c < cg ? (uint32_t)(x[(size_t)c * HW + v] ^ flip) : pad;
                 word |= b << (8 * r);
             }
             dst[v] = word;
         }
     }
+}
+
+/* Pack output pixels [p0, p0 + pc) of one image's group for the GEMM: taps in (kernel row
+ * i, kernel column j, channel quad) order, so every packed word is one word of x4 and a run
+ * of output pixels along a row is a run of x4 copied (stride 1). out: Kq x pcp words. */
+static void im2col_range(const uint32_t *x4, int Cq, int H, int W, int kh, int kw, int sh,
+                         int sw, int pt, int pl, int dh, int dw, int OW, uint8_t pad, int p0,
+                         int pc, int pcp, uint32_t *out) {
+    const uint32_t padw = (uint32_t)pad * 0x01010101u;
     for (int i = 0; i < kh; i++) {
         for (int j = 0; j < kw; j++) {
             const int off = j * dw - pl;
@@ -78,31 +90,35 @@ int q_im2col(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int
             if (hi > OW) hi = OW;
             if (lo > hi) lo = hi;
             for (int cq = 0; cq < Cq; cq++) {
-                const int kq = (i * kw + j) * Cq + cq;
-                uint32_t *o = (uint32_t *)(void *)(out + (size_t)kq * Pp * 4);
+                uint32_t *o = out + (size_t)((i * kw + j) * Cq + cq) * pcp;
                 const uint32_t *src = x4 + (size_t)cq * H * W;
-                for (int oh = 0; oh < OH; oh++) {
+                for (int p = p0; p < p0 + pc;) { /* one output row's stretch at a time */
+                    const int oh = p / OW, a = p % OW;
+                    int b = OW;
+                    if (b - a > p0 + pc - p) b = a + (p0 + pc - p);
+                    uint32_t *orow = o + (p - p0) - a; /* orow[ow] for ow in [a, b) */
                     const int ih = oh * sh - pt + i * dh;
-                    uint32_t *orow = o + (size_t)oh * OW;
                     if (ih < 0 || ih >= H) {
-                        for (int ow = 0; ow < OW; ow++) orow[ow] = padw;
-                        continue;
+                        for (int ow = a; ow < b; ow++) orow[ow] = padw;
+                    } else {
+                        const uint32_t *xr = src + (size_t)ih * W + off;
+                        const int l = lo > a ? lo : a, h = hi < b ? hi : b;
+                        for (int ow = a; ow < (l < b ? l : b); ow++) orow[ow] = padw;
+                        if (l < h) {
+                            if (sw == 1)
+                                memcpy(orow + l, xr + l, sizeof(uint32_t) * (size_t)(h - l));
+                            else
+                                for (int ow = l; ow < h; ow++) orow[ow] = xr[ow * sw];
+                        }
+                        for (int ow = (h > a ? (h > l ? h : l) : a); ow < b; ow++)
+                            orow[ow] = padw;
                     }
-                    const uint32_t *xr = src + (size_t)ih * W + off;
-                    for (int ow = 0; ow < lo; ow++) orow[ow] = padw;
-                    if (sw == 1)
-                        memcpy(orow + lo, xr + lo, sizeof(uint32_t) * (size_t)(hi - lo));
-                    else
-                        for (int ow = lo; ow < hi; ow++) orow[ow] = xr[ow * sw];
-                    for (int ow = hi; ow < OW; ow++) orow[ow] = padw;
+                    p += b - a;
                 }
-                for (int p = P; p < Pp; p++) o[p] = 0;
+                for (int q = pc; q < pcp; q++) o[q] = 0;
             }
         }
     }
-    (void)Kq;
-    free(x4);
-    return 0;
 }
 
 static inline int requant(int64_t acc, int32_t m0, int32_t shift, int zp, int lo, int hi) {
@@ -129,6 +145,7 @@ static void store_row(const int32_t *acc, int P, int64_t corr, int32_t m0, int32
 }
 
 static void gemm_portable(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
+                      int ystride,
                           const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
                           int ysigned, void *y, int32_t *acc) {
     for (int m = 0; m < Mg; m++) {
@@ -144,7 +161,7 @@ static void gemm_portable(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, i
                           xq[p * 4 + 3] * w3;
         }
         store_row(acc, P, corr[m], m0[m], shift[m], zp,
-                  ysigned, (char *)y + (size_t)m * P);
+                  ysigned, (char *)y + (size_t)m * ystride);
     }
 }
 
@@ -178,6 +195,7 @@ static void store_row_avx512(const int32_t *acc, int P, int64_t corr, int32_t m0
 
 __attribute__((target("avx512f,avx512bw,avx512vnni")))
 static void gemm_vnni(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
+                      int ystride,
                       const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
                       int ysigned, void *y, int32_t *acc) {
     /* acc: 4 rows of Pp int32; a 4 x 32 block of outputs per pass over the taps */
@@ -220,7 +238,7 @@ static void gemm_vnni(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P
         }
         for (int r = 0; r < 4 && mb + r < Mg; r++)
             store_row_avx512(acc + (size_t)r * Pp, P, corr[mb + r], m0[mb + r], shift[mb + r],
-                             zp, ysigned, (char *)y + (size_t)(mb + r) * P);
+                             zp, ysigned, (char *)y + (size_t)(mb + r) * ystride);
     }
 }
 #endif
@@ -305,11 +323,68 @@ static void depthwise_sums(const uint8_t *restrict xc, const int8_t *restrict wc
     for (int p = 0; p < OH * OW; p++) acc[p] = (int32_t)accf[p];
 }
 
+/* Depthwise sums with the channels innermost, for small images where a row of output
+ * columns is too short to fill a vector: the input is laid out (H, W, C) once (zero point
+ * subtracted, in float: exact as above), the filters (kh * kw, C), and each output pixel sums
+ * its taps over a vector of channels. acc: (C, P) int32. */
+OPTC_CLONES
+static void depthwise_sums_cl(const uint8_t *restrict x, const int8_t *restrict w, int C,
+                              int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
+                              int dh, int dw, int OH, int OW, int zx, uint8_t flip,
+                              float *restrict xt, float *restrict wt, float *restrict sum,
+                              int32_t *restrict acc) {
+    const int P = OH * OW, T = kh * kw;
+    for (int c = 0; c < C; c++) {
+        const uint8_t *xc = x + (size_t)c * H * W;
+        for (int v = 0; v < H * W; v++) xt[(size_t)v * C + c] = (float)((int)(xc[v] ^ flip) - zx);
+        for (int t = 0; t < T; t++) wt[(size_t)t * C + c] = (float)w[(size_t)c * T + t];
+    }
+    for (int oh = 0; oh < OH; oh++) {
+        for (int ow = 0; ow < OW; ow++) {
+            for (int c = 0; c < C; c++) sum[c] = 0.f;
+            for (int i = 0; i < kh; i++) {
+                const int ih = oh * sh - pt + i * dh;
+                if (ih < 0 || ih >= H) continue; /* padding is the zero point: adds 0 */
+                for (int j = 0; j < kw; j++) {
+                    const int iw = ow * sw - pl + j * dw;
+                    if (iw < 0 || iw >= W) continue;
+                    const float *restrict xv = xt + ((size_t)ih * W + iw) * C;
+                    const float *restrict wv = wt + (size_t)(i * kw + j) * C;
+                    for (int c = 0; c < C; c++) sum[c] += wv[c] * xv[c];
+                }
+            }
+            const int p = oh * OW + ow;
+            for (int c = 0; c < C; c++) acc[(size_t)c * P + p] = (int32_t)sum[c];
+        }
+    }
+}
+
 int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, int kw, int sh,
                 int sw, int pt, int pl, int dh, int dw, int OH, int OW, int zx, uint8_t flip,
                 const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
                 int ysigned, void *y) {
     const int P = OH * OW;
+    if (OW < 16 && C >= 16) { /* short rows, many channels: vectorise over the channels */
+        float *xt = malloc(sizeof(float) * (size_t)H * W * C);
+        float *wt = malloc(sizeof(float) * (size_t)kh * kw * C);
+        float *sum = malloc(sizeof(float) * (size_t)C);
+        int32_t *acc = malloc(sizeof(int32_t) * (size_t)C * P);
+        int status = 0;
+        if (xt == NULL || wt == NULL || sum == NULL || acc == NULL) {
+            status = -1;
+        } else {
+            depthwise_sums_cl(x, w, C, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, zx, flip,
+                              xt, wt, sum, acc);
+            for (int c = 0; c < C; c++)
+                store(acc + (size_t)c * P, P, corr[c], m0[c], shift[c], zp, ysigned,
+                      (char *)y + (size_t)c * P);
+        }
+        free(xt);
+        free(wt);
+        free(sum);
+        free(acc);
+        return status;
+    }
     /* a padded row holds every column any output reads, (OW - 1) * sw + (kw - 1) * dw + 1,
      * and the whole input row at offset pl */
     int rowlen = (OW - 1) * sw + (kw - 1) * dw + 1;
@@ -341,11 +416,12 @@ int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, 
  * added pairwise at the end */
 __attribute__((target("avx2")))
 static void gemm_avx2(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
+                      int ystride,
                       const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
                       int ysigned, void *y, int32_t *acc) {
     int64_t *w16 = malloc(sizeof(int64_t) * 4 * (size_t)Kq); /* a block's weight quads as int16 */
     if (w16 == NULL) { /* out of memory: the portable loop needs none */
-        gemm_portable(xp, wp, Mg, Kq, P, Pp, corr, m0, shift, zp, ysigned, y, acc);
+        gemm_portable(xp, wp, Mg, Kq, P, Pp, ystride, corr, m0, shift, zp, ysigned, y, acc);
         return;
     }
     for (int mb = 0; mb < Mg; mb += 4) {
@@ -377,29 +453,29 @@ static void gemm_avx2(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P
         }
         for (int r = 0; r < 4 && mb + r < Mg; r++)
             store_row(acc + (size_t)r * Pp, P, corr[mb + r], m0[mb + r], shift[mb + r], zp,
-                      ysigned, (char *)y + (size_t)(mb + r) * P);
+                      ysigned, (char *)y + (size_t)(mb + r) * ystride);
     }
     free(w16);
 }
 #endif
 
-int q_gemm(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
-           const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
+static int q_gemm(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
+                  int ystride, const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
            void *y) {
     int32_t *acc = malloc(sizeof(int32_t) * 4 * (size_t)Pp);
     if (acc == NULL) return -1;
 #ifdef OPTC_X86
     const int level = q_simd_level();
     if (level == 2)
-        gemm_vnni(xp, wp, Mg, Kq, P, Pp, corr, m0, shift, zp, ysigned, y, acc);
+        gemm_vnni(xp, wp, Mg, Kq, P, Pp, ystride, corr, m0, shift, zp, ysigned, y, acc);
     else if (level == 1)
-        gemm_avx2(xp, wp, Mg, Kq, P, Pp, corr, m0, shift, zp, ysigned, y, acc);
+        gemm_avx2(xp, wp, Mg, Kq, P, Pp, ystride, corr, m0, shift, zp, ysigned, y, acc);
     if (level > 0) {
         free(acc);
         return 0;
     }
 #endif
-    gemm_portable(xp, wp, Mg, Kq, P, Pp, corr, m0, shift, zp, ysigned, y, acc);
+    gemm_portable(xp, wp, Mg, Kq, P, Pp, ystride, corr, m0, shift, zp, ysigned, y, acc);
     free(acc);
     return 0;
 }
@@ -439,4 +515,34 @@ void q_dequantize(const void *restrict x, size_t n, int xsigned, int zp, float s
         const uint8_t *restrict q = x;
         for (size_t i = 0; i < n; i++) y[i] = (float)((int)q[i] - zp) * s;
     }
+}
+
+int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
+           int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, const int8_t *wp, int Mg,
+           const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
+           void *y) {
+    const int Cq = (cg + 3) / 4, Kq = kh * kw * Cq, P = OH * OW;
+    /* pixels per pass: the packed block (Kq x pc words) stays within block_bytes of cache,
+     * and every 4-row block of filters reuses it from there */
+    int pc = (int)(block_bytes / ((size_t)Kq * 4)) / 32 * 32;
+    if (pc < 32) pc = 32;
+    if (pc > (P + 31) / 32 * 32) pc = (P + 31) / 32 * 32;
+    uint32_t *x4 = malloc(sizeof(uint32_t) * (size_t)Cq * H * W);
+    uint32_t *packed = malloc(sizeof(uint32_t) * (size_t)Kq * pc);
+    int status = 0;
+    if (x4 == NULL || packed == NULL) {
+        status = -1;
+    } else {
+        interleave(x, cg, H, W, pad, flip, x4);
+        for (int p0 = 0; p0 < P && status == 0; p0 += pc) {
+            const int n = P - p0 < pc ? P - p0 : pc;
+            im2col_range(x4, Cq, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OW, pad, p0, n, pc,
+                         packed);
+            status = q_gemm((const uint8_t *)packed, wp, Mg, Kq, n, pc, P, corr, m0, shift, zp,
+                            ysigned, (char *)y + p0);
+        }
+    }
+    free(x4);
+    free(packed);
+    return status;
 }

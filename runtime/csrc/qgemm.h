@@ -11,16 +11,17 @@ int q_simd_level(void);
 /* Cap the level (0: portable C only): tests compare every path on one machine. */
 void q_allow_simd(int level);
 
-/* Pack one image's group (cg channels of H x W uint8) for q_gemm; pad: the value of padded
- * taps, flip: 0x80 turns int8 data into uint8 (x + 128), 0 leaves uint8 as is. Returns -1
- * when out of memory. */
-int q_im2col(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt,
-             int pl, int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, int Kq, int Pp,
-             uint8_t *out);
+/* The bytes of packed activations per GEMM pass (bytes > 0 sets it; tests make it small to
+ * cross block edges on small images); returns the setting. */
+size_t q_block_bytes(size_t bytes);
 
-/* y[m, p] = requant(sum_k xp[k, p] * wp[m, k] + corr[m]) for m < Mg, p < P (y: Mg x P bytes,
- * int8 if ysigned else uint8). wp has a multiple of 4 rows. Returns -1 when out of memory. */
-int q_gemm(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
+/* One image's group of a conv: y[m, p] = requant(sum_k x_k,p * wp[m, k] + corr[m]) for
+ * m < Mg, p < OH * OW (y: Mg rows of OH * OW bytes, int8 if ysigned else uint8); x: cg
+ * channels of H x W uint8 (flip: 0x80 turns int8 data into uint8, x + 128), pad: the value of
+ * padded taps (the zero point), wp: the packed filters (a multiple of 4 rows of
+ * kh * kw * ceil(cg / 4) quads). Returns -1 when out of memory. */
+int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
+           int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, const int8_t *wp, int Mg,
            const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
            void *y);
 
