@@ -58,6 +58,12 @@ class _Step:
     outputs: list[int]  # slot per output, -1 for an omitted optional output
     attrs: dict[str, Any]
     release: list[int]  # slots whose last reader is this step
+    op_type: str = ""
+
+
+#: standard ops that must run on every call even with constant inputs (they draw random numbers)
+_NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+               "Multinomial", "Bernoulli", "Dropout"}
 
 
 class InferenceSession:
@@ -121,10 +127,12 @@ class InferenceSession:
             if k.wants_outputs:
                 attrs["_outputs"] = len(node.outputs)
             self._steps.append(_Step(label, k, [slot(v) for v in node.inputs],
-                                     [slot(v) for v in node.outputs], attrs, []))
+                                     [slot(v) for v in node.outputs], attrs, [],
+                                     node.op_type if node.domain in ("", "ai.onnx") else ""))
         self._output_slots = [slot(v) for v in g.outputs]
         names_by_id = {id(v): v.name for v in g.values().values()}
         self._slot_names = {s: names_by_id.get(key, "") for key, s in slots.items()}
+        self._fold_constant_steps({self._input_slots[n] for n in overridable})
         self._output_names = [v.name for v in g.outputs]
         self._n_slots = len(slots)
         # liveness: release each activation after its last reader (never outputs/constants)
@@ -140,6 +148,34 @@ class InferenceSession:
         for s, i in last.items():
             if s not in keep:
                 self._steps[i].release.append(s)
+
+    def _fold_constant_steps(self, overridable: set[int]) -> None:
+        """Run once, here, every step whose inputs are all constants (a DequantizeLinear of an
+        int8 weight, the Mul of two scales): its outputs become constants too, as
+        onnxruntime's constant folding does. Not folded: random ops, and initializers the
+        caller may override (graph inputs). A step that fails here is left to fail at run
+        time, where the error names the node. ``run``'s on_value still sees the folded values
+        (after the inputs)."""
+        self._folded: list[int] = []
+        kept = []
+        for step in self._steps:
+            ins = [s for s in step.inputs if s >= 0]
+            if not ins or step.op_type in _NOT_FOLDED or any(
+                    s not in self._constants or s in overridable for s in ins):
+                kept.append(step)
+                continue
+            try:
+                result = step.kernel.fn(*[self._constants[s] if s >= 0 else None
+                                          for s in step.inputs], **step.attrs)
+            except Exception:  # noqa: BLE001 - reported with the node's name by run()
+                kept.append(step)
+                continue
+            for s, value in zip(step.outputs, result if isinstance(result, tuple)
+                                else (result,)):
+                if s >= 0:
+                    self._constants[s] = value
+                    self._folded.append(s)
+        self._steps = kept
 
     # --- onnxruntime-shaped API ---------------------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:
@@ -177,6 +213,9 @@ class InferenceSession:
             if on_value is not None:
                 on_value(name, arr)
         total = peak = live
+        if on_value is not None:
+            for s in self._folded:
+                on_value(self._slot_names[s], self._constants[s])
         if self.threads:
             with _blas_controller().limit(limits=self.threads):
                 live, peak, total = self._execute(env, live, peak, total, on_value)
