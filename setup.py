@@ -9,5 +9,6 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[Extension(
     "optc.runtime._ckernels", ["runtime/csrc/ckernels.c", "runtime/csrc/qgemm.c"],
-    depends=["runtime/csrc/qgemm.h"], extra_compile_args=["-O3", "-std=c99", "-fno-wrapv"],
-    libraries=["m"], optional=True)])
+    depends=["runtime/csrc/qgemm.h"],
+    extra_compile_args=["-O3", "-std=c99", "-fno-wrapv", "-pthread"],
+    extra_link_args=["-pthread"], libraries=["m"], optional=True)])

@@ -70,7 +70,8 @@ class InferenceSession:
     """Executes an ONNX model with optc's kernels.
 
     ``model``: a path, serialized bytes, an onnx.ModelProto, or an optc Model/Graph.
-    ``threads``: BLAS threads used during ``run`` (None: leave NumPy's default).
+    ``threads``: BLAS threads used during ``run`` (None: leave NumPy's default), and the
+    threads the int8 C kernels share their work among (None: one per CPU).
     """
 
     def __init__(self, model: str | os.PathLike | bytes | onnx.ModelProto | Model | Graph,
@@ -216,11 +217,17 @@ class InferenceSession:
         if on_value is not None:
             for s in self._folded:
                 on_value(self._slot_names[s], self._constants[s])
-        if self.threads:
-            with _blas_controller().limit(limits=self.threads):
+        from optc.runtime.kernels import native
+
+        previous = native.set_threads(self.threads or os.cpu_count() or 1)
+        try:
+            if self.threads:
+                with _blas_controller().limit(limits=self.threads):
+                    live, peak, total = self._execute(env, live, peak, total, on_value)
+            else:
                 live, peak, total = self._execute(env, live, peak, total, on_value)
-        else:
-            live, peak, total = self._execute(env, live, peak, total, on_value)
+        finally:
+            native.set_threads(previous)
         self.peak_bytes, self.total_activation_bytes = peak, total
         # hand out arrays the caller owns: never the session's constants, the caller's own
         # inputs, or views into either (as onnxruntime, which copies its outputs)

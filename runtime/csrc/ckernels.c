@@ -17,7 +17,7 @@
  *       tile, cropped to Ho x Wo, plus bias, then the activation.
  *
  *   qlinear_conv2d(x, w, corr, m0, shift, y, N, C, H, W, G, Mg, Mgp, Kq, kh, kw, sh, sw,
- *                  pt, pl, dh, dw, OH, OW, pad, flip, zp, ysigned)
+ *                  pt, pl, dh, dw, OH, OW, pad, flip, zp, ysigned[, threads])
  *       int8 convolution (QLinearConv) of uint8 data (int8 flipped to uint8 by `flip`), the
  *       weights packed by optc/runtime/kernels/native.py, requantization fused (qgemm.c).
  *
@@ -414,10 +414,10 @@ static int get_raw(PyObject *obj, Py_buffer *view, Py_ssize_t count, Py_ssize_t 
 static PyObject *qlinear_conv2d(PyObject *self, PyObject *args) {
     PyObject *xo, *wo, *co, *mo, *so, *yo;
     int N, C, H, W, G, Mg, Mgp, Kq, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, pad, flip, zp,
-        ysigned;
-    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiiiiiiiiiiiiiiiii", &xo, &wo, &co, &mo, &so, &yo,
+        ysigned, threads = 1;
+    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiiiiiiiiiiiiiiiii|i", &xo, &wo, &co, &mo, &so, &yo,
                           &N, &C, &H, &W, &G, &Mg, &Mgp, &Kq, &kh, &kw, &sh, &sw, &pt, &pl,
-                          &dh, &dw, &OH, &OW, &pad, &flip, &zp, &ysigned))
+                          &dh, &dw, &OH, &OW, &pad, &flip, &zp, &ysigned, &threads))
         return NULL;
     const Py_ssize_t M = (Py_ssize_t)G * Mg, P = (Py_ssize_t)OH * OW;
     if (G < 1 || C % G || Mgp % 4 || Mgp < Mg || Kq != kh * kw * ((C / G + 3) / 4)) {
@@ -449,7 +449,7 @@ static PyObject *qlinear_conv2d(PyObject *self, PyObject *args) {
             if (q_conv(x, cg, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, (uint8_t)pad,
                        (uint8_t)flip, w, Mg, (const int64_t *)cv.buf + g * Mg,
                        (const int32_t *)mv.buf + g * Mg, (const int32_t *)sv.buf + g * Mg, zp,
-                       ysigned, y) < 0)
+                       ysigned, y, threads < 1 ? 1 : threads) < 0)
                 failed = 1;
         }
     }
@@ -461,10 +461,10 @@ static PyObject *qlinear_conv2d(PyObject *self, PyObject *args) {
 
 static PyObject *qlinear_depthwise2d(PyObject *self, PyObject *args) {
     PyObject *xo, *wo, *co, *mo, *so, *yo;
-    int N, C, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, zx, flip, zp, ysigned;
-    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiiiiiiiiiiiii", &xo, &wo, &co, &mo, &so, &yo, &N,
+    int N, C, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, zx, flip, zp, ysigned, threads = 1;
+    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiiiiiiiiiiiii|i", &xo, &wo, &co, &mo, &so, &yo, &N,
                           &C, &H, &W, &kh, &kw, &sh, &sw, &pt, &pl, &dh, &dw, &OH, &OW, &zx,
-                          &flip, &zp, &ysigned))
+                          &flip, &zp, &ysigned, &threads))
         return NULL;
     const Py_ssize_t P = (Py_ssize_t)OH * OW;
     Py_buffer xv, wv, cv, mv, sv, yv;
@@ -486,7 +486,8 @@ static PyObject *qlinear_depthwise2d(PyObject *self, PyObject *args) {
     for (int n = 0; n < N && !failed; n++)
         if (q_depthwise((const uint8_t *)xv.buf + (size_t)n * C * H * W, wv.buf, C, H, W, kh, kw,
                         sh, sw, pt, pl, dh, dw, OH, OW, zx, (uint8_t)flip, cv.buf, mv.buf,
-                        sv.buf, zp, ysigned, (char *)yv.buf + (size_t)n * C * P) < 0)
+                        sv.buf, zp, ysigned, (char *)yv.buf + (size_t)n * C * P,
+                        threads < 1 ? 1 : threads) < 0)
             failed = 1;
     Py_END_ALLOW_THREADS
     for (int i = 0; i < 6; i++) PyBuffer_Release(views[i]);

@@ -23,6 +23,11 @@
 
 #include "qgemm.h"
 
+#if defined(__unix__) || defined(__APPLE__)
+#define OPTC_THREADS 1
+#include <pthread.h>
+#endif
+
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define OPTC_X86 1
 #include <immintrin.h>
@@ -323,6 +328,54 @@ static void depthwise_sums(const uint8_t *restrict xc, const int8_t *restrict wc
     for (int p = 0; p < OH * OW; p++) acc[p] = (int32_t)accf[p];
 }
 
+/* Threads (POSIX; elsewhere everything runs on the calling thread): run(job t) for t < T,
+ * job 0 on the calling thread. Returns -1 if any job failed. */
+#define WORK_PER_THREAD (16.0 * 1024 * 1024) /* int8 multiply-adds that pay for a thread */
+typedef int (*job_fn)(void *job, int t, int T);
+typedef struct {
+    job_fn fn;
+    void *job;
+    int t, T, status;
+} worker_arg;
+
+static void *worker(void *p) {
+    worker_arg *a = p;
+    a->status = a->fn(a->job, a->t, a->T);
+    return NULL;
+}
+
+static int run_parallel(job_fn fn, void *job, int T) {
+#ifdef OPTC_THREADS
+    if (T > 1) {
+        worker_arg *args = calloc((size_t)T, sizeof(worker_arg));
+        pthread_t *ids = calloc((size_t)T, sizeof(pthread_t));
+        int *started = calloc((size_t)T, sizeof(int));
+        int status = 0;
+        if (args == NULL || ids == NULL || started == NULL) {
+            free(args);
+            free(ids);
+            free(started);
+            return fn(job, 0, 1);
+        }
+        for (int t = 0; t < T; t++) args[t] = (worker_arg){fn, job, t, T, 0};
+        for (int t = 1; t < T; t++) started[t] = pthread_create(&ids[t], NULL, worker, &args[t]) == 0;
+        for (int t = 1; t < T; t++) /* a thread that did not start: its share runs here */
+            if (!started[t]) args[t].status = fn(job, t, T);
+        args[0].status = fn(job, 0, T);
+        for (int t = 1; t < T; t++) {
+            if (started[t]) pthread_join(ids[t], NULL);
+            if (args[t].status < 0) status = -1;
+        }
+        if (args[0].status < 0) status = -1;
+        free(args);
+        free(ids);
+        free(started);
+        return status;
+    }
+#endif
+    return fn(job, 0, 1);
+}
+
 /* Depthwise sums with the channels innermost, for small images where a row of output
  * columns is too short to fill a vector: the input is laid out (H, W, C) once (zero point
  * subtracted, in float: exact as above), the filters (kh * kw, C), and each output pixel sums
@@ -359,25 +412,40 @@ static void depthwise_sums_cl(const uint8_t *restrict x, const int8_t *restrict 
     }
 }
 
-int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, int kw, int sh,
-                int sw, int pt, int pl, int dh, int dw, int OH, int OW, int zx, uint8_t flip,
-                const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
-                int ysigned, void *y) {
-    const int P = OH * OW;
+typedef struct {
+    const uint8_t *x;
+    const int8_t *w;
+    int C, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, zx;
+    uint8_t flip;
+    const int64_t *corr;
+    const int32_t *m0, *shift;
+    int zp, ysigned;
+    char *y;
+} dw_job;
+
+/* Share t of T of a depthwise conv: the t-th of T ranges of channels. */
+static int depthwise_share(void *p, int t, int T) {
+    const dw_job *j = p;
+    const int c0 = (int)((long)j->C * t / T), c1 = (int)((long)j->C * (t + 1) / T), C = c1 - c0;
+    const int H = j->H, W = j->W, kh = j->kh, kw = j->kw, OH = j->OH, OW = j->OW, P = OH * OW;
+    if (C <= 0) return 0;
+    const uint8_t *x = j->x + (size_t)c0 * H * W;
+    const int8_t *w = j->w + (size_t)c0 * kh * kw;
+    char *y = j->y + (size_t)c0 * P;
+    int status = 0;
     if (OW < 16 && C >= 16) { /* short rows, many channels: vectorise over the channels */
         float *xt = malloc(sizeof(float) * (size_t)H * W * C);
         float *wt = malloc(sizeof(float) * (size_t)kh * kw * C);
         float *sum = malloc(sizeof(float) * (size_t)C);
         int32_t *acc = malloc(sizeof(int32_t) * (size_t)C * P);
-        int status = 0;
         if (xt == NULL || wt == NULL || sum == NULL || acc == NULL) {
             status = -1;
         } else {
-            depthwise_sums_cl(x, w, C, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, zx, flip,
-                              xt, wt, sum, acc);
+            depthwise_sums_cl(x, w, C, H, W, kh, kw, j->sh, j->sw, j->pt, j->pl, j->dh, j->dw,
+                              OH, OW, j->zx, j->flip, xt, wt, sum, acc);
             for (int c = 0; c < C; c++)
-                store(acc + (size_t)c * P, P, corr[c], m0[c], shift[c], zp, ysigned,
-                      (char *)y + (size_t)c * P);
+                store(acc + (size_t)c * P, P, j->corr[c0 + c], j->m0[c0 + c], j->shift[c0 + c],
+                      j->zp, j->ysigned, y + (size_t)c * P);
         }
         free(xt);
         free(wt);
@@ -387,20 +455,21 @@ int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, 
     }
     /* a padded row holds every column any output reads, (OW - 1) * sw + (kw - 1) * dw + 1,
      * and the whole input row at offset pl */
-    int rowlen = (OW - 1) * sw + (kw - 1) * dw + 1;
-    if (rowlen < pl + W) rowlen = pl + W;
+    int rowlen = (OW - 1) * j->sw + (kw - 1) * j->dw + 1;
+    if (rowlen < j->pl + W) rowlen = j->pl + W;
     int32_t *acc = malloc(sizeof(int32_t) * (size_t)P);
     float *accf = malloc(sizeof(float) * (size_t)P);
     float *rows = calloc((size_t)rowlen * (H + 1), sizeof(float));
     const float **r = malloc(sizeof(float *) * (size_t)kh);
-    int status = 0;
     if (acc == NULL || accf == NULL || rows == NULL || r == NULL) {
         status = -1;
     } else {
         for (int c = 0; c < C; c++) {
-            depthwise_sums(x + (size_t)c * H * W, w + (size_t)c * kh * kw, H, W, kh, kw, sh, sw,
-                           pt, pl, dh, dw, OH, OW, zx, flip, accf, rows, rowlen, r, acc);
-            store(acc, P, corr[c], m0[c], shift[c], zp, ysigned, (char *)y + (size_t)c * P);
+            depthwise_sums(x + (size_t)c * H * W, w + (size_t)c * kh * kw, H, W, kh, kw, j->sh,
+                           j->sw, j->pt, j->pl, j->dh, j->dw, OH, OW, j->zx, j->flip, accf, rows,
+                           rowlen, r, acc);
+            store(acc, P, j->corr[c0 + c], j->m0[c0 + c], j->shift[c0 + c], j->zp, j->ysigned,
+                  y + (size_t)c * P);
         }
     }
     free(acc);
@@ -408,6 +477,17 @@ int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, 
     free(rows);
     free((void *)r);
     return status;
+}
+
+int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, int kw, int sh,
+                int sw, int pt, int pl, int dh, int dw, int OH, int OW, int zx, uint8_t flip,
+                const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
+                int ysigned, void *y, int threads) {
+    dw_job job = {x, w, C, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, zx, flip, corr, m0,
+                  shift, zp, ysigned, (char *)y};
+    const double work = (double)C * OH * OW * kh * kw * 8 / WORK_PER_THREAD; /* float, 8x */
+    int most = work < 1 ? 1 : (work < C ? (int)work : C);
+    return run_parallel(depthwise_share, &job, threads < most ? threads : most);
 }
 
 #ifdef OPTC_X86
@@ -517,10 +597,50 @@ void q_dequantize(const void *restrict x, size_t n, int xsigned, int zp, float s
     }
 }
 
+typedef struct {
+    const uint32_t *x4;
+    int Cq, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OW, P, Kq, pc, Mg;
+    uint8_t pad;
+    const int8_t *wp;
+    const int64_t *corr;
+    const int32_t *m0, *shift;
+    int zp, ysigned;
+    char *y;
+} conv_job;
+
+/* Share t of T: blocks of pixels t, t + T, ... when there are at least T of them; else every
+ * block and the t-th of T ranges of 4-filter rows (each thread packs the block itself). */
+static int conv_share(void *p, int t, int T) {
+    const conv_job *j = p;
+    const int blocks = (j->P + j->pc - 1) / j->pc, quads = (j->Mg + 3) / 4;
+    int b0 = t, bstep = T, m0q = 0, m1q = quads;
+    if (blocks < T) {
+        b0 = 0;
+        bstep = 1;
+        m0q = (int)((long)quads * t / T);
+        m1q = (int)((long)quads * (t + 1) / T);
+        if (m0q >= m1q) return 0;
+    }
+    uint32_t *packed = malloc(sizeof(uint32_t) * (size_t)j->Kq * j->pc);
+    if (packed == NULL) return -1;
+    const int r0 = m0q * 4, rows = (m1q * 4 < j->Mg ? m1q * 4 : j->Mg) - r0;
+    int status = 0;
+    for (int b = b0; b < blocks && status == 0; b += bstep) {
+        const int p0 = b * j->pc, n = j->P - p0 < j->pc ? j->P - p0 : j->pc;
+        im2col_range(j->x4, j->Cq, j->H, j->W, j->kh, j->kw, j->sh, j->sw, j->pt, j->pl, j->dh,
+                     j->dw, j->OW, j->pad, p0, n, j->pc, packed);
+        status = q_gemm((const uint8_t *)packed, j->wp + (size_t)r0 * j->Kq * 4, rows, j->Kq, n,
+                        j->pc, j->P, j->corr + r0, j->m0 + r0, j->shift + r0, j->zp,
+                        j->ysigned, j->y + (size_t)r0 * j->P + p0);
+    }
+    free(packed);
+    return status;
+}
+
 int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
            int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, const int8_t *wp, int Mg,
            const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
-           void *y) {
+           void *y, int threads) {
     const int Cq = (cg + 3) / 4, Kq = kh * kw * Cq, P = OH * OW;
     /* pixels per pass: the packed block (Kq x pc words) stays within block_bytes of cache,
      * and every 4-row block of filters reuses it from there */
@@ -528,21 +648,17 @@ int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int s
     if (pc < 32) pc = 32;
     if (pc > (P + 31) / 32 * 32) pc = (P + 31) / 32 * 32;
     uint32_t *x4 = malloc(sizeof(uint32_t) * (size_t)Cq * H * W);
-    uint32_t *packed = malloc(sizeof(uint32_t) * (size_t)Kq * pc);
-    int status = 0;
-    if (x4 == NULL || packed == NULL) {
-        status = -1;
-    } else {
-        interleave(x, cg, H, W, pad, flip, x4);
-        for (int p0 = 0; p0 < P && status == 0; p0 += pc) {
-            const int n = P - p0 < pc ? P - p0 : pc;
-            im2col_range(x4, Cq, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OW, pad, p0, n, pc,
-                         packed);
-            status = q_gemm((const uint8_t *)packed, wp, Mg, Kq, n, pc, P, corr, m0, shift, zp,
-                            ysigned, (char *)y + p0);
-        }
-    }
+    if (x4 == NULL) return -1;
+    interleave(x, cg, H, W, pad, flip, x4);
+    conv_job job = {x4, Cq, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OW, P, Kq, pc, Mg, pad, wp,
+                    corr, m0, shift, zp, ysigned, (char *)y};
+    /* no more threads than there is work for: blocks of pixels, or 4-filter rows, and at
+     * least WORK_PER_THREAD multiply-adds each (starting a thread costs tens of us) */
+    const int blocks = (P + pc - 1) / pc, quads = (Mg + 3) / 4;
+    int most = blocks > quads ? blocks : quads;
+    const double work = (double)Mg * Kq * 4 * P / WORK_PER_THREAD;
+    if (work < most) most = work < 1 ? 1 : (int)work;
+    const int status = run_parallel(conv_share, &job, threads < most ? threads : most);
     free(x4);
-    free(packed);
     return status;
 }

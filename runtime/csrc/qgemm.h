@@ -19,18 +19,19 @@ size_t q_block_bytes(size_t bytes);
  * m < Mg, p < OH * OW (y: Mg rows of OH * OW bytes, int8 if ysigned else uint8); x: cg
  * channels of H x W uint8 (flip: 0x80 turns int8 data into uint8, x + 128), pad: the value of
  * padded taps (the zero point), wp: the packed filters (a multiple of 4 rows of
- * kh * kw * ceil(cg / 4) quads). Returns -1 when out of memory. */
+ * kh * kw * ceil(cg / 4) quads), threads: how many threads share the work (POSIX threads;
+ * 1 elsewhere). Returns -1 when out of memory. */
 int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
            int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, const int8_t *wp, int Mg,
            const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
-           void *y);
+           void *y, int threads);
 
 /* Depthwise conv of one image (C channels of H x W uint8, zero point zx in the uint8 view,
  * w: (C, kh * kw) int8), requantized like q_gemm with corr[c] the int32 bias. */
 int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, int kw, int sh,
                 int sw, int pt, int pl, int dh, int dw, int OH, int OW, int zx, uint8_t flip,
                 const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
-                int ysigned, void *y);
+                int ysigned, void *y, int threads);
 
 /* Per-tensor QuantizeLinear (float32 -> 8 bits) and DequantizeLinear (8 bits -> float32). */
 void q_quantize(const float *x, size_t n, float s, int zp, int ysigned, void *y);

@@ -29,6 +29,17 @@ ACTIVATIONS = {"Relu": (1, ()), "Clip": (2, ()), "LeakyRelu": (3, (0.01,)),
                "Tanh": (7, ()), "SiLU": (8, ())}
 
 
+_threads = 1  # threads the C kernels may use; InferenceSession.run sets it per run
+
+
+def set_threads(n: int) -> int:
+    """How many threads the int8 C kernels share their work among (the session's
+    ``threads``); returns the previous setting."""
+    global _threads
+    previous, _threads = _threads, max(1, int(n))
+    return previous
+
+
 def use_native(on: bool) -> bool:
     """Turn the C kernels on or off; returns the previous setting."""
     global _enabled
@@ -175,7 +186,7 @@ class QConvPlan:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         y = np.empty(self.y_shape, self.y_dtype)
-        self.fn(np.ascontiguousarray(x), *self.pre, y, *self.post)
+        self.fn(np.ascontiguousarray(x), *self.pre, y, *self.post, _threads)
         return y
 
 

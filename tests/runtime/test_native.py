@@ -188,6 +188,11 @@ def test_int8_conv_kernels_match_numpy_bit_for_bit(shape, seed):
                                                          **attrs), portable=True)
             assert plan is not None
             np.testing.assert_array_equal(plan(a[0]), ref, err_msg=f"simd level {level}")
+            previous = native.set_threads(3)  # blocks of pixels or of filters per thread
+            try:
+                np.testing.assert_array_equal(plan(a[0]), ref, err_msg=f"3 threads, {level}")
+            finally:
+                native.set_threads(previous)
     finally:
         native.qsimd(top)
         native._ckernels.qblock(block)
