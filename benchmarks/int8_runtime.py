@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 import optc
+from optc.bench import interleaved
 from optc.testing import light_at_opset
 from optc.validate import random_feeds, session
 
@@ -37,17 +36,6 @@ def _calibration(path: Path, samples: int) -> dict[str, np.ndarray]:
     s = session(str(path), "ort", threads=1)
     batches = [random_feeds(s, seed=i) for i in range(samples)]
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-
-
-def _time(sessions: dict, feeds: dict, warmup: int, repeat: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for i in range(warmup + repeat):
-        for name, s in sessions.items():
-            start = time.perf_counter()
-            s.run(None, feeds)
-            if i >= warmup:
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -98,7 +86,7 @@ def main() -> None:
                         "ort int8": session(str(files["qdq"]), "ort", threads=args.threads,
                                             optimize=True)}
             feeds = random_feeds(sessions["ort fp32"], seed=0)
-            ms = _time(sessions, feeds, args.warmup, args.repeat)
+            ms = interleaved(sessions, feeds, args.warmup, args.repeat)
             row = {"optc int8/fp32": ms["optc int8"] / ms["optc fp32"],
                    "int8/fp32+wino": ms["optc int8"] / ms["optc wino"],
                    "optc/ort int8": ms["optc int8"] / ms["ort int8"],

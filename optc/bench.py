@@ -44,19 +44,28 @@ def bench(model: str | os.PathLike | bytes, *, runtime: str = "optc", threads: i
     sessions = {"ort": ort_sess}
     if runtime != "ort":
         sessions[runtime] = session(model, runtime, threads=threads)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
     if progress is None:
         progress = sys.stderr.isatty()
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("benchmarking", total=warmup + repeat)
-        for i in range(warmup + repeat):
-            for name, s in sessions.items():
-                start = time.perf_counter()
-                s.run(None, feeds)
-                if i >= warmup:
-                    times[name].append((time.perf_counter() - start) * 1e3)
-            bar.advance(task)
-    ort_ms = statistics.median(times["ort"])
+        medians = interleaved(sessions, feeds, warmup, repeat,
+                              on_round=lambda: bar.advance(task))
     ours = sessions[runtime]
-    return BenchResult(runtime, statistics.median(times[runtime]), ort_ms,
+    return BenchResult(runtime, medians[runtime], medians["ort"],
                        getattr(ours, "peak_bytes", None))
+
+
+def interleaved(sessions: dict, feeds: dict, warmup: int, repeat: int,
+                on_round=None) -> dict[str, float]:
+    """Median ms per session, the sessions run in turn each round (a slow spell of the
+    machine hits them all); the first ``warmup`` rounds are not counted."""
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for i in range(warmup + repeat):
+        for name, s in sessions.items():
+            start = time.perf_counter()
+            s.run(None, feeds)
+            if i >= warmup:
+                times[name].append((time.perf_counter() - start) * 1e3)
+        if on_round is not None:
+            on_round()
+    return {name: statistics.median(t) for name, t in times.items()}
