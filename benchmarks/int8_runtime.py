@@ -25,10 +25,10 @@ from rich.table import Table
 
 import optc
 from optc.bench import interleaved
-from optc.testing import light_at_opset
 from optc.validate import random_feeds, session
 
-REPO = Path(__file__).resolve().parent.parent
+from _models import model_files  # benchmarks/, run as a script
+
 LIGHT = ("resnet50", "vgg19", "densenet121")
 
 
@@ -56,17 +56,7 @@ def main() -> None:
     ratios: dict[str, list[float]] = {}
     wanted = args.models
     with tempfile.TemporaryDirectory() as d:
-        paths = []
-        for name in LIGHT:
-            if wanted and name not in wanted:
-                continue
-            model, _ = optc.optimize(light_at_opset(name, 17),  # quantize needs opset 13
-                                     passes="freeze-initializers,fold-constants")
-            path = Path(d) / f"{name}_random.onnx"
-            optc.save(model, path)
-            paths.append(path)
-        paths += [p for p in sorted((REPO / "models").glob("*.onnx"))
-                  if not wanted or p.stem in wanted]
+        paths = model_files(LIGHT, wanted, d, opset=17)  # quantize needs opset 13
         for path in paths:
             fp32, _ = optc.optimize(str(path), passes="default,fuse-act{target=optc}")
             wino, _ = optc.optimize(str(path), passes="default,fuse-act{target=optc},winograd")

@@ -23,9 +23,9 @@ from rich.table import Table
 
 import optc
 from optc.bench import bench
-from optc.testing import light_model, randomize_light
 
-REPO = Path(__file__).resolve().parent.parent
+from _models import model_files  # benchmarks/, run as a script
+
 #: what optc.runtime runs; onnxruntime always runs the model as given (its own optimizations on)
 VARIANTS = {"default": "default,fuse-act{target=optc}",
             "default + winograd": "default,fuse-act{target=optc},winograd",
@@ -49,17 +49,7 @@ def main() -> None:
     ratios: dict[str, list[float]] = {}
     wanted = args.models
     with tempfile.TemporaryDirectory() as d:
-        paths = []
-        for name in LIGHT:
-            if wanted and name not in wanted:
-                continue
-            model, _ = optc.optimize(randomize_light(light_model(name)),
-                                     passes="freeze-initializers,fold-constants")
-            path = Path(d) / f"{name}_random.onnx"
-            optc.save(model, path)
-            paths.append(path)
-        paths += [p for p in sorted((REPO / "models").glob("*.onnx"))
-                  if not wanted or p.stem in wanted]
+        paths = model_files(LIGHT, wanted, d)
         for path in paths:
             for variant, passes in VARIANTS.items():
                 lowered, _ = optc.optimize(str(path), passes=passes)
