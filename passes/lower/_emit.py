@@ -10,6 +10,7 @@ import numpy as np
 
 from optc.ir import Graph, Model, Node, Value, clone
 from optc.ir.shapes import infer_shapes
+from optc.pass_base import PassResult
 from optc.passes._common import const_input
 from optc.runtime.registry import OPTC_DOMAIN
 
@@ -72,6 +73,15 @@ def refusal(node: Node, w: np.ndarray | None, kernel_ok, kernel_reason: str) -> 
 
 def count(stats: dict[str, int], key: str) -> None:
     stats[key] = stats.get(key, 0) + 1
+
+
+def finish(model: Model, stats: dict[str, int], lowered: str, portable: bool) -> PassResult:
+    """A lowering pass's result: modified when some conv was lowered (a ``stats`` key starting
+    with ``lowered``), the ai.optc domain declared when the lowering used its ops."""
+    modified = any(k.startswith(lowered) for k in stats)
+    if modified and not portable:
+        model.opset_imports.setdefault(OPTC_DOMAIN, 1)
+    return PassResult(model, modified, stats)
 
 
 def input_shapes(model: Model) -> dict[str, list | None]:

@@ -31,7 +31,8 @@ import numpy as np
 from optc.errors import OptcError
 from optc.ir import Model, Node
 from optc.pass_base import Pass, PassResult, register
-from optc.passes.lower._emit import Emitter, candidates, count, refusal, replace_conv
+from optc.passes.lower._emit import (Emitter, candidates, count, finish, refusal,
+                                     replace_conv)
 from optc.runtime.kernels.fft import transform_filters
 from optc.runtime.registry import OPTC_DOMAIN
 
@@ -98,10 +99,7 @@ class FFTLower(Pass):
             else:
                 self._lower(model, c.node, c.weight, f, c.pads)
             count(stats, f"F={f}")
-        modified = any(k.startswith("F=") for k in stats)
-        if modified and not self.portable:
-            model.opset_imports.setdefault(OPTC_DOMAIN, 1)
-        return PassResult(model, modified, stats)
+        return finish(model, stats, "F=", self.portable)
 
     def _lower(self, model: Model, node: Node, w: np.ndarray, f: int, pads) -> None:
         g = model.graph

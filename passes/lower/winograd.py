@@ -37,7 +37,8 @@ import numpy as np
 from optc.errors import OptcError
 from optc.ir import Model, Node
 from optc.pass_base import Pass, PassResult, register
-from optc.passes.lower._emit import Emitter, candidates, count, refusal, replace_conv
+from optc.passes.lower._emit import (Emitter, candidates, count, finish, refusal,
+                                     replace_conv)
 from optc.runtime.kernels.winograd import TILES, matrices, output_size, transform_weights
 from optc.runtime.registry import OPTC_DOMAIN
 
@@ -94,10 +95,7 @@ class Winograd(Pass):
             else:
                 self._optc(model, c.node, c.weight, tile, c.pads)
             count(stats, f"F({tile}x{tile},3x3)")
-        modified = any(k.startswith("F(") for k in stats)
-        if modified and not self.portable:
-            model.opset_imports.setdefault(OPTC_DOMAIN, 1)
-        return PassResult(model, modified, stats)
+        return finish(model, stats, "F(", self.portable)
 
     def _tile(self, w: np.ndarray, shape, pads, static: bool) -> int:
         if str(self.tile) != "auto":
