@@ -103,20 +103,18 @@ static void im2col_range(const uint32_t *x4, int Cq, int H, int W, int kh, int k
                     if (b - a > p0 + pc - p) b = a + (p0 + pc - p);
                     uint32_t *orow = o + (p - p0) - a; /* orow[ow] for ow in [a, b) */
                     const int ih = oh * sh - pt + i * dh;
-                    if (ih < 0 || ih >= H) {
+                    /* columns [l, h) read inside the image, the rest of [a, b) the pad */
+                    const int l = lo > a ? lo : a, h = hi < b ? hi : b;
+                    if (ih < 0 || ih >= H || l >= h) {
                         for (int ow = a; ow < b; ow++) orow[ow] = padw;
                     } else {
                         const uint32_t *xr = src + (size_t)ih * W + off;
-                        const int l = lo > a ? lo : a, h = hi < b ? hi : b;
-                        for (int ow = a; ow < (l < b ? l : b); ow++) orow[ow] = padw;
-                        if (l < h) {
-                            if (sw == 1)
-                                memcpy(orow + l, xr + l, sizeof(uint32_t) * (size_t)(h - l));
-                            else
-                                for (int ow = l; ow < h; ow++) orow[ow] = xr[ow * sw];
-                        }
-                        for (int ow = (h > a ? (h > l ? h : l) : a); ow < b; ow++)
-                            orow[ow] = padw;
+                        for (int ow = a; ow < l; ow++) orow[ow] = padw;
+                        if (sw == 1)
+                            memcpy(orow + l, xr + l, sizeof(uint32_t) * (size_t)(h - l));
+                        else
+                            for (int ow = l; ow < h; ow++) orow[ow] = xr[ow * sw];
+                        for (int ow = h; ow < b; ow++) orow[ow] = padw;
                     }
                     p += b - a;
                 }
