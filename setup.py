@@ -8,7 +8,8 @@ cannot vectorise loops that index with `i + offset`, and the kernels never rely 
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension(
-    "optc.runtime._ckernels", ["runtime/csrc/ckernels.c", "runtime/csrc/qgemm.c"],
+    "optc.runtime._ckernels", ["runtime/csrc/ckernels.c", "runtime/csrc/qgemm.c",
+                                "runtime/csrc/sgemm.c"],
     depends=["runtime/csrc/qgemm.h"],
     extra_compile_args=["-O3", "-std=c99", "-fno-wrapv", "-pthread"],
     extra_link_args=["-pthread"], libraries=["m"], optional=True)])

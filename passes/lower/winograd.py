@@ -19,8 +19,11 @@ error), and stored as a new initializer of shape (a*a, M, C), a = m + 2.
 fewer, float32 error near 1e-5 relative), or ``auto``: per layer, the tile with the lowest
 modelled cost, counting the GEMM multiplications and the transforms' arithmetic (input:
 2*a^3 per tile and channel, output: (a*a*m + a*m*m) per tile and filter), against the direct
-convolution's 9 multiplications per output and input channel, with F(4x4) taken only when the
-layer has at least ``min-channels-f4`` input channels (below that its transforms dominate).
+convolution's 9 multiplications per output and input channel, plus the weights each reads
+(a*a or 9 per filter and channel, at WEIGHT_COST multiplications each: on small images the
+transformed weights cost more to read than the multiplications they save), with F(4x4) taken
+only when the layer has at least ``min-channels-f4`` input channels (below that its transforms
+dominate).
 
 Not lowered, and counted by reason in the stats: grouped/depthwise convs (the per-tile GEMMs
 degenerate to dot products of C/group), strides or dilations other than 1, kernels other than
@@ -50,15 +53,31 @@ def _reason(node: Node, w: np.ndarray | None) -> str | None:
     return refusal(node, w, lambda k: k == (3, 3), "kernel not 3x3")
 
 
-def choose_tile(c: int, m: int, ho: int, wo: int, min_channels_f4: int = 16) -> int:
-    """0 (keep the direct convolution), 2 or 4: the lowest modelled arithmetic cost."""
-    costs = {0: 9.0 * ho * wo * c * m}
+#: the cost of reading one weight from memory, in multiplications: a layer's weights are cold
+#: when it runs (a network's do not fit in cache), and F(4x4) stores 4x as many (36 per 3x3
+#: filter). Fitted to per-layer timings of optc's kernels inside ResNet-50 and alone
+#: (python benchmarks/winograd_tiles.py): 512 channels at 7x7 run fastest with F(2x2) (F(4x4):
+#: 1.6x slower), 256 at 14x14 with F(4x4) (F(2x2): 1.1x slower); 8-10 fits both.
+WEIGHT_COST = 9.0
+
+
+def tile_costs(c: int, m: int, ho: int, wo: int, min_channels_f4: int = 16) -> dict[int, float]:
+    """Modelled cost (multiplication equivalents) per choice: 0 (the direct convolution), 2
+    and 4 (F(4x4) only with at least ``min_channels_f4`` input channels)."""
+    costs = {0: 9.0 * ho * wo * c * m + WEIGHT_COST * 9 * c * m}
     for t in TILES:
         if t == 4 and c < min_channels_f4:
             continue
         a = t + 2
         tiles = -(-ho // t) * -(-wo // t)
-        costs[t] = tiles * (a * a * c * m + 2 * a ** 3 * c + (a * a * t + a * t * t) * m)
+        costs[t] = (tiles * (a * a * c * m + 2 * a ** 3 * c + (a * a * t + a * t * t) * m) +
+                    WEIGHT_COST * a * a * c * m)
+    return costs
+
+
+def choose_tile(c: int, m: int, ho: int, wo: int, min_channels_f4: int = 16) -> int:
+    """0 (keep the direct convolution), 2 or 4: the lowest modelled cost."""
+    costs = tile_costs(c, m, ho, wo, min_channels_f4)
     return min(costs, key=costs.get)
 
 

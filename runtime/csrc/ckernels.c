@@ -21,11 +21,17 @@
  *       int8 convolution (QLinearConv) of uint8 data (int8 flipped to uint8 by `flip`), the
  *       weights packed by optc/runtime/kernels/native.py, requantization fused (qgemm.c).
  *
+ *   sgemm_batch(packed_a, b, c, batch, M, N, K[, threads])
+ *       float32 c[i] = a[i] @ b[i] with the weights a packed once into panels (sgemm.c).
+ *   sconv2d(x, packed_w, b_or_None, res_or_None, y, N, C, H, W, G, Mg, kh, kw, sh, sw, pt, pl,
+ *           dh, dw, OH, OW, act, act_a, act_b[, threads])
+ *       float32 2-D conv of NCHW x, y = act(conv(x) + b + res): blocks of im2col'd pixels
+ *       through the packed-weight GEMM, the epilogue fused into its store (sgemm.c).
+ *
  *   quantize_linear(x, y, scale, zp, ysigned), dequantize_linear(x, y, xsigned, zp, scale)
  *       per-tensor QuantizeLinear / DequantizeLinear (qgemm.c).
  *
- * act codes (optc.runtime.kernels.native.ACTIVATIONS): 0 none, 1 Relu, 2 Clip(a, b),
- * 3 LeakyRelu(a), 4 Sigmoid, 5 HardSigmoid(a, b), 6 HardSwish, 7 Tanh, 8 SiLU.
+ * act codes: see activate() in qgemm.h.
  * The Winograd matrices are those of Lavin & Gray, "Fast Algorithms for Convolutional Neural
  * Networks" (2016), the same as optc/runtime/kernels/winograd.py.
  */
@@ -36,20 +42,6 @@
 #include <string.h>
 
 #include "qgemm.h"
-
-static inline float activate(float v, int act, float a, float b) {
-    switch (act) {
-    case 1: return v > 0.f ? v : 0.f;
-    case 2: return v < a ? a : (v > b ? b : v);
-    case 3: return v >= 0.f ? v : v * a;
-    case 4: return 1.f / (1.f + expf(-v));
-    case 5: { float t = v * a + b; return t < 0.f ? 0.f : (t > 1.f ? 1.f : t); }
-    case 6: { float t = v / 6.f + 0.5f; t = t < 0.f ? 0.f : (t > 1.f ? 1.f : t); return v * t; }
-    case 7: return tanhf(v);
-    case 8: return v / (1.f + expf(-v));
-    default: return v;
-    }
-}
 
 /* A writable (or read-only) C-contiguous float32 buffer of exactly `count` elements. */
 static int get_floats(PyObject *obj, Py_buffer *view, Py_ssize_t count, int writable,
@@ -548,7 +540,100 @@ static PyObject *qsimd(PyObject *self, PyObject *args) {
     return PyLong_FromLong(q_simd_level());
 }
 
+static PyObject *sgemm_batch(PyObject *self, PyObject *args) {
+    PyObject *ao, *bo, *co;
+    int batch, M, N, K, threads = 1;
+    if (!PyArg_ParseTuple(args, "OOOiiii|i", &ao, &bo, &co, &batch, &M, &N, &K, &threads))
+        return NULL;
+    if (batch < 0 || M < 0 || N < 0 || K < 0) {
+        PyErr_SetString(PyExc_ValueError, "sgemm_batch: negative size");
+        return NULL;
+    }
+    const Py_ssize_t panels = (M + SMR - 1) / SMR;
+    Py_buffer av, bv, cv;
+    if (get_floats(ao, &av, (Py_ssize_t)batch * panels * K * SMR, 0, "packed a") < 0) return NULL;
+    if (get_floats(bo, &bv, (Py_ssize_t)batch * K * N, 0, "b") < 0) {
+        PyBuffer_Release(&av); return NULL;
+    }
+    if (get_floats(co, &cv, (Py_ssize_t)batch * M * N, 1, "c") < 0) {
+        PyBuffer_Release(&av); PyBuffer_Release(&bv); return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = s_gemm_batch(av.buf, bv.buf, cv.buf, batch, M, N, K, threads);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&av); PyBuffer_Release(&bv); PyBuffer_Release(&cv);
+    if (status < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *sconv2d(PyObject *self, PyObject *args) {
+    PyObject *xo, *wo, *bo, *ro, *yo;
+    int N, C, H, W, G, Mg, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, act, threads = 1;
+    float aa, ab;
+    if (!PyArg_ParseTuple(args, "OOOOOiiiiiiiiiiiiiiiiiff|i", &xo, &wo, &bo, &ro, &yo, &N, &C,
+                          &H, &W, &G, &Mg, &kh, &kw, &sh, &sw, &pt, &pl, &dh, &dw, &OH, &OW,
+                          &act, &aa, &ab, &threads))
+        return NULL;
+    if (N < 0 || C < 0 || H < 0 || W < 0 || G < 1 || C % G || Mg < 0 || kh < 1 || kw < 1 ||
+        sh < 1 || sw < 1 || dh < 1 || dw < 1 || OH < 0 || OW < 0) {
+        PyErr_SetString(PyExc_ValueError, "sconv2d: bad geometry");
+        return NULL;
+    }
+    const Py_ssize_t Cg = C / G, M = (Py_ssize_t)G * Mg, P = (Py_ssize_t)OH * OW;
+    const Py_ssize_t packed = (Mg + SMR - 1) / SMR * SMR * Cg * kh * kw; /* per group */
+    Py_buffer xv, wv, bv, rv, yv;
+    const int has_b = bo != Py_None, has_r = ro != Py_None;
+    if (get_floats(xo, &xv, (Py_ssize_t)N * C * H * W, 0, "x") < 0) return NULL;
+    if (get_floats(wo, &wv, G * packed, 0, "packed w") < 0) goto fail_x;
+    if (has_b && get_floats(bo, &bv, M, 0, "b") < 0) goto fail_w;
+    if (has_r && get_floats(ro, &rv, N * M * P, 0, "res") < 0) goto fail_b;
+    if (get_floats(yo, &yv, N * M * P, 1, "y") < 0) goto fail_r;
+    int status = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t n = 0; n < N && status == 0; n++)
+        for (Py_ssize_t g = 0; g < G && status == 0; g++) {
+            const Py_ssize_t yoff = (n * M + g * Mg) * P;
+            s_epilogue ep = {has_b ? (const float *)bv.buf + g * Mg : NULL,
+                             has_r ? (const float *)rv.buf + yoff : NULL, (size_t)P, act, aa, ab};
+            status = s_conv((const float *)xv.buf + (n * C + g * Cg) * H * W, (int)Cg, H, W, kh,
+                            kw, sh, sw, pt, pl, dh, dw, OH, OW, (const float *)wv.buf + g * packed,
+                            Mg, &ep, (float *)yv.buf + yoff, threads);
+        }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&yv);
+    if (has_r) PyBuffer_Release(&rv);
+    if (has_b) PyBuffer_Release(&bv);
+    PyBuffer_Release(&wv);
+    PyBuffer_Release(&xv);
+    if (status < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail_r:
+    if (has_r) PyBuffer_Release(&rv);
+fail_b:
+    if (has_b) PyBuffer_Release(&bv);
+fail_w:
+    PyBuffer_Release(&wv);
+fail_x:
+    PyBuffer_Release(&xv);
+    return NULL;
+}
+
+static PyObject *ssimd(PyObject *self, PyObject *args) {
+    int level = -1;
+    if (!PyArg_ParseTuple(args, "|i", &level)) return NULL;
+    if (level >= 0) s_allow_simd(level);
+    return PyLong_FromLong(s_simd_level());
+}
+
 static PyMethodDef methods[] = {
+    {"sgemm_batch", sgemm_batch, METH_VARARGS,
+     "sgemm_batch(packed_a, b, c, batch, M, N, K[, threads]): c[i] = a[i] @ b[i] (sgemm.c)."},
+    {"sconv2d", sconv2d, METH_VARARGS,
+     "sconv2d(x, packed_w, b, res, y, N, C, H, W, G, Mg, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, "
+     "act, a, b[, threads]): float32 conv, y = act(conv + b + res) (sgemm.c)."},
+    {"ssimd", ssimd, METH_VARARGS,
+     "ssimd([level]): cap the float32 GEMM (2 AVX-512F, 1 AVX2 + FMA, 0 portable C); returns the level in use."},
     {"qlinear_conv2d", qlinear_conv2d, METH_VARARGS,
      "int8 2-D convolution with fused fixed-point requantization (see qgemm.c)."},
     {"qlinear_depthwise2d", qlinear_depthwise2d, METH_VARARGS,

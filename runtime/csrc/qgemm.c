@@ -326,10 +326,8 @@ static void depthwise_sums(const uint8_t *restrict xc, const int8_t *restrict wc
     for (int p = 0; p < OH * OW; p++) acc[p] = (int32_t)accf[p];
 }
 
-/* Threads (POSIX; elsewhere everything runs on the calling thread): run(job t) for t < T,
- * job 0 on the calling thread. Returns -1 if any job failed. */
+/* optc_parallel (qgemm.h): POSIX threads; elsewhere every job runs on the calling thread. */
 #define WORK_PER_THREAD (16.0 * 1024 * 1024) /* int8 multiply-adds that pay for a thread */
-typedef int (*job_fn)(void *job, int t, int T);
 typedef struct {
     job_fn fn;
     void *job;
@@ -342,7 +340,7 @@ static void *worker(void *p) {
     return NULL;
 }
 
-static int run_parallel(job_fn fn, void *job, int T) {
+int optc_parallel(job_fn fn, void *job, int T) {
 #ifdef OPTC_THREADS
     if (T > 1) {
         worker_arg *args = calloc((size_t)T, sizeof(worker_arg));
@@ -485,7 +483,7 @@ int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, 
                   shift, zp, ysigned, (char *)y};
     const double work = (double)C * OH * OW * kh * kw * 8 / WORK_PER_THREAD; /* float, 8x */
     int most = work < 1 ? 1 : (work < C ? (int)work : C);
-    return run_parallel(depthwise_share, &job, threads < most ? threads : most);
+    return optc_parallel(depthwise_share, &job, threads < most ? threads : most);
 }
 
 #ifdef OPTC_X86
@@ -656,7 +654,7 @@ int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int s
     int most = blocks > quads ? blocks : quads;
     const double work = (double)Mg * Kq * 4 * P / WORK_PER_THREAD;
     if (work < most) most = work < 1 ? 1 : (int)work;
-    const int status = run_parallel(conv_share, &job, threads < most ? threads : most);
+    const int status = optc_parallel(conv_share, &job, threads < most ? threads : most);
     free(x4);
     return status;
 }

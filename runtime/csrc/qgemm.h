@@ -1,9 +1,28 @@
-/* int8 convolution core (qgemm.c), called by ckernels.c's qlinear_conv2d. */
+/* The C kernels' cores, called by ckernels.c's Python wrappers: int8 convolution (qgemm.c)
+ * and float32 GEMMs on packed weights (sgemm.c). */
 #ifndef OPTC_QGEMM_H
 #define OPTC_QGEMM_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* act codes (optc.runtime.kernels.native.ACTIVATIONS): 0 none, 1 Relu, 2 Clip(a, b),
+ * 3 LeakyRelu(a), 4 Sigmoid, 5 HardSigmoid(a, b), 6 HardSwish, 7 Tanh, 8 SiLU. */
+static inline float activate(float v, int act, float a, float b) {
+    switch (act) {
+    case 1: return v > 0.f ? v : 0.f;
+    case 2: return v < a ? a : (v > b ? b : v);
+    case 3: return v >= 0.f ? v : v * a;
+    case 4: return 1.f / (1.f + expf(-v));
+    case 5: { float t = v * a + b; return t < 0.f ? 0.f : (t > 1.f ? 1.f : t); }
+    case 6: { float t = v / 6.f + 0.5f; t = t < 0.f ? 0.f : (t > 1.f ? 1.f : t); return v * t; }
+    case 7: return tanhf(v);
+    case 8: return v / (1.f + expf(-v));
+    default: return v;
+    }
+}
+
 
 /* The int8 GEMM that runs: 2 AVX-512 VNNI, 1 AVX2, 0 portable C (what the CPU has, capped
  * by q_allow_simd). */
@@ -36,5 +55,40 @@ int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, 
 /* Per-tensor QuantizeLinear (float32 -> 8 bits) and DequantizeLinear (8 bits -> float32). */
 void q_quantize(const float *x, size_t n, float s, int zp, int ysigned, void *y);
 void q_dequantize(const void *x, size_t n, int xsigned, int zp, float s, float *y);
+
+/* Threads: fn(job, t, T) for t < T, t = 0 on the calling thread, the others on POSIX
+ * threads (elsewhere all on the calling thread). Returns -1 if any share returned -1. */
+typedef int (*job_fn)(void *job, int t, int T);
+int optc_parallel(job_fn fn, void *job, int T);
+
+/* float32 GEMM on packed weights (sgemm.c): SMR rows per panel, ap[(panel * K + k) * SMR + i]
+ * = a[panel * SMR + i, k] (rows past M zero). */
+#define SMR 8
+/* The kernel in use: 2 AVX-512F, 1 AVX2 + FMA, 0 portable C; s_allow_simd caps it (tests). */
+int s_simd_level(void);
+void s_allow_simd(int level);
+/* What happens to c when its sums are complete: c = act(c + bias[m] + res[m, n]) (bias, res:
+ * NULL when absent; res has row stride ldres). */
+typedef struct {
+    const float *bias, *res;
+    size_t ldres;
+    int act;
+    float a, b;
+} s_epilogue;
+/* c (M x N, row stride ldc) = a @ b (b: K x N, row stride ldb), plus c if accumulate, then
+ * the epilogue (NULL: none); -1 when out of memory. */
+int s_gemm(const float *ap, const float *b, size_t ldb, float *c, size_t ldc, int M, int N,
+           int K, int accumulate, const s_epilogue *ep);
+/* One image's group of a 2-D conv: y (M x OH*OW) = act(w @ im2col(x) + bias + res); x: C
+ * channels of H x W, wp: the M x (C * kh * kw) filters packed (taps in (channel, kernel row,
+ * kernel column) order, as the weight's own layout), zero padding; res: NULL or like y.
+ * threads share the blocks of pixels. -1 when out of memory. */
+int s_conv(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
+           int dh, int dw, int OH, int OW, const float *wp, int M, const s_epilogue *ep,
+           float *y, int threads);
+/* c[i] = a[i] @ b[i] for i < batch (b[i]: K x N, c[i]: M x N, contiguous; ap: batch packed
+ * weights), the products shared among threads. */
+int s_gemm_batch(const float *ap, const float *b, float *c, int batch, int M, int N, int K,
+                 int threads);
 
 #endif

@@ -87,6 +87,18 @@ def depthwise_native(x, w, b, *, auto_pad="NOTSET", dilations=None, group=1,
                                    activation_params)
 
 
+def native_conv2d(x, w, b, k, strides, dilations, begin, end, group, activation=None,
+                  activation_params=None, res=None):
+    """A 2-D conv by the C kernel (native.conv2d: bias, residual and activation fused); None
+    when it does not apply."""
+    out = [out_size(x.shape[2 + i], k[i], strides[i], dilations[i], begin[i], end[i])
+           for i in range(2)]
+    if min(out) <= 0 or list(w.shape[2:]) != list(k):
+        return None
+    return native.conv2d(x, w, b, strides, begin, dilations, group, out, activation,
+                         activation_params, res)
+
+
 @kernel("Conv", (1, 11, 22))
 def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
          pads=None, strides=None):
@@ -101,6 +113,8 @@ def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
                         f"{w.shape[1]} x group {group}")
     y = depthwise_native(x, w, b, dilations=dilations, group=group, kernel_shape=k,
                          pads=begin + end, strides=strides)
+    if y is None and nd == 2:
+        y = native_conv2d(x, w, b, k, strides, dilations, begin, end, group)
     if y is not None:
         return y
     if group == 1 and all(kk == 1 for kk in k) and not any(begin + end):

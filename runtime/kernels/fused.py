@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from optc.errors import OptcError
-from optc.runtime.kernels.conv import conv, conv_transpose, depthwise_native
+from optc.runtime.kernels.conv import _defaults as conv_defaults
+from optc.runtime.kernels.conv import (conv, conv_transpose, depthwise_native, native_conv2d,
+                                       resolve_pads)
 from optc.runtime.kernels.nn import gemm
 from optc.runtime.registry import OPTC_DOMAIN, kernel
 
@@ -48,6 +50,14 @@ def fused_conv(x, w, b=None, *, activation, activation_params=None, auto_pad="NO
                          activation=activation, activation_params=activation_params)
     if y is not None:
         return y
+    if x.ndim == 4:
+        k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
+        strides_, dilations_ = conv_defaults(k, strides, dilations)
+        begin, end = resolve_pads(x.shape[2:], k, strides_, dilations_, pads, auto_pad)
+        y = native_conv2d(x, w, b, k, strides_, dilations_, begin, end, group, activation,
+                          activation_params)
+        if y is not None:
+            return y
     y = conv(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
              kernel_shape=kernel_shape, pads=pads, strides=strides)
     return apply_activation(activation, activation_params, y)

@@ -10,6 +10,7 @@ time), a warning is issued once and every kernel runs its NumPy implementation; 
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import numpy as np
 
@@ -50,6 +51,28 @@ def use_native(on: bool) -> bool:
 
 def enabled() -> bool:
     return _enabled
+
+
+#: id(first constant) -> (weak references to the constants, what was derived from them)
+_DERIVED: dict[int, tuple[tuple, object]] = {}
+
+
+def derived(key_arrays: tuple, make):
+    """``make()``, computed once per set of constant arrays (the weights and scales of one
+    node, the same objects on every run: packed weights, plans) and dropped when the first of
+    them is freed."""
+    key = id(key_arrays[0])
+    refs = _DERIVED.get(key)
+    if refs is not None and len(refs[0]) == len(key_arrays) and \
+            all(r() is a for r, a in zip(refs[0], key_arrays)):
+        return refs[1]
+    value = make()
+    try:
+        first = weakref.ref(key_arrays[0], lambda _, d=_DERIVED: d.pop(key, None))
+        _DERIVED[key] = ((first, *(weakref.ref(a) for a in key_arrays[1:])), value)
+    except TypeError:  # not weakly referenceable: not cached
+        pass
+    return value
 
 
 def activation_args(kind: str | None, params) -> tuple[int, float, float] | None:
@@ -95,11 +118,75 @@ def max_pool2d(x, k, strides, begin, dilations, out_shape) -> np.ndarray | None:
     return y
 
 
+#: rows per panel of packed float32 weights (SMR in runtime/csrc/qgemm.h)
+SMR = 8
+
+
+def pack_panels(a: np.ndarray) -> np.ndarray:
+    """float32 weights (batch, M, K) packed for sgemm_batch: panels of SMR rows, k-major
+    within a panel -- (batch, ceil(M / SMR), K, SMR), the padding rows zero."""
+    batch, m, k = a.shape
+    panels = -(-m // SMR)
+    padded = np.zeros((batch, panels * SMR, k), np.float32)
+    padded[:, :m] = a
+    return np.ascontiguousarray(padded.reshape(batch, panels, SMR, k).transpose(0, 1, 3, 2))
+
+
+def ssimd(level: int | None = None) -> int:
+    """The float32 GEMM in use: 2 AVX-512F, 1 AVX2 + FMA, 0 portable C (-1: no extension);
+    ``level`` caps it (tests run every path the CPU has; 2 restores the default)."""
+    if not AVAILABLE:
+        return -1
+    return _ckernels.ssimd() if level is None else _ckernels.ssimd(int(level))
+
+
+def batched_matmul(a: np.ndarray, b: np.ndarray, packed: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """a (batch, M, K) @ b (batch, K, N) in float32: by sgemm.c on ``packed`` (a's panels,
+    pack_panels(a), made once by the caller for constant weights) where it has SIMD kernels,
+    else by NumPy (whose BLAS beats the portable C)."""
+    if not _enabled or _ckernels.ssimd() < 1 or not _f32(a, b):
+        return np.matmul(a, b)
+    batch, m, k = a.shape
+    n = b.shape[2]
+    c = np.empty((batch, m, n), np.float32)
+    _ckernels.sgemm_batch(pack_panels(a) if packed is None else packed,
+                          np.ascontiguousarray(b), c, batch, m, n, k, _threads)
+    return c
+
+
+def conv2d(x, w, b, strides, begin, dilations, group, out_shape, activation=None, params=None,
+           res=None) -> np.ndarray | None:
+    """float32 2-D conv (any groups) in C, y = act(conv(x) + b + res): blocks of im2col'd
+    pixels through sgemm.c's GEMM on the filters packed once per weight array (derived), the
+    bias, the residual input ``res`` (y's shape, or None) and the activation fused into its
+    store. None where it does not apply: disabled, no SIMD GEMM (NumPy's BLAS is faster than
+    the portable C), not float32, not 2-D, an activation the C kernels do not know."""
+    if not _enabled or x.ndim != 4 or not _f32(x, w, b, res) or _ckernels.ssimd() < 1:
+        return None
+    act = activation_args(activation, params)
+    if act is None:
+        return None
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    y_shape = (n, m, *out_shape)
+    if res is not None and res.shape != y_shape:
+        return None
+    packed = derived((w,), lambda: pack_panels(w.reshape(group, m // group, cg * kh * kw)))
+    y = np.empty(y_shape, np.float32)
+    _ckernels.sconv2d(np.ascontiguousarray(x), packed,
+                      None if b is None else np.ascontiguousarray(b).reshape(-1),
+                      None if res is None else np.ascontiguousarray(res), y, n, c, h, wd, group,
+                      m // group, kh, kw, strides[0], strides[1], begin[0], begin[1],
+                      dilations[0], dilations[1], out_shape[0], out_shape[1], *act, _threads)
+    return y
+
+
 def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None
                   ) -> np.ndarray | None:
-    """Winograd F(m x m, 3 x 3) with the transforms in C and the a*a GEMMs in BLAS: xp is the
-    input padded to whole tiles (N, C, th*m + 2, tw*m + 2); None if the C path does not
-    apply."""
+    """Winograd F(m x m, 3 x 3) with the transforms in C and the a*a GEMMs by sgemm.c on the
+    weights packed once (batched_matmul): xp is the input padded to whole tiles (N, C,
+    th*m + 2, tw*m + 2); None if the C path does not apply."""
     if not _enabled or not _f32(xp, u, b):
         return None
     act = activation_args(activation, params)
@@ -109,7 +196,8 @@ def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None
     a = m + 2
     v = np.empty((a * a, c, n * th * tw), np.float32)
     _ckernels.winograd_input(np.ascontiguousarray(xp), v, m, th, tw)
-    prod = np.matmul(u, v)  # (a*a, M, tiles)
+    packed = derived((u,), lambda: pack_panels(u)) if _ckernels.ssimd() >= 1 else None
+    prod = batched_matmul(u, v, packed)  # (a*a, M, tiles)
     y = np.empty((n, u.shape[1], *out_shape), np.float32)
     _ckernels.winograd_output(prod, y, m, th, tw,
                               None if b is None else np.ascontiguousarray(b), *act)

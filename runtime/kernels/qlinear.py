@@ -21,8 +21,6 @@ with the same results bit for bit.
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
 from optc.errors import OptcError
@@ -100,25 +98,6 @@ def _scalar_zp(zp, name: str) -> int:
     return int(zp.reshape(()))
 
 
-#: id(first constant) -> (weak references to the constants, what was derived from them)
-_DERIVED: dict[int, tuple[tuple, tuple]] = {}
-
-
-def _derived(key_arrays: tuple, make):
-    """``make()``, computed once per set of constant arrays (the weights and scales of one
-    node, the same objects on every run) and kept while they live."""
-    refs = _DERIVED.get(id(key_arrays[0]))
-    if refs is not None and len(refs[0]) == len(key_arrays) and \
-            all(r() is a for r, a in zip(refs[0], key_arrays)):
-        return refs[1]
-    value = make()
-    try:
-        _DERIVED[id(key_arrays[0])] = (tuple(weakref.ref(a) for a in key_arrays), value)
-    except TypeError:  # not weakly referenceable: not cached
-        pass
-    return value
-
-
 def _native_conv(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy, y_dtype, B, attrs):
     """The C kernel (native.QConvPlan) for a 2-D conv with int8 weights of zero point 0
     (optc's symmetric quantization); None where it does not apply. The plan is made once per
@@ -127,7 +106,7 @@ def _native_conv(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy, y_dtype,
         return None
     constants = tuple(a for a in (w, w_scale, x_scale, y_scale, w_zero_point, B)
                       if isinstance(a, np.ndarray))
-    plans = _derived(constants, dict)
+    plans = native.derived(constants, dict)
     key = (x.shape, x.dtype, zx, zy, y_dtype, tuple(sorted(
         (k, tuple(v) if isinstance(v, list) else v) for k, v in attrs.items())))
     if key not in plans:

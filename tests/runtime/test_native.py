@@ -219,6 +219,96 @@ def test_int8_conv_without_simd_runs_numpy_except_depthwise():
         native.qsimd(top)
 
 
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 3), m=st.integers(1, 40), k=st.integers(1, 300),
+       n=st.integers(1, 70), seed=st.integers(0, 2 ** 16))
+def test_float_gemm_matches_numpy_at_every_simd_level(batch, m, k, n, seed):
+    # packed panels of 8 rows, partial strips and k passes, narrow (N <= one vector) and wide
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((batch, m, k)).astype(np.float32)
+    b = rng.standard_normal((batch, k, n)).astype(np.float32)
+    ref = a.astype(np.float64) @ b
+    packed = native.pack_panels(a)
+    top = native.ssimd()
+    try:
+        for level in range(top, -1, -1):
+            native.ssimd(level)
+            for threads in (1, 3):
+                c = np.full((batch, m, n), np.nan, np.float32)
+                native._ckernels.sgemm_batch(packed, b, c, batch, m, n, k, threads)
+                np.testing.assert_allclose(c, ref, rtol=1e-4, atol=1e-4 * np.sqrt(k),
+                                           err_msg=f"level {level}, {threads} threads")
+    finally:
+        native.ssimd(top)
+
+
+@st.composite
+def _fconv_shapes(draw):
+    group = draw(st.sampled_from([1, 1, 1, 2, 3]))
+    cg, mg = draw(st.integers(1, 9)), draw(st.integers(1, 30))
+    k = draw(st.sampled_from([1, 1, 2, 3, 3, 5, 7]))
+    dil, stride = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    pads = draw(st.lists(st.integers(0, 3), min_size=4, max_size=4))
+    span = dil * (k - 1) + 1
+    h = draw(st.integers(max(1, span - pads[0] - pads[2]), 20))
+    w = draw(st.integers(max(1, span - pads[1] - pads[3]), 20))
+    return (draw(st.integers(1, 2)), cg * group, mg * group, group, h, w, k, stride, dil, pads,
+            draw(st.booleans()), draw(st.booleans()), draw(st.sampled_from(ACTS)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(shape=_fconv_shapes(), seed=st.integers(0, 2 ** 16))
+def test_float_conv_kernel_matches_numpy_at_every_simd_level(shape, seed):
+    # im2col'd blocks (strided convs through their phases, 1x1 ones read directly) through the
+    # packed GEMM, the bias, residual input and activation fused into its store
+    n, c, m, group, h, w, k, stride, dil, pads, bias, res, act = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((m, c // group, k, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32) if bias else None
+    attrs = dict(group=group, pads=pads, strides=[stride, stride], dilations=[dil, dil])
+    previous = native.use_native(False)
+    try:
+        ref = conv(x, wt, b, **attrs)
+    finally:
+        native.use_native(previous)
+    z = rng.standard_normal(ref.shape).astype(np.float32) if res else None
+    ref = apply_activation(act[0], act[1], ref + z if res else ref) if act[0] else \
+        (ref + z if res else ref)
+    code, pa, pb = native.activation_args(*act)
+    packed = native.pack_panels(wt.reshape(group, m // group, -1))
+    top = native.ssimd()
+    try:
+        for level in range(top, -1, -1):
+            native.ssimd(level)
+            for threads in (1, 3):
+                y = np.full(ref.shape, np.nan, np.float32)
+                native._ckernels.sconv2d(x, packed, b, z, y, n, c, h, w, group, m // group, k,
+                                         k, stride, stride, pads[0], pads[1], dil, dil,
+                                         ref.shape[2], ref.shape[3], code, pa, pb, threads)
+                np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * max(
+                    np.abs(ref).max(), 1), err_msg=f"level {level}, {threads} threads")
+    finally:
+        native.ssimd(top)
+    if top >= 1:  # the kernel entry points take it
+        got = fused_conv(x, wt, b, activation=act[0], activation_params=act[1], **attrs) \
+            if act[0] else conv(x, wt, b, **attrs)
+        if not res:
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * max(np.abs(ref).max(), 1))
+
+
+def test_float_conv_without_simd_runs_numpy():
+    # the portable C GEMM is slower than NumPy's BLAS: without AVX2 + FMA convs stay in NumPy
+    x, w = np.ones((1, 4, 5, 5), np.float32), np.ones((6, 4, 3, 3), np.float32)
+    top = native.ssimd()
+    try:
+        native.ssimd(0)
+        assert native.conv2d(x, w, None, [1, 1], [1, 1], [1, 1], 1, [5, 5]) is None
+        np.testing.assert_array_equal(conv(x, w, pads=[1] * 4)[0, 0, 2, 2], 36.0)
+    finally:
+        native.ssimd(top)
+
+
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(0, 300), scale=st.floats(1e-3, 10.0), zp=st.integers(-128, 255),
        signed=st.booleans(), seed=st.integers(0, 2 ** 16))

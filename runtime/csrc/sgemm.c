@@ -1,0 +1,496 @@
+/* float32 GEMMs on pre-packed weights for optc.runtime: c[m, n] = sum_k a[m, k] * b[k, n]
+ * (+ c[m, n] when accumulating) for a batch of products, Winograd's a*a per-position
+ * products first of all.
+ *
+ * Why not the BLAS NumPy links against: the weights of a layer are the same on every run,
+ * yet a BLAS packs them again on every call, and with few columns (Winograd on 7x7 or 14x14
+ * images has 4 to 16 tiles per position) packing the (M x K) weights costs as much as the
+ * product itself. Here they are packed once (optc/runtime/kernels/native.py) as panels of
+ * SMR rows: ap[(panel * K + k) * SMR + i] = a[panel * SMR + i, k], rows past M zero. b and c
+ * are plain row-major (row strides ldb, ldc).
+ *
+ * The loop nest is GotoBLAS's (Goto & van de Geijn, "Anatomy of High-Performance Matrix
+ * Multiplication", 2008): a KC x NC block of b is packed into strips of NR columns (zero
+ * padded, so the micro-kernels need no masks), and a micro-kernel keeps a ROWS x NR block of
+ * c in registers while k runs: each k loads NR / LANES vectors of the strip and broadcasts
+ * ROWS weights of the packed panel. AVX-512: 8 x 48 (24 zmm accumulators), and 24 x 16 for
+ * narrow products (at most 16 columns); AVX2 + FMA: 4 x 24 (12 ymm; half a panel per call),
+ * and 8 x 8 for narrow ones. A portable C loop computes the same sums elsewhere (the tests
+ * compare them).
+ *
+ * The epilogue (bias, a residual input, ReLU or Clip) is applied to the registers before the
+ * store of the last k pass; other activations run over the block right after it, in cache.
+ * s_conv feeds the GEMM with im2col'd blocks of output pixels (1x1 stride-1 convs read the
+ * image itself), so a conv is one pass over its output.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qgemm.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define OPTC_X86 1
+#include <immintrin.h>
+#endif
+
+static int s_level = -1; /* 2: AVX-512F, 1: AVX2 + FMA, 0: portable C */
+static int s_max = 2;
+
+int s_simd_level(void) {
+    if (s_level < 0) {
+        s_level = 0;
+#ifdef OPTC_X86
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) s_level = 1;
+        if (__builtin_cpu_supports("avx512f")) s_level = 2;
+#endif
+    }
+    return s_level < s_max ? s_level : s_max;
+}
+
+void s_allow_simd(int level) { s_max = level < 0 ? 0 : level; }
+
+/* k per pass: the weights of a micro-kernel's rows stay in L1 */
+#ifndef KC
+#define KC 256
+#endif
+/* packed b per pass (floats): stays in L2 while every panel of a passes over it */
+#ifndef BLOCK_FLOATS
+#define BLOCK_FLOATS (48 * 1024)
+#endif
+/* rows per block of a (a multiple of every micro-kernel's rows) */
+#ifndef MC
+#define MC 144
+#endif
+/* im2col'd floats per block of output pixels (s_conv) */
+#define COLS_FLOATS (64 * 1024)
+
+/* c = act(c + bias + res) over rows x cols of c (scalar: partial strips, activations the
+ * micro-kernels do not apply); bias and res offset to the block by the caller. */
+static void epilogue_rows(float *c, size_t ldc, int rows, int cols, const float *bias,
+                          const float *res, size_t ldres, int act, float a, float b) {
+    for (int i = 0; i < rows; i++) {
+        float *ci = c + (size_t)i * ldc;
+        const float bi = bias ? bias[i] : 0.f;
+        const float *ri = res ? res + (size_t)i * ldres : NULL;
+        for (int j = 0; j < cols; j++)
+            ci[j] = activate(ci[j] + bi + (ri ? ri[j] : 0.f), act, a, b);
+    }
+}
+
+static void gemm_portable(const float *ap, const float *b, size_t ldb, float *c, size_t ldc,
+                          int M, int N, int K, int accumulate, const s_epilogue *ep) {
+    const int panels = (M + SMR - 1) / SMR;
+    for (int p = 0; p < panels; p++) {
+        const float *pa = ap + (size_t)p * K * SMR;
+        for (int i = 0; i < SMR && p * SMR + i < M; i++) {
+            float *crow = c + (size_t)(p * SMR + i) * ldc;
+            if (!accumulate) memset(crow, 0, sizeof(float) * (size_t)N);
+            for (int k = 0; k < K; k++) {
+                const float w = pa[(size_t)k * SMR + i];
+                const float *brow = b + (size_t)k * ldb;
+                for (int n = 0; n < N; n++) crow[n] += w * brow[n];
+            }
+        }
+    }
+    if (ep) epilogue_rows(c, ldc, M, N, ep->bias, ep->res, ep->ldres, ep->act, ep->a, ep->b);
+}
+
+/* The epilogue a micro-kernel applies before its store: bias (rows), res (the tile's block,
+ * row stride ldres), then clamp to [lo, hi] (ReLU: [0, inf)) when clamp is set. */
+typedef struct {
+    const float *bias, *res;
+    size_t ldres;
+    int clamp;
+    float lo, hi;
+} tile_epilogue;
+
+/* c[i, :cols] (+)= sum_k w_i[k] * bp[k, :cols] for i < rows: pa, row 0's weights in a packed
+ * panel (row i's at pa + (i / SMR) * pstride + k * SMR + i % SMR); bp, a strip packed NR wide
+ * (zero past cols); e: NULL or the epilogue. Columns past cols are neither read nor written in
+ * c (masked loads and stores). */
+typedef void (*tile_fn)(const float *pa, size_t pstride, const float *bp, float *c, size_t ldc,
+                        int K, int rows, int cols, int load, const tile_epilogue *e);
+
+#ifdef OPTC_X86
+/* masks of the first `left` lanes, and masked loads/stores, per vector width */
+__attribute__((target("avx512f"))) static inline __mmask16 m512_mask(int left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (left <= 0 ? 0 : (__mmask16)((1u << left) - 1));
+}
+__attribute__((target("avx512f"))) static inline __m512 m512_load(__mmask16 m, const float *p) {
+    return _mm512_maskz_loadu_ps(m, p);
+}
+__attribute__((target("avx512f"))) static inline void m512_store(float *p, __mmask16 m,
+                                                                 __m512 v) {
+    _mm512_mask_storeu_ps(p, m, v);
+}
+__attribute__((target("avx2,fma"))) static inline __m256i m256_mask(int left) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+__attribute__((target("avx2,fma"))) static inline __m256 m256_load(__m256i m, const float *p) {
+    return _mm256_maskload_ps(p, m);
+}
+__attribute__((target("avx2,fma"))) static inline void m256_store(float *p, __m256i m,
+                                                                  __m256 v) {
+    _mm256_maskstore_ps(p, m, v);
+}
+
+/* every loop over registers is unrolled (constant bounds), so that acc[][] stays in registers */
+#define UNROLL _Pragma("GCC unroll 32")
+#define DEFINE_TILE(NAME, TARGET, P, M, VEC, MASK, LANES, ROWS, NV)                           \
+    __attribute__((target(TARGET))) static void NAME(const float *pa, size_t pstride,         \
+                                                     const float *bp, float *c, size_t ldc,   \
+                                                     int K, int rows, int cols, int load,     \
+                                                     const tile_epilogue *e) {                \
+        VEC acc[ROWS][NV];                                                                    \
+        MASK mask[NV];                                                                        \
+        UNROLL for (int v = 0; v < NV; v++) mask[v] = M##_mask(cols - LANES * v);             \
+        UNROLL for (int i = 0; i < ROWS; i++) UNROLL for (int v = 0; v < NV; v++)            \
+            acc[i][v] = load && i < rows ? M##_load(mask[v], c + (size_t)i * ldc + LANES * v) \
+                                         : P##_setzero_ps();                                  \
+        for (int k = 0; k < K; k++) {                                                         \
+            VEC bv[NV];                                                                       \
+            UNROLL for (int v = 0; v < NV; v++) bv[v] = P##_loadu_ps(bp + (size_t)k * NV *    \
+                                                                     LANES + LANES * v);      \
+            UNROLL for (int i = 0; i < ROWS; i++) {                                           \
+                const VEC wi = P##_set1_ps(pa[(i / SMR) * pstride + (size_t)k * SMR + i % SMR]); \
+                UNROLL for (int v = 0; v < NV; v++)                                           \
+                    acc[i][v] = P##_fmadd_ps(wi, bv[v], acc[i][v]);                           \
+            }                                                                                 \
+        }                                                                                     \
+        if (e) {                                                                              \
+            const VEC lo = P##_set1_ps(e->lo), hi = P##_set1_ps(e->hi);                       \
+            UNROLL for (int i = 0; i < ROWS; i++) if (i < rows) {                             \
+                const VEC bi = P##_set1_ps(e->bias ? e->bias[i] : 0.f);                       \
+                UNROLL for (int v = 0; v < NV; v++) {                                         \
+                    acc[i][v] = P##_add_ps(acc[i][v], bi);                                    \
+                    if (e->res)                                                               \
+                        acc[i][v] = P##_add_ps(acc[i][v],                                     \
+                                               M##_load(mask[v], e->res + (size_t)i *         \
+                                                                     e->ldres + LANES * v));  \
+                    if (e->clamp) /* max(lo, x) and min(hi, x) keep a NaN x */                \
+                        acc[i][v] = P##_min_ps(hi, P##_max_ps(lo, acc[i][v]));                \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+        UNROLL for (int i = 0; i < ROWS; i++) if (i < rows) UNROLL for (int v = 0; v < NV;    \
+                                                                      v++)                    \
+            M##_store(c + (size_t)i * ldc + LANES * v, mask[v], acc[i][v]);                   \
+    }
+
+DEFINE_TILE(t512_8x48, "avx512f", _mm512, m512, __m512, __mmask16, 16, 8, 3)
+DEFINE_TILE(t512_8x32, "avx512f", _mm512, m512, __m512, __mmask16, 16, 8, 2)
+DEFINE_TILE(t512_8x16, "avx512f", _mm512, m512, __m512, __mmask16, 16, 8, 1)
+DEFINE_TILE(t512_24x16, "avx512f", _mm512, m512, __m512, __mmask16, 16, 24, 1)
+DEFINE_TILE(t256_4x24, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 4, 3)
+DEFINE_TILE(t256_4x16, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 4, 2)
+DEFINE_TILE(t256_4x8, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 4, 1)
+DEFINE_TILE(t256_8x8, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 8, 1)
+
+/* A SIMD level's micro-kernels: wide[nv] has `rows` rows and nv vectors of `lanes` columns;
+ * narrow (narrow_rows rows, one vector) serves products of at most `lanes` columns. */
+typedef struct {
+    int lanes, rows, narrow_rows;
+    tile_fn wide[4], narrow;
+} kernels;
+
+static const kernels K512 = {16, 8, 24, {NULL, t512_8x16, t512_8x32, t512_8x48}, t512_24x16};
+static const kernels K256 = {8, 4, 8, {NULL, t256_4x8, t256_4x16, t256_4x24}, t256_8x8};
+
+/* bp: columns n0 .. n0 + cols of b's rows k0 .. k0 + kc as strips of nr columns (the last one
+ * rounded up to whole vectors of `lanes`), zero padded; strip s starts at bp + s * kc * nr. */
+static void pack_b(const float *b, size_t ldb, int kc, int cols, int nr, int lanes,
+                   float *bp) {
+    for (int k = 0; k < kc; k++) {
+        const float *src = b + (size_t)k * ldb;
+        for (int s0 = 0; s0 < cols; s0 += nr) {
+            const int w = cols - s0 < nr ? cols - s0 : nr, wp = (w + lanes - 1) / lanes * lanes;
+            float *dst = bp + (size_t)s0 * kc + (size_t)k * wp;
+            for (int j = 0; j < w; j++) dst[j] = src[s0 + j];
+            for (int j = w; j < wp; j++) dst[j] = 0.f;
+        }
+    }
+}
+
+/* One micro-kernel call at rows r0.. and columns n .. n + w of c, the epilogue in the last k
+ * pass. */
+static void run_tile(tile_fn fn, const float *pa, size_t pstride, const float *bs, float *c,
+                     size_t ldc, int kc, int r0, int valid, int n, int w, int load,
+                     const s_epilogue *ep) {
+    float *cs = c + (size_t)r0 * ldc + n;
+    if (ep == NULL) {
+        fn(pa, pstride, bs, cs, ldc, kc, valid, w, load, NULL);
+        return;
+    }
+    tile_epilogue e = {ep->bias ? ep->bias + r0 : NULL,
+                       ep->res ? ep->res + (size_t)r0 * ep->ldres + n : NULL, ep->ldres, 0, 0.f,
+                       0.f};
+    if (ep->act == 1 || ep->act == 2) {
+        e.clamp = 1;
+        e.lo = ep->act == 1 ? 0.f : ep->a;
+        e.hi = ep->act == 1 ? INFINITY : ep->b;
+    }
+    fn(pa, pstride, bs, cs, ldc, kc, valid, w, load, &e);
+    if (ep->act > 2) epilogue_rows(cs, ldc, valid, w, NULL, NULL, 0, ep->act, ep->a, ep->b);
+}
+
+/* The blocked product with one level's kernels; ws: WS_FLOATS of space. bpre: NULL, or b
+ * already packed whole (K x N as strips of the width strip_width gives, strip s0 at
+ * bpre + s0 * K, rows of its padded width), b and ldb unused then. */
+static void gemm_simd(const kernels *kn, const float *ap, const float *b, size_t ldb,
+                      const float *bpre, float *c, size_t ldc, int M, int N, int K,
+                      int accumulate, const s_epilogue *ep, float *ws) {
+    const size_t pstride = (size_t)K * SMR;
+    const int narrow = N <= kn->lanes, nr = narrow ? kn->lanes : 3 * kn->lanes;
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        const int kc = K - k0 < KC ? K - k0 : KC, load = accumulate || k0 > 0;
+        const s_epilogue *last = k0 + kc == K ? ep : NULL;
+        int nc = bpre ? N : BLOCK_FLOATS / kc / nr * nr;
+        if (nc < nr) nc = nr;
+        for (int n0 = 0; n0 < N; n0 += nc) {
+            const int cols = N - n0 < nc ? N - n0 : nc;
+            if (!bpre) pack_b(b + (size_t)k0 * ldb + n0, ldb, kc, cols, nr, kn->lanes, ws);
+            /* rows in blocks whose weights stay in L2; within one, every row passes over a
+             * strip of b while it is in L1 */
+            for (int m0 = 0; m0 < M; m0 += MC) {
+                const int m1 = M - m0 < MC ? M : m0 + MC;
+                for (int s0 = 0; s0 < cols; s0 += nr) {
+                    const int w = cols - s0 < nr ? cols - s0 : nr;
+                    const int nv = (w + kn->lanes - 1) / kn->lanes;
+                    const float *bs = bpre ? bpre + (size_t)s0 * K + (size_t)k0 * nv * kn->lanes
+                                           : ws + (size_t)s0 * kc;
+                    for (int r0 = m0; r0 < m1;) {
+                        const int big = narrow && m1 - r0 > 2 * SMR; /* 3 whole panels left */
+                        const int rows = big ? kn->narrow_rows : kn->rows;
+                        const float *pa = ap + (size_t)(r0 / SMR) * pstride + (size_t)k0 * SMR +
+                                          r0 % SMR;
+                        run_tile(big ? kn->narrow : kn->wide[nv], pa, pstride, bs, c, ldc, kc,
+                                 r0, m1 - r0 < rows ? m1 - r0 : rows, n0 + s0, w, load, last);
+                        r0 += rows;
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+/* floats of workspace gemm_ws needs */
+#define WS_FLOATS (BLOCK_FLOATS + 48 * KC)
+
+static void gemm_ws(const float *ap, const float *b, size_t ldb, float *c, size_t ldc, int M,
+                    int N, int K, int accumulate, const s_epilogue *ep, float *ws) {
+    if (M <= 0 || N <= 0) return;
+#ifdef OPTC_X86
+    const int level = s_simd_level();
+    if (level >= 1 && K > 0) {
+        gemm_simd(level >= 2 ? &K512 : &K256, ap, b, ldb, NULL, c, ldc, M, N, K, accumulate,
+                  ep, ws);
+        return;
+    }
+#endif
+    gemm_portable(ap, b, ldb, c, ldc, M, N, K, accumulate, ep);
+}
+
+int s_gemm(const float *ap, const float *b, size_t ldb, float *c, size_t ldc, int M, int N,
+           int K, int accumulate, const s_epilogue *ep) {
+    float *ws = malloc(sizeof(float) * WS_FLOATS);
+    if (ws == NULL) return -1;
+    gemm_ws(ap, b, ldb, c, ldc, M, N, K, accumulate, ep, ws);
+    free(ws);
+    return 0;
+}
+
+typedef struct {
+    const float *ap, *b;
+    float *c;
+    int batch, M, N, K;
+} batch_job;
+
+static int batch_share(void *p, int t, int T) {
+    const batch_job *j = p;
+    const size_t astride = (size_t)(j->M + SMR - 1) / SMR * SMR * j->K;
+    float *ws = malloc(sizeof(float) * WS_FLOATS);
+    if (ws == NULL) return -1;
+    for (int i = t; i < j->batch; i += T)
+        gemm_ws(j->ap + i * astride, j->b + (size_t)i * j->K * j->N, (size_t)j->N,
+                j->c + (size_t)i * j->M * j->N, (size_t)j->N, j->M, j->N, j->K, 0, NULL, ws);
+    free(ws);
+    return 0;
+}
+
+/* multiply-adds that pay for a thread (starting one costs tens of microseconds) */
+#define WORK_PER_THREAD (4.0 * 1024 * 1024)
+
+int s_gemm_batch(const float *ap, const float *b, float *c, int batch, int M, int N, int K,
+                 int threads) {
+    batch_job job = {ap, b, c, batch, M, N, K};
+    int most = batch;
+    const double work = (double)batch * M * N * K / WORK_PER_THREAD;
+    if (work < most) most = work < 1 ? 1 : (int)work;
+    return optc_parallel(batch_share, &job, threads < most ? threads : most);
+}
+
+/* Strided convs read their input through its phases: phase (ph, pw) of channel c holds
+ * x[c, r * sh + ph, q * sw + pw] at (r, q) < (Hs, Ws) = (ceil(H / sh), ceil(W / sw)), zero past
+ * the image. Input row oh * sh + a (a = i * dh - pt) is then row oh + floor(a / sh) of phase
+ * a mod sh, so every tap reads a contiguous stretch, as in a stride-1 conv; a 1x1 stride-s conv
+ * without padding reads phase (0, 0) whole, as a 1x1 stride-1 one. One pass over the input. */
+static void split_phases(const float *x, int C, int H, int W, int sh, int sw, int Hs, int Ws,
+                         float *xs) {
+    for (int c = 0; c < C; c++)
+        for (int ph = 0; ph < sh; ph++)
+            for (int pw = 0; pw < sw; pw++) {
+                float *dst = xs + (((size_t)c * sh + ph) * sw + pw) * Hs * Ws;
+                for (int r = 0; r < Hs; r++) {
+                    const int ih = r * sh + ph;
+                    const float *src = x + ((size_t)c * H + ih) * W;
+                    for (int q = 0; q < Ws; q++) {
+                        const int iw = q * sw + pw;
+                        dst[(size_t)r * Ws + q] = ih < H && iw < W ? src[iw] : 0.f;
+                    }
+                }
+            }
+}
+
+/* floor(a / s) and a mod s (in [0, s)) for s > 0 */
+static inline int floordiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) / s); }
+
+/* The im2col matrix of output pixels p0 .. p0 + n (taps k = (c, i, j) < C * kh * kw) read from
+ * the phases xs (Hs x Ws planes; the image itself for stride 1), laid out as gemm_simd's bpre:
+ * strips of nr pixels (the last rounded up to whole vectors of lanes, zero padded), strip s0
+ * at cols + s0 * K, its rows k of the padded width (nr = n, lanes = 1: the plain K x n matrix).
+ * Each stretch of an output row is copied straight into its strips (short copies: inline
+ * loops, not memcpy calls). */
+#ifdef OPTC_X86
+__attribute__((optimize("no-tree-loop-distribute-patterns"), target_clones("avx2", "default")))
+#endif
+static void im2col_packed(const float *xs, int C, int Hs, int Ws, int kh, int kw, int sh, int sw,
+                          int pt, int pl, int dh, int dw, int OW, int p0, int n, int nr,
+                          int lanes, float *cols) {
+    const size_t K = (size_t)C * kh * kw;
+    const int last = (n - 1) / nr * nr; /* the last strip and its padded width */
+    const int wlast = n - last, wplast = (wlast + lanes - 1) / lanes * lanes;
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < kh; i++)
+            for (int j = 0; j < kw; j++) {
+                const size_t k = ((size_t)c * kh + i) * kw + j;
+                const int a = i * dh - pt, b = j * dw - pl;
+                const int fa = floordiv(a, sh), fb = floordiv(b, sw);
+                const float *plane =
+                    xs + (((size_t)c * sh + (a - fa * sh)) * sw + (b - fb * sw)) * Hs * Ws;
+                int oh = p0 / OW, ow = p0 % OW;
+                for (int q = 0; q < n;) {
+                    /* one stretch of an output row (columns ow ..), cut at strip ends */
+                    const int s0 = q / nr * nr, wp = s0 == last ? wplast : nr;
+                    int len = OW - ow < n - q ? OW - ow : n - q;
+                    if (len > s0 + nr - q) len = s0 + nr - q;
+                    float *d = cols + (size_t)s0 * K + k * wp + (q - s0);
+                    const int r = oh + fa;
+                    if (r < 0 || r >= Hs) {
+                        for (int t = 0; t < len; t++) d[t] = 0.f;
+                    } else { /* phase column ow + fb + t: inside [0, Ws) for t in [lo, hi) */
+                        const float *src = plane + (size_t)r * Ws + ow + fb;
+                        const int off = ow + fb;
+                        int lo = off >= 0 ? 0 : -off, hi = Ws - off;
+                        if (lo > len) lo = len;
+                        if (hi > len) hi = len;
+                        if (hi < lo) hi = lo;
+                        for (int t = 0; t < lo; t++) d[t] = 0.f;
+                        for (int t = lo; t < hi; t++) d[t] = src[t];
+                        for (int t = hi; t < len; t++) d[t] = 0.f;
+                    }
+                    q += len;
+                    ow += len;
+                    if (ow == OW) {
+                        ow = 0;
+                        oh++;
+                    }
+                }
+                float *pad = cols + (size_t)last * K + k * wplast;
+                for (int t = wlast; t < wplast; t++) pad[t] = 0.f;
+            }
+}
+
+typedef struct {
+    const float *x; /* the image, or its phases (strided convs) */
+    int C, Hs, Ws, kh, kw, sh, sw, pt, pl, dh, dw, OW, P, M, K, pc;
+    size_t direct; /* 1x1 without padding: the row stride of its input matrix (else 0) */
+    const float *wp;
+    const s_epilogue *ep;
+    float *y;
+} conv_job;
+
+/* Share t of T: blocks of pixels t, t + T, ... */
+static int conv_share(void *p, int t, int T) {
+    const conv_job *j = p;
+    /* the im2col block: pc pixels rounded up to whole strips */
+    const size_t cols_floats = j->direct ? 0 : (size_t)j->K * (j->pc + 48);
+    float *ws = malloc(sizeof(float) * (WS_FLOATS + cols_floats));
+    if (ws == NULL) return -1;
+    float *cols = ws + WS_FLOATS;
+    const int blocks = (j->P + j->pc - 1) / j->pc;
+#ifdef OPTC_X86
+    const int level = s_simd_level();
+    const kernels *kn = level >= 2 ? &K512 : (level == 1 ? &K256 : NULL);
+#endif
+    for (int b = t; b < blocks; b += T) {
+        const int p0 = b * j->pc, n = j->P - p0 < j->pc ? j->P - p0 : j->pc;
+        s_epilogue ep;
+        if (j->ep) {
+            ep = *j->ep;
+            if (ep.res) ep.res += p0;
+        }
+        const s_epilogue *e = j->ep ? &ep : NULL;
+        if (j->direct) { /* the input (or its phase (0, 0)) is the im2col matrix */
+            gemm_ws(j->wp, j->x + p0, j->direct, j->y + p0, (size_t)j->P, j->M, n, j->K, 0, e,
+                    ws);
+            continue;
+        }
+#ifdef OPTC_X86
+        if (kn) { /* im2col straight into the GEMM's packed strips */
+            const int nr = n <= kn->lanes ? kn->lanes : 3 * kn->lanes;
+            im2col_packed(j->x, j->C, j->Hs, j->Ws, j->kh, j->kw, j->sh, j->sw, j->pt, j->pl,
+                          j->dh, j->dw, j->OW, p0, n, nr, kn->lanes, cols);
+            gemm_simd(kn, j->wp, NULL, 0, cols, j->y + p0, (size_t)j->P, j->M, n, j->K, 0, e,
+                      ws);
+            continue;
+        }
+#endif
+        /* the plain K x n im2col matrix for the portable GEMM */
+        im2col_packed(j->x, j->C, j->Hs, j->Ws, j->kh, j->kw, j->sh, j->sw, j->pt, j->pl, j->dh,
+                      j->dw, j->OW, p0, n, n, 1, cols);
+        gemm_ws(j->wp, cols, (size_t)n, j->y + p0, (size_t)j->P, j->M, n, j->K, 0, e, ws);
+    }
+    free(ws);
+    return 0;
+}
+
+int s_conv(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
+           int dh, int dw, int OH, int OW, const float *wp, int M, const s_epilogue *ep,
+           float *y, int threads) {
+    const int P = OH * OW, K = C * kh * kw;
+    if (P <= 0) return 0;
+    const int Hs = (H + sh - 1) / sh, Ws = (W + sw - 1) / sw;
+    float *phases = NULL;
+    if (sh > 1 || sw > 1) {
+        phases = malloc(sizeof(float) * (size_t)C * sh * sw * Hs * Ws);
+        if (phases == NULL) return -1;
+        split_phases(x, C, H, W, sh, sw, Hs, Ws, phases);
+    }
+    const int direct = kh == 1 && kw == 1 && pt == 0 && pl == 0 && OH == Hs && OW == Ws;
+    /* pixels per block: its im2col columns (K x pc) stay in L2 */
+    int pc = (int)(COLS_FLOATS / (K > 0 ? K : 1)) / 48 * 48;
+    if (pc < 48) pc = 48;
+    if (pc * 2 > P) pc = P; /* one block rather than a sliver of a second */
+    conv_job job = {phases ? phases : x, C, Hs, Ws, kh, kw, sh, sw, pt, pl, dh, dw, OW, P, M, K,
+                    pc, direct ? (size_t)sh * sw * Hs * Ws : 0, wp, ep, y};
+    const int blocks = (P + pc - 1) / pc;
+    int most = blocks;
+    const double work = (double)M * K * P / WORK_PER_THREAD;
+    if (work < most) most = work < 1 ? 1 : (int)work;
+    const int status = optc_parallel(conv_share, &job, threads < most ? threads : most);
+    free(phases);
+    return status;
+}
