@@ -16,7 +16,10 @@ Recognised activations of a value x:
   (what onnxruntime's CPU provider executes); other pairs are written as for ``onnx``.
 * ``optc``: Conv, ConvTranspose or Gemm + any recognised activation becomes ai.optc.FusedConv /
   FusedConvTranspose / FusedGemm, which optc.runtime runs as one kernel (onnxruntime cannot
-  load them).
+  load them). A Conv whose output is added to another value (Add or two-input Sum: a
+  residual connection), with or without an activation after the Add, becomes FusedConv with
+  that value as its fourth input Z, act(conv + B + Z) -- com.microsoft.FusedConv's "sum" --
+  placed where the Add was (Z may be computed after the Conv).
 Fires only when the layer's output is read by the activation alone (for the decomposed
 patterns: by the pattern's own nodes alone) and is not a graph output.
 The fused form is written by this pass itself (the IR holds the target's form, so what is
@@ -168,6 +171,10 @@ class FuseActivation(Pass):
         def visit(node: Node) -> str | None:
             if not is_standard(node) or not node.outputs or node.outputs[0] is None:
                 return None
+            if self.target == "optc" and node.op_type == "Conv":
+                fused = self._fuse_residual(model, node)
+                if fused is not None:
+                    return fused
             act = match_activation(model, node.outputs[0])
             if act is not None and self._fuse(model, node, act):
                 return f"{node.op_type}+{act.kind}"  # a rewritten pattern can feed another one
@@ -218,6 +225,42 @@ class FuseActivation(Pass):
             return False
         self._replace(model, act, new.outputs[0], [])
         return True
+
+    def _fuse_residual(self, model: Model, conv: Node) -> str | None:
+        """Conv -> Add(., Z) [-> activation] as FusedConv(X, W, B, Z); None if no match."""
+        g = model.graph
+        y = conv.outputs[0]
+        add = sole_reader(g, y)
+        if add is None or not is_standard(add) or add.op_type not in ("Add", "Sum") or \
+                len(add.inputs) != 2 or len(add.outputs) != 1:
+            return None
+        z = _other(add, y)
+        if z is None or z is y:
+            return None
+        act = match_activation(model, add.outputs[0])
+        result = act.output if act is not None else add.outputs[0]
+        attrs = {k: conv.attr(k) for k in _CONV_ATTRS if k in conv.attributes}
+        if act is not None:
+            attrs["activation"] = act.kind
+            if act.params:
+                attrs["activation_params"] = [float(p) for p in act.params]
+        out = g.new_value(result.name + "_fused", result.type)
+        inputs = list(conv.inputs) + [None] * (3 - len(conv.inputs))
+        fused = Node("FusedConv", inputs[:3] + [z], [out], domain=OPTC_DOMAIN,
+                     name=g.unique_name((conv.name or "FusedConv") + "_add" +
+                                        (f"_{act.kind.lower()}" if act else "")),
+                     attributes=attrs)
+        g.insert_before(add, fused)
+        if not g.can_substitute(result, out):
+            g.remove(fused)
+            return None
+        g.substitute(result, out)
+        doomed = [conv, add] + (act.nodes if act is not None else [])
+        inputs = [v for n in doomed for v in n.inputs if v is not None]
+        g.remove_nodes(doomed)
+        drop_unused_constants(g, inputs)
+        _ensure_opset(model, OPTC_DOMAIN)
+        return "Conv+Add" + (f"+{act.kind}" if act is not None else "")
 
     def _replace(self, model: Model, act: Activation, out: Value, extra: list[Node]) -> None:
         g = model.graph

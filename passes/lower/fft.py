@@ -105,9 +105,7 @@ class FFTLower(Pass):
         g = model.graph
         wf = g.add_initializer(g.unique_name(f"{node.inputs[1].name}_fft{f}"),
                                transform_filters(w, f))
-        inputs = [node.inputs[0], wf]
-        if len(node.inputs) > 2 and node.inputs[2] is not None:
-            inputs.append(node.inputs[2])
+        inputs = [node.inputs[0], wf] + list(node.inputs[2:4])  # bias, FusedConv's Z
         attrs = {"fft_size": f, "kernel_shape": [int(k) for k in w.shape[2:]],
                  "pads": [int(p) for p in pads]}
         for k in _ACT_ATTRS:

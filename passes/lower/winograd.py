@@ -130,9 +130,7 @@ class Winograd(Pass):
         g = model.graph
         u = g.add_initializer(g.unique_name(f"{node.inputs[1].name}_winograd{tile}"),
                               transform_weights(w, tile))
-        inputs = [node.inputs[0], u]
-        if len(node.inputs) > 2 and node.inputs[2] is not None:
-            inputs.append(node.inputs[2])
+        inputs = [node.inputs[0], u] + list(node.inputs[2:4])  # bias, FusedConv's Z
         attrs = {"tile": tile, "pads": [int(p) for p in pads]}
         for k in _ACT_ATTRS:
             if k in node.attributes:

@@ -12,9 +12,10 @@
  *   winograd_input(xp, v, m, th, tw)
  *       xp: (N, C, th*m + 2, tw*m + 2) padded input; v: (a*a, C, N*th*tw) output, a = m + 2:
  *       V = B^T d B of every a x a tile d (stride m) of every channel, for m = 2 or 4.
- *   winograd_output(p, y, m, th, tw, b_or_None, act, act_a, act_b)
+ *   winograd_output(p, y, m, th, tw, b_or_None, act, act_a, act_b[, res_or_None])
  *       p: (a*a, M, N*th*tw) per-position GEMM results; y: (N, M, Ho, Wo): Y = A^T P A per
- *       tile, cropped to Ho x Wo, plus bias, then the activation.
+ *       tile, cropped to Ho x Wo, plus bias and the residual input res (y's shape), then the
+ *       activation.
  *
  *   qlinear_conv2d(x, w, corr, m0, shift, y, N, C, H, W, G, Mg, Mgp, Kq, kh, kw, sh, sw,
  *                  pt, pl, dh, dw, OH, OW, pad, flip, zp, ysigned[, threads])
@@ -277,10 +278,11 @@ static PyObject *winograd_input(PyObject *self, PyObject *args) {
 }
 
 static PyObject *winograd_output(PyObject *self, PyObject *args) {
-    PyObject *po, *yo, *bo;
+    PyObject *po, *yo, *bo, *ro = Py_None;
     int m, th, tw, act;
     float aa, ab;
-    if (!PyArg_ParseTuple(args, "OOiiiOiff", &po, &yo, &m, &th, &tw, &bo, &act, &aa, &ab))
+    if (!PyArg_ParseTuple(args, "OOiiiOiff|O", &po, &yo, &m, &th, &tw, &bo, &act, &aa, &ab,
+                          &ro))
         return NULL;
     if (m != 2 && m != 4) { PyErr_SetString(PyExc_ValueError, "tile must be 2 or 4"); return NULL; }
     const int a = m + 2;
@@ -296,11 +298,16 @@ static PyObject *winograd_output(PyObject *self, PyObject *args) {
     if (get_floats(po, &pv, (Py_ssize_t)a * a * M * T, 0, "p") < 0) {
         PyBuffer_Release(&yv); return NULL;
     }
-    int has_b = bo != Py_None;
+    int has_b = bo != Py_None, has_r = ro != Py_None;
+    Py_buffer rv;
     if (has_b && get_floats(bo, &bv, M, 0, "b") < 0) {
         PyBuffer_Release(&yv); PyBuffer_Release(&pv); return NULL;
     }
-    const float *p = pv.buf, *b = has_b ? bv.buf : NULL;
+    if (has_r && get_floats(ro, &rv, N * M * HO * WO, 0, "res") < 0) {
+        PyBuffer_Release(&yv); PyBuffer_Release(&pv); if (has_b) PyBuffer_Release(&bv);
+        return NULL;
+    }
+    const float *p = pv.buf, *b = has_b ? bv.buf : NULL, *res = has_r ? rv.buf : NULL;
     float *y = yv.buf;
     const Py_ssize_t plane = M * T;
     /* t[o][j][tx]: the vertical half of A^T P A for one row of tiles */
@@ -309,6 +316,7 @@ static PyObject *winograd_output(PyObject *self, PyObject *args) {
     if (!t || !rowbuf) {
         free(t); free(rowbuf);
         PyBuffer_Release(&pv); PyBuffer_Release(&yv); if (has_b) PyBuffer_Release(&bv);
+        if (has_r) PyBuffer_Release(&rv);
         return PyErr_NoMemory();
     }
     Py_BEGIN_ALLOW_THREADS
@@ -369,6 +377,10 @@ static PyObject *winograd_output(PyObject *self, PyObject *args) {
                         }
                     }
                     float *yrow = yk + oy * WO;
+                    if (res) { /* the residual input, added before the activation */
+                        const float *rrow = res + (n * M + k) * HO * WO + oy * WO;
+                        for (Py_ssize_t q = 0; q < WO; q++) out[q] += rrow[q];
+                    }
                     if (act == 0)
                         for (Py_ssize_t q = 0; q < WO; q++) yrow[q] = out[q] + bias;
                     else if (act == 1)
@@ -386,6 +398,7 @@ static PyObject *winograd_output(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     free(t); free(rowbuf);
     PyBuffer_Release(&pv); PyBuffer_Release(&yv); if (has_b) PyBuffer_Release(&bv);
+    if (has_r) PyBuffer_Release(&rv);
     Py_RETURN_NONE;
 }
 

@@ -17,7 +17,8 @@ The filter transforms W depend only on F, so the pass stores them (real and imag
 float32, shape (2, F * (F/2 + 1), M, C)). Error: FFT round-off, about 1e-6 relative in float32
 (measured in the tests).
 
-Kernel inputs: X (N, C, H, W), the transformed filters, optional bias (M); attributes
+Kernel inputs: X (N, C, H, W), the transformed filters, optional bias (M), optional Z
+(FusedConv's residual input, added before the activation); attributes
 ``fft_size`` (F), ``kernel_shape``, ``pads`` (top, left, bottom, right) and optionally the
 fused ``activation`` / ``activation_params``.
 """
@@ -44,7 +45,7 @@ def transform_filters(w: np.ndarray, f: int) -> np.ndarray:
 
 
 @kernel("FFTConv", (1,), domain=OPTC_DOMAIN)
-def fft_conv(x, wf, b=None, *, fft_size, kernel_shape, pads=(0, 0, 0, 0), activation=None,
+def fft_conv(x, wf, b=None, z=None, *, fft_size, kernel_shape, pads=(0, 0, 0, 0), activation=None,
              activation_params=None):
     f = int(fft_size)
     kh, kw = (int(k) for k in kernel_shape)
@@ -76,6 +77,8 @@ def fft_conv(x, wf, b=None, *, fft_size, kernel_shape, pads=(0, 0, 0, 0), activa
     y = np.ascontiguousarray(y, dtype=x.dtype)
     if b is not None:
         y += b.reshape(1, -1, 1, 1).astype(x.dtype)
+    if z is not None:  # FusedConv's residual input
+        y = y + z
     if activation:
         y = apply_activation(activation, activation_params, y)
     return y

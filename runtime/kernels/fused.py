@@ -1,5 +1,6 @@
 """optc's fused ops (domain ai.optc), written by fuse-act{target=optc}: FusedConv,
-FusedConvTranspose and FusedGemm run the layer and its activation in one kernel call.
+FusedConvTranspose and FusedGemm run the layer and its activation in one kernel call;
+FusedConv's optional fourth input Z (a residual Add) is added before the activation.
 
 Attributes: the layer's own, plus ``activation`` (Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid,
 HardSwish, Tanh, SiLU) and ``activation_params`` (Clip: min, max; LeakyRelu: alpha;
@@ -43,24 +44,30 @@ def apply_activation(kind: str, params, y: np.ndarray) -> np.ndarray:
 
 
 @kernel("FusedConv", (1,), domain=OPTC_DOMAIN)
-def fused_conv(x, w, b=None, *, activation, activation_params=None, auto_pad="NOTSET",
-               dilations=None, group=1, kernel_shape=None, pads=None, strides=None):
-    y = depthwise_native(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
-                         kernel_shape=kernel_shape, pads=pads, strides=strides,
-                         activation=activation, activation_params=activation_params)
-    if y is not None:
-        return y
+def fused_conv(x, w, b=None, z=None, *, activation=None, activation_params=None,
+               auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
+               strides=None):
+    """act(conv(x) + b + z): z, the optional residual input (an Add fused by fuse-act),
+    broadcast like Add; no activation when ``activation`` is absent."""
+    if z is None:
+        y = depthwise_native(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
+                             kernel_shape=kernel_shape, pads=pads, strides=strides,
+                             activation=activation, activation_params=activation_params)
+        if y is not None:
+            return y
     if x.ndim == 4:
         k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
         strides_, dilations_ = conv_defaults(k, strides, dilations)
         begin, end = resolve_pads(x.shape[2:], k, strides_, dilations_, pads, auto_pad)
         y = native_conv2d(x, w, b, k, strides_, dilations_, begin, end, group, activation,
-                          activation_params)
+                          activation_params, res=z)
         if y is not None:
             return y
     y = conv(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
              kernel_shape=kernel_shape, pads=pads, strides=strides)
-    return apply_activation(activation, activation_params, y)
+    if z is not None:
+        y = y + z
+    return apply_activation(activation, activation_params, y) if activation else y
 
 
 @kernel("FusedConvTranspose", (1,), domain=OPTC_DOMAIN)

@@ -182,17 +182,20 @@ def conv2d(x, w, b, strides, begin, dilations, group, out_shape, activation=None
     return y
 
 
-def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None
+def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None, res=None
                   ) -> np.ndarray | None:
     """Winograd F(m x m, 3 x 3) with the transforms in C and the a*a GEMMs by sgemm.c on the
-    weights packed once (batched_matmul): xp is the input padded to whole tiles (N, C,
+    weights packed once (batched_matmul), plus the bias and the residual input ``res`` (the
+    output's shape) before the activation: xp is the input padded to whole tiles (N, C,
     th*m + 2, tw*m + 2); None if the C path does not apply."""
-    if not _enabled or not _f32(xp, u, b):
+    if not _enabled or not _f32(xp, u, b, res):
         return None
     act = activation_args(activation, params)
     if act is None:
         return None
     n, c = xp.shape[:2]
+    if res is not None and res.shape != (n, u.shape[1], *out_shape):
+        return None
     a = m + 2
     v = np.empty((a * a, c, n * th * tw), np.float32)
     _ckernels.winograd_input(np.ascontiguousarray(xp), v, m, th, tw)
@@ -200,7 +203,8 @@ def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None
     prod = batched_matmul(u, v, packed)  # (a*a, M, tiles)
     y = np.empty((n, u.shape[1], *out_shape), np.float32)
     _ckernels.winograd_output(prod, y, m, th, tw,
-                              None if b is None else np.ascontiguousarray(b), *act)
+                              None if b is None else np.ascontiguousarray(b), *act,
+                              None if res is None else np.ascontiguousarray(res))
     return y
 
 

@@ -17,7 +17,8 @@ with the channel count, so large channel counts gain most.
 Error: the transforms are exact for m = 2 (entries 0, +-1, 1/2); for m = 4 the matrices hold
 1/4, 1/6, 1/24, 2, 4, 8 and the float32 error grows (measured in the tests and the benchmark).
 
-Kernel inputs: X (N, C, H, W), U (a*a, M, C) float, optional bias (M); attributes ``tile`` (m),
+Kernel inputs: X (N, C, H, W), U (a*a, M, C) float, optional bias (M), optional Z (a residual
+input added before the activation, FusedConv's fourth input); attributes ``tile`` (m),
 ``pads`` (top, left, bottom, right), and optionally the fused ``activation`` /
 ``activation_params`` of FusedConv.
 """
@@ -69,7 +70,7 @@ def output_size(h: int, w: int, pads) -> tuple[int, int]:
 
 
 @kernel("WinogradConv", (1,), domain=OPTC_DOMAIN)
-def winograd_conv(x, u, b=None, *, tile, pads=(0, 0, 0, 0), activation=None,
+def winograd_conv(x, u, b=None, z=None, *, tile, pads=(0, 0, 0, 0), activation=None,
                   activation_params=None):
     m = int(tile)
     a = m + 2
@@ -84,7 +85,7 @@ def winograd_conv(x, u, b=None, *, tile, pads=(0, 0, 0, 0), activation=None,
     # pad so that th x tw tiles (each m x m outputs from a x a inputs) fit exactly
     xp = np.pad(x, ((0, 0), (0, 0), (pads[0], th * m + 2 - h - pads[0]),
                     (pads[1], tw * m + 2 - w - pads[1])))
-    y = native.winograd_conv(xp, u, b, m, th, tw, (ho, wo), activation, activation_params)
+    y = native.winograd_conv(xp, u, b, m, th, tw, (ho, wo), activation, activation_params, z)
     if y is not None:  # transforms in C
         return y
     sn, sc, sh, sw = xp.strides
@@ -109,6 +110,8 @@ def winograd_conv(x, u, b=None, *, tile, pads=(0, 0, 0, 0), activation=None,
     y = np.ascontiguousarray(y)
     if b is not None:
         y += b.reshape(1, -1, 1, 1).astype(dt)
+    if z is not None:
+        y = y + z
     if activation:
         y = apply_activation(activation, activation_params, y)
     return y

@@ -8,6 +8,7 @@ import optc
 from optc.ir import serialize
 from optc.passes import FuseActivation
 from optc.runtime import InferenceSession
+from optc.runtime.kernels import native
 from optc.validate import ort_session, random_feeds, run
 from tests.util import check_pass, load, op_types, run_pass
 
@@ -161,3 +162,89 @@ def test_conv_transpose_fuses_for_optc_only():
     assert run_pass(FuseActivation(target="optc"), m)
     assert op_types(m) == ["FusedConvTranspose"]
     _optc_matches_ort(model, m)
+
+
+def _residual(after, z_first=False, z_shape=(1, 4, 5, 5), add="Add"):
+    """x -> Conv -> Add(., z) [-> after], z = Conv2(x) computed after the first Conv (or
+    before it with z_first), or a constant of z_shape."""
+    z_node = helper.make_node("Conv", ["x", "w"], ["z"], pads=[1, 1, 1, 1])
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1])
+    out = "s" if after else "y"
+    nodes = [z_node, conv] if z_first else [conv, z_node]
+    inits = [W, B]
+    if z_shape != (1, 4, 5, 5):
+        nodes = [conv]
+        inits.append(numpy_helper.from_array(RNG.standard_normal(z_shape).astype(np.float32),
+                                             "z"))
+    nodes.append(helper.make_node(add, ["c", "z"], [out]))
+    if after:
+        nodes.append(helper.make_node(after, [out], ["y"]))
+    g = helper.make_graph(nodes, "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 5, 5])],
+                          inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("after,z_first,add", [("Relu", False, "Add"), ("Relu", True, "Sum"),
+                                                (None, False, "Add"), ("Sigmoid", True, "Add")])
+def test_target_optc_fuses_a_residual_add_into_the_conv(after, z_first, add):
+    model = _residual(after, z_first, add=add)
+    m = optc.load(model)
+    assert run_pass(FuseActivation(target="optc"), m)
+    fused = [n for n in m.graph.nodes if n.op_type == "FusedConv"]
+    # the conv met first fuses the Add (and the activation); the other one stays a Conv
+    # whose output is Z, computed before the fused node (which sits where the Add was)
+    first = "z" if z_first else "c"
+    assert len(fused) == 1 and fused[0].outputs[0].name.startswith("y")
+    assert fused[0].inputs[3].name == ("c" if z_first else "z")
+    assert fused[0].inputs[3].producer().op_type == "Conv"
+    assert first not in [v.name for v in m.graph.values().values() if v.producer() is not None
+                         and v.producer().op_type == "Conv"]
+    assert fused[0].attr("activation") == after
+    assert "Add" not in op_types(m) and "Sum" not in op_types(m) and after not in op_types(m)
+    _optc_matches_ort(model, m)
+    previous = native.use_native(False)  # the NumPy fallback agrees
+    try:
+        _optc_matches_ort(model, m)
+    finally:
+        native.use_native(previous)
+
+
+def test_residual_with_a_broadcast_addend_keeps_add_semantics():
+    # a (1, 4, 1, 1) addend: the C kernel's residual must have the output's shape, so the
+    # NumPy path runs it, broadcasting as Add does
+    model = _residual("Relu", z_shape=(1, 4, 1, 1))
+    m = optc.load(model)
+    assert run_pass(FuseActivation(target="optc"), m)
+    assert op_types(m) == ["FusedConv"]
+    _optc_matches_ort(model, m)
+
+
+def test_residual_not_fused_when_the_conv_output_is_read_elsewhere():
+    model = _residual("Relu", z_shape=(1, 4, 5, 1))  # z: a constant, c: also an output
+    model.graph.output.append(helper.make_tensor_value_info("c", TensorProto.FLOAT,
+                                                            [1, 4, 5, 5]))
+    m = optc.load(model)
+    run_pass(FuseActivation(target="optc"), m)
+    assert "Add" in op_types(m)
+    # onnxruntime's FusedConv "sum" input is not written for target=ort
+    check_pass(FuseActivation(target="ort"), _residual("Relu"), expect_modified=False)
+
+
+def test_resnet_residuals_fuse_and_lower_with_winograd():
+    from tests.util import MODELS
+
+    path = str(MODELS / "resnet_mini.onnx")
+    s = ort_session(path)
+    feeds = random_feeds(s, seed=3, batch=2)
+    ref = list(run(s, feeds).values())[0]
+    m, _ = optc.optimize(path, passes="default,fuse-act{target=optc}")
+    residual = [n for n in m.graph.nodes if n.op_type == "FusedConv" and len(n.inputs) == 4]
+    assert residual and "Add" not in op_types(m)
+    np.testing.assert_allclose(InferenceSession(serialize(m)).run(None, feeds)[0], ref,
+                               rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+    m, _ = optc.optimize(m, passes="winograd{tile=2}")
+    assert any(n.op_type == "WinogradConv" and len(n.inputs) == 4 for n in m.graph.nodes)
+    np.testing.assert_allclose(InferenceSession(serialize(m)).run(None, feeds)[0], ref,
+                               rtol=1e-4, atol=1e-5 * np.abs(ref).max())
