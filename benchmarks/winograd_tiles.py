@@ -24,7 +24,7 @@ from optc.runtime.kernels.winograd import transform_weights, winograd_conv
 
 #: (input channels, filters, image size) of the 3x3 stride-1 layers
 SHAPES = [(64, 64, 56), (128, 128, 28), (256, 256, 14), (512, 512, 7),  # ResNet-50
-          (64, 64, 224), (128, 128, 112), (256, 256, 56), (512, 512, 28),  # VGG-19
+          (3, 64, 224), (64, 64, 224), (128, 128, 112), (256, 256, 56), (512, 512, 28),  # VGG-19
           (512, 512, 14),
           (128, 32, 56), (128, 32, 28), (128, 32, 14), (128, 32, 7),  # DenseNet-121
           (96, 128, 28), (128, 192, 28), (96, 208, 14), (160, 320, 14),  # Inception v1

@@ -18,8 +18,9 @@ error), and stored as a new initializer of shape (a*a, M, C), a = m + 2.
 ``tile``: 2 (F(2x2,3x3), 2.25x fewer multiplications, exact transforms), 4 (F(4x4,3x3), 4x
 fewer, float32 error near 1e-5 relative), or ``auto``: per layer, the tile with the lowest
 modelled cost, counting the GEMM multiplications and the transforms' arithmetic (input:
-2*a^3 per tile and channel, output: (a*a*m + a*m*m) per tile and filter), against the direct
-convolution's 9 multiplications per output and input channel, plus the weights each reads
+2*a^3 per tile and channel, output: (a*a*m + a*m*m) per tile and filter, at TRANSFORM_COST
+each), against the direct convolution's 9 multiplications per output and input channel (plus
+its im2col), plus the weights each reads
 (a*a or 9 per filter and channel, at WEIGHT_COST multiplications each: on small images the
 transformed weights cost more to read than the multiplications they save), with F(4x4) taken
 only when the layer has at least ``min-channels-f4`` input channels (below that its transforms
@@ -57,20 +58,29 @@ def _reason(node: Node, w: np.ndarray | None) -> str | None:
 #: when it runs (a network's do not fit in cache), and F(4x4) stores 4x as many (36 per 3x3
 #: filter). Fitted to per-layer timings of optc's kernels inside ResNet-50 and alone
 #: (python benchmarks/winograd_tiles.py): 512 channels at 7x7 run fastest with F(2x2) (F(4x4):
-#: 1.6x slower), 256 at 14x14 with F(4x4) (F(2x2): 1.1x slower); 8-10 fits both.
-WEIGHT_COST = 9.0
+#: 1.4-1.6x slower; needs more than 6), 256 at 14x14 with F(4x4) (F(2x2): 1.1x slower; needs
+#: less than 8).
+WEIGHT_COST = 7.0
+#: the cost of one operation of the transforms (or one im2col'd value of the direct conv), in
+#: GEMM multiplications: they stream through memory and vectorise less than the GEMM's FMAs.
+#: With 4, the model keeps the direct conv for VGG-19's first layer (3 input channels: F(2x2)
+#: is 4x slower there) and takes F(2x2) for DenseNet-121's 128->32 layers at 14x14 (direct:
+#: 1.7x slower).
+TRANSFORM_COST = 4.0
 
 
 def tile_costs(c: int, m: int, ho: int, wo: int, min_channels_f4: int = 16) -> dict[int, float]:
     """Modelled cost (multiplication equivalents) per choice: 0 (the direct convolution), 2
     and 4 (F(4x4) only with at least ``min_channels_f4`` input channels)."""
-    costs = {0: 9.0 * ho * wo * c * m + WEIGHT_COST * 9 * c * m}
+    costs = {0: 9.0 * ho * wo * c * m + TRANSFORM_COST * 9 * ho * wo * c +
+             WEIGHT_COST * 9 * c * m}
     for t in TILES:
         if t == 4 and c < min_channels_f4:
             continue
         a = t + 2
         tiles = -(-ho // t) * -(-wo // t)
-        costs[t] = (tiles * (a * a * c * m + 2 * a ** 3 * c + (a * a * t + a * t * t) * m) +
+        transforms = 2 * a ** 3 * c + (a * a * t + a * t * t) * m
+        costs[t] = (tiles * (a * a * c * m + TRANSFORM_COST * transforms) +
                     WEIGHT_COST * a * a * c * m)
     return costs
 

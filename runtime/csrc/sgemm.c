@@ -138,6 +138,18 @@ __attribute__((target("avx2,fma"))) static inline void m256_store(float *p, __m2
 
 /* every loop over registers is unrolled (constant bounds), so that acc[][] stays in registers */
 #define UNROLL _Pragma("GCC unroll 32")
+/* a vector of c (or of the residual) at column LANES * v of the strip: masked only where the
+ * strip ends inside it (AMD's masked AVX2 stores are microcoded: slow) */
+#define LOADV(P, M, LANES, v, ptr) \
+    (LANES * ((v) + 1) <= cols ? P##_loadu_ps(ptr) : M##_load(mask[v], ptr))
+#define STOREV(P, M, LANES, v, ptr, x)               \
+    do {                                             \
+        if (LANES * ((v) + 1) <= cols)               \
+            P##_storeu_ps(ptr, x);                   \
+        else                                         \
+            M##_store(ptr, mask[v], x);              \
+    } while (0)
+
 #define DEFINE_TILE(NAME, TARGET, P, M, VEC, MASK, LANES, ROWS, NV)                           \
     __attribute__((target(TARGET))) static void NAME(const float *pa, size_t pstride,         \
                                                      const float *bp, float *c, size_t ldc,   \
@@ -147,7 +159,7 @@ __attribute__((target("avx2,fma"))) static inline void m256_store(float *p, __m2
         MASK mask[NV];                                                                        \
         UNROLL for (int v = 0; v < NV; v++) mask[v] = M##_mask(cols - LANES * v);             \
         UNROLL for (int i = 0; i < ROWS; i++) UNROLL for (int v = 0; v < NV; v++)            \
-            acc[i][v] = load && i < rows ? M##_load(mask[v], c + (size_t)i * ldc + LANES * v) \
+            acc[i][v] = load && i < rows ? LOADV(P, M, LANES, v, c + (size_t)i * ldc + LANES * v) \
                                          : P##_setzero_ps();                                  \
         for (int k = 0; k < K; k++) {                                                         \
             VEC bv[NV];                                                                       \
@@ -159,24 +171,24 @@ __attribute__((target("avx2,fma"))) static inline void m256_store(float *p, __m2
                     acc[i][v] = P##_fmadd_ps(wi, bv[v], acc[i][v]);                           \
             }                                                                                 \
         }                                                                                     \
-        if (e) {                                                                              \
-            const VEC lo = P##_set1_ps(e->lo), hi = P##_set1_ps(e->hi);                       \
-            UNROLL for (int i = 0; i < ROWS; i++) if (i < rows) {                             \
-                const VEC bi = P##_set1_ps(e->bias ? e->bias[i] : 0.f);                       \
-                UNROLL for (int v = 0; v < NV; v++) {                                         \
-                    acc[i][v] = P##_add_ps(acc[i][v], bi);                                    \
-                    if (e->res)                                                               \
-                        acc[i][v] = P##_add_ps(acc[i][v],                                     \
-                                               M##_load(mask[v], e->res + (size_t)i *         \
-                                                                     e->ldres + LANES * v));  \
-                    if (e->clamp) /* max(lo, x) and min(hi, x) keep a NaN x */                \
-                        acc[i][v] = P##_min_ps(hi, P##_max_ps(lo, acc[i][v]));                \
-                }                                                                             \
+        if (e && e->bias)                                                                     \
+            UNROLL for (int i = 0; i < ROWS; i++) {                                           \
+                const VEC bi = P##_set1_ps(i < rows ? e->bias[i] : 0.f);                      \
+                UNROLL for (int v = 0; v < NV; v++) acc[i][v] = P##_add_ps(acc[i][v], bi);    \
             }                                                                                 \
+        if (e && e->res)                                                                      \
+            UNROLL for (int i = 0; i < ROWS; i++) if (i < rows) UNROLL for (int v = 0; v < NV; \
+                                                                          v++)                \
+                acc[i][v] = P##_add_ps(acc[i][v], LOADV(P, M, LANES, v, e->res + (size_t)i *  \
+                                                        e->ldres + LANES * v));               \
+        if (e && e->clamp) { /* max(lo, x) and min(hi, x) keep a NaN x */                     \
+            const VEC lo = P##_set1_ps(e->lo), hi = P##_set1_ps(e->hi);                       \
+            UNROLL for (int i = 0; i < ROWS; i++) UNROLL for (int v = 0; v < NV; v++)        \
+                acc[i][v] = P##_min_ps(hi, P##_max_ps(lo, acc[i][v]));                        \
         }                                                                                     \
         UNROLL for (int i = 0; i < ROWS; i++) if (i < rows) UNROLL for (int v = 0; v < NV;    \
                                                                       v++)                    \
-            M##_store(c + (size_t)i * ldc + LANES * v, mask[v], acc[i][v]);                   \
+            STOREV(P, M, LANES, v, c + (size_t)i * ldc + LANES * v, acc[i][v]);               \
     }
 
 DEFINE_TILE(t512_8x48, "avx512f", _mm512, m512, __m512, __mmask16, 16, 8, 3)
