@@ -9,6 +9,9 @@
  *   max_pool2d(x, y, kh, kw, sh, sw, pad_t, pad_l, dil_h, dil_w)
  *       y[n, c, oh, ow] = max over the window's cells inside x (-inf if none), the output
  *       size (pads, ceil_mode) decided by the caller.
+ *   avg_pool2d(x, y, kh, kw, sh, sw, pad_t, pad_l, dil_h, dil_w, ch0, ch1, cw0, cw1)
+ *       y[n, c, oh, ow] = sum of the window's cells inside x / the number of its cells inside
+ *       [ch0, ch1) x [cw0, cw1).
  *   winograd_input(xp, v, m, th, tw)
  *       xp: (N, C, th*m + 2, tw*m + 2) padded input; v: (a*a, C, N*th*tw) output, a = m + 2:
  *       V = B^T d B of every a x a tile d (stride m) of every channel, for m = 2 or 4.
@@ -143,10 +146,15 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *max_pool2d(PyObject *self, PyObject *args) {
+/* max_pool2d / avg_pool2d: one pass per output row, each window row and column of taps a
+ * contiguous (or strided) run of the input row, as in depthwise_conv2d. avg: the window sum over
+ * the cells inside the input, divided by the cells inside [ch0, ch1) x [cw0, cw1) (the input,
+ * or the input and its explicit pads for count_include_pad). */
+static PyObject *pool2d(PyObject *args, int avg) {
     PyObject *xo, *yo;
-    int kh, kw, sh, sw, pt, pl, dh, dw;
-    if (!PyArg_ParseTuple(args, "OOiiiiiiii", &xo, &yo, &kh, &kw, &sh, &sw, &pt, &pl, &dh, &dw))
+    int kh, kw, sh, sw, pt, pl, dh, dw, ch0 = 0, ch1 = 0, cw0 = 0, cw1 = 0;
+    if (!PyArg_ParseTuple(args, avg ? "OOiiiiiiiiiiii" : "OOiiiiiiii", &xo, &yo, &kh, &kw, &sh,
+                          &sw, &pt, &pl, &dh, &dw, &ch0, &ch1, &cw0, &cw1))
         return NULL;
     Py_buffer xv, yv;
     Py_ssize_t xd[4], yd[4];
@@ -160,15 +168,31 @@ static PyObject *max_pool2d(PyObject *self, PyObject *args) {
     const float *x = xv.buf;
     float *y = yv.buf;
     const Py_ssize_t NC = xd[0] * xd[1], H = xd[2], W = xd[3], HO = yd[2], WO = yd[3];
+    float *colcount = avg ? malloc(sizeof(float) * (WO > 0 ? WO : 1)) : NULL;
+    if (avg && colcount == NULL) {
+        PyBuffer_Release(&xv); PyBuffer_Release(&yv);
+        return PyErr_NoMemory();
+    }
     Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t ow = 0; avg && ow < WO; ow++) { /* the divisor's column factor */
+        int n = 0;
+        for (int j = 0; j < kw; j++) {
+            const Py_ssize_t iw = ow * sw - pl + j * dw;
+            n += iw >= cw0 && iw < cw1;
+        }
+        colcount[ow] = (float)n;
+    }
     for (Py_ssize_t p = 0; p < NC; p++) {
         const float *xc = x + p * H * W;
         float *yc = y + p * HO * WO;
         for (Py_ssize_t oh = 0; oh < HO; oh++) {
             float *row = yc + oh * WO;
-            for (Py_ssize_t ow = 0; ow < WO; ow++) row[ow] = -INFINITY;
+            const float init = avg ? 0.f : -INFINITY;
+            for (Py_ssize_t ow = 0; ow < WO; ow++) row[ow] = init;
+            int rows = 0;
             for (Py_ssize_t i = 0; i < kh; i++) {
                 const Py_ssize_t ih = oh * sh - pt + i * dh;
+                rows += ih >= ch0 && ih < ch1;
                 if (ih < 0 || ih >= H) continue;
                 const float *xr = xc + ih * W;
                 for (Py_ssize_t j = 0; j < kw; j++) {
@@ -176,18 +200,28 @@ static PyObject *max_pool2d(PyObject *self, PyObject *args) {
                     Py_ssize_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
                     Py_ssize_t hi = (W - 1 - off) < 0 ? 0 : (W - 1 - off) / sw + 1;
                     if (hi > WO) hi = WO;
-                    for (Py_ssize_t ow = lo; ow < hi; ow++) {
-                        const float v = xr[off + ow * sw];
-                        row[ow] = v > row[ow] ? v : row[ow];
-                    }
+                    if (avg)
+                        for (Py_ssize_t ow = lo; ow < hi; ow++) row[ow] += xr[off + ow * sw];
+                    else
+                        for (Py_ssize_t ow = lo; ow < hi; ow++) {
+                            const float v = xr[off + ow * sw];
+                            row[ow] = v > row[ow] ? v : row[ow];
+                        }
                 }
             }
+            if (avg)
+                for (Py_ssize_t ow = 0; ow < WO; ow++) row[ow] /= (float)rows * colcount[ow];
         }
     }
     Py_END_ALLOW_THREADS
+    free(colcount);
     PyBuffer_Release(&xv); PyBuffer_Release(&yv);
     Py_RETURN_NONE;
 }
+
+static PyObject *max_pool2d(PyObject *self, PyObject *args) { return pool2d(args, 0); }
+
+static PyObject *avg_pool2d(PyObject *self, PyObject *args) { return pool2d(args, 1); }
 
 static inline void bt4_vec(const float *d, Py_ssize_t s, float *o, Py_ssize_t os) {
     float d0 = d[0], d1 = d[s], d2 = d[2 * s], d3 = d[3 * s], d4 = d[4 * s], d5 = d[5 * s];
@@ -661,6 +695,7 @@ static PyMethodDef methods[] = {
      "qsimd([level]): cap the int8 GEMM (2 VNNI, 1 AVX2, 0 portable C); returns the level in use."},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "Depthwise 2-D convolution (float32)."},
     {"max_pool2d", max_pool2d, METH_VARARGS, "2-D max pooling (float32, no indices)."},
+    {"avg_pool2d", avg_pool2d, METH_VARARGS, "2-D average pooling (float32)."},
     {"winograd_input", winograd_input, METH_VARARGS, "Winograd input transform V = B^T d B."},
     {"winograd_output", winograd_output, METH_VARARGS,
      "Winograd output transform Y = A^T P A, bias, activation."},

@@ -182,6 +182,20 @@ def conv2d(x, w, b, strides, begin, dilations, group, out_shape, activation=None
     return y
 
 
+def avg_pool2d(x, k, strides, begin, dilations, out_shape, count_rows, count_cols
+               ) -> np.ndarray | None:
+    """2-D average pooling in C, dividing by the window's cells inside ``count_rows`` x
+    ``count_cols`` ((lo, hi) bounds of input coordinates); None if the C kernel does not
+    apply."""
+    if not _enabled or x.ndim != 4 or x.dtype != np.float32:
+        return None
+    y = np.empty((x.shape[0], x.shape[1], *out_shape), np.float32)
+    _ckernels.avg_pool2d(np.ascontiguousarray(x), y, k[0], k[1], strides[0], strides[1],
+                         begin[0], begin[1], dilations[0], dilations[1], *count_rows,
+                         *count_cols)
+    return y
+
+
 def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None, res=None
                   ) -> np.ndarray | None:
     """Winograd F(m x m, 3 x 3) with the transforms in C and the a*a GEMMs by sgemm.c on the

@@ -1,5 +1,6 @@
 """MaxPool (with Indices), AveragePool, GlobalAveragePool over any number of spatial dims, on
-strided window views (see conv.windows)."""
+strided window views (see conv.windows); 2-D float32 MaxPool (without Indices) and AveragePool
+run in C (native.max_pool2d / avg_pool2d) where the extension is built."""
 
 from __future__ import annotations
 
@@ -91,6 +92,14 @@ def _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape,
     nd = x.ndim - 2
     k, strides, dilations, begin, end, extra, out = _geometry(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
+    include = count_include_pad and auto_pad in ("NOTSET", "", None)
+    if nd == 2 and min(out) > 0:
+        # the divisor counts the cells inside the input, or inside it and its explicit pads
+        bounds = [(-begin[i], x.shape[2 + i] + end[i]) if include else (0, x.shape[2 + i])
+                  for i in range(2)]
+        y = native.avg_pool2d(x, k, strides, begin, dilations, out, bounds[0], bounds[1])
+        if y is not None:
+            return y
     width = [(0, 0), (0, 0)] + [(b, e + x_) for b, e, x_ in zip(begin, end, extra)]
     xp = np.pad(x, width)
     kaxes = tuple(range(2 + nd, 2 + 2 * nd))
@@ -98,7 +107,7 @@ def _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape,
     # divisor: the window's cells inside the input (and the explicit pads when
     # count_include_pad), never the extra room of a ceil-mode window
     ones = np.ones((1, 1) + x.shape[2:], dtype=x.dtype)
-    if count_include_pad and auto_pad in ("NOTSET", "", None):
+    if include:
         mask = np.pad(np.pad(ones, [(0, 0), (0, 0)] + list(zip(begin, end)), constant_values=1),
                       [(0, 0), (0, 0)] + [(0, e) for e in extra])
     else:

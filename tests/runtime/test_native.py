@@ -124,6 +124,29 @@ def test_max_pool_matches_numpy(n, c, h, w, k, stride, dil, pad, ceil, seed):
     np.testing.assert_array_equal(max_pool(x, **attrs), ref)
 
 
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(1, 4), h=st.integers(1, 12), w=st.integers(1, 12),
+       kh=st.integers(1, 4), kw=st.integers(1, 4), stride=st.integers(1, 3),
+       dil=st.integers(1, 2), pads=st.lists(st.integers(0, 2), min_size=4, max_size=4),
+       ceil=st.integers(0, 1), include=st.integers(0, 1), seed=st.integers(0, 2 ** 16))
+def test_average_pool_matches_numpy(n, c, h, w, kh, kw, stride, dil, pads, ceil, include,
+                                    seed):
+    from optc.runtime.kernels.pool import average_pool
+
+    if pads[0] >= kh or pads[2] >= kh or pads[1] >= kw or pads[3] >= kw or \
+            h + pads[0] + pads[2] < dil * (kh - 1) + 1 or w + pads[1] + pads[3] < dil * (kw - 1) + 1:
+        return  # invalid pads (the spec wants pads < kernel) or no output
+    x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
+    attrs = dict(kernel_shape=[kh, kw], strides=[stride, stride], dilations=[dil, dil],
+                 pads=pads, ceil_mode=ceil, count_include_pad=include)
+    previous = native.use_native(False)
+    try:
+        ref = average_pool(x, **attrs)
+    finally:
+        native.use_native(previous)
+    np.testing.assert_allclose(average_pool(x, **attrs), ref, rtol=1e-6, atol=1e-6)
+
+
 def _qconv_case(draw_shape, seed):
     """Random QLinearConv inputs: 8-bit x and y of either signedness, int8 weights (zero
     point 0, as optc's quantize writes them), int32 bias, per-channel scales."""
