@@ -134,7 +134,8 @@ def test_average_pool_matches_numpy(n, c, h, w, kh, kw, stride, dil, pads, ceil,
     from optc.runtime.kernels.pool import average_pool
 
     if pads[0] >= kh or pads[2] >= kh or pads[1] >= kw or pads[3] >= kw or \
-            h + pads[0] + pads[2] < dil * (kh - 1) + 1 or w + pads[1] + pads[3] < dil * (kw - 1) + 1:
+            h + pads[0] + pads[2] < dil * (kh - 1) + 1 or \
+            w + pads[1] + pads[3] < dil * (kw - 1) + 1:
         return  # invalid pads (the spec wants pads < kernel) or no output
     x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
     attrs = dict(kernel_shape=[kh, kw], strides=[stride, stride], dilations=[dil, dil],
