@@ -19,7 +19,10 @@ Recognised activations of a value x:
   load them). A Conv whose output is added to another value (Add or two-input Sum: a
   residual connection), with or without an activation after the Add, becomes FusedConv with
   that value as its fourth input Z, act(conv + B + Z) -- com.microsoft.FusedConv's "sum" --
-  placed where the Add was (Z may be computed after the Conv).
+  placed where the Add was (Z may be computed after the Conv). A per-channel Mul and/or Add by
+  constants on a 4-D value (an unfolded BatchNormalization, as before DenseNet's convs), with
+  or without an activation after it, becomes FusedConv as a 1x1 depthwise conv (weight: the
+  scale, bias: the shift), which optc.runtime runs in one vectorised pass.
 Fires only when the layer's output is read by the activation alone (for the decomposed
 patterns: by the pattern's own nodes alone) and is not a graph output.
 The fused form is written by this pass itself (the IR holds the target's form, so what is
@@ -36,10 +39,10 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from optc.ir import Graph, Model, Node, Value
+from optc.ir import Graph, Model, Node, Value, infer_shapes
 from optc.pass_base import Pass, PassResult, register
 from optc.passes._common import const_input, drop_unused_constants, is_standard, sweep
-from optc.passes.fusion._channels import sole_reader
+from optc.passes.fusion._channels import per_channel, sole_reader
 
 ORT_DOMAIN = "com.microsoft"
 OPTC_DOMAIN = "ai.optc"
@@ -62,6 +65,18 @@ def _scalar(g: Graph, node: Node, index: int) -> float | None:
     if v is None or v.size != 1:
         return None
     return float(v.reshape(-1)[0])
+
+
+def _variable_operand(g: Graph, node: Node) -> Value | None:
+    """The non-constant operand of a binary node whose other operand is a constant."""
+    if len(node.inputs) != 2 or any(v is None for v in node.inputs):
+        return None
+    a, b = node.inputs
+    if g.is_constant(b) and not g.is_constant(a):
+        return a
+    if g.is_constant(a) and not g.is_constant(b):
+        return b
+    return None
 
 
 def _other(node: Node, x: Value) -> Value | None:
@@ -167,6 +182,8 @@ class FuseActivation(Pass):
     def run(self, model: Model) -> PassResult:
         g = model.graph
         stats: dict[str, int] = {}
+        if self.target == "optc":
+            infer_shapes(model)  # the channel-affine fusion needs x's shape
 
         def visit(node: Node) -> str | None:
             if not is_standard(node) or not node.outputs or node.outputs[0] is None:
@@ -175,6 +192,8 @@ class FuseActivation(Pass):
                 fused = self._fuse_residual(model, node)
                 if fused is not None:
                     return fused
+            if self.target == "optc" and node.op_type in ("Mul", "Add"):
+                return self._fuse_affine(model, node)
             act = match_activation(model, node.outputs[0])
             if act is not None and self._fuse(model, node, act):
                 return f"{node.op_type}+{act.kind}"  # a rewritten pattern can feed another one
@@ -261,6 +280,66 @@ class FuseActivation(Pass):
         drop_unused_constants(g, inputs)
         _ensure_opset(model, OPTC_DOMAIN)
         return "Conv+Add" + (f"+{act.kind}" if act is not None else "")
+
+    def _fuse_affine(self, model: Model, first: Node) -> str | None:
+        """Mul(x, s) [-> Add(., b)] or Add(x, b), s and b constants per channel of a 4-D x,
+        [-> activation] as a 1x1 depthwise FusedConv; None if no match (a lone Mul or Add
+        without an activation is left alone: nothing to save)."""
+        g = model.graph
+        x = _variable_operand(g, first)
+        shape = x.shape if x is not None else None
+        if shape is None or len(shape) != 4 or not isinstance(shape[1], int) or \
+                x.dtype != first.outputs[0].dtype:
+            return None
+        c = shape[1]
+        nodes, scale, shift, y = [first], None, None, first.outputs[0]
+        const = _other(first, x)
+        if first.op_type == "Mul":
+            scale = per_channel(g, const, c, 4)
+            nxt = sole_reader(g, y)
+            if nxt is not None and is_standard(nxt) and nxt.op_type == "Add" and \
+                    len(nxt.inputs) == 2 and _variable_operand(g, nxt) is y:
+                shift = per_channel(g, _other(nxt, y), c, 4)
+                if shift is not None:
+                    nodes.append(nxt)
+                    y = nxt.outputs[0]
+        else:
+            shift = per_channel(g, const, c, 4)
+        if (scale is None and shift is None) or y.shape is None or \
+                tuple(y.shape) != tuple(shape):
+            return None  # not per channel, or it broadcasts x to a larger shape
+        act = match_activation(model, y)
+        if act is None and len(nodes) == 1:
+            return None
+        result = act.output if act is not None else y
+        dtype = np.result_type(*(v.const_value.dtype for n in nodes for v in n.inputs
+                                 if v is not None and g.is_constant(v)))
+        w = np.ones(c, dtype) if scale is None else scale.astype(dtype)
+        inputs = [x, g.add_initializer(g.unique_name(f"{first.name or 'affine'}_scale"),
+                                       w.reshape(c, 1, 1, 1))]
+        if shift is not None:
+            inputs.append(g.add_initializer(g.unique_name(f"{first.name or 'affine'}_shift"),
+                                            shift.astype(dtype)))
+        attrs = {"group": c, "kernel_shape": [1, 1]}
+        if act is not None:
+            attrs["activation"] = act.kind
+            if act.params:
+                attrs["activation_params"] = [float(p) for p in act.params]
+        out = g.new_value(result.name + "_fused", result.type)
+        fused = Node("FusedConv", inputs, [out], domain=OPTC_DOMAIN,
+                     name=g.unique_name((first.name or "affine") + "_affine"), attributes=attrs)
+        g.insert_before(first, fused)
+        if not g.can_substitute(result, out):
+            g.remove(fused)
+            drop_unused_constants(g, inputs[1:])
+            return None
+        g.substitute(result, out)
+        doomed = nodes + (act.nodes if act is not None else [])
+        old = [v for n in doomed for v in n.inputs if v is not None]
+        g.remove_nodes(doomed)
+        drop_unused_constants(g, old)
+        _ensure_opset(model, OPTC_DOMAIN)
+        return "+".join(n.op_type for n in nodes) + (f"+{act.kind}" if act else "")
 
     def _replace(self, model: Model, act: Activation, out: Value, extra: list[Node]) -> None:
         g = model.graph

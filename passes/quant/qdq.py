@@ -3,7 +3,8 @@ pairs that onnxruntime turns into integer kernels).
 
 What it writes, for every Conv / Gemm / MatMul whose weight is a float constant:
 * the weight as int8 data with per-output-channel (or per-tensor) symmetric scales,
-  s_w[c] = max |W[c]| / 127, read through a DequantizeLinear (axis = the output-channel axis);
+  s_w[c] = max |W[c]| / 127 (63 with ``reduce-range``), read through a DequantizeLinear (axis =
+  the output-channel axis);
 * the bias (Conv B, a 1-D Gemm C) as int32 with scale s_x * s_w[c] and zero point 0;
 * a Q -> DQ pair on the layer's float input and on its output -- after the Relu / Clip that
   follows it, when one does, so that the activation is the saturating cast of the quantized
@@ -116,6 +117,9 @@ class Quantize(Pass):
         "help": "activation ranges symmetric about 0 (or [0, T] for non-negative tensors); "
                 "false: asymmetric [min, max] clipped to the threshold, any zero point"})
     per_channel: bool = field(default=True, metadata={"help": "per-channel weight scales"})
+    reduce_range: bool = field(default=False, metadata={
+        "help": "7-bit weights (|q| <= 63), as onnxruntime's reduce_range: its u8 x s8 kernels "
+                "on CPUs without VNNI (AVX2) saturate 16-bit pair sums of full-range weights"})
     probe: bool = field(default=True, metadata={
         "help": "time each layer in onnxruntime; keep float the layers int8 would slow down"})
     batch_size: int = field(default=16, metadata={"help": "calibration batch size"})
@@ -462,8 +466,12 @@ class Quantize(Pass):
         s_w = self._weight_scales(weight, axis)
         shape = [1] * weight.ndim
         shape[axis] = -1
-        wq = np.clip(np.round(weight / s_w.reshape(shape)), -127, 127).astype(np.int8)
+        top = self._weight_levels()
+        wq = np.clip(np.round(weight / s_w.reshape(shape)), -top, top).astype(np.int8)
         return axis, wq, s_w
+
+    def _weight_levels(self) -> int:
+        return 63 if self.reduce_range else 127
 
     def _weight_scales(self, weight: np.ndarray, axis: int) -> np.ndarray:
         if self.per_channel:
@@ -471,7 +479,7 @@ class Quantize(Pass):
             peak = np.abs(weight).max(axis=other)
         else:
             peak = np.array([np.abs(weight).max()])
-        return (np.where(peak > 0, peak, 1.0) / 127.0).astype(np.float32)
+        return (np.where(peak > 0, peak, 1.0) / float(self._weight_levels())).astype(np.float32)
 
     def _dequantized_constant(self, model: Model, layer: Node, base: str, q: np.ndarray,
                               scale: np.ndarray, axis: int, scale_value: Value | None = None

@@ -9,6 +9,8 @@
  *   max_pool2d(x, y, kh, kw, sh, sw, pad_t, pad_l, dil_h, dil_w)
  *       y[n, c, oh, ow] = max over the window's cells inside x (-inf if none), the output
  *       size (pads, ceil_mode) decided by the caller.
+ *   channel_affine(x, scale_or_None, bias_or_None, y, N, C, P, act, act_a, act_b)
+ *       y[n, c, p] = act(x[n, c, p] * scale[c] + bias[c]) for p < P (a 1x1 depthwise conv).
  *   avg_pool2d(x, y, kh, kw, sh, sw, pad_t, pad_l, dil_h, dil_w, ch0, ch1, cw0, cw1)
  *       y[n, c, oh, ow] = sum of the window's cells inside x / the number of its cells inside
  *       [ch0, ch1) x [cw0, cw1).
@@ -216,6 +218,67 @@ static PyObject *pool2d(PyObject *args, int avg) {
     Py_END_ALLOW_THREADS
     free(colcount);
     PyBuffer_Release(&xv); PyBuffer_Release(&yv);
+    Py_RETURN_NONE;
+}
+
+/* y[n, c, :] = act(x[n, c, :] * s[c] + b[c]) over planes of P values: a per-channel affine
+ * map (an unfolded BatchNormalization) and its activation in one pass. */
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void affine_planes(const float *restrict x, const float *restrict s,
+                          const float *restrict b, float *restrict y, Py_ssize_t planes,
+                          Py_ssize_t C, Py_ssize_t P, int act, float aa, float ab) {
+    for (Py_ssize_t p = 0; p < planes; p++) {
+        const float sc = s ? s[p % C] : 1.f, bc = b ? b[p % C] : 0.f;
+        const float *xp = x + p * P;
+        float *yp = y + p * P;
+        if (act == 0)
+            for (Py_ssize_t i = 0; i < P; i++) yp[i] = xp[i] * sc + bc;
+        else if (act == 1)
+            for (Py_ssize_t i = 0; i < P; i++) {
+                const float v = xp[i] * sc + bc;
+                yp[i] = v > 0.f ? v : 0.f;
+            }
+        else if (act == 2)
+            for (Py_ssize_t i = 0; i < P; i++) {
+                const float v = xp[i] * sc + bc;
+                yp[i] = v < aa ? aa : (v > ab ? ab : v);
+            }
+        else
+            for (Py_ssize_t i = 0; i < P; i++) yp[i] = activate(xp[i] * sc + bc, act, aa, ab);
+    }
+}
+
+static PyObject *channel_affine(PyObject *self, PyObject *args) {
+    PyObject *xo, *so, *bo, *yo;
+    Py_ssize_t N, C, P;
+    int act;
+    float aa, ab;
+    if (!PyArg_ParseTuple(args, "OOOOnnniff", &xo, &so, &bo, &yo, &N, &C, &P, &act, &aa, &ab))
+        return NULL;
+    if (N < 0 || C < 1 || P < 0) {
+        PyErr_SetString(PyExc_ValueError, "channel_affine: bad shape");
+        return NULL;
+    }
+    Py_buffer xv, sv, bv, yv;
+    const int has_s = so != Py_None, has_b = bo != Py_None;
+    if (get_floats(xo, &xv, N * C * P, 0, "x") < 0) return NULL;
+    if (has_s && get_floats(so, &sv, C, 0, "scale") < 0) { PyBuffer_Release(&xv); return NULL; }
+    if (has_b && get_floats(bo, &bv, C, 0, "bias") < 0) {
+        PyBuffer_Release(&xv); if (has_s) PyBuffer_Release(&sv); return NULL;
+    }
+    if (get_floats(yo, &yv, N * C * P, 1, "y") < 0) {
+        PyBuffer_Release(&xv); if (has_s) PyBuffer_Release(&sv); if (has_b) PyBuffer_Release(&bv);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    affine_planes(xv.buf, has_s ? sv.buf : NULL, has_b ? bv.buf : NULL, yv.buf, N * C, C, P,
+                  act, aa, ab);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&xv); PyBuffer_Release(&yv);
+    if (has_s) PyBuffer_Release(&sv);
+    if (has_b) PyBuffer_Release(&bv);
     Py_RETURN_NONE;
 }
 
@@ -696,6 +759,8 @@ static PyMethodDef methods[] = {
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "Depthwise 2-D convolution (float32)."},
     {"max_pool2d", max_pool2d, METH_VARARGS, "2-D max pooling (float32, no indices)."},
     {"avg_pool2d", avg_pool2d, METH_VARARGS, "2-D average pooling (float32)."},
+    {"channel_affine", channel_affine, METH_VARARGS,
+     "channel_affine(x, scale, bias, y, N, C, P, act, a, b): y = act(x * s[c] + b[c])."},
     {"winograd_input", winograd_input, METH_VARARGS, "Winograd input transform V = B^T d B."},
     {"winograd_output", winograd_output, METH_VARARGS,
      "Winograd output transform Y = A^T P A, bias, activation."},

@@ -93,13 +93,20 @@ def _f32(*arrays) -> bool:
 def depthwise_conv2d(x, w, b, strides, begin, end, dilations, out_shape,
                      activation=None, params=None) -> np.ndarray | None:
     """Depthwise (group == C, one filter per channel) 2-D conv in C, or None if the C kernel
-    does not apply (disabled, not float32, not 2-D)."""
+    does not apply (disabled, not float32, not 2-D). A 1x1 one (stride 1, no pads) is a
+    per-channel affine map: one vectorised pass (channel_affine)."""
     if not _enabled or x.ndim != 4 or not _f32(x, w, b) or w.shape[1] != 1 or \
             w.shape[0] != x.shape[1]:
         return None
     act = activation_args(activation, params)
     if act is None:
         return None
+    if w.shape[2:] == (1, 1) and tuple(strides) == (1, 1) and not any(begin + end):
+        y = np.empty(x.shape, np.float32)
+        _ckernels.channel_affine(np.ascontiguousarray(x), np.ascontiguousarray(w).reshape(-1),
+                                 None if b is None else np.ascontiguousarray(b).reshape(-1), y,
+                                 x.shape[0], x.shape[1], x.shape[2] * x.shape[3], *act)
+        return y
     y = np.empty((x.shape[0], x.shape[1], *out_shape), np.float32)
     _ckernels.depthwise_conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w),
                                None if b is None else np.ascontiguousarray(b), y,

@@ -248,3 +248,53 @@ def test_resnet_residuals_fuse_and_lower_with_winograd():
     assert any(n.op_type == "WinogradConv" and len(n.inputs) == 4 for n in m.graph.nodes)
     np.testing.assert_allclose(InferenceSession(serialize(m)).run(None, feeds)[0], ref,
                                rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+
+
+def _affine(chain, x_shape=(1, 3, 5, 5), y_shape=(1, 3, 5, 5)):
+    """x -> chain of per-channel Mul/Add by constants and activations -> y."""
+    nodes, inits, prev = [], [], "x"
+    for i, (op, const_shape) in enumerate(chain):
+        out = "y" if i == len(chain) - 1 else f"t{i}"
+        if const_shape is None:
+            nodes.append(helper.make_node(op, [prev], [out]))
+        else:
+            inits.append(numpy_helper.from_array(
+                RNG.standard_normal(const_shape).astype(np.float32), f"k{i}"))
+            nodes.append(helper.make_node(op, [prev, f"k{i}"], [out]))
+        prev = out
+    g = helper.make_graph(nodes, "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(y_shape))],
+                          inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("chain", [
+    [("Mul", (3, 1, 1)), ("Add", (3, 1, 1)), ("Relu", None)],  # BatchNormalization + ReLU
+    [("Mul", (1, 3, 1, 1)), ("Add", (3, 1, 1))],
+    [("Add", (3, 1, 1)), ("Sigmoid", None)],
+    [("Mul", ()), ("Relu", None)],
+])
+def test_target_optc_fuses_a_channel_affine_map_as_a_1x1_depthwise_conv(chain):
+    model = _affine(chain)
+    m = optc.load(model)
+    assert run_pass(FuseActivation(target="optc"), m)
+    [node] = m.graph.nodes
+    assert (node.op_type, node.attr("group"), node.attr("kernel_shape")) == \
+        ("FusedConv", 3, [1, 1])
+    _optc_matches_ort(model, m)
+    previous = native.use_native(False)  # the NumPy fallback agrees
+    try:
+        _optc_matches_ort(model, m)
+    finally:
+        native.use_native(previous)
+
+
+@pytest.mark.parametrize("chain,y_shape", [
+    ([("Mul", (3, 1, 1))], (1, 3, 5, 5)),  # a lone Mul: nothing to save
+    ([("Mul", (3, 5, 1)), ("Relu", None)], (1, 3, 5, 5)),  # not one number per channel
+    ([("Add", (2, 3, 1, 1)), ("Relu", None)], (2, 3, 5, 5)),  # broadcasts x to a batch of 2
+])
+def test_channel_affine_left_alone(chain, y_shape):
+    check_pass(FuseActivation(target="optc"), _affine(chain, y_shape=y_shape),
+               expect_modified=False)

@@ -180,10 +180,12 @@ def test_an_activation_the_cast_does_not_reproduce_is_kept(lo, hi, as_output):
 
 def test_mobilenet_int8_file_is_at_most_three_tenths_of_fp32():
     # what the pass adds is named compactly and the ReLU6s become the saturating cast: on
-    # this 1 MB model the graph is otherwise a tenth of the int8 file
+    # this 1 MB model the graph is otherwise a tenth of the int8 file. probe=false: which
+    # layers the latency probe keeps float depends on timings (0.295x alone; over 0.3x in one
+    # full-suite run on a loaded machine, the float weights within max-float-weights)
     src = MODELS / "mobilenetv2_mini.onnx"
     x = np.random.default_rng(0).standard_normal((32, 3, 64, 64)).astype(np.float32)
-    model, _ = optc.optimize(src, passes="default,quantize", calib={"input": x})
+    model, _ = optc.optimize(src, passes="default,quantize{probe=false}", calib={"input": x})
     data = serialize(model)
     assert len(data) <= 0.3 * src.stat().st_size
     assert "Clip" not in [n.op_type for n in model.graph.nodes]

@@ -34,9 +34,11 @@ def _mlp(transb: bool) -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("transb", [False, True])
-def test_dynamic_mlp(transb):
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_dynamic_mlp(transb, reduce_range):
     proto = _mlp(transb)
-    model, _ = optc.optimize(proto, passes="quantize{mode=dynamic}")
+    model, _ = optc.optimize(
+        proto, passes=f"quantize{{mode=dynamic reduce-range={str(reduce_range).lower()}}}")
     ops = [n.op_type for n in model.graph.nodes]
     assert ops.count("DynamicQuantizeLinear") == 2 and ops.count("MatMulInteger") == 2
     assert "MatMul" not in ops and "Gemm" not in ops
@@ -46,9 +48,13 @@ def test_dynamic_mlp(transb):
     ref = ort_session(proto.SerializeToString()).run(None, {"x": x})[0]
     ort = ort_session(data).run(None, {"x": x})[0]
     ours = InferenceSession(data).run(None, {"x": x})[0]
-    np.testing.assert_allclose(ours, ort, rtol=1e-5, atol=1e-5)
-    cos = float(ref.ravel() @ ort.ravel() / np.linalg.norm(ref) / np.linalg.norm(ort))
-    assert cos > 0.999
+    if reduce_range:
+        # with full-range weights onnxruntime's u8 x s8 MatMulInteger saturates 16-bit pair
+        # sums on CPUs without VNNI (AVX2); optc's integer sums are exact on every CPU
+        np.testing.assert_allclose(ours, ort, rtol=1e-5, atol=1e-5)
+    for out in (ours, ort):
+        cos = float(ref.ravel() @ out.ravel() / np.linalg.norm(ref) / np.linalg.norm(out))
+        assert cos > (0.999 if out is ours or reduce_range else 0.99)
     assert Quantize(mode="dynamic")(model).modified is False
 
 
