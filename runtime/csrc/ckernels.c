@@ -77,6 +77,59 @@ static int dims4(Py_buffer *v, Py_ssize_t *d, const char *name) {
     return 0;
 }
 
+/* act(v) over a row: ReLU and Clip as plain loops the compiler vectorises */
+static inline void activate_row(float *restrict row, Py_ssize_t n, int act, float aa, float ab) {
+    if (act == 1)
+        for (Py_ssize_t i = 0; i < n; i++) row[i] = row[i] > 0.f ? row[i] : 0.f;
+    else if (act == 2)
+        for (Py_ssize_t i = 0; i < n; i++) row[i] = row[i] < aa ? aa : (row[i] > ab ? ab : row[i]);
+    else if (act)
+        for (Py_ssize_t i = 0; i < n; i++) row[i] = activate(row[i], act, aa, ab);
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void depthwise_planes(const float *x, const float *w, const float *b, float *y,
+                             Py_ssize_t N, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                             Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t HO, Py_ssize_t WO, int sh,
+                             int sw, int pt, int pl, int dh, int dw, int act, float aa,
+                             float ab) {
+    for (Py_ssize_t n = 0; n < N; n++) {
+        for (Py_ssize_t c = 0; c < C; c++) {
+            const float *xc = x + (n * C + c) * H * W;
+            const float *wc = w + c * KH * KW;
+            float *yc = y + (n * C + c) * HO * WO;
+            const float bias = b ? b[c] : 0.f;
+            for (Py_ssize_t oh = 0; oh < HO; oh++) {
+                float *restrict row = yc + oh * WO;
+                for (Py_ssize_t ow = 0; ow < WO; ow++) row[ow] = bias;
+                for (Py_ssize_t i = 0; i < KH; i++) {
+                    const Py_ssize_t ih = oh * sh - pt + i * dh;
+                    if (ih < 0 || ih >= H) continue;
+                    const float *restrict xr = xc + ih * W;
+                    for (Py_ssize_t j = 0; j < KW; j++) {
+                        const float wij = wc[i * KW + j];
+                        const Py_ssize_t off = j * dw - pl;
+                        /* output columns whose input column off + ow*sw is inside [0, W) */
+                        Py_ssize_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+                        Py_ssize_t hi = (W - 1 - off) < 0 ? 0 : (W - 1 - off) / sw + 1;
+                        if (hi > WO) hi = WO;
+                        if (sw == 1) {
+                            const float *restrict xs = xr + off;
+                            for (Py_ssize_t ow = lo; ow < hi; ow++) row[ow] += wij * xs[ow];
+                        } else {
+                            for (Py_ssize_t ow = lo; ow < hi; ow++)
+                                row[ow] += wij * xr[off + ow * sw];
+                        }
+                    }
+                }
+                activate_row(row, WO, act, aa, ab);
+            }
+        }
+    }
+}
+
 static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     PyObject *xo, *wo, *bo, *yo;
     int sh, sw, pt, pl, dh, dw, act;
@@ -108,40 +161,7 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     const Py_ssize_t N = xd[0], C = xd[1], H = xd[2], W = xd[3], KH = wd[2], KW = wd[3];
     const Py_ssize_t HO = yd[2], WO = yd[3];
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t n = 0; n < N; n++) {
-        for (Py_ssize_t c = 0; c < C; c++) {
-            const float *xc = x + (n * C + c) * H * W;
-            const float *wc = w + c * KH * KW;
-            float *yc = y + (n * C + c) * HO * WO;
-            const float bias = b ? b[c] : 0.f;
-            for (Py_ssize_t oh = 0; oh < HO; oh++) {
-                float *row = yc + oh * WO;
-                for (Py_ssize_t ow = 0; ow < WO; ow++) row[ow] = bias;
-                for (Py_ssize_t i = 0; i < KH; i++) {
-                    const Py_ssize_t ih = oh * sh - pt + i * dh;
-                    if (ih < 0 || ih >= H) continue;
-                    const float *xr = xc + ih * W;
-                    for (Py_ssize_t j = 0; j < KW; j++) {
-                        const float wij = wc[i * KW + j];
-                        const Py_ssize_t off = j * dw - pl;
-                        /* output columns whose input column off + ow*sw is inside [0, W) */
-                        Py_ssize_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
-                        Py_ssize_t hi = (W - 1 - off) < 0 ? 0 : (W - 1 - off) / sw + 1;
-                        if (hi > WO) hi = WO;
-                        if (sw == 1) {
-                            const float *xs = xr + off;
-                            for (Py_ssize_t ow = lo; ow < hi; ow++) row[ow] += wij * xs[ow];
-                        } else {
-                            for (Py_ssize_t ow = lo; ow < hi; ow++)
-                                row[ow] += wij * xr[off + ow * sw];
-                        }
-                    }
-                }
-                if (act)
-                    for (Py_ssize_t ow = 0; ow < WO; ow++) row[ow] = activate(row[ow], act, aa, ab);
-            }
-        }
-    }
+    depthwise_planes(x, w, b, y, N, C, H, W, KH, KW, HO, WO, sh, sw, pt, pl, dh, dw, act, aa, ab);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&xv); PyBuffer_Release(&wv); if (has_b) PyBuffer_Release(&bv);
     PyBuffer_Release(&yv);
