@@ -51,6 +51,16 @@ ACTIVATIONS = {
 }
 
 
+def _optc_and_numpy_match_ort(original, fused_model):
+    """optc.runtime matches onnxruntime with its C kernels and with the NumPy fallback."""
+    _optc_matches_ort(original, fused_model)
+    previous = native.use_native(False)
+    try:
+        _optc_matches_ort(original, fused_model)
+    finally:
+        native.use_native(previous)
+
+
 def _optc_matches_ort(original, fused_model):
     s = ort_session(original.SerializeToString())
     feeds = random_feeds(s, seed=4)
@@ -203,12 +213,7 @@ def test_target_optc_fuses_a_residual_add_into_the_conv(after, z_first, add):
                          and v.producer().op_type == "Conv"]
     assert fused[0].attr("activation") == after
     assert "Add" not in op_types(m) and "Sum" not in op_types(m) and after not in op_types(m)
-    _optc_matches_ort(model, m)
-    previous = native.use_native(False)  # the NumPy fallback agrees
-    try:
-        _optc_matches_ort(model, m)
-    finally:
-        native.use_native(previous)
+    _optc_and_numpy_match_ort(model, m)
 
 
 def test_residual_with_a_broadcast_addend_keeps_add_semantics():
@@ -282,12 +287,7 @@ def test_target_optc_fuses_a_channel_affine_map_as_a_1x1_depthwise_conv(chain):
     [node] = m.graph.nodes
     assert (node.op_type, node.attr("group"), node.attr("kernel_shape")) == \
         ("FusedConv", 3, [1, 1])
-    _optc_matches_ort(model, m)
-    previous = native.use_native(False)  # the NumPy fallback agrees
-    try:
-        _optc_matches_ort(model, m)
-    finally:
-        native.use_native(previous)
+    _optc_and_numpy_match_ort(model, m)
 
 
 @pytest.mark.parametrize("chain,y_shape", [
