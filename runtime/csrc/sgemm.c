@@ -11,7 +11,9 @@
  *
  * The loop nest is GotoBLAS's (Goto & van de Geijn, "Anatomy of High-Performance Matrix
  * Multiplication", 2008): a KC x NC block of b is packed into strips of NR columns (zero
- * padded, so the micro-kernels need no masks), and a micro-kernel keeps a ROWS x NR block of
+ * padded, so the k loop needs no masks; where a strip ends inside a vector, the loads and
+ * stores of c are masked there alone -- AMD's masked AVX2 stores are microcoded, slow), and
+ * a micro-kernel keeps a ROWS x NR block of
  * c in registers while k runs: each k loads NR / LANES vectors of the strip and broadcasts
  * ROWS weights of the packed panel. AVX-512: 8 x 48 (24 zmm accumulators), and 24 x 16 for
  * narrow products (at most 16 columns); AVX2 + FMA: 4 x 24 (12 ymm; half a panel per call),
@@ -20,8 +22,9 @@
  *
  * The epilogue (bias, a residual input, ReLU or Clip) is applied to the registers before the
  * store of the last k pass; other activations run over the block right after it, in cache.
- * s_conv feeds the GEMM with im2col'd blocks of output pixels (1x1 stride-1 convs read the
- * image itself), so a conv is one pass over its output.
+ * s_conv feeds the GEMM with im2col'd blocks of output pixels, written straight into the
+ * packed strips (strided convs read through their input's phases; 1x1 unpadded convs read the
+ * image, or its phase (0, 0), itself), so a conv is one pass over its output.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -51,6 +54,7 @@ int s_simd_level(void) {
 
 void s_allow_simd(int level) { s_max = level < 0 ? 0 : level; }
 
+/* blocking (-D overrides them for tuning experiments) */
 /* k per pass: the weights of a micro-kernel's rows stay in L1 */
 #ifndef KC
 #define KC 256
@@ -66,8 +70,8 @@ void s_allow_simd(int level) { s_max = level < 0 ? 0 : level; }
 /* im2col'd floats per block of output pixels (s_conv) */
 #define COLS_FLOATS (64 * 1024)
 
-/* c = act(c + bias + res) over rows x cols of c (scalar: partial strips, activations the
- * micro-kernels do not apply); bias and res offset to the block by the caller. */
+/* c = act(c + bias + res) over rows x cols of c (scalar: the portable GEMM, and activations
+ * the micro-kernels do not apply); bias and res offset to the block by the caller. */
 static void epilogue_rows(float *c, size_t ldc, int rows, int cols, const float *bias,
                           const float *res, size_t ldres, int act, float a, float b) {
     for (int i = 0; i < rows; i++) {
