@@ -1,0 +1,108 @@
+"""Where a model's time goes in optc.runtime next to onnxruntime, grouped by layer shape: each
+optc kernel call is timed in the session, onnxruntime's own per-node times come from its
+profiler (enable_profiling), and both are summed per (input channels, input size) -> (output
+channels, output size), so that a layer optc lowered (Winograd, a fused residual) is compared
+with the one onnxruntime ran for it (NCHWc convs included). One thread each, batch 1, the two
+runs interleaved; medians over the rounds after the warm-up.
+
+    python benchmarks/layer_times.py [--model resnet50] [--passes TEXT] [--rounds 12] [--top 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+import optc
+from optc.runtime import InferenceSession
+
+from _models import model_files  # benchmarks/, run as a script
+
+WARMUP = 3
+
+
+def _key(in_shape, out_shape):
+    """(C, H) -> (C, H) of a 4-D (or NCHWc 5-D) layer; the shapes' tails otherwise."""
+    def norm(s):
+        s = list(s)
+        if len(s) == 5:  # onnxruntime's NCHWc blocks: (N, C / b, H, W, b)
+            s = [s[0], s[1] * s[4], s[2], s[3]]
+        return tuple(s[1:3])
+    return norm(in_shape), norm(out_shape)
+
+
+def _timed_optc(path: str) -> tuple[InferenceSession, dict]:
+    """A session whose kernels record (key, seconds) per call."""
+    session = InferenceSession(path, threads=1)
+    calls: dict[str, list] = defaultdict(list)
+    for step in session._steps:
+        fn = step.kernel.fn
+
+        def timed(*args, _fn=fn, _label=step.node_label, **kwargs):
+            start = time.perf_counter()
+            out = _fn(*args, **kwargs)
+            y = out[0] if isinstance(out, tuple) else out
+            calls[_label].append((_key(args[0].shape, y.shape), time.perf_counter() - start))
+            return out
+        step.kernel = type("Timed", (), {"fn": staticmethod(timed)})()
+    return session, calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet50", help="a light name or models/ stem")
+    parser.add_argument("--passes", default="default,fuse-act{target=optc},winograd")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        [path] = model_files(("resnet50", "vgg19", "densenet121", "inception_v1"),
+                             [args.model], d)
+        lowered, _ = optc.optimize(str(path), passes=args.passes)
+        optc.save(lowered, Path(d) / "lowered.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(d) / "ort")
+        ort_s = ort.InferenceSession(str(path), options)
+        optc_s, calls = _timed_optc(str(Path(d) / "lowered.onnx"))
+        inp = ort_s.get_inputs()[0]
+        x = np.random.default_rng(0).standard_normal(
+            [d_ if isinstance(d_, int) else 1 for d_ in inp.shape]).astype(np.float32)
+        for _ in range(args.rounds):
+            ort_s.run(None, {inp.name: x})
+            optc_s.run(None, {inp.name: x})
+        events = json.load(open(ort_s.end_profiling()))
+    ours: dict = defaultdict(float)
+    for per_call in calls.values():
+        key = per_call[0][0]
+        ours[key] += statistics.median(t for _, t in per_call[WARMUP:]) * 1e3
+    theirs_calls: dict = defaultdict(list)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            a = e["args"]
+            shapes = [list(s.values())[0] for s in (a["input_type_shape"][0],
+                                                    a["output_type_shape"][0])]
+            theirs_calls[(e["name"], _key(*shapes))].append(e["dur"] / 1e3)
+    theirs: dict = defaultdict(float)
+    for (_, key), durations in theirs_calls.items():
+        theirs[key] += statistics.median(durations[WARMUP:] or durations)
+    print(f"{args.model} ({args.passes}): optc {sum(ours.values()):.1f} ms, onnxruntime "
+          f"{sum(theirs.values()):.1f} ms (sums of per-layer medians)")
+    print(f"{'(C, H) in -> (C, H) out':32s} {'optc ms':>9s} {'ort ms':>9s} {'ratio':>7s}")
+    for key in sorted(set(ours) | set(theirs), key=lambda k: -ours.get(k, 0.0))[:args.top]:
+        o, t = ours.get(key, 0.0), theirs.get(key, 0.0)
+        ratio = f"{o / t:6.2f}x" if t > 0.005 else "      -"
+        print(f"{str(key[0]) + ' -> ' + str(key[1]):32s} {o:9.2f} {t:9.2f} {ratio}")
+
+
+if __name__ == "__main__":
+    main()
