@@ -264,6 +264,11 @@ static void gemm_simd(const kernels *kn, const float *ap, const float *b, size_t
         const s_epilogue *last = k0 + kc == K ? ep : NULL;
         int nc = bpre ? N : BLOCK_FLOATS / kc / nr * nr;
         if (nc < nr) nc = nr;
+        if (nc < N) { /* blocks of even width (a sliver of a last block would stream every
+                       * weight again for a few columns); 1.25x the budget for one block */
+            const int blocks = N <= nc + nc / 4 ? 1 : (N + nc - 1) / nc;
+            nc = ((N + blocks - 1) / blocks + nr - 1) / nr * nr;
+        }
         for (int n0 = 0; n0 < N; n0 += nc) {
             const int cols = N - n0 < nc ? N - n0 : nc;
             if (!bpre) pack_b(b + (size_t)k0 * ldb + n0, ldb, kc, cols, nr, kn->lanes, ws);
