@@ -169,9 +169,57 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
 }
 
 /* max_pool2d / avg_pool2d: one pass per output row, each window row and column of taps a
- * contiguous (or strided) run of the input row, as in depthwise_conv2d. avg: the window sum over
+ * contiguous (or strided) run of the input row, as in depthwise_conv2d
+ * (a contiguous one where the stride is 1, so that it vectorises). avg: the window sum over
  * the cells inside the input, divided by the cells inside [ch0, ch1) x [cw0, cw1) (the input,
  * or the input and its explicit pads for count_include_pad). */
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void pool_planes(const float *x, float *y, Py_ssize_t NC, Py_ssize_t H, Py_ssize_t W,
+                        Py_ssize_t HO, Py_ssize_t WO, int kh, int kw, int sh, int sw, int pt,
+                        int pl, int dh, int dw, int avg, int ch0, int ch1,
+                        const float *colcount) {
+    for (Py_ssize_t p = 0; p < NC; p++) {
+        const float *xc = x + p * H * W;
+        float *yc = y + p * HO * WO;
+        for (Py_ssize_t oh = 0; oh < HO; oh++) {
+            float *row = yc + oh * WO;
+            const float init = avg ? 0.f : -INFINITY;
+            for (Py_ssize_t ow = 0; ow < WO; ow++) row[ow] = init;
+            int rows = 0;
+            for (Py_ssize_t i = 0; i < kh; i++) {
+                const Py_ssize_t ih = oh * sh - pt + i * dh;
+                rows += ih >= ch0 && ih < ch1;
+                if (ih < 0 || ih >= H) continue;
+                const float *xr = xc + ih * W;
+                for (Py_ssize_t j = 0; j < kw; j++) {
+                    const Py_ssize_t off = j * dw - pl;
+                    Py_ssize_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
+                    Py_ssize_t hi = (W - 1 - off) < 0 ? 0 : (W - 1 - off) / sw + 1;
+                    if (hi > WO) hi = WO;
+                    if (avg && sw == 1)
+                        for (Py_ssize_t ow = lo; ow < hi; ow++) row[ow] += xr[off + ow];
+                    else if (avg)
+                        for (Py_ssize_t ow = lo; ow < hi; ow++) row[ow] += xr[off + ow * sw];
+                    else if (sw == 1) /* contiguous: vectorised loads */
+                        for (Py_ssize_t ow = lo; ow < hi; ow++) {
+                            const float v = xr[off + ow];
+                            row[ow] = v > row[ow] ? v : row[ow];
+                        }
+                    else
+                        for (Py_ssize_t ow = lo; ow < hi; ow++) {
+                            const float v = xr[off + ow * sw];
+                            row[ow] = v > row[ow] ? v : row[ow];
+                        }
+                }
+            }
+            if (avg)
+                for (Py_ssize_t ow = 0; ow < WO; ow++) row[ow] /= (float)rows * colcount[ow];
+        }
+    }
+}
+
 static PyObject *pool2d(PyObject *args, int avg) {
     PyObject *xo, *yo;
     int kh, kw, sh, sw, pt, pl, dh, dw, ch0 = 0, ch1 = 0, cw0 = 0, cw1 = 0;
@@ -204,37 +252,7 @@ static PyObject *pool2d(PyObject *args, int avg) {
         }
         colcount[ow] = (float)n;
     }
-    for (Py_ssize_t p = 0; p < NC; p++) {
-        const float *xc = x + p * H * W;
-        float *yc = y + p * HO * WO;
-        for (Py_ssize_t oh = 0; oh < HO; oh++) {
-            float *row = yc + oh * WO;
-            const float init = avg ? 0.f : -INFINITY;
-            for (Py_ssize_t ow = 0; ow < WO; ow++) row[ow] = init;
-            int rows = 0;
-            for (Py_ssize_t i = 0; i < kh; i++) {
-                const Py_ssize_t ih = oh * sh - pt + i * dh;
-                rows += ih >= ch0 && ih < ch1;
-                if (ih < 0 || ih >= H) continue;
-                const float *xr = xc + ih * W;
-                for (Py_ssize_t j = 0; j < kw; j++) {
-                    const Py_ssize_t off = j * dw - pl;
-                    Py_ssize_t lo = off >= 0 ? 0 : (-off + sw - 1) / sw;
-                    Py_ssize_t hi = (W - 1 - off) < 0 ? 0 : (W - 1 - off) / sw + 1;
-                    if (hi > WO) hi = WO;
-                    if (avg)
-                        for (Py_ssize_t ow = lo; ow < hi; ow++) row[ow] += xr[off + ow * sw];
-                    else
-                        for (Py_ssize_t ow = lo; ow < hi; ow++) {
-                            const float v = xr[off + ow * sw];
-                            row[ow] = v > row[ow] ? v : row[ow];
-                        }
-                }
-            }
-            if (avg)
-                for (Py_ssize_t ow = 0; ow < WO; ow++) row[ow] /= (float)rows * colcount[ow];
-        }
-    }
+    pool_planes(x, y, NC, H, W, HO, WO, kh, kw, sh, sw, pt, pl, dh, dw, avg, ch0, ch1, colcount);
     Py_END_ALLOW_THREADS
     free(colcount);
     PyBuffer_Release(&xv); PyBuffer_Release(&yv);
