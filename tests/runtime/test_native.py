@@ -69,11 +69,16 @@ def test_winograd_transforms_match_numpy(n, c, m, h, w, pads, tile, act, bias, s
     try:
         ref = winograd_conv(x, u, b, tile=tile, pads=pads, activation=act[0],
                             activation_params=act[1])
+        pre = winograd_conv(x, u, b, tile=tile, pads=pads)
     finally:
         native.use_native(previous)
     got = winograd_conv(x, u, b, tile=tile, pads=pads, activation=act[0],
                         activation_params=act[1])
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * max(np.abs(ref).max(), 1))
+    # both paths round in float32, their GEMMs summing in different orders: the difference
+    # scales with the sums before the activation (F(4x4)'s transforms amplify it), and no
+    # fused activation has a slope above 1.5 (HardSwish), so it carries through scaled by that
+    scale = (1.5 if act[0] else 1.0) * max(np.abs(pre).max(), 1)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * scale)
 
 
 def test_numpy_fallback_gives_the_same_model_outputs(numpy_only):
@@ -297,8 +302,11 @@ def test_float_conv_kernel_matches_numpy_at_every_simd_level(shape, seed):
     finally:
         native.use_native(previous)
     z = rng.standard_normal(ref.shape).astype(np.float32) if res else None
-    ref = apply_activation(act[0], act[1], ref + z if res else ref) if act[0] else \
-        (ref + z if res else ref)
+    pre = ref + z if res else ref
+    ref = apply_activation(act[0], act[1], pre.copy()) if act[0] else pre
+    # float32 sums in another order: the difference scales with the sums before the
+    # activation, whose slope is at most 1.5 (HardSwish)
+    atol = 1e-4 * (1.5 if act[0] else 1.0) * max(np.abs(pre).max(), 1)
     code, pa, pb = native.activation_args(*act)
     packed = native.pack_panels(wt.reshape(group, m // group, -1))
     top = native.ssimd()
@@ -310,15 +318,15 @@ def test_float_conv_kernel_matches_numpy_at_every_simd_level(shape, seed):
                 native._ckernels.sconv2d(x, packed, b, z, y, n, c, h, w, group, m // group, k,
                                          k, stride, stride, pads[0], pads[1], dil, dil,
                                          ref.shape[2], ref.shape[3], code, pa, pb, threads)
-                np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4 * max(
-                    np.abs(ref).max(), 1), err_msg=f"level {level}, {threads} threads")
+                np.testing.assert_allclose(y, ref, rtol=1e-4, atol=atol,
+                                           err_msg=f"level {level}, {threads} threads")
     finally:
         native.ssimd(top)
     if top >= 1:  # the kernel entry points take it
         got = fused_conv(x, wt, b, activation=act[0], activation_params=act[1], **attrs) \
             if act[0] else conv(x, wt, b, **attrs)
         if not res:
-            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * max(np.abs(ref).max(), 1))
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=atol)
 
 
 def test_float_conv_without_simd_runs_numpy():
