@@ -215,9 +215,7 @@ class FuseActivation(Pass):
                         "ConvTranspose": ("FusedConvTranspose", _CONV_T_ATTRS),
                         "Gemm": ("FusedGemm", _GEMM_ATTRS)}[layer_type]
             attrs = {k: layer.attr(k) for k in keep if k in layer.attributes}
-            attrs["activation"] = act.kind
-            if act.params:
-                attrs["activation_params"] = [float(p) for p in act.params]
+            attrs.update(_activation_attrs(act))
             out = g.new_value(layer.outputs[0].name + "_fused", act.output.type)
             fused = Node(op, list(layer.inputs), [out], domain=domain,
                          name=g.unique_name((layer.name or op) + "_" + act.kind.lower()),
@@ -257,28 +255,12 @@ class FuseActivation(Pass):
         if z is None or z is y:
             return None
         act = match_activation(model, add.outputs[0])
-        result = act.output if act is not None else add.outputs[0]
         attrs = {k: conv.attr(k) for k in _CONV_ATTRS if k in conv.attributes}
-        if act is not None:
-            attrs["activation"] = act.kind
-            if act.params:
-                attrs["activation_params"] = [float(p) for p in act.params]
-        out = g.new_value(result.name + "_fused", result.type)
         inputs = list(conv.inputs) + [None] * (3 - len(conv.inputs))
-        fused = Node("FusedConv", inputs[:3] + [z], [out], domain=OPTC_DOMAIN,
-                     name=g.unique_name((conv.name or "FusedConv") + "_add" +
-                                        (f"_{act.kind.lower()}" if act else "")),
-                     attributes=attrs)
-        g.insert_before(add, fused)
-        if not g.can_substitute(result, out):
-            g.remove(fused)
+        name = (conv.name or "FusedConv") + "_add" + (f"_{act.kind.lower()}" if act else "")
+        if not _put_fused_conv(model, inputs[:3] + [z], attrs, act, add.outputs[0], name,
+                               [conv, add], before=add):
             return None
-        g.substitute(result, out)
-        doomed = [conv, add] + (act.nodes if act is not None else [])
-        inputs = [v for n in doomed for v in n.inputs if v is not None]
-        g.remove_nodes(doomed)
-        drop_unused_constants(g, inputs)
-        _ensure_opset(model, OPTC_DOMAIN)
         return "Conv+Add" + (f"+{act.kind}" if act is not None else "")
 
     def _fuse_affine(self, model: Model, first: Node) -> str | None:
@@ -311,7 +293,6 @@ class FuseActivation(Pass):
         act = match_activation(model, y)
         if act is None and len(nodes) == 1:
             return None
-        result = act.output if act is not None else y
         dtype = np.result_type(*(v.const_value.dtype for n in nodes for v in n.inputs
                                  if v is not None and g.is_constant(v)))
         w = np.ones(c, dtype) if scale is None else scale.astype(dtype)
@@ -320,25 +301,10 @@ class FuseActivation(Pass):
         if shift is not None:
             inputs.append(g.add_initializer(g.unique_name(f"{first.name or 'affine'}_shift"),
                                             shift.astype(dtype)))
-        attrs = {"group": c, "kernel_shape": [1, 1]}
-        if act is not None:
-            attrs["activation"] = act.kind
-            if act.params:
-                attrs["activation_params"] = [float(p) for p in act.params]
-        out = g.new_value(result.name + "_fused", result.type)
-        fused = Node("FusedConv", inputs, [out], domain=OPTC_DOMAIN,
-                     name=g.unique_name((first.name or "affine") + "_affine"), attributes=attrs)
-        g.insert_before(first, fused)
-        if not g.can_substitute(result, out):
-            g.remove(fused)
+        if not _put_fused_conv(model, inputs, {"group": c, "kernel_shape": [1, 1]}, act, y,
+                               (first.name or "affine") + "_affine", nodes, before=first):
             drop_unused_constants(g, inputs[1:])
             return None
-        g.substitute(result, out)
-        doomed = nodes + (act.nodes if act is not None else [])
-        old = [v for n in doomed for v in n.inputs if v is not None]
-        g.remove_nodes(doomed)
-        drop_unused_constants(g, old)
-        _ensure_opset(model, OPTC_DOMAIN)
         return "+".join(n.op_type for n in nodes) + (f"+{act.kind}" if act else "")
 
     def _replace(self, model: Model, act: Activation, out: Value, extra: list[Node]) -> None:
@@ -348,6 +314,39 @@ class FuseActivation(Pass):
         inputs = [v for n in doomed for v in n.inputs if v is not None]
         g.remove_nodes(doomed)
         drop_unused_constants(g, inputs)
+
+
+def _activation_attrs(act: Activation | None) -> dict:
+    """The fused ops' ``activation`` / ``activation_params`` attributes for ``act``."""
+    if act is None:
+        return {}
+    attrs = {"activation": act.kind}
+    if act.params:
+        attrs["activation_params"] = [float(p) for p in act.params]
+    return attrs
+
+
+def _put_fused_conv(model: Model, inputs: list, attrs: dict, act: Activation | None,
+                    y: Value, name: str, replaced: list[Node], before: Node) -> bool:
+    """An ai.optc FusedConv of ``inputs`` standing, with ``act`` fused, for ``y`` (or act's
+    output) in place of the ``replaced`` nodes and act's own, inserted before ``before``;
+    False (nothing changed) when that value cannot be substituted."""
+    g = model.graph
+    result = act.output if act is not None else y
+    out = g.new_value(result.name + "_fused", result.type)
+    fused = Node("FusedConv", inputs, [out], domain=OPTC_DOMAIN, name=g.unique_name(name),
+                 attributes={**attrs, **_activation_attrs(act)})
+    g.insert_before(before, fused)
+    if not g.can_substitute(result, out):
+        g.remove(fused)
+        return False
+    g.substitute(result, out)
+    doomed = replaced + (act.nodes if act is not None else [])
+    old = [v for n in doomed for v in n.inputs if v is not None]
+    g.remove_nodes(doomed)
+    drop_unused_constants(g, old)
+    _ensure_opset(model, OPTC_DOMAIN)
+    return True
 
 
 def _ensure_opset(model: Model, domain: str) -> None:

@@ -271,20 +271,8 @@ static void affine_planes(const float *restrict x, const float *restrict s,
         const float sc = s ? s[p % C] : 1.f, bc = b ? b[p % C] : 0.f;
         const float *xp = x + p * P;
         float *yp = y + p * P;
-        if (act == 0)
-            for (Py_ssize_t i = 0; i < P; i++) yp[i] = xp[i] * sc + bc;
-        else if (act == 1)
-            for (Py_ssize_t i = 0; i < P; i++) {
-                const float v = xp[i] * sc + bc;
-                yp[i] = v > 0.f ? v : 0.f;
-            }
-        else if (act == 2)
-            for (Py_ssize_t i = 0; i < P; i++) {
-                const float v = xp[i] * sc + bc;
-                yp[i] = v < aa ? aa : (v > ab ? ab : v);
-            }
-        else
-            for (Py_ssize_t i = 0; i < P; i++) yp[i] = activate(xp[i] * sc + bc, act, aa, ab);
+        for (Py_ssize_t i = 0; i < P; i++) yp[i] = xp[i] * sc + bc;
+        activate_row(yp, P, act, aa, ab); /* the plane is still in cache */
     }
 }
 
