@@ -762,6 +762,12 @@ static PyObject *ssimd(PyObject *self, PyObject *args) {
     return PyLong_FromLong(s_simd_level());
 }
 
+static PyObject *sconv_mode(PyObject *self, PyObject *args) {
+    int mode = -1;
+    if (!PyArg_ParseTuple(args, "|i", &mode)) return NULL;
+    return PyLong_FromLong(s_conv_mode(mode));
+}
+
 static PyMethodDef methods[] = {
     {"sgemm_batch", sgemm_batch, METH_VARARGS,
      "sgemm_batch(packed_a, b, c, batch, M, N, K[, threads]): c[i] = a[i] @ b[i] (sgemm.c)."},
@@ -770,6 +776,8 @@ static PyMethodDef methods[] = {
      "act, a, b[, threads]): float32 conv, y = act(conv + b + res) (sgemm.c)."},
     {"ssimd", ssimd, METH_VARARGS,
      "ssimd([level]): cap the float32 GEMM (2 AVX-512F, 1 AVX2 + FMA, 0 portable C); returns the level in use."},
+    {"sconv_mode", sconv_mode, METH_VARARGS,
+     "sconv_mode([mode]): the float32 conv's path (0 per shape, 1 im2col, 2 tap mode); returns it."},
     {"qlinear_conv2d", qlinear_conv2d, METH_VARARGS,
      "int8 2-D convolution with fused fixed-point requantization (see qgemm.c)."},
     {"qlinear_depthwise2d", qlinear_depthwise2d, METH_VARARGS,

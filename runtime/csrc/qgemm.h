@@ -86,6 +86,9 @@ int s_gemm(const float *ap, const float *b, size_t ldb, float *c, size_t ldc, in
 int s_conv(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
            int dh, int dw, int OH, int OW, const float *wp, int M, const s_epilogue *ep,
            float *y, int threads);
+/* s_conv's path: 0 chosen per shape, 1 im2col + GEMM only, 2 tap mode (implicit im2col)
+ * wherever it can run; mode < 0 leaves it. Returns the mode in use. */
+int s_conv_mode(int mode);
 /* c[i] = a[i] @ b[i] for i < batch (b[i]: K x N, c[i]: M x N, contiguous; ap: batch packed
  * weights), the products shared among threads. */
 int s_gemm_batch(const float *ap, const float *b, float *c, int batch, int M, int N, int K,

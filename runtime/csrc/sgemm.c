@@ -63,6 +63,10 @@ void s_allow_simd(int level) { s_max = level < 0 ? 0 : level; }
 #ifndef BLOCK_FLOATS
 #define BLOCK_FLOATS (48 * 1024)
 #endif
+/* k per pass in tap mode: a strip's rows of b lie in as many places, partly used lines */
+#ifndef KC_TAPS
+#define KC_TAPS 128
+#endif
 /* rows per block of a (a multiple of every micro-kernel's rows) */
 #ifndef MC
 #define MC 144
@@ -116,6 +120,11 @@ typedef struct {
  * c (masked loads and stores). */
 typedef void (*tile_fn)(const float *pa, size_t pstride, const float *bp, float *c, size_t ldc,
                         int K, int rows, int cols, int load, const tile_epilogue *e);
+/* The same, reading row k of b at bp + boff[k] (whole vectors: NR columns readable there) --
+ * the implicit im2col of s_conv's tap mode. */
+typedef void (*taps_fn)(const float *pa, size_t pstride, const float *bp, const int *boff,
+                        float *c, size_t ldc, int K, int rows, int cols, int load,
+                        const tile_epilogue *e);
 
 #ifdef OPTC_X86
 /* masks of the first `left` lanes, and masked loads/stores, per vector width */
@@ -154,9 +163,15 @@ __attribute__((target("avx2,fma"))) static inline void m256_store(float *p, __m2
             M##_store(ptr, mask[v], x);              \
     } while (0)
 
-#define DEFINE_TILE(NAME, TARGET, P, M, VEC, MASK, LANES, ROWS, NV)                           \
+/* where a micro-kernel reads row k of b: a packed strip, or an offset table (tap mode) */
+#define BROW_PACKED(k, NV, LANES) (bp + (size_t)(k) * (NV) * (LANES))
+#define BROW_TAPS(k, NV, LANES) (bp + boff[k])
+#define PARAMS_PACKED const float *bp
+#define PARAMS_TAPS const float *bp, const int *boff
+
+#define DEFINE_TILE(NAME, TARGET, P, M, VEC, MASK, LANES, ROWS, NV, MODE)                     \
     __attribute__((target(TARGET))) static void NAME(const float *pa, size_t pstride,         \
-                                                     const float *bp, float *c, size_t ldc,   \
+                                                     PARAMS_##MODE, float *c, size_t ldc,     \
                                                      int K, int rows, int cols, int load,     \
                                                      const tile_epilogue *e) {                \
         VEC acc[ROWS][NV];                                                                    \
@@ -167,8 +182,8 @@ __attribute__((target("avx2,fma"))) static inline void m256_store(float *p, __m2
                                          : P##_setzero_ps();                                  \
         for (int k = 0; k < K; k++) {                                                         \
             VEC bv[NV];                                                                       \
-            UNROLL for (int v = 0; v < NV; v++) bv[v] = P##_loadu_ps(bp + (size_t)k * NV *    \
-                                                                     LANES + LANES * v);      \
+            const float *brow = BROW_##MODE(k, NV, LANES);                                    \
+            UNROLL for (int v = 0; v < NV; v++) bv[v] = P##_loadu_ps(brow + LANES * v);       \
             UNROLL for (int i = 0; i < ROWS; i++) {                                           \
                 const VEC wi = P##_set1_ps(pa[(i / SMR) * pstride + (size_t)k * SMR + i % SMR]); \
                 UNROLL for (int v = 0; v < NV; v++)                                           \
@@ -195,24 +210,30 @@ __attribute__((target("avx2,fma"))) static inline void m256_store(float *p, __m2
             STOREV(P, M, LANES, v, c + (size_t)i * ldc + LANES * v, acc[i][v]);               \
     }
 
-DEFINE_TILE(t512_8x48, "avx512f", _mm512, m512, __m512, __mmask16, 16, 8, 3)
-DEFINE_TILE(t512_8x32, "avx512f", _mm512, m512, __m512, __mmask16, 16, 8, 2)
-DEFINE_TILE(t512_8x16, "avx512f", _mm512, m512, __m512, __mmask16, 16, 8, 1)
-DEFINE_TILE(t512_24x16, "avx512f", _mm512, m512, __m512, __mmask16, 16, 24, 1)
-DEFINE_TILE(t256_4x24, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 4, 3)
-DEFINE_TILE(t256_4x16, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 4, 2)
-DEFINE_TILE(t256_4x8, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 4, 1)
-DEFINE_TILE(t256_8x8, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 8, 1)
+DEFINE_TILE(t512_8x48, "avx512f", _mm512, m512, __m512, __mmask16, 16, 8, 3, PACKED)
+DEFINE_TILE(t512_8x32, "avx512f", _mm512, m512, __m512, __mmask16, 16, 8, 2, PACKED)
+DEFINE_TILE(t512_8x16, "avx512f", _mm512, m512, __m512, __mmask16, 16, 8, 1, PACKED)
+DEFINE_TILE(t512_24x16, "avx512f", _mm512, m512, __m512, __mmask16, 16, 24, 1, PACKED)
+DEFINE_TILE(t512_8x48_taps, "avx512f", _mm512, m512, __m512, __mmask16, 16, 8, 3, TAPS)
+DEFINE_TILE(t256_4x24, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 4, 3, PACKED)
+DEFINE_TILE(t256_4x16, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 4, 2, PACKED)
+DEFINE_TILE(t256_4x8, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 4, 1, PACKED)
+DEFINE_TILE(t256_8x8, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 8, 1, PACKED)
+DEFINE_TILE(t256_4x24_taps, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 4, 3, TAPS)
 
 /* A SIMD level's micro-kernels: wide[nv] has `rows` rows and nv vectors of `lanes` columns;
- * narrow (narrow_rows rows, one vector) serves products of at most `lanes` columns. */
+ * narrow (narrow_rows rows, one vector) serves products of at most `lanes` columns; taps is
+ * wide[3] reading b through an offset table. */
 typedef struct {
     int lanes, rows, narrow_rows;
     tile_fn wide[4], narrow;
+    taps_fn taps;
 } kernels;
 
-static const kernels K512 = {16, 8, 24, {NULL, t512_8x16, t512_8x32, t512_8x48}, t512_24x16};
-static const kernels K256 = {8, 4, 8, {NULL, t256_4x8, t256_4x16, t256_4x24}, t256_8x8};
+static const kernels K512 = {16, 8, 24, {NULL, t512_8x16, t512_8x32, t512_8x48}, t512_24x16,
+                             t512_8x48_taps};
+static const kernels K256 = {8, 4, 8, {NULL, t256_4x8, t256_4x16, t256_4x24}, t256_8x8,
+                             t256_4x24_taps};
 
 /* bp: columns n0 .. n0 + cols of b's rows k0 .. k0 + kc as strips of nr columns (the last one
  * rounded up to whole vectors of `lanes`), zero padded; strip s starts at bp + s * kc * nr. */
@@ -231,12 +252,15 @@ static void pack_b(const float *b, size_t ldb, int kc, int cols, int nr, int lan
 
 /* One micro-kernel call at rows r0.. and columns n .. n + w of c, the epilogue in the last k
  * pass. */
-static void run_tile(tile_fn fn, const float *pa, size_t pstride, const float *bs, float *c,
-                     size_t ldc, int kc, int r0, int valid, int n, int w, int load,
-                     const s_epilogue *ep) {
+static void run_tile(tile_fn fn, taps_fn tf, const int *boff, const float *pa, size_t pstride,
+                     const float *bs, float *c, size_t ldc, int kc, int r0, int valid, int n,
+                     int w, int load, const s_epilogue *ep) {
     float *cs = c + (size_t)r0 * ldc + n;
     if (ep == NULL) {
-        fn(pa, pstride, bs, cs, ldc, kc, valid, w, load, NULL);
+        if (tf)
+            tf(pa, pstride, bs, boff, cs, ldc, kc, valid, w, load, NULL);
+        else
+            fn(pa, pstride, bs, cs, ldc, kc, valid, w, load, NULL);
         return;
     }
     tile_epilogue e = {ep->bias ? ep->bias + r0 : NULL,
@@ -247,7 +271,10 @@ static void run_tile(tile_fn fn, const float *pa, size_t pstride, const float *b
         e.lo = ep->act == 1 ? 0.f : ep->a;
         e.hi = ep->act == 1 ? INFINITY : ep->b;
     }
-    fn(pa, pstride, bs, cs, ldc, kc, valid, w, load, &e);
+    if (tf)
+        tf(pa, pstride, bs, boff, cs, ldc, kc, valid, w, load, &e);
+    else
+        fn(pa, pstride, bs, cs, ldc, kc, valid, w, load, &e);
     if (ep->act > 2) epilogue_rows(cs, ldc, valid, w, NULL, NULL, 0, ep->act, ep->a, ep->b);
 }
 
@@ -286,10 +313,50 @@ static void gemm_simd(const kernels *kn, const float *ap, const float *b, size_t
                         const int rows = big ? kn->narrow_rows : kn->rows;
                         const float *pa = ap + (size_t)(r0 / SMR) * pstride + (size_t)k0 * SMR +
                                           r0 % SMR;
-                        run_tile(big ? kn->narrow : kn->wide[nv], pa, pstride, bs, c, ldc, kc,
-                                 r0, m1 - r0 < rows ? m1 - r0 : rows, n0 + s0, w, load, last);
+                        run_tile(big ? kn->narrow : kn->wide[nv], NULL, NULL, pa, pstride, bs,
+                                 c, ldc, kc, r0, m1 - r0 < rows ? m1 - r0 : rows, n0 + s0, w,
+                                 load, last);
                         r0 += rows;
                     }
+                }
+            }
+        }
+    }
+}
+
+/* The product of the packed weights with the implicit matrix b[k, n] = xb[boff[k] + n]
+ * (n < N): s_conv's tap mode, no im2col. Whole strips read b where it lies; the last,
+ * partial one is copied into ws (zero padded) for the packed kernels. */
+static void gemm_taps(const kernels *kn, const float *ap, const float *xb, const int *boff,
+                      float *c, size_t ldc, int M, int N, int K, const s_epilogue *ep,
+                      float *ws) {
+    const size_t pstride = (size_t)K * SMR;
+    const int nr = 3 * kn->lanes;
+    for (int k0 = 0; k0 < K; k0 += KC_TAPS) {
+        const int kc = K - k0 < KC_TAPS ? K - k0 : KC_TAPS, load = k0 > 0;
+        const s_epilogue *last = k0 + kc == K ? ep : NULL;
+        for (int m0 = 0; m0 < M; m0 += MC) {
+            const int m1 = M - m0 < MC ? M : m0 + MC;
+            for (int s0 = 0; s0 < N; s0 += nr) {
+                const int w = N - s0 < nr ? N - s0 : nr;
+                const int nv = (w + kn->lanes - 1) / kn->lanes;
+                const float *bs = xb + s0;
+                if (w < nr) { /* the partial strip, packed */
+                    const int wp = nv * kn->lanes;
+                    for (int k = 0; k < kc; k++) {
+                        const float *src = xb + boff[k0 + k] + s0;
+                        float *dst = ws + (size_t)k * wp;
+                        for (int j = 0; j < w; j++) dst[j] = src[j];
+                        for (int j = w; j < wp; j++) dst[j] = 0.f;
+                    }
+                    bs = ws;
+                }
+                for (int r0 = m0; r0 < m1; r0 += kn->rows) {
+                    const float *pa =
+                        ap + (size_t)(r0 / SMR) * pstride + (size_t)k0 * SMR + r0 % SMR;
+                    run_tile(kn->wide[nv], w < nr ? NULL : kn->taps, boff + k0, pa, pstride,
+                             bs, c, ldc, kc, r0, m1 - r0 < kn->rows ? m1 - r0 : kn->rows, s0,
+                             w, load, last);
                 }
             }
         }
@@ -434,6 +501,77 @@ static void im2col_packed(const float *xs, int C, int Hs, int Ws, int kh, int kw
             }
 }
 
+/* Tap mode (implicit im2col, as in direct convolution): the input, padded and split into its
+ * phases, is xq[c][ph][pw][r][q] = x[c, r * sh + ph - pt, q * sw + pw - pl] (zero outside the
+ * image) for r < Hq, q < Wq, the planes (c, ph, pw) ps floats apart. Output pixel (oh, ow) is then column n = oh * Wq + ow of the
+ * matrix b[k, n] = xq[boff[k] + n], tap k = (c, i, j) at
+ *   boff[k] = ((c * sh + a % sh) * sw + b % sw) * ps + (a / sh) * Wq + b / sw
+ * (a = i * dh, b = j * dw), with Hq = OH + (kh - 1) * dh / sh and Wq = OW + (kw - 1) * dw / sw:
+ * every tap reads one contiguous stretch per output row, so the GEMM's micro-kernel loads b
+ * where it lies. Columns ow >= OW of each row (Wq - OW of them) are computed and dropped when
+ * the block is written out (compact). */
+static void pad_phases(const float *x, int C, int H, int W, int sh, int sw, int pt, int pl,
+                       int Hq, int Wq, size_t ps, float *xq) {
+    for (int c = 0; c < C; c++)
+        for (int ph = 0; ph < sh; ph++)
+            for (int pw = 0; pw < sw; pw++) {
+                float *dst = xq + (((size_t)c * sh + ph) * sw + pw) * ps;
+                for (int r = 0; r < Hq; r++, dst += Wq) {
+                    const int ih = r * sh + ph - pt;
+                    if (ih < 0 || ih >= H) {
+                        memset(dst, 0, sizeof(float) * (size_t)Wq);
+                        continue;
+                    }
+                    const float *src = x + ((size_t)c * H + ih) * W;
+                    for (int q = 0; q < Wq; q++) {
+                        const int iw = q * sw + pw - pl;
+                        dst[q] = iw >= 0 && iw < W ? src[iw] : 0.f;
+                    }
+                }
+            }
+}
+
+/* y's pixels among the columns q0 .. q0 + n of the tap-mode product t (M rows, stride ldt):
+ * y[m, oh * OW + ow] = act(t[m, oh * Wq + ow - q0] + bias[m] + res[m, oh * OW + ow]). */
+#ifdef OPTC_X86
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void compact(const float *t, size_t ldt, int M, int q0, int n, int Wq, int OW,
+                    float *y, size_t P, const s_epilogue *ep) {
+    for (int q = q0; q < q0 + n;) {
+        const int oh = q / Wq, ow = q % Wq;
+        if (ow >= OW) {
+            q = (oh + 1) * Wq;
+            continue;
+        }
+        const int len = OW - ow < q0 + n - q ? OW - ow : q0 + n - q;
+        const size_t p = (size_t)oh * OW + ow;
+        for (int m = 0; m < M; m++) {
+            const float *src = t + (size_t)m * ldt + (q - q0);
+            float *dst = y + (size_t)m * P + p;
+            if (ep == NULL) {
+                memcpy(dst, src, sizeof(float) * (size_t)len);
+                continue;
+            }
+            const float bm = ep->bias ? ep->bias[m] : 0.f;
+            const float *r = ep->res ? ep->res + (size_t)m * ep->ldres + p : NULL;
+            if (r)
+                for (int j = 0; j < len; j++) dst[j] = src[j] + bm + r[j];
+            else
+                for (int j = 0; j < len; j++) dst[j] = src[j] + bm;
+            if (ep->act == 1 || ep->act == 2) { /* clamp, keeping a NaN */
+                const float lo = ep->act == 1 ? 0.f : ep->a, hi = ep->act == 1 ? INFINITY : ep->b;
+                for (int j = 0; j < len; j++) {
+                    const float v = dst[j] < lo ? lo : dst[j];
+                    dst[j] = v > hi ? hi : v;
+                }
+            } else if (ep->act != 0)
+                for (int j = 0; j < len; j++) dst[j] = activate(dst[j], ep->act, ep->a, ep->b);
+        }
+        q += len;
+    }
+}
+
 typedef struct {
     const float *x; /* the image, or its phases (strided convs) */
     int C, Hs, Ws, kh, kw, sh, sw, pt, pl, dh, dw, OW, P, M, K, pc;
@@ -441,7 +579,39 @@ typedef struct {
     const float *wp;
     const s_epilogue *ep;
     float *y;
+    const int *boff; /* tap mode: the offsets (x is then xq), else NULL */
+    int Wq, N;       /* tap mode: the row stride of the product's columns, and their count */
 } conv_job;
+
+#ifdef OPTC_X86
+/* Share t of T in tap mode: blocks of pc of the product's N columns, t, t + T, ... */
+static int taps_share(void *p, int t, int T) {
+    const conv_job *j = p;
+    const int level = s_simd_level();
+    const kernels *kn = level >= 2 ? &K512 : &K256;
+    const int compacts = j->Wq != j->OW;
+    float *ws = malloc(sizeof(float) * (WS_FLOATS + (compacts ? (size_t)j->M * j->pc : 0)));
+    if (ws == NULL) return -1;
+    float *tmp = ws + WS_FLOATS;
+    for (int q0 = t * j->pc; q0 < j->N; q0 += T * j->pc) {
+        const int n = j->N - q0 < j->pc ? j->N - q0 : j->pc;
+        if (compacts) {
+            gemm_taps(kn, j->wp, j->x + q0, j->boff, tmp, (size_t)n, j->M, n, j->K, NULL, ws);
+            compact(tmp, (size_t)n, j->M, q0, n, j->Wq, j->OW, j->y, (size_t)j->P, j->ep);
+            continue;
+        }
+        s_epilogue ep; /* the columns are y's pixels */
+        if (j->ep) {
+            ep = *j->ep;
+            if (ep.res) ep.res += q0;
+        }
+        gemm_taps(kn, j->wp, j->x + q0, j->boff, j->y + q0, (size_t)j->P, j->M, n, j->K,
+                  j->ep ? &ep : NULL, ws);
+    }
+    free(ws);
+    return 0;
+}
+#endif
 
 /* Share t of T: blocks of pixels t, t + T, ... */
 static int conv_share(void *p, int t, int T) {
@@ -488,11 +658,91 @@ static int conv_share(void *p, int t, int T) {
     return 0;
 }
 
+/* 0: s_conv picks im2col or tap mode per shape; 1: im2col only; 2: tap mode wherever it can
+ * run (tests reach both paths with it). */
+static int conv_mode = 0;
+int s_conv_mode(int mode) {
+    if (mode >= 0 && mode <= 2) conv_mode = mode;
+    return conv_mode;
+}
+
+/* Tap mode needs one whole strip of columns. Chosen per shape, it runs kernels of more than
+ * one tap whose Wq - OW dropped columns per output row are at most a fifth of the row (all
+ * but small maps under big kernels): im2col's short copies cost as much as the product
+ * there with few filters (DenseNet's 128 -> 32 3x3 convs ran at about half the speed).
+ * 1x1 convs read their input as it is and pack it (pack_b), which measured faster than tap
+ * mode's copy into padded planes and its shorter passes. */
+static int use_taps(int taps, int OW, int Wq, int N, int lanes) {
+    if (conv_mode == 1 || N < 3 * lanes) return 0;
+    return conv_mode == 2 || (taps > 1 && 5 * (Wq - OW) <= Wq);
+}
+
+static int conv_threads(int threads, int blocks, double macs) {
+    int most = blocks;
+    const double work = macs / WORK_PER_THREAD;
+    if (work < most) most = work < 1 ? 1 : (int)work;
+    return threads < most ? threads : most;
+}
+
+#ifdef OPTC_X86
+/* s_conv in tap mode; 1 where it ran, 0 where the shape is left to im2col, -1 on no memory */
+static int conv_taps(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, int pt,
+                     int pl, int dh, int dw, int OH, int OW, const float *wp, int M,
+                     const s_epilogue *ep, float *y, int threads) {
+    const int level = s_simd_level();
+    if (level < 1) return 0;
+    const kernels *kn = level >= 2 ? &K512 : &K256;
+    const int Hq = OH + (kh - 1) * dh / sh, Wq = OW + (kw - 1) * dw / sw;
+    const int N = (OH - 1) * Wq + OW, K = C * kh * kw;
+    /* plane stride: an odd number of cache lines, so that the same stretch of many planes
+     * (one pass's taps) falls into every set of L1 rather than a few */
+    size_t ps = ((size_t)Hq * Wq + 15) / 16 * 16;
+    if (ps / 16 % 2 == 0) ps += 16;
+    const double floats = (double)C * sh * sw * ps;
+    if (floats >= 2147483647.0 || !use_taps(kh * kw, OW, Wq, N, kn->lanes)) return 0;
+    float *xq = malloc(sizeof(float) * (size_t)floats);
+    int *boff = malloc(sizeof(int) * (size_t)K);
+    if (xq == NULL || boff == NULL) {
+        free(xq);
+        free(boff);
+        return -1;
+    }
+    pad_phases(x, C, H, W, sh, sw, pt, pl, Hq, Wq, ps, xq);
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < kh; i++)
+            for (int jj = 0; jj < kw; jj++) {
+                const int a = i * dh, b = jj * dw;
+                const size_t plane = ((size_t)c * sh + a % sh) * sw + b % sw;
+                boff[(c * kh + i) * kw + jj] = (int)(plane * ps + (size_t)(a / sh) * Wq + b / sw);
+            }
+    /* columns per block: a pass's taps over them stay in L2, and so does the block of the
+     * product that compact() reads back */
+    const int nr = 3 * kn->lanes;
+    int pc = COLS_FLOATS / (K < KC_TAPS ? K : KC_TAPS) / nr * nr;
+    if (Wq != OW && pc > COLS_FLOATS / M / nr * nr) pc = COLS_FLOATS / M / nr * nr;
+    if (pc < 2 * nr) pc = 2 * nr;
+    if (pc * 2 > N) pc = (N + nr - 1) / nr * nr; /* one block rather than a sliver of a second */
+    conv_job job = {xq, C, Hq, Wq, kh, kw, sh, sw, pt, pl, dh, dw, OW, OH * OW, M, K,
+                    pc, 0, wp, ep, y, boff, Wq, N};
+    const int blocks = (N + pc - 1) / pc;
+    const int status = optc_parallel(taps_share, &job,
+                                     conv_threads(threads, blocks, (double)M * K * N));
+    free(xq);
+    free(boff);
+    return status < 0 ? -1 : 1;
+}
+#endif
+
 int s_conv(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
            int dh, int dw, int OH, int OW, const float *wp, int M, const s_epilogue *ep,
            float *y, int threads) {
     const int P = OH * OW, K = C * kh * kw;
     if (P <= 0) return 0;
+#ifdef OPTC_X86
+    const int tapped = conv_taps(x, C, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, wp, M, ep,
+                                 y, threads);
+    if (tapped != 0) return tapped < 0 ? -1 : 0;
+#endif
     const int Hs = (H + sh - 1) / sh, Ws = (W + sw - 1) / sw;
     float *phases = NULL;
     if (sh > 1 || sw > 1) {
@@ -506,12 +756,10 @@ int s_conv(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, 
     if (pc < 48) pc = 48;
     if (pc * 2 > P) pc = P; /* one block rather than a sliver of a second */
     conv_job job = {phases ? phases : x, C, Hs, Ws, kh, kw, sh, sw, pt, pl, dh, dw, OW, P, M, K,
-                    pc, direct ? (size_t)sh * sw * Hs * Ws : 0, wp, ep, y};
+                    pc, direct ? (size_t)sh * sw * Hs * Ws : 0, wp, ep, y, NULL, 0, 0};
     const int blocks = (P + pc - 1) / pc;
-    int most = blocks;
-    const double work = (double)M * K * P / WORK_PER_THREAD;
-    if (work < most) most = work < 1 ? 1 : (int)work;
-    const int status = optc_parallel(conv_share, &job, threads < most ? threads : most);
+    const int status = optc_parallel(conv_share, &job,
+                                     conv_threads(threads, blocks, (double)M * K * P));
     free(phases);
     return status;
 }

@@ -147,6 +147,15 @@ def ssimd(level: int | None = None) -> int:
     return _ckernels.ssimd() if level is None else _ckernels.ssimd(int(level))
 
 
+def sconv_mode(mode: int | None = None) -> int:
+    """The float32 conv's path: 0 chosen per shape, 1 im2col + GEMM only, 2 tap mode (the
+    padded input read in place through an offset table) wherever it can run; ``mode`` sets it
+    (tests reach both paths). -1: no extension."""
+    if not AVAILABLE:
+        return -1
+    return _ckernels.sconv_mode() if mode is None else _ckernels.sconv_mode(int(mode))
+
+
 def batched_matmul(a: np.ndarray, b: np.ndarray, packed: np.ndarray | None = None
                    ) -> np.ndarray:
     """a (batch, M, K) @ b (batch, K, N) in float32: by sgemm.c on ``packed`` (a's panels,

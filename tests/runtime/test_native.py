@@ -288,8 +288,9 @@ def _fconv_shapes(draw):
 @settings(max_examples=80, deadline=None)
 @given(shape=_fconv_shapes(), seed=st.integers(0, 2 ** 16))
 def test_float_conv_kernel_matches_numpy_at_every_simd_level(shape, seed):
-    # im2col'd blocks (strided convs through their phases, 1x1 ones read directly) through the
-    # packed GEMM, the bias, residual input and activation fused into its store
+    # both paths of the C conv -- im2col'd blocks (strided convs through their phases, 1x1 ones
+    # read directly) through the packed GEMM, and tap mode (the padded phases read in place
+    # through an offset table) -- the bias, residual input and activation fused into the store
     n, c, m, group, h, w, k, stride, dil, pads, bias, res, act = shape
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
@@ -309,19 +310,22 @@ def test_float_conv_kernel_matches_numpy_at_every_simd_level(shape, seed):
     atol = 1e-4 * (1.5 if act[0] else 1.0) * max(np.abs(pre).max(), 1)
     code, pa, pb = native.activation_args(*act)
     packed = native.pack_panels(wt.reshape(group, m // group, -1))
-    top = native.ssimd()
+    top, mode = native.ssimd(), native.sconv_mode()
     try:
-        for level in range(top, -1, -1):
+        for level, path in [(lv, p) for lv in range(top, 0, -1) for p in (1, 2)] + [(0, 0)]:
             native.ssimd(level)
+            native.sconv_mode(path)
             for threads in (1, 3):
                 y = np.full(ref.shape, np.nan, np.float32)
                 native._ckernels.sconv2d(x, packed, b, z, y, n, c, h, w, group, m // group, k,
                                          k, stride, stride, pads[0], pads[1], dil, dil,
                                          ref.shape[2], ref.shape[3], code, pa, pb, threads)
-                np.testing.assert_allclose(y, ref, rtol=1e-4, atol=atol,
-                                           err_msg=f"level {level}, {threads} threads")
+                np.testing.assert_allclose(
+                    y, ref, rtol=1e-4, atol=atol,
+                    err_msg=f"level {level}, path {path}, {threads} threads")
     finally:
         native.ssimd(top)
+        native.sconv_mode(mode)
     if top >= 1:  # the kernel entry points take it
         got = fused_conv(x, wt, b, activation=act[0], activation_params=act[1], **attrs) \
             if act[0] else conv(x, wt, b, **attrs)
