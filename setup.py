@@ -3,7 +3,8 @@
 The extension is optional: where no C compiler is present the build prints a warning and
 optc.runtime runs its NumPy kernels instead (optc.runtime.kernels.native says which).
 -fno-wrapv undoes the -fwrapv that Python's own flags add: with wrapping signed ints GCC
-cannot vectorise loops that index with `i + offset`, and the kernels never rely on wrapping."""
+cannot vectorise loops that index with `i + offset`, and the kernels never rely on wrapping.
+-fno-math-errno lets sqrtf vectorise (LRN); the kernels never read errno."""
 
 from setuptools import Extension, setup
 
@@ -11,5 +12,5 @@ setup(ext_modules=[Extension(
     "optc.runtime._ckernels", ["runtime/csrc/ckernels.c", "runtime/csrc/qgemm.c",
                                 "runtime/csrc/sgemm.c"],
     depends=["runtime/csrc/qgemm.h"],
-    extra_compile_args=["-O3", "-std=c99", "-fno-wrapv", "-pthread"],
+    extra_compile_args=["-O3", "-std=c99", "-fno-wrapv", "-fno-math-errno", "-pthread"],
     extra_link_args=["-pthread"], libraries=["m"], optional=True)])

@@ -308,6 +308,67 @@ static PyObject *channel_affine(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* LRN across channels: y[n, c, p] = x[n, c, p] / (bias + alpha / size * s[n, c, p])^beta,
+ * s the sum of x^2 over channels c - lo .. c + hi (inside [0, C)), in float32 as onnxruntime.
+ * beta = 0.75 (AlexNet, GoogLeNet) as q = sqrt(t), x / (q * sqrt(q)) and 0.5 as x / sqrt(t):
+ * correctly rounded operations that vectorise (setup.py: -fno-math-errno), where powf would
+ * not. */
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void lrn_planes(const float *x, float *y, Py_ssize_t N, Py_ssize_t C, Py_ssize_t P,
+                       int lo, int hi, float scale, float beta, float bias, float *t) {
+    for (Py_ssize_t n = 0; n < N; n++)
+        for (Py_ssize_t c = 0; c < C; c++) {
+            const float *xc = x + (n * C + c) * P;
+            float *yc = y + (n * C + c) * P;
+            const Py_ssize_t c0 = c - lo < 0 ? 0 : c - lo, c1 = c + hi >= C ? C - 1 : c + hi;
+            for (Py_ssize_t p = 0; p < P; p++) t[p] = 0.f;
+            for (Py_ssize_t k = c0; k <= c1; k++) {
+                const float *xk = x + (n * C + k) * P;
+                for (Py_ssize_t p = 0; p < P; p++) t[p] += xk[p] * xk[p];
+            }
+            if (beta == 0.75f)
+                for (Py_ssize_t p = 0; p < P; p++) {
+                    const float q = sqrtf(bias + scale * t[p]);
+                    yc[p] = xc[p] / (q * sqrtf(q));
+                }
+            else if (beta == 0.5f)
+                for (Py_ssize_t p = 0; p < P; p++) yc[p] = xc[p] / sqrtf(bias + scale * t[p]);
+            else
+                for (Py_ssize_t p = 0; p < P; p++)
+                    yc[p] = xc[p] / powf(bias + scale * t[p], beta);
+        }
+}
+
+static PyObject *lrn(PyObject *self, PyObject *args) {
+    PyObject *xo, *yo;
+    Py_ssize_t N, C, P;
+    int size;
+    float alpha, beta, bias;
+    if (!PyArg_ParseTuple(args, "OOnnnifff", &xo, &yo, &N, &C, &P, &size, &alpha, &beta, &bias))
+        return NULL;
+    if (N < 0 || C < 1 || P < 0 || size < 1) {
+        PyErr_SetString(PyExc_ValueError, "lrn: bad shape or size");
+        return NULL;
+    }
+    Py_buffer xv, yv;
+    if (get_floats(xo, &xv, N * C * P, 0, "x") < 0) return NULL;
+    if (get_floats(yo, &yv, N * C * P, 1, "y") < 0) { PyBuffer_Release(&xv); return NULL; }
+    float *t = malloc(sizeof(float) * (P > 0 ? P : 1));
+    if (t == NULL) {
+        PyBuffer_Release(&xv); PyBuffer_Release(&yv);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    lrn_planes(xv.buf, yv.buf, N, C, P, (size - 1) / 2, size / 2, alpha / (float)size, beta,
+               bias, t);
+    Py_END_ALLOW_THREADS
+    free(t);
+    PyBuffer_Release(&xv); PyBuffer_Release(&yv);
+    Py_RETURN_NONE;
+}
+
 static PyObject *max_pool2d(PyObject *self, PyObject *args) { return pool2d(args, 0); }
 
 static PyObject *avg_pool2d(PyObject *self, PyObject *args) { return pool2d(args, 1); }
@@ -791,6 +852,8 @@ static PyMethodDef methods[] = {
     {"qsimd", qsimd, METH_VARARGS,
      "qsimd([level]): cap the int8 GEMM (2 VNNI, 1 AVX2, 0 portable C); returns the level in use."},
     {"depthwise_conv2d", depthwise_conv2d, METH_VARARGS, "Depthwise 2-D convolution (float32)."},
+    {"lrn", lrn, METH_VARARGS,
+     "lrn(x, y, N, C, P, size, alpha, beta, bias): LRN across channels (float32)."},
     {"max_pool2d", max_pool2d, METH_VARARGS, "2-D max pooling (float32, no indices)."},
     {"avg_pool2d", avg_pool2d, METH_VARARGS, "2-D average pooling (float32)."},
     {"channel_affine", channel_affine, METH_VARARGS,

@@ -198,6 +198,18 @@ def conv2d(x, w, b, strides, begin, dilations, group, out_shape, activation=None
     return y
 
 
+def lrn(x, size, alpha, beta, bias) -> np.ndarray | None:
+    """LRN across channels in C (float32, any rank >= 3); None if the C kernel does not
+    apply."""
+    if not _enabled or x.ndim < 3 or x.dtype != np.float32 or size < 1:
+        return None
+    y = np.empty(x.shape, np.float32)
+    n, c = x.shape[:2]
+    _ckernels.lrn(np.ascontiguousarray(x), y, n, c, int(np.prod(x.shape[2:])), int(size),
+                  float(alpha), float(beta), float(bias))
+    return y
+
+
 def avg_pool2d(x, k, strides, begin, dilations, out_shape, count_rows, count_cols
                ) -> np.ndarray | None:
     """2-D average pooling in C, dividing by the window's cells inside ``count_rows`` x

@@ -153,6 +153,42 @@ def test_average_pool_matches_numpy(n, c, h, w, kh, kw, stride, dil, pads, ceil,
     np.testing.assert_allclose(average_pool(x, **attrs), ref, rtol=1e-6, atol=1e-6)
 
 
+@settings(max_examples=60, deadline=None)
+@given(shape=st.lists(st.integers(1, 9), min_size=3, max_size=5), size=st.integers(1, 7),
+       alpha=st.floats(1e-5, 1.0), beta=st.sampled_from([0.75, 0.5, 0.3, 1.0]),
+       bias=st.floats(0.5, 3.0), seed=st.integers(0, 2 ** 16))
+def test_lrn_matches_numpy_and_onnxruntime(shape, size, alpha, beta, bias, seed):
+    # the C kernel (float32 window sums; sqrt for beta 0.75 and 0.5, powf otherwise) against
+    # the float64 NumPy kernel and (odd sizes, 4-D) onnxruntime's LRN
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from optc.runtime.kernels.nn import lrn
+
+    x = (np.random.default_rng(seed).standard_normal(shape) * 4).astype(np.float32)
+    attrs = dict(size=size, alpha=alpha, beta=beta, bias=bias)
+    previous = native.use_native(False)
+    try:
+        ref = lrn(x, **attrs)
+    finally:
+        native.use_native(previous)
+    got = lrn(x, **attrs)
+    assert native.lrn(x, **attrs) is not None  # the C kernel ran
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-7)
+    if size % 2 == 0 or len(shape) != 4:
+        return  # onnxruntime's LRN takes odd sizes and 4-D inputs only
+    graph = helper.make_graph(
+        [helper.make_node("LRN", ["x"], ["y"], **attrs)], "lrn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    [want] = ort.InferenceSession(model.SerializeToString(), options,
+                                  providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+
+
 def _qconv_case(draw_shape, seed):
     """Random QLinearConv inputs: 8-bit x and y of either signedness, int8 weights (zero
     point 0, as optc's quantize writes them), int32 bias, per-channel scales."""
