@@ -168,66 +168,110 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* max_pool2d / avg_pool2d, separably and over whole planes, so that every loop is long and
+/* dst[k] = the sum (avg) or max of src[k + t * step] over taps t < taps, for k < n: one pass
+ * (two or three taps at a time), inlined into pool_planes' clones */
+#define POOL_OP(avg, a, b) ((avg) ? (a) + (b) : ((b) > (a) ? (b) : (a)))
+static inline __attribute__((always_inline)) void pool_reduce(float *dst, const float *src,
+                                                             Py_ssize_t n, int taps,
+                                                             Py_ssize_t step, int avg) {
+    const float *s1 = src + step, *s2 = src + 2 * step;
+    int t = 1;
+    if (taps == 1) {
+        memcpy(dst, src, sizeof(float) * (size_t)n);
+    } else if (taps == 2 || taps == 4) {
+        if (avg)
+            for (Py_ssize_t k = 0; k < n; k++) dst[k] = src[k] + s1[k];
+        else
+            for (Py_ssize_t k = 0; k < n; k++) dst[k] = POOL_OP(0, src[k], s1[k]);
+        t = 2;
+    } else {
+        if (avg)
+            for (Py_ssize_t k = 0; k < n; k++) dst[k] = src[k] + s1[k] + s2[k];
+        else
+            for (Py_ssize_t k = 0; k < n; k++) {
+                const float m = POOL_OP(0, src[k], s1[k]);
+                dst[k] = POOL_OP(0, m, s2[k]);
+            }
+        t = 3;
+    }
+    for (; t + 1 < taps; t += 2) { /* the rest, two more at a time */
+        const float *a = src + t * step, *b = a + step;
+        if (avg)
+            for (Py_ssize_t k = 0; k < n; k++) dst[k] += a[k] + b[k];
+        else
+            for (Py_ssize_t k = 0; k < n; k++) {
+                const float m = POOL_OP(0, dst[k], a[k]);
+                dst[k] = POOL_OP(0, m, b[k]);
+            }
+    }
+    if (t < taps) {
+        const float *a = src + t * step;
+        if (avg)
+            for (Py_ssize_t k = 0; k < n; k++) dst[k] += a[k];
+        else
+            for (Py_ssize_t k = 0; k < n; k++) dst[k] = POOL_OP(0, dst[k], a[k]);
+    }
+}
+
+/* max_pool2d / avg_pool2d, separably over bands of whole rows, so that every loop is long and
  * contiguous however small the map (Inception's 13x13 and 6x6 pools ran 5-10x slower than
- * onnxruntime's when each output row looped over each tap): per plane,
- *   P  the input padded with the identity (-inf, or 0 for a sum) to Hp x Wp, all the rows and
- *      columns any window reads;
- *   V  the window rows' reduction at every row r < R = (HO - 1) * sh + 1 of P (flat, row
- *      stride Wp: one loop of R * Wp per kernel row);
- *   T  the window columns' reduction of V, flat likewise (one loop per kernel column);
- *   y  T's rows oh * sh, columns ow * sw (avg: divided by the window's cells inside
+ * onnxruntime's when each output row looped over each tap): per band of output rows
+ * [o0, o1) of a plane,
+ *   P  the input rows the band reads, padded with the identity (-inf, or 0 for a sum) to
+ *      Wp columns: every column any window reads;
+ *   V  the window rows' reduction at each of the band's R = (o1 - o0 - 1) * sh + 1 rows of
+ *      P (flat, row stride Wp: one pass);
+ *   T  the window columns' reduction of V, flat likewise (one pass);
+ *   y  T's rows (oh - o0) * sh, columns ow * sw (avg: divided by the window's cells inside
  *      [ch0, ch1) x [cw0, cw1): the input, or the input and its explicit pads for
  *      count_include_pad -- rows[oh] * colcount[ow]).
+ * A band holds `band` output rows, so that P, V and T stay in L1 (each at most POOL_BAND
+ * floats, bs apart in ws, unless one row is wider).
  * Strided pools compute V and T at every row and column between the ones they keep: up to
- * sh * sw times the outputs' work, still far less than the per-row loops' overhead. ws holds
- * P, V and T: Hp * Wp + 2 * R * Wp floats. */
+ * sh * sw times the outputs' work, still far less than short loops' overhead. */
+#define POOL_BAND 2048
 #if defined(__GNUC__) && defined(__x86_64__)
 __attribute__((target_clones("avx2", "default")))
 #endif
 static void pool_planes(const float *x, float *y, Py_ssize_t NC, Py_ssize_t H, Py_ssize_t W,
                         Py_ssize_t HO, Py_ssize_t WO, int kh, int kw, int sh, int sw, int pt,
                         int pl, int dh, int dw, int avg, const float *rows,
-                        const float *colcount, Py_ssize_t Hp, Py_ssize_t Wp, float *ws) {
+                        const float *colcount, Py_ssize_t Wp, Py_ssize_t band, Py_ssize_t bs,
+                        float *ws) {
     const float id = avg ? 0.f : -INFINITY;
-    const Py_ssize_t R = (HO - 1) * sh + 1, RW = R * Wp, TW = RW - (Py_ssize_t)(kw - 1) * dw;
-    float *P = ws, *V = ws + Hp * Wp, *T = V + RW;
-    for (Py_ssize_t i = 0; i < Hp * Wp; i++) P[i] = id; /* the padding stays the identity */
+    const Py_ssize_t c0 = pl < 0 ? -pl : 0, c1 = W < Wp - pl ? W : Wp - pl;
     for (Py_ssize_t p = 0; p < NC; p++) {
         const float *xc = x + p * H * W;
         float *yc = y + p * HO * WO;
-        for (Py_ssize_t r = 0; r < H; r++) { /* rows pt .., columns pl .. of P */
-            const Py_ssize_t pr = r + pt;
-            if (pr < 0 || pr >= Hp) continue;
-            const Py_ssize_t c0 = pl < 0 ? -pl : 0, c1 = W < Wp - pl ? W : Wp - pl;
-            for (Py_ssize_t c = c0; c < c1; c++) P[pr * Wp + c + pl] = xc[r * W + c];
-        }
-        for (Py_ssize_t k = 0; k < RW; k++) V[k] = P[k];
-        for (int i = 1; i < kh; i++) {
-            const float *Pi = P + (Py_ssize_t)i * dh * Wp;
-            if (avg)
-                for (Py_ssize_t k = 0; k < RW; k++) V[k] += Pi[k];
-            else
-                for (Py_ssize_t k = 0; k < RW; k++) V[k] = Pi[k] > V[k] ? Pi[k] : V[k];
-        }
-        for (Py_ssize_t k = 0; k < TW; k++) T[k] = V[k];
-        for (int j = 1; j < kw; j++) {
-            const float *Vj = V + (Py_ssize_t)j * dw;
-            if (avg)
-                for (Py_ssize_t k = 0; k < TW; k++) T[k] += Vj[k];
-            else
-                for (Py_ssize_t k = 0; k < TW; k++) T[k] = Vj[k] > T[k] ? Vj[k] : T[k];
-        }
-        for (Py_ssize_t oh = 0; oh < HO; oh++) {
-            const float *t = T + oh * sh * Wp;
-            float *row = yc + oh * WO;
-            if (avg)
-                for (Py_ssize_t ow = 0; ow < WO; ow++)
-                    row[ow] = t[ow * sw] / (rows[oh] * colcount[ow]);
-            else if (sw == 1)
-                memcpy(row, t, sizeof(float) * (size_t)WO);
-            else
-                for (Py_ssize_t ow = 0; ow < WO; ow++) row[ow] = t[ow * sw];
+        for (Py_ssize_t o0 = 0; o0 < HO; o0 += band) {
+            const Py_ssize_t o1 = o0 + band < HO ? o0 + band : HO;
+            const Py_ssize_t R = (o1 - o0 - 1) * sh + 1, Rp = R + (Py_ssize_t)(kh - 1) * dh;
+            const Py_ssize_t RW = R * Wp, TW = RW - (Py_ssize_t)(kw - 1) * dw;
+            float *P = ws, *V = ws + bs, *T = V + bs;
+            for (Py_ssize_t r = 0; r < Rp; r++) { /* P's row r: input row o0 * sh - pt + r */
+                const Py_ssize_t ih = o0 * sh - pt + r;
+                float *pr = P + r * Wp;
+                if (ih < 0 || ih >= H || c1 <= c0) {
+                    for (Py_ssize_t c = 0; c < Wp; c++) pr[c] = id;
+                    continue;
+                }
+                for (Py_ssize_t c = 0; c < c0 + pl; c++) pr[c] = id;
+                memcpy(pr + c0 + pl, xc + ih * W + c0, sizeof(float) * (size_t)(c1 - c0));
+                for (Py_ssize_t c = c1 + pl; c < Wp; c++) pr[c] = id;
+            }
+            pool_reduce(V, P, RW, kh, (Py_ssize_t)dh * Wp, avg);
+            pool_reduce(T, V, TW, kw, dw, avg);
+            for (Py_ssize_t oh = o0; oh < o1; oh++) {
+                const float *t = T + (oh - o0) * sh * Wp;
+                float *row = yc + oh * WO;
+                if (avg)
+                    for (Py_ssize_t ow = 0; ow < WO; ow++)
+                        row[ow] = t[ow * sw] / (rows[oh] * colcount[ow]);
+                else if (sw == 1)
+                    memcpy(row, t, sizeof(float) * (size_t)WO);
+                else
+                    for (Py_ssize_t ow = 0; ow < WO; ow++) row[ow] = t[ow * sw];
+            }
         }
     }
 }
@@ -254,13 +298,15 @@ static PyObject *pool2d(PyObject *args, int avg) {
         PyBuffer_Release(&xv); PyBuffer_Release(&yv);
         Py_RETURN_NONE;
     }
-    /* P's extent: every row and column a window reads (ceil mode's last windows may reach
-     * past the explicit end padding) */
-    const Py_ssize_t R = (HO - 1) * sh + 1;
-    const Py_ssize_t Hp = R + (Py_ssize_t)(kh - 1) * dh;
+    /* P's width: every column a window reads (ceil mode's last windows may reach past the
+     * explicit end padding); output rows per band: P's rows fit POOL_BAND floats */
     const Py_ssize_t Wp = (WO - 1) * sw + (Py_ssize_t)(kw - 1) * dw + 1;
+    Py_ssize_t band = (POOL_BAND / Wp - (Py_ssize_t)(kh - 1) * dh - 1) / sh + 1;
+    if (band < 1) band = 1;
+    const Py_ssize_t R = (band - 1) * sh + 1, floats = (R + (Py_ssize_t)(kh - 1) * dh) * Wp;
+    const Py_ssize_t bs = floats > POOL_BAND ? floats : POOL_BAND;
     float *colcount = malloc(sizeof(float) * (size_t)(WO + HO));
-    float *ws = malloc(sizeof(float) * (size_t)(Hp * Wp + 2 * R * Wp));
+    float *ws = malloc(sizeof(float) * (size_t)(3 * bs));
     if (colcount == NULL || ws == NULL) {
         free(colcount); free(ws);
         PyBuffer_Release(&xv); PyBuffer_Release(&yv);
@@ -285,7 +331,7 @@ static PyObject *pool2d(PyObject *args, int avg) {
         rowcount[oh] = (float)n;
     }
     pool_planes(x, y, NC, H, W, HO, WO, kh, kw, sh, sw, pt, pl, dh, dw, avg, rowcount, colcount,
-                Hp, Wp, ws);
+                Wp, band, bs, ws);
     Py_END_ALLOW_THREADS
     free(ws);
     free(colcount);

@@ -189,6 +189,28 @@ def test_lrn_matches_numpy_and_onnxruntime(shape, size, alpha, beta, bias, seed)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape, k, stride, dil, pads, ceil", [
+    ((1, 3, 37, 700), 3, 2, 1, [1, 0, 1, 1], 1),  # bands of a few rows
+    ((2, 2, 9, 3000), 3, 1, 2, [2, 1, 0, 2], 0),  # one row wider than a band
+    ((1, 2, 50, 260), 2, 2, 1, [0, 0, 0, 0], 1),
+])
+def test_wide_pools_match_numpy_across_bands(shape, k, stride, dil, pads, ceil):
+    # the C pools work through bands of whole rows sized to L1: maps wide enough for several
+    # bands, and for a single row over the budget
+    from optc.runtime.kernels.pool import average_pool, max_pool
+
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    attrs = dict(kernel_shape=[k, k], strides=[stride, stride], dilations=[dil, dil],
+                 pads=pads, ceil_mode=ceil)
+    previous = native.use_native(False)
+    try:
+        ref_max, ref_avg = max_pool(x, **attrs), average_pool(x, **attrs)
+    finally:
+        native.use_native(previous)
+    np.testing.assert_array_equal(max_pool(x, **attrs), ref_max)
+    np.testing.assert_allclose(average_pool(x, **attrs), ref_avg, rtol=1e-6, atol=1e-6)
+
+
 def _qconv_case(draw_shape, seed):
     """Random QLinearConv inputs: 8-bit x and y of either signedness, int8 weights (zero
     point 0, as optc's quantize writes them), int32 bias, per-channel scales."""
