@@ -286,8 +286,10 @@ static void gemm_simd(const kernels *kn, const float *ap, const float *b, size_t
                       int accumulate, const s_epilogue *ep, float *ws) {
     const size_t pstride = (size_t)K * SMR;
     const int narrow = N <= kn->lanes, nr = narrow ? kn->lanes : 3 * kn->lanes;
-    for (int k0 = 0; k0 < K; k0 += KC) {
-        const int kc = K - k0 < KC ? K - k0 : KC, load = accumulate || k0 > 0;
+    /* passes of even depth: a shallow last pass would load and store c for a few k */
+    const int kstep = (K + (K + KC - 1) / KC - 1) / ((K + KC - 1) / KC);
+    for (int k0 = 0; k0 < K; k0 += kstep) {
+        const int kc = K - k0 < kstep ? K - k0 : kstep, load = accumulate || k0 > 0;
         const s_epilogue *last = k0 + kc == K ? ep : NULL;
         int nc = bpre ? N : BLOCK_FLOATS / kc / nr * nr;
         if (nc < nr) nc = nr;
@@ -332,8 +334,9 @@ static void gemm_taps(const kernels *kn, const float *ap, const float *xb, const
                       float *ws) {
     const size_t pstride = (size_t)K * SMR;
     const int nr = 3 * kn->lanes;
-    for (int k0 = 0; k0 < K; k0 += KC_TAPS) {
-        const int kc = K - k0 < KC_TAPS ? K - k0 : KC_TAPS, load = k0 > 0;
+    const int kstep = (K + (K + KC_TAPS - 1) / KC_TAPS - 1) / ((K + KC_TAPS - 1) / KC_TAPS);
+    for (int k0 = 0; k0 < K; k0 += kstep) {
+        const int kc = K - k0 < kstep ? K - k0 : kstep, load = k0 > 0;
         const s_epilogue *last = k0 + kc == K ? ep : NULL;
         for (int m0 = 0; m0 < M; m0 += MC) {
             const int m1 = M - m0 < MC ? M : m0 + MC;
@@ -751,8 +754,11 @@ int s_conv(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, 
         split_phases(x, C, H, W, sh, sw, Hs, Ws, phases);
     }
     const int direct = kh == 1 && kw == 1 && pt == 0 && pl == 0 && OH == Hs && OW == Ws;
-    /* pixels per block: its im2col columns (K x pc) stay in L2 */
+    /* pixels per block: its im2col columns (K x pc) stay in L2; a 1x1 conv reading its input
+     * directly has none, and the GEMM blocks it: one block per thread (smaller blocks
+     * stream all the weights again for each) */
     int pc = (int)(COLS_FLOATS / (K > 0 ? K : 1)) / 48 * 48;
+    if (direct) pc = threads > 1 ? ((P + threads - 1) / threads + 47) / 48 * 48 : P;
     if (pc < 48) pc = 48;
     if (pc * 2 > P) pc = P; /* one block rather than a sliver of a second */
     conv_job job = {phases ? phases : x, C, Hs, Ws, kh, kw, sh, sw, pt, pl, dh, dw, OW, P, M, K,
