@@ -301,25 +301,29 @@ static void gemm_simd(const kernels *kn, const float *ap, const float *b, size_t
         for (int n0 = 0; n0 < N; n0 += nc) {
             const int cols = N - n0 < nc ? N - n0 : nc;
             if (!bpre) pack_b(b + (size_t)k0 * ldb + n0, ldb, kc, cols, nr, kn->lanes, ws);
-            /* rows in blocks whose weights stay in L2; within one, every row passes over a
-             * strip of b while it is in L1 */
+            /* rows in blocks whose weights stay in L2; within one, each micro-kernel's rows
+             * pass over every strip of the packed block (in L2). Rows outside, strips inside:
+             * each row of c (and of the residual) is then written (read) front to back, a
+             * handful of streams the prefetcher follows; strips outside walked every tile
+             * down all the rows, a stream per row (1x1 convs in ResNet-50 1.4-2.1x slower
+             * than onnxruntime in the network, against 1.3-1.6x now) */
             for (int m0 = 0; m0 < M; m0 += MC) {
                 const int m1 = M - m0 < MC ? M : m0 + MC;
-                for (int s0 = 0; s0 < cols; s0 += nr) {
-                    const int w = cols - s0 < nr ? cols - s0 : nr;
-                    const int nv = (w + kn->lanes - 1) / kn->lanes;
-                    const float *bs = bpre ? bpre + (size_t)s0 * K + (size_t)k0 * nv * kn->lanes
-                                           : ws + (size_t)s0 * kc;
-                    for (int r0 = m0; r0 < m1;) {
-                        const int big = narrow && m1 - r0 > 2 * SMR; /* 3 whole panels left */
-                        const int rows = big ? kn->narrow_rows : kn->rows;
-                        const float *pa = ap + (size_t)(r0 / SMR) * pstride + (size_t)k0 * SMR +
-                                          r0 % SMR;
-                        run_tile(big ? kn->narrow : kn->wide[nv], NULL, NULL, pa, pstride, bs,
-                                 c, ldc, kc, r0, m1 - r0 < rows ? m1 - r0 : rows, n0 + s0, w,
-                                 load, last);
-                        r0 += rows;
+                for (int r0 = m0; r0 < m1;) {
+                    const int big = narrow && m1 - r0 > 2 * SMR; /* 3 whole panels left */
+                    const int rows = big ? kn->narrow_rows : kn->rows;
+                    const float *pa =
+                        ap + (size_t)(r0 / SMR) * pstride + (size_t)k0 * SMR + r0 % SMR;
+                    for (int s0 = 0; s0 < cols; s0 += nr) {
+                        const int w = cols - s0 < nr ? cols - s0 : nr;
+                        const int nv = (w + kn->lanes - 1) / kn->lanes;
+                        const float *bs = bpre ? bpre + (size_t)s0 * K + (size_t)k0 * nv * kn->lanes
+                                               : ws + (size_t)s0 * kc;
+                        run_tile(big ? kn->narrow : kn->wide[nv], NULL, NULL, pa, pstride, bs, c,
+                                 ldc, kc, r0, m1 - r0 < rows ? m1 - r0 : rows, n0 + s0, w, load,
+                                 last);
                     }
+                    r0 += rows;
                 }
             }
         }
@@ -506,7 +510,8 @@ static void im2col_packed(const float *xs, int C, int Hs, int Ws, int kh, int kw
 
 /* Tap mode (implicit im2col, as in direct convolution): the input, padded and split into its
  * phases, is xq[c][ph][pw][r][q] = x[c, r * sh + ph - pt, q * sw + pw - pl] (zero outside the
- * image) for r < Hq, q < Wq, the planes (c, ph, pw) ps floats apart. Output pixel (oh, ow) is then column n = oh * Wq + ow of the
+ * image) for r < Hq, q < Wq, the planes (c, ph, pw) ps floats apart. Output pixel (oh, ow) is
+ * then column n = oh * Wq + ow of the
  * matrix b[k, n] = xq[boff[k] + n], tap k = (c, i, j) at
  *   boff[k] = ((c * sh + a % sh) * sw + b % sw) * ps + (a / sh) * Wq + b / sw
  * (a = i * dh, b = j * dw), with Hq = OH + (kh - 1) * dh / sh and Wq = OW + (kw - 1) * dw / sw:
