@@ -752,13 +752,22 @@ int s_conv(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, 
     if (tapped != 0) return tapped < 0 ? -1 : 0;
 #endif
     const int Hs = (H + sh - 1) / sh, Ws = (W + sw - 1) / sw;
-    float *phases = NULL;
-    if (sh > 1 || sw > 1) {
-        phases = malloc(sizeof(float) * (size_t)C * sh * sw * Hs * Ws);
-        if (phases == NULL) return -1;
-        split_phases(x, C, H, W, sh, sw, Hs, Ws, phases);
-    }
     const int direct = kh == 1 && kw == 1 && pt == 0 && pl == 0 && OH == Hs && OW == Ws;
+    float *phases = NULL;
+    if (sh > 1 || sw > 1) { /* a direct (1x1) conv reads phase (0, 0) only: it alone is taken */
+        const int ph = direct ? 1 : sh, pw = direct ? 1 : sw;
+        phases = malloc(sizeof(float) * (size_t)C * ph * pw * Hs * Ws);
+        if (phases == NULL) return -1;
+        if (direct)
+            for (int c = 0; c < C; c++)
+                for (int r = 0; r < Hs; r++) {
+                    const float *src = x + ((size_t)c * H + (size_t)r * sh) * W;
+                    float *dst = phases + ((size_t)c * Hs + r) * Ws;
+                    for (int q = 0; q < Ws; q++) dst[q] = src[(size_t)q * sw];
+                }
+        else
+            split_phases(x, C, H, W, sh, sw, Hs, Ws, phases);
+    }
     /* pixels per block: its im2col columns (K x pc) stay in L2; a 1x1 conv reading its input
      * directly has none, and the GEMM blocks it: one block per thread (smaller blocks
      * stream all the weights again for each) */
@@ -767,7 +776,7 @@ int s_conv(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, 
     if (pc < 48) pc = 48;
     if (pc * 2 > P) pc = P; /* one block rather than a sliver of a second */
     conv_job job = {phases ? phases : x, C, Hs, Ws, kh, kw, sh, sw, pt, pl, dh, dw, OW, P, M, K,
-                    pc, direct ? (size_t)sh * sw * Hs * Ws : 0, wp, ep, y, NULL, 0, 0};
+                    pc, direct ? (size_t)Hs * Ws : 0, wp, ep, y, NULL, 0, 0};
     const int blocks = (P + pc - 1) / pc;
     const int status = optc_parallel(conv_share, &job,
                                      conv_threads(threads, blocks, (double)M * K * P));

@@ -391,6 +391,36 @@ def test_float_conv_kernel_matches_numpy_at_every_simd_level(shape, seed):
             np.testing.assert_allclose(got, ref, rtol=1e-4, atol=atol)
 
 
+@pytest.mark.parametrize("shape", [(1, 5, 7, 9, 2, 2), (2, 3, 11, 6, 3, 2), (1, 40, 8, 8, 2, 1)])
+def test_float_strided_1x1_conv_matches_numpy(shape):
+    # an unpadded strided 1x1 conv reads only its input's phase (0, 0): the one case the
+    # hypothesis shapes above rarely draw
+    n, c, h, w, stride, res = shape
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((24, c, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    attrs = dict(strides=[stride, stride])
+    previous = native.use_native(False)
+    try:
+        ref = conv(x, wt, b, **attrs)
+    finally:
+        native.use_native(previous)
+    z = rng.standard_normal(ref.shape).astype(np.float32) if res else None
+    ref = np.maximum(ref + z, 0) if res else np.maximum(ref, 0)
+    packed = native.pack_panels(wt.reshape(1, 24, c))
+    mode = native.sconv_mode()
+    try:
+        for path in (1, 2):
+            native.sconv_mode(path)
+            y = np.full(ref.shape, np.nan, np.float32)
+            native._ckernels.sconv2d(x, packed, b, z, y, n, c, h, w, 1, 24, 1, 1, stride, stride,
+                                     0, 0, 1, 1, ref.shape[2], ref.shape[3], 1, 0.0, 0.0, 1)
+            np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5, err_msg=f"path {path}")
+    finally:
+        native.sconv_mode(mode)
+
+
 def test_float_conv_without_simd_runs_numpy():
     # the portable C GEMM is slower than NumPy's BLAS: without AVX2 + FMA convs stay in NumPy
     x, w = np.ones((1, 4, 5, 5), np.float32), np.ones((6, 4, 3, 3), np.float32)
