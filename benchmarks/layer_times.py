@@ -6,6 +6,9 @@ with the one onnxruntime ran for it (NCHWc convs included). One thread each, bat
 runs interleaved; medians over the rounds after the warm-up.
 
     python benchmarks/layer_times.py [--model resnet50] [--passes TEXT] [--rounds 12] [--top 30]
+                                     [--by-op]
+
+--by-op groups by operator instead (optc's lowered and fused ops under their own names).
 """
 
 from __future__ import annotations
@@ -39,18 +42,23 @@ def _key(in_shape, out_shape):
     return norm(in_shape), norm(out_shape)
 
 
-def _timed_optc(path: str) -> tuple[InferenceSession, dict]:
-    """A session whose kernels record (key, seconds) per call."""
+def _timed_optc(path: str, by_op: bool) -> tuple[InferenceSession, dict]:
+    """A session whose kernels record (key, seconds) per call (key: the layer shape, or the
+    op type with by_op)."""
     session = InferenceSession(path, threads=1)
     calls: dict[str, list] = defaultdict(list)
     for step in session._steps:
         fn = step.kernel.fn
 
-        def timed(*args, _fn=fn, _label=step.node_label, **kwargs):
+        # the label ends "(OpType)", for ai.optc ops too (step.op_type is the standard ops')
+        op = step.node_label.rsplit("(", 1)[-1].rstrip(")")
+
+        def timed(*args, _fn=fn, _label=step.node_label, _op=op, **kwargs):
             start = time.perf_counter()
             out = _fn(*args, **kwargs)
             y = out[0] if isinstance(out, tuple) else out
-            calls[_label].append((_key(args[0].shape, y.shape), time.perf_counter() - start))
+            key = _op if by_op else _key(args[0].shape, y.shape)
+            calls[_label].append((key, time.perf_counter() - start))
             return out
         step.kernel = type("Timed", (), {"fn": staticmethod(timed)})()
     return session, calls
@@ -62,6 +70,7 @@ def main() -> None:
     parser.add_argument("--passes", default="default,fuse-act{target=optc},winograd")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--by-op", action="store_true", help="group by operator type")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as d:
         [path] = model_files(("resnet50", "vgg19", "densenet121", "inception_v1"),
@@ -73,7 +82,7 @@ def main() -> None:
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(d) / "ort")
         ort_s = ort.InferenceSession(str(path), options)
-        optc_s, calls = _timed_optc(str(Path(d) / "lowered.onnx"))
+        optc_s, calls = _timed_optc(str(Path(d) / "lowered.onnx"), args.by_op)
         inp = ort_s.get_inputs()[0]
         x = np.random.default_rng(0).standard_normal(
             [d_ if isinstance(d_, int) else 1 for d_ in inp.shape]).astype(np.float32)
@@ -91,17 +100,20 @@ def main() -> None:
             a = e["args"]
             shapes = [list(s.values())[0] for s in (a["input_type_shape"][0],
                                                     a["output_type_shape"][0])]
-            theirs_calls[(e["name"], _key(*shapes))].append(e["dur"] / 1e3)
+            key = a["op_name"] if args.by_op else _key(*shapes)
+            theirs_calls[(e["name"], key)].append(e["dur"] / 1e3)
     theirs: dict = defaultdict(float)
     for (_, key), durations in theirs_calls.items():
         theirs[key] += statistics.median(durations[WARMUP:] or durations)
     print(f"{args.model} ({args.passes}): optc {sum(ours.values()):.1f} ms, onnxruntime "
           f"{sum(theirs.values()):.1f} ms (sums of per-layer medians)")
-    print(f"{'(C, H) in -> (C, H) out':32s} {'optc ms':>9s} {'ort ms':>9s} {'ratio':>7s}")
+    head = "op" if args.by_op else "(C, H) in -> (C, H) out"
+    print(f"{head:32s} {'optc ms':>9s} {'ort ms':>9s} {'ratio':>7s}")
     for key in sorted(set(ours) | set(theirs), key=lambda k: -ours.get(k, 0.0))[:args.top]:
         o, t = ours.get(key, 0.0), theirs.get(key, 0.0)
         ratio = f"{o / t:6.2f}x" if t > 0.005 else "      -"
-        print(f"{str(key[0]) + ' -> ' + str(key[1]):32s} {o:9.2f} {t:9.2f} {ratio}")
+        name = key if args.by_op else f"{key[0]} -> {key[1]}"
+        print(f"{name:32s} {o:9.2f} {t:9.2f} {ratio}")
 
 
 if __name__ == "__main__":

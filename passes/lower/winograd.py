@@ -61,19 +61,23 @@ def _reason(node: Node, w: np.ndarray | None) -> str | None:
 #: 1.4-1.6x slower; needs more than 6), 256 at 14x14 with F(4x4) (F(2x2): 1.1x slower; needs
 #: less than 8).
 WEIGHT_COST = 7.0
-#: the cost of one operation of the transforms (or one im2col'd value of the direct conv), in
-#: GEMM multiplications: they stream through memory and vectorise less than the GEMM's FMAs.
-#: With 4, the model keeps the direct conv for VGG-19's first layer (3 input channels: F(2x2)
-#: is 4x slower there) and takes F(2x2) for DenseNet-121's 128->32 layers at 14x14 (direct:
-#: 1.7x slower).
-TRANSFORM_COST = 4.0
+#: the cost of one operation of the transforms (or one value the direct conv copies), in GEMM
+#: multiplications: they stream through memory and vectorise less than the GEMM's FMAs.
+#: With 6, the model keeps the direct conv for VGG-19's first layer (3 input channels: F(2x2)
+#: is 2x slower there) and for DenseNet-121's 128->32 layers at 14x14 (F(2x2): 1.3-1.5x
+#: slower, its input transform costs as much as its GEMMs with 32 filters), and takes F(4x4)
+#: for them at 28x28 and 56x56 (python benchmarks/winograd_tiles.py, this session's runs).
+TRANSFORM_COST = 6.0
 
 
 def tile_costs(c: int, m: int, ho: int, wo: int, min_channels_f4: int = 16) -> dict[int, float]:
     """Modelled cost (multiplication equivalents) per choice: 0 (the direct convolution), 2
     and 4 (F(4x4) only with at least ``min_channels_f4`` input channels)."""
-    costs = {0: 9.0 * ho * wo * c * m + TRANSFORM_COST * 9 * ho * wo * c +
-             WEIGHT_COST * 9 * c * m}
+    if 5 * 2 <= wo + 2:  # sgemm.c's tap mode: 2 dropped columns per row, one padded copy
+        direct = 9.0 * ho * (wo + 2) * c * m + TRANSFORM_COST * c * (ho + 2) * (wo + 2)
+    else:  # im2col: every tap's value copied
+        direct = 9.0 * ho * wo * c * m + TRANSFORM_COST * 9 * ho * wo * c
+    costs = {0: direct + WEIGHT_COST * 9 * c * m}
     for t in TILES:
         if t == 4 and c < min_channels_f4:
             continue

@@ -112,7 +112,12 @@ def test_auto_cost_model():
     assert choose_tile(64, 64, 56, 56) == 4  # wide layer, big map: F(4x4)
     # few channels: direct (measured 0.10 ms against 0.15 / 0.13 for F(2x2) / F(4x4))
     assert choose_tile(8, 16, 32, 32, min_channels_f4=16) == 0
-    assert choose_tile(32, 32, 56, 56) in (2, 4)  # 0.72 / 0.75 ms against direct's 1.21
+    # few filters: the direct conv (sgemm.c's tap mode, no im2col) 1.10-1.20 ms against
+    # F(2x2) / F(4x4) 1.14-1.35 / 1.12-1.39 ms; DenseNet's 128->32 at 14x14: 0.34-0.37 ms
+    # against 0.46-0.51 / 0.50-0.59
+    assert choose_tile(32, 32, 56, 56) == 0
+    assert choose_tile(128, 32, 14, 14) == 0
+    assert choose_tile(128, 32, 28, 28) == 4  # 0.77-1.35 ms against direct's 0.88-1.25
     assert choose_tile(512, 512, 7, 7) == 2  # F(4x4) reads 2.25x the weights: 1.4x slower
     assert choose_tile(3, 64, 224, 224) == 0  # VGG's first layer: F(2x2) 3-4x slower
     assert choose_tile(3, 16, 32, 32) == 0  # 3 input channels: transforms dominate
