@@ -563,17 +563,25 @@ static void compact(const float *t, size_t ldt, int M, int q0, int n, int Wq, in
             }
             const float bm = ep->bias ? ep->bias[m] : 0.f;
             const float *r = ep->res ? ep->res + (size_t)m * ep->ldres + p : NULL;
+            if (ep->act == 1 || ep->act == 2) { /* one pass: clamp, keeping a NaN */
+                const float lo = ep->act == 1 ? 0.f : ep->a, hi = ep->act == 1 ? INFINITY : ep->b;
+                if (r)
+                    for (int j = 0; j < len; j++) {
+                        const float v = src[j] + bm + r[j], u = v < lo ? lo : v;
+                        dst[j] = u > hi ? hi : u;
+                    }
+                else
+                    for (int j = 0; j < len; j++) {
+                        const float v = src[j] + bm, u = v < lo ? lo : v;
+                        dst[j] = u > hi ? hi : u;
+                    }
+                continue;
+            }
             if (r)
                 for (int j = 0; j < len; j++) dst[j] = src[j] + bm + r[j];
             else
                 for (int j = 0; j < len; j++) dst[j] = src[j] + bm;
-            if (ep->act == 1 || ep->act == 2) { /* clamp, keeping a NaN */
-                const float lo = ep->act == 1 ? 0.f : ep->a, hi = ep->act == 1 ? INFINITY : ep->b;
-                for (int j = 0; j < len; j++) {
-                    const float v = dst[j] < lo ? lo : dst[j];
-                    dst[j] = v > hi ? hi : v;
-                }
-            } else if (ep->act != 0)
+            if (ep->act != 0)
                 for (int j = 0; j < len; j++) dst[j] = activate(dst[j], ep->act, ep->a, ep->b);
         }
         q += len;
