@@ -53,6 +53,29 @@ def test_depthwise_matches_numpy(n, c, h, w, k, stride, dil, pads, bias, act, se
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape, k, stride, dil, pads", [
+    ((1, 3, 40, 700), 3, 2, 1, [1, 0, 1, 1]),  # bands of a few rows
+    ((1, 2, 9, 3000), 5, 1, 2, [2, 1, 0, 2]),  # one row wider than a band
+    ((2, 4, 30, 100), 3, 1, 1, [1, 1, 1, 1]),  # two bands
+    ((1, 2, 33, 90), 2, 3, 1, [0, 1, 1, 0]),  # a kernel other than 3x3
+])
+def test_wide_depthwise_matches_numpy_across_bands(shape, k, stride, dil, pads):
+    # the C depthwise conv works through bands of whole rows sized to L1 (as the pools)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    c = shape[1]
+    wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    attrs = dict(group=c, pads=pads, strides=[stride, stride], dilations=[dil, dil])
+    previous = native.use_native(False)
+    try:
+        ref = np.clip(conv(x, wt, b, **attrs), 0, 6)
+    finally:
+        native.use_native(previous)
+    got = fused_conv(x, wt, b, activation="Clip", activation_params=[0.0, 6.0], **attrs)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 2), c=st.integers(1, 8), m=st.integers(1, 6), h=st.integers(1, 11),
        w=st.integers(1, 11), pads=st.lists(st.integers(0, 2), min_size=4, max_size=4),
