@@ -103,6 +103,14 @@ class InferenceSession:
         overridable = {v.name for v in g.inputs if g.is_initializer(v)}
         self._inputs = [v for v in g.inputs if v.name not in overridable]
         self._optional_inputs = [v for v in g.inputs if v.name in overridable]
+        # what run() checks a feed against, read from the IR once: (dtype name, NumPy dtype
+        # or None, shape or None) per input name
+        self._feed_specs = {}
+        for v in self._inputs + self._optional_inputs:
+            known_type = v.dtype is not None and v.dtype in _TYPE_NAMES
+            self._feed_specs[v.name] = (
+                _TYPE_NAMES[v.dtype] if known_type else None,
+                helper.tensor_dtype_to_np_dtype(v.dtype) if known_type else None, v.shape)
         self._input_slots = {v.name: slot(v) for v in g.inputs}
         self._steps: list[_Step] = []
         for node in g.nodes:
@@ -266,20 +274,17 @@ class InferenceSession:
         return live, peak, total
 
     def _check_feeds(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
-        known = {v.name: v for v in self._inputs + self._optional_inputs}
         out = {}
         for name, arr in feeds.items():
-            v = known.get(name)
-            if v is None:
+            spec = self._feed_specs.get(name)
+            if spec is None:
                 raise OptcError(f"unknown input '{name}'; the model's inputs are: "
                                 f"{', '.join(x.name for x in self._inputs) or 'none'}")
             arr = np.asarray(arr)
-            if v.dtype is not None and v.dtype in _TYPE_NAMES:
-                expected = helper.tensor_dtype_to_np_dtype(v.dtype)
-                if arr.dtype != expected:
-                    raise OptcError(f"input '{name}' must be {_TYPE_NAMES[v.dtype]} "
-                                    f"({expected}), got {arr.dtype}")
-            shape = v.shape
+            type_name, expected, shape = spec
+            if expected is not None and arr.dtype != expected:
+                raise OptcError(f"input '{name}' must be {type_name} ({expected}), got "
+                                f"{arr.dtype}")
             if shape is not None:
                 if arr.ndim != len(shape):
                     raise OptcError(f"input '{name}' must have rank {len(shape)} "
