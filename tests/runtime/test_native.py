@@ -16,6 +16,15 @@ ACTS = [(None, None), ("Relu", None), ("Clip", [0.0, 6.0]), ("LeakyRelu", [0.1])
         ("SiLU", None)]
 
 
+def _numpy(compute):
+    """compute() with the C kernels off: the NumPy reference."""
+    previous = native.use_native(False)
+    try:
+        return compute()
+    finally:
+        native.use_native(previous)
+
+
 @pytest.fixture
 def numpy_only():
     previous = native.use_native(False)
@@ -41,12 +50,8 @@ def test_depthwise_matches_numpy(n, c, h, w, k, stride, dil, pads, bias, act, se
     wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
     b = rng.standard_normal(c).astype(np.float32) if bias else None
     attrs = dict(group=c, pads=pads, strides=[stride, stride], dilations=[dil, dil])
-    previous = native.use_native(False)
-    try:
-        ref = apply_activation(act[0], act[1], conv(x, wt, b, **attrs)) if act[0] else \
-            conv(x, wt, b, **attrs)
-    finally:
-        native.use_native(previous)
+    ref = _numpy(lambda: apply_activation(act[0], act[1], conv(x, wt, b, **attrs))
+                 if act[0] else conv(x, wt, b, **attrs))
     got = fused_conv(x, wt, b, activation=act[0], activation_params=act[1], **attrs) \
         if act[0] else conv(x, wt, b, **attrs)
     assert got.shape == ref.shape
@@ -67,11 +72,7 @@ def test_wide_depthwise_matches_numpy_across_bands(shape, k, stride, dil, pads):
     wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
     b = rng.standard_normal(c).astype(np.float32)
     attrs = dict(group=c, pads=pads, strides=[stride, stride], dilations=[dil, dil])
-    previous = native.use_native(False)
-    try:
-        ref = np.clip(conv(x, wt, b, **attrs), 0, 6)
-    finally:
-        native.use_native(previous)
+    ref = _numpy(lambda: np.clip(conv(x, wt, b, **attrs), 0, 6))
     got = fused_conv(x, wt, b, activation="Clip", activation_params=[0.0, 6.0], **attrs)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
@@ -88,13 +89,10 @@ def test_winograd_transforms_match_numpy(n, c, m, h, w, pads, tile, act, bias, s
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     u = transform_weights(rng.standard_normal((m, c, 3, 3)).astype(np.float32), tile)
     b = rng.standard_normal(m).astype(np.float32) if bias else None
-    previous = native.use_native(False)
-    try:
-        ref = winograd_conv(x, u, b, tile=tile, pads=pads, activation=act[0],
-                            activation_params=act[1])
-        pre = winograd_conv(x, u, b, tile=tile, pads=pads)
-    finally:
-        native.use_native(previous)
+    ref, pre = _numpy(lambda: (
+        winograd_conv(x, u, b, tile=tile, pads=pads, activation=act[0],
+                      activation_params=act[1]),
+        winograd_conv(x, u, b, tile=tile, pads=pads)))
     got = winograd_conv(x, u, b, tile=tile, pads=pads, activation=act[0],
                         activation_params=act[1])
     # both paths round in float32, their GEMMs summing in different orders: the difference
@@ -144,11 +142,7 @@ def test_max_pool_matches_numpy(n, c, h, w, k, stride, dil, pad, ceil, seed):
     x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
     attrs = dict(kernel_shape=[k, k], strides=[stride, stride], dilations=[dil, dil],
                  pads=[pad] * 4, ceil_mode=ceil)
-    previous = native.use_native(False)
-    try:
-        ref = max_pool(x, **attrs)
-    finally:
-        native.use_native(previous)
+    ref = _numpy(lambda: max_pool(x, **attrs))
     np.testing.assert_array_equal(max_pool(x, **attrs), ref)
 
 
@@ -168,11 +162,7 @@ def test_average_pool_matches_numpy(n, c, h, w, kh, kw, stride, dil, pads, ceil,
     x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
     attrs = dict(kernel_shape=[kh, kw], strides=[stride, stride], dilations=[dil, dil],
                  pads=pads, ceil_mode=ceil, count_include_pad=include)
-    previous = native.use_native(False)
-    try:
-        ref = average_pool(x, **attrs)
-    finally:
-        native.use_native(previous)
+    ref = _numpy(lambda: average_pool(x, **attrs))
     np.testing.assert_allclose(average_pool(x, **attrs), ref, rtol=1e-6, atol=1e-6)
 
 
@@ -190,11 +180,7 @@ def test_lrn_matches_numpy_and_onnxruntime(shape, size, alpha, beta, bias, seed)
 
     x = (np.random.default_rng(seed).standard_normal(shape) * 4).astype(np.float32)
     attrs = dict(size=size, alpha=alpha, beta=beta, bias=bias)
-    previous = native.use_native(False)
-    try:
-        ref = lrn(x, **attrs)
-    finally:
-        native.use_native(previous)
+    ref = _numpy(lambda: lrn(x, **attrs))
     got = lrn(x, **attrs)
     assert native.lrn(x, **attrs) is not None  # the C kernel ran
     np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-7)
@@ -225,11 +211,7 @@ def test_wide_pools_match_numpy_across_bands(shape, k, stride, dil, pads, ceil):
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     attrs = dict(kernel_shape=[k, k], strides=[stride, stride], dilations=[dil, dil],
                  pads=pads, ceil_mode=ceil)
-    previous = native.use_native(False)
-    try:
-        ref_max, ref_avg = max_pool(x, **attrs), average_pool(x, **attrs)
-    finally:
-        native.use_native(previous)
+    ref_max, ref_avg = _numpy(lambda: (max_pool(x, **attrs), average_pool(x, **attrs)))
     np.testing.assert_array_equal(max_pool(x, **attrs), ref_max)
     np.testing.assert_allclose(average_pool(x, **attrs), ref_avg, rtol=1e-6, atol=1e-6)
 
@@ -281,11 +263,7 @@ def test_int8_conv_kernels_match_numpy_bit_for_bit(shape, seed):
     from optc.runtime.kernels.qlinear import _plan, qlinear_conv
 
     args, b, attrs = _qconv_case(shape, seed)
-    previous = native.use_native(False)
-    try:
-        ref = qlinear_conv(*args, b, **attrs)
-    finally:
-        native.use_native(previous)
+    ref = _numpy(lambda: qlinear_conv(*args, b, **attrs))
     top, block = native.qsimd(), native._ckernels.qblock()
     try:
         for level in range(top, -1, -1):  # every int8 GEMM this CPU has, and portable C
@@ -378,11 +356,7 @@ def test_float_conv_kernel_matches_numpy_at_every_simd_level(shape, seed):
     wt = rng.standard_normal((m, c // group, k, k)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32) if bias else None
     attrs = dict(group=group, pads=pads, strides=[stride, stride], dilations=[dil, dil])
-    previous = native.use_native(False)
-    try:
-        ref = conv(x, wt, b, **attrs)
-    finally:
-        native.use_native(previous)
+    ref = _numpy(lambda: conv(x, wt, b, **attrs))
     z = rng.standard_normal(ref.shape).astype(np.float32) if res else None
     pre = ref + z if res else ref
     ref = apply_activation(act[0], act[1], pre.copy()) if act[0] else pre
@@ -424,11 +398,7 @@ def test_float_strided_1x1_conv_matches_numpy(shape):
     wt = rng.standard_normal((24, c, 1, 1)).astype(np.float32)
     b = rng.standard_normal(24).astype(np.float32)
     attrs = dict(strides=[stride, stride])
-    previous = native.use_native(False)
-    try:
-        ref = conv(x, wt, b, **attrs)
-    finally:
-        native.use_native(previous)
+    ref = _numpy(lambda: conv(x, wt, b, **attrs))
     z = rng.standard_normal(ref.shape).astype(np.float32) if res else None
     ref = np.maximum(ref + z, 0) if res else np.maximum(ref, 0)
     packed = native.pack_panels(wt.reshape(1, 24, c))
