@@ -163,15 +163,6 @@ __attribute__((target("avx2,fma"))) static inline void m256_store(float *p, __m2
             M##_store(ptr, mask[v], x);              \
     } while (0)
 
-/* A micro-kernel's rows of c (and of the residual) are fetched into cache as it starts, so
- * that its last loads and stores, after the k loop, do not wait on memory: the cache lines of
- * FLOATS floats from P (as BLIS's kernels prefetch their tile of c). */
-#define TILE_PREFETCH(P, FLOATS)                                                              \
-    do {                                                                                      \
-        UNROLL for (int f_ = 0; f_ < (FLOATS); f_ += 16) __builtin_prefetch((P) + f_, 0, 3);  \
-        __builtin_prefetch((P) + (FLOATS) - 1, 0, 3);                                         \
-    } while (0)
-
 /* where a micro-kernel reads row k of b: a packed strip, or an offset table (tap mode) */
 #define BROW_PACKED(k, NV, LANES) (bp + (size_t)(k) * (NV) * (LANES))
 #define BROW_TAPS(k, NV, LANES) (bp + boff[k])
@@ -186,11 +177,9 @@ __attribute__((target("avx2,fma"))) static inline void m256_store(float *p, __m2
         VEC acc[ROWS][NV];                                                                    \
         MASK mask[NV];                                                                        \
         UNROLL for (int v = 0; v < NV; v++) mask[v] = M##_mask(cols - LANES * v);             \
-        UNROLL for (int i = 0; i < ROWS; i++) {                                               \
-            UNROLL for (int v = 0; v < NV; v++) acc[i][v] = P##_setzero_ps();                \
-            if (i < rows) TILE_PREFETCH(c + (size_t)i * ldc, LANES * NV);                     \
-            if (i < rows && e && e->res) TILE_PREFETCH(e->res + (size_t)i * e->ldres, LANES * NV); \
-        }                                                                                     \
+        UNROLL for (int i = 0; i < ROWS; i++) UNROLL for (int v = 0; v < NV; v++)            \
+            acc[i][v] = load && i < rows ? LOADV(P, M, LANES, v, c + (size_t)i * ldc + LANES * v) \
+                                         : P##_setzero_ps();                                  \
         for (int k = 0; k < K; k++) {                                                         \
             VEC bv[NV];                                                                       \
             const float *brow = BROW_##MODE(k, NV, LANES);                                    \
@@ -201,11 +190,6 @@ __attribute__((target("avx2,fma"))) static inline void m256_store(float *p, __m2
                     acc[i][v] = P##_fmadd_ps(wi, bv[v], acc[i][v]);                           \
             }                                                                                 \
         }                                                                                     \
-        if (load) /* the earlier passes' sums, loaded last: prefetched meanwhile */           \
-            UNROLL for (int i = 0; i < ROWS; i++) if (i < rows) UNROLL for (int v = 0; v < NV; \
-                                                                          v++)                \
-                acc[i][v] = P##_add_ps(acc[i][v], LOADV(P, M, LANES, v, c + (size_t)i * ldc + \
-                                                        LANES * v));                          \
         if (e && e->bias)                                                                     \
             UNROLL for (int i = 0; i < ROWS; i++) {                                           \
                 const VEC bi = P##_set1_ps(i < rows ? e->bias[i] : 0.f);                      \
