@@ -73,7 +73,8 @@ TRANSFORM_COST = 6.0
 def tile_costs(c: int, m: int, ho: int, wo: int, min_channels_f4: int = 16) -> dict[int, float]:
     """Modelled cost (multiplication equivalents) per choice: 0 (the direct convolution), 2
     and 4 (F(4x4) only with at least ``min_channels_f4`` input channels)."""
-    if 5 * 2 <= wo + 2:  # sgemm.c's tap mode: 2 dropped columns per row, one padded copy
+    # sgemm.c's tap mode where it runs (use_taps): 2 dropped columns per row, one padded copy
+    if 5 * 2 <= wo + 2 or (m <= 64 and 3 * 2 <= wo + 2):
         direct = 9.0 * ho * (wo + 2) * c * m + TRANSFORM_COST * c * (ho + 2) * (wo + 2)
     else:  # im2col: every tap's value copied
         direct = 9.0 * ho * wo * c * m + TRANSFORM_COST * 9 * ho * wo * c

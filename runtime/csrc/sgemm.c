@@ -684,13 +684,16 @@ int s_conv_mode(int mode) {
 
 /* Tap mode needs one whole strip of columns. Chosen per shape, it runs kernels of more than
  * one tap whose Wq - OW dropped columns per output row are at most a fifth of the row (all
- * but small maps under big kernels): im2col's short copies cost as much as the product
- * there with few filters (DenseNet's 128 -> 32 3x3 convs ran at about half the speed).
- * 1x1 convs read their input as it is and pack it (pack_b), which measured faster than tap
- * mode's copy into padded planes and its shorter passes. */
-static int use_taps(int taps, int OW, int Wq, int N, int lanes) {
+ * but small maps under big kernels), or a third with at most 64 filters: im2col's short
+ * copies cost as much as the product with few filters (DenseNet's 128 -> 32 3x3 convs ran
+ * at about half the speed, 7x7 maps included, where a third is dropped: 2 of 9 columns);
+ * with 512 filters at 7x7 im2col measured faster. 1x1 convs read their input as it is and
+ * pack it (pack_b), which measured faster than tap mode's copy into padded planes and its
+ * shorter passes. */
+static int use_taps(int taps, int M, int OW, int Wq, int N, int lanes) {
     if (conv_mode == 1 || N < 3 * lanes) return 0;
-    return conv_mode == 2 || (taps > 1 && 5 * (Wq - OW) <= Wq);
+    if (conv_mode == 2) return 1;
+    return taps > 1 && (5 * (Wq - OW) <= Wq || (M <= 64 && 3 * (Wq - OW) <= Wq));
 }
 
 static int conv_threads(int threads, int blocks, double macs) {
@@ -715,7 +718,7 @@ static int conv_taps(const float *x, int C, int H, int W, int kh, int kw, int sh
     size_t ps = ((size_t)Hq * Wq + 15) / 16 * 16;
     if (ps / 16 % 2 == 0) ps += 16;
     const double floats = (double)C * sh * sw * ps;
-    if (floats >= 2147483647.0 || !use_taps(kh * kw, OW, Wq, N, kn->lanes)) return 0;
+    if (floats >= 2147483647.0 || !use_taps(kh * kw, M, OW, Wq, N, kn->lanes)) return 0;
     float *xq = malloc(sizeof(float) * (size_t)floats);
     int *boff = malloc(sizeof(int) * (size_t)K);
     if (xq == NULL || boff == NULL) {
