@@ -284,6 +284,10 @@ static void run_tile(tile_fn fn, taps_fn tf, const int *boff, const float *pa, s
 static void gemm_simd(const kernels *kn, const float *ap, const float *b, size_t ldb,
                       const float *bpre, float *c, size_t ldc, int M, int N, int K,
                       int accumulate, const s_epilogue *ep, float *ws) {
+    if (K <= 0) { /* no k pass would write c: zeros (or c), then the epilogue */
+        gemm_portable(ap, b, ldb, c, ldc, M, N, 0, accumulate, ep);
+        return;
+    }
     const size_t pstride = (size_t)K * SMR;
     const int narrow = N <= kn->lanes, nr = narrow ? kn->lanes : 3 * kn->lanes;
     /* passes of even depth: a shallow last pass would load and store c for a few k */
@@ -511,8 +515,7 @@ static void im2col_packed(const float *xs, int C, int Hs, int Ws, int kh, int kw
 /* Tap mode (implicit im2col, as in direct convolution): the input, padded and split into its
  * phases, is xq[c][ph][pw][r][q] = x[c, r * sh + ph - pt, q * sw + pw - pl] (zero outside the
  * image) for r < Hq, q < Wq, the planes (c, ph, pw) ps floats apart. Output pixel (oh, ow) is
- * then column n = oh * Wq + ow of the
- * matrix b[k, n] = xq[boff[k] + n], tap k = (c, i, j) at
+ * then column n = oh * Wq + ow of the matrix b[k, n] = xq[boff[k] + n], tap k = (c, i, j) at
  *   boff[k] = ((c * sh + a % sh) * sw + b % sw) * ps + (a / sh) * Wq + b / sw
  * (a = i * dh, b = j * dw), with Hq = OH + (kh - 1) * dh / sh and Wq = OW + (kw - 1) * dw / sw:
  * every tap reads one contiguous stretch per output row, so the GEMM's micro-kernel loads b
@@ -709,7 +712,7 @@ static int conv_taps(const float *x, int C, int H, int W, int kh, int kw, int sh
                      int pl, int dh, int dw, int OH, int OW, const float *wp, int M,
                      const s_epilogue *ep, float *y, int threads) {
     const int level = s_simd_level();
-    if (level < 1) return 0;
+    if (level < 1 || M <= 0 || C <= 0) return 0; /* nothing to multiply: im2col's path */
     const kernels *kn = level >= 2 ? &K512 : &K256;
     const int Hq = OH + (kh - 1) * dh / sh, Wq = OW + (kw - 1) * dw / sw;
     const int N = (OH - 1) * Wq + OW, K = C * kh * kw;

@@ -414,6 +414,21 @@ def test_float_strided_1x1_conv_matches_numpy(shape):
         native.sconv_mode(mode)
 
 
+def test_float_conv_with_no_input_channels_is_bias_and_activation():
+    # K = 0: no k pass writes the output, which is act(bias) (it was left unwritten once)
+    x, w = np.ones((1, 0, 6, 6), np.float32), np.ones((5, 0, 3, 3), np.float32)
+    b = np.linspace(-2, 2, 5).astype(np.float32)
+    mode = native.sconv_mode()
+    try:
+        for path in (0, 1, 2):
+            native.sconv_mode(path)
+            y = fused_conv(x, w, b, activation="Relu", pads=[1] * 4)
+            np.testing.assert_array_equal(y, np.broadcast_to(np.maximum(b, 0).reshape(1, 5, 1, 1),
+                                                             (1, 5, 6, 6)))
+    finally:
+        native.sconv_mode(mode)
+
+
 def test_float_conv_without_simd_runs_numpy():
     # the portable C GEMM is slower than NumPy's BLAS: without AVX2 + FMA convs stay in NumPy
     x, w = np.ones((1, 4, 5, 5), np.float32), np.ones((6, 4, 3, 3), np.float32)
