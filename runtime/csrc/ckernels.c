@@ -87,13 +87,54 @@ static inline void activate_row(float *restrict row, Py_ssize_t n, int act, floa
         for (Py_ssize_t i = 0; i < n; i++) row[i] = activate(row[i], act, aa, ab);
 }
 
+/* Bands of whole rows (depthwise_planes, pool_planes): a band of output rows reads the input
+ * rows it needs into P, padded to Wp columns -- every column a window reads (ceil mode's last
+ * windows may reach past the explicit end padding) -- and works on P's rows as flat vectors,
+ * so that every loop is long and contiguous however small the map. A band holds `band` output
+ * rows so that its buffers (bs floats each) stay within BAND_FLOATS, in L1, unless a single
+ * row is wider. */
+#define BAND_FLOATS 2048
+typedef struct {
+    Py_ssize_t Wp, band, bs;
+} band_shape;
+
+static band_shape band_geometry(Py_ssize_t WO, Py_ssize_t kh, Py_ssize_t kw, int sh, int sw,
+                                int dh, int dw) {
+    band_shape g;
+    g.Wp = (WO - 1) * sw + (kw - 1) * dw + 1;
+    g.band = (BAND_FLOATS / g.Wp - (kh - 1) * dh - 1) / sh + 1;
+    if (g.band < 1) g.band = 1;
+    const Py_ssize_t floats = ((g.band - 1) * sh + 1 + (kh - 1) * dh) * g.Wp;
+    g.bs = floats > BAND_FLOATS ? floats : BAND_FLOATS;
+    return g;
+}
+
+/* P's rows r < rows: row first + r of the plane xc (H x W), its columns shifted right by pl,
+ * every cell outside the plane `fill` (inlined into the callers' clones) */
+static inline __attribute__((always_inline)) void band_rows(const float *xc, Py_ssize_t H,
+                                                            Py_ssize_t W, Py_ssize_t first,
+                                                            Py_ssize_t rows, Py_ssize_t Wp,
+                                                            int pl, float fill, float *P) {
+    const Py_ssize_t c0 = pl < 0 ? -pl : 0, c1 = W < Wp - pl ? W : Wp - pl;
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const Py_ssize_t ih = first + r;
+        float *pr = P + r * Wp;
+        if (ih < 0 || ih >= H || c1 <= c0) {
+            for (Py_ssize_t q = 0; q < Wp; q++) pr[q] = fill;
+            continue;
+        }
+        for (Py_ssize_t q = 0; q < c0 + pl; q++) pr[q] = fill;
+        memcpy(pr + c0 + pl, xc + ih * W + c0, sizeof(float) * (size_t)(c1 - c0));
+        for (Py_ssize_t q = c1 + pl; q < Wp; q++) pr[q] = fill;
+    }
+}
+
 /* Depthwise convolution as the pools (pool_planes): per band of output rows of a plane, the
- * input rows the band reads zero padded to Wp columns (P), then every tap's product summed at
- * every flat position of the band's R rows at once -- one contiguous loop, nine taps per
+ * input rows the band reads zero padded (P), then every tap's product summed at every flat
+ * position of the band's R rows at once -- one contiguous loop, nine taps per
  * element for 3x3 kernels -- and the kept rows and columns (oh * sh, ow * sw) written out
  * with the bias and activation. Looping over each output row and tap (short loops on
  * MobileNet's small maps) ran 5-10x slower. ws: 2 * bs floats. */
-#define DW_BAND 2048
 #if defined(__GNUC__) && defined(__x86_64__)
 __attribute__((target_clones("avx2", "default")))
 #endif
@@ -103,7 +144,6 @@ static void depthwise_planes(const float *x, const float *w, const float *b, flo
                              int sw, int pt, int pl, int dh, int dw, int act, float aa,
                              float ab, Py_ssize_t Wp, Py_ssize_t band, Py_ssize_t bs,
                              float *ws) {
-    const Py_ssize_t c0 = pl < 0 ? -pl : 0, c1 = W < Wp - pl ? W : Wp - pl;
     float *P = ws, *T = ws + bs;
     for (Py_ssize_t p = 0; p < N * C; p++) {
         const Py_ssize_t c = p % C;
@@ -114,17 +154,7 @@ static void depthwise_planes(const float *x, const float *w, const float *b, flo
             const Py_ssize_t o1 = o0 + band < HO ? o0 + band : HO;
             const Py_ssize_t R = (o1 - o0 - 1) * sh + 1, Rp = R + (KH - 1) * dh;
             const Py_ssize_t TW = R * Wp - (KW - 1) * dw; /* the flat positions any row keeps */
-            for (Py_ssize_t r = 0; r < Rp; r++) { /* P's row r: input row o0 * sh - pt + r */
-                const Py_ssize_t ih = o0 * sh - pt + r;
-                float *pr = P + r * Wp;
-                if (ih < 0 || ih >= H || c1 <= c0) {
-                    for (Py_ssize_t q = 0; q < Wp; q++) pr[q] = 0.f;
-                    continue;
-                }
-                for (Py_ssize_t q = 0; q < c0 + pl; q++) pr[q] = 0.f;
-                memcpy(pr + c0 + pl, xc + ih * W + c0, sizeof(float) * (size_t)(c1 - c0));
-                for (Py_ssize_t q = c1 + pl; q < Wp; q++) pr[q] = 0.f;
-            }
+            band_rows(xc, H, W, o0 * sh - pt, Rp, Wp, pl, 0.f, P);
             if (KH == 3 && KW == 3) {
                 const Py_ssize_t s1 = dh * Wp, s2 = 2 * dh * Wp, d1 = dw, d2 = 2 * dw;
                 const float w0 = wc[0], w1 = wc[1], w2 = wc[2], w3 = wc[3], w4 = wc[4],
@@ -187,13 +217,8 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     const Py_ssize_t HO = yd[2], WO = yd[3];
     float *ws = NULL;
     if (N * C > 0 && HO > 0 && WO > 0) {
-        /* P's width: every column a window reads; output rows per band: P fits DW_BAND */
-        const Py_ssize_t Wp = (WO - 1) * sw + (KW - 1) * dw + 1;
-        Py_ssize_t band = (DW_BAND / Wp - (KH - 1) * dh - 1) / sh + 1;
-        if (band < 1) band = 1;
-        const Py_ssize_t floats = ((band - 1) * sh + 1 + (KH - 1) * dh) * Wp;
-        const Py_ssize_t bs = floats > DW_BAND ? floats : DW_BAND;
-        ws = malloc(sizeof(float) * (size_t)(2 * bs));
+        const band_shape g = band_geometry(WO, KH, KW, sh, sw, dh, dw);
+        ws = malloc(sizeof(float) * (size_t)(2 * g.bs));
         if (ws == NULL) {
             PyBuffer_Release(&xv); PyBuffer_Release(&wv); if (has_b) PyBuffer_Release(&bv);
             PyBuffer_Release(&yv);
@@ -201,7 +226,7 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
         }
         Py_BEGIN_ALLOW_THREADS
         depthwise_planes(x, w, b, y, N, C, H, W, KH, KW, HO, WO, sh, sw, pt, pl, dh, dw, act, aa,
-                         ab, Wp, band, bs, ws);
+                         ab, g.Wp, g.band, g.bs, ws);
         Py_END_ALLOW_THREADS
     }
     free(ws);
@@ -267,11 +292,9 @@ static inline __attribute__((always_inline)) void pool_reduce(float *dst, const 
  *   y  T's rows (oh - o0) * sh, columns ow * sw (avg: divided by the window's cells inside
  *      [ch0, ch1) x [cw0, cw1): the input, or the input and its explicit pads for
  *      count_include_pad -- rows[oh] * colcount[ow]).
- * A band holds `band` output rows, so that P, V and T stay in L1 (each at most POOL_BAND
- * floats, bs apart in ws, unless one row is wider).
+ * P, V and T are bs floats apart in ws (band_geometry).
  * Strided pools compute V and T at every row and column between the ones they keep: up to
  * sh * sw times the outputs' work, still far less than short loops' overhead. */
-#define POOL_BAND 2048
 #if defined(__GNUC__) && defined(__x86_64__)
 __attribute__((target_clones("avx2", "default")))
 #endif
@@ -281,7 +304,6 @@ static void pool_planes(const float *x, float *y, Py_ssize_t NC, Py_ssize_t H, P
                         const float *colcount, Py_ssize_t Wp, Py_ssize_t band, Py_ssize_t bs,
                         float *ws) {
     const float id = avg ? 0.f : -INFINITY;
-    const Py_ssize_t c0 = pl < 0 ? -pl : 0, c1 = W < Wp - pl ? W : Wp - pl;
     for (Py_ssize_t p = 0; p < NC; p++) {
         const float *xc = x + p * H * W;
         float *yc = y + p * HO * WO;
@@ -290,17 +312,7 @@ static void pool_planes(const float *x, float *y, Py_ssize_t NC, Py_ssize_t H, P
             const Py_ssize_t R = (o1 - o0 - 1) * sh + 1, Rp = R + (Py_ssize_t)(kh - 1) * dh;
             const Py_ssize_t RW = R * Wp, TW = RW - (Py_ssize_t)(kw - 1) * dw;
             float *P = ws, *V = ws + bs, *T = V + bs;
-            for (Py_ssize_t r = 0; r < Rp; r++) { /* P's row r: input row o0 * sh - pt + r */
-                const Py_ssize_t ih = o0 * sh - pt + r;
-                float *pr = P + r * Wp;
-                if (ih < 0 || ih >= H || c1 <= c0) {
-                    for (Py_ssize_t c = 0; c < Wp; c++) pr[c] = id;
-                    continue;
-                }
-                for (Py_ssize_t c = 0; c < c0 + pl; c++) pr[c] = id;
-                memcpy(pr + c0 + pl, xc + ih * W + c0, sizeof(float) * (size_t)(c1 - c0));
-                for (Py_ssize_t c = c1 + pl; c < Wp; c++) pr[c] = id;
-            }
+            band_rows(xc, H, W, o0 * sh - pt, Rp, Wp, pl, id, P);
             pool_reduce(V, P, RW, kh, (Py_ssize_t)dh * Wp, avg);
             pool_reduce(T, V, TW, kw, dw, avg);
             for (Py_ssize_t oh = o0; oh < o1; oh++) {
@@ -340,15 +352,9 @@ static PyObject *pool2d(PyObject *args, int avg) {
         PyBuffer_Release(&xv); PyBuffer_Release(&yv);
         Py_RETURN_NONE;
     }
-    /* P's width: every column a window reads (ceil mode's last windows may reach past the
-     * explicit end padding); output rows per band: P's rows fit POOL_BAND floats */
-    const Py_ssize_t Wp = (WO - 1) * sw + (Py_ssize_t)(kw - 1) * dw + 1;
-    Py_ssize_t band = (POOL_BAND / Wp - (Py_ssize_t)(kh - 1) * dh - 1) / sh + 1;
-    if (band < 1) band = 1;
-    const Py_ssize_t R = (band - 1) * sh + 1, floats = (R + (Py_ssize_t)(kh - 1) * dh) * Wp;
-    const Py_ssize_t bs = floats > POOL_BAND ? floats : POOL_BAND;
+    const band_shape g = band_geometry(WO, kh, kw, sh, sw, dh, dw);
     float *colcount = malloc(sizeof(float) * (size_t)(WO + HO));
-    float *ws = malloc(sizeof(float) * (size_t)(3 * bs));
+    float *ws = malloc(sizeof(float) * (size_t)(3 * g.bs));
     if (colcount == NULL || ws == NULL) {
         free(colcount); free(ws);
         PyBuffer_Release(&xv); PyBuffer_Release(&yv);
@@ -373,7 +379,7 @@ static PyObject *pool2d(PyObject *args, int avg) {
         rowcount[oh] = (float)n;
     }
     pool_planes(x, y, NC, H, W, HO, WO, kh, kw, sh, sw, pt, pl, dh, dw, avg, rowcount, colcount,
-                Wp, band, bs, ws);
+                g.Wp, g.band, g.bs, ws);
     Py_END_ALLOW_THREADS
     free(ws);
     free(colcount);

@@ -278,6 +278,14 @@ static void run_tile(tile_fn fn, taps_fn tf, const int *boff, const float *pa, s
     if (ep->act > 2) epilogue_rows(cs, ldc, valid, w, NULL, NULL, 0, ep->act, ep->a, ep->b);
 }
 
+/* the depth of each of the fewest passes of at most `most` k that cover K, all as even as
+ * can be: a shallow last pass would load and store c for a few k (K = 288: 144 + 144, not
+ * 256 + 32); K > 0 */
+static int pass_depth(int K, int most) {
+    const int passes = (K + most - 1) / most;
+    return (K + passes - 1) / passes;
+}
+
 /* The blocked product with one level's kernels; ws: WS_FLOATS of space. bpre: NULL, or b
  * already packed whole (K x N as strips of the width strip_width gives, strip s0 at
  * bpre + s0 * K, rows of its padded width), b and ldb unused then. */
@@ -290,8 +298,7 @@ static void gemm_simd(const kernels *kn, const float *ap, const float *b, size_t
     }
     const size_t pstride = (size_t)K * SMR;
     const int narrow = N <= kn->lanes, nr = narrow ? kn->lanes : 3 * kn->lanes;
-    /* passes of even depth: a shallow last pass would load and store c for a few k */
-    const int kstep = (K + (K + KC - 1) / KC - 1) / ((K + KC - 1) / KC);
+    const int kstep = pass_depth(K, KC);
     for (int k0 = 0; k0 < K; k0 += kstep) {
         const int kc = K - k0 < kstep ? K - k0 : kstep, load = accumulate || k0 > 0;
         const s_epilogue *last = k0 + kc == K ? ep : NULL;
@@ -342,7 +349,7 @@ static void gemm_taps(const kernels *kn, const float *ap, const float *xb, const
                       float *ws) {
     const size_t pstride = (size_t)K * SMR;
     const int nr = 3 * kn->lanes;
-    const int kstep = (K + (K + KC_TAPS - 1) / KC_TAPS - 1) / ((K + KC_TAPS - 1) / KC_TAPS);
+    const int kstep = pass_depth(K, KC_TAPS);
     for (int k0 = 0; k0 < K; k0 += kstep) {
         const int kc = K - k0 < kstep ? K - k0 : kstep, load = k0 > 0;
         const s_epilogue *last = k0 + kc == K ? ep : NULL;
@@ -431,27 +438,12 @@ int s_gemm_batch(const float *ap, const float *b, float *c, int batch, int M, in
     return optc_parallel(batch_share, &job, threads < most ? threads : most);
 }
 
-/* Strided convs read their input through its phases: phase (ph, pw) of channel c holds
- * x[c, r * sh + ph, q * sw + pw] at (r, q) < (Hs, Ws) = (ceil(H / sh), ceil(W / sw)), zero past
- * the image. Input row oh * sh + a (a = i * dh - pt) is then row oh + floor(a / sh) of phase
- * a mod sh, so every tap reads a contiguous stretch, as in a stride-1 conv; a 1x1 stride-s conv
- * without padding reads phase (0, 0) whole, as a 1x1 stride-1 one. One pass over the input. */
-static void split_phases(const float *x, int C, int H, int W, int sh, int sw, int Hs, int Ws,
-                         float *xs) {
-    for (int c = 0; c < C; c++)
-        for (int ph = 0; ph < sh; ph++)
-            for (int pw = 0; pw < sw; pw++) {
-                float *dst = xs + (((size_t)c * sh + ph) * sw + pw) * Hs * Ws;
-                for (int r = 0; r < Hs; r++) {
-                    const int ih = r * sh + ph;
-                    const float *src = x + ((size_t)c * H + ih) * W;
-                    for (int q = 0; q < Ws; q++) {
-                        const int iw = q * sw + pw;
-                        dst[(size_t)r * Ws + q] = ih < H && iw < W ? src[iw] : 0.f;
-                    }
-                }
-            }
-}
+/* Strided convs on the im2col path read their input through its phases (pad_phases, below,
+ * without padding): phase (ph, pw) of channel c holds x[c, r * sh + ph, q * sw + pw] at
+ * (r, q) < (Hs, Ws) = (ceil(H / sh), ceil(W / sw)), zero past the image. Input row
+ * oh * sh + a (a = i * dh - pt) is then row oh + floor(a / sh) of phase a mod sh, so every tap
+ * reads a contiguous stretch, as in a stride-1 conv; a 1x1 stride-s conv without padding
+ * reads phase (0, 0) whole, as a 1x1 stride-1 one. One pass over the input. */
 
 /* floor(a / s) and a mod s (in [0, s)) for s > 0 */
 static inline int floordiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) / s); }
@@ -780,7 +772,7 @@ int s_conv(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, 
                     for (int q = 0; q < Ws; q++) dst[q] = src[(size_t)q * sw];
                 }
         else
-            split_phases(x, C, H, W, sh, sw, Hs, Ws, phases);
+            pad_phases(x, C, H, W, sh, sw, 0, 0, Hs, Ws, (size_t)Hs * Ws, phases);
     }
     /* pixels per block: its im2col columns (K x pc) stay in L2; a 1x1 conv reading its input
      * directly has none, and the GEMM blocks it: one block per thread (smaller blocks
