@@ -8,7 +8,11 @@ build). Prints per model the median optc/onnxruntime ratio of each build.
 
     cp runtime/_ckernels*.so /tmp/before.so   # then change the C code, pip install -e .
     python benchmarks/ab_builds.py /tmp/before.so runtime/_ckernels*.so \\
-        [--models resnet50 densenet121] [--rounds 10] [--passes TEXT]
+        [--models resnet50 densenet121] [--rounds 10] [--passes TEXT] [--int8]
+
+--int8 compares the int8 models instead (``default,quantize{probe=false}`` calibrated on seeded
+random inputs, then ``qlinear``, as benchmarks/int8_runtime.py), against onnxruntime running
+the QDQ model.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from optc.runtime import InferenceSession
 from optc.runtime.kernels import native
 
 from _models import model_files  # benchmarks/, run as a script
+from int8_runtime import _calibration
 
 LIGHT = ("resnet50", "vgg19", "densenet121", "inception_v1")
 
@@ -50,6 +55,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["resnet50", "densenet121"])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--passes", default="default,fuse-act{target=optc},winograd")
+    parser.add_argument("--int8", action="store_true", help="the int8 models (see above)")
     args = parser.parse_args()
     # copies: loading two files of the same path would return the first module again
     with tempfile.TemporaryDirectory() as d:
@@ -61,13 +67,20 @@ def main() -> None:
             builds.append(_load(str(copy)))
         previous = native._ckernels
         try:
-            for path in model_files(LIGHT, args.models, d):
-                lowered, _ = optc.optimize(str(path), passes=args.passes)
+            for path in model_files(LIGHT, args.models, d, opset=17 if args.int8 else None):
+                if args.int8:
+                    qdq, _ = optc.optimize(str(path), passes="default,quantize{probe=false}",
+                                           calib=_calibration(path, 8))
+                    optc.save(qdq, Path(d) / "qdq.onnx")
+                    lowered, _ = optc.optimize(qdq, passes="qlinear")
+                else:
+                    lowered, _ = optc.optimize(str(path), passes=args.passes)
                 optc.save(lowered, Path(d) / "lowered.onnx")
                 session = InferenceSession(str(Path(d) / "lowered.onnx"), threads=1)
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = 1
-                reference = ort.InferenceSession(str(path), options)
+                reference = ort.InferenceSession(str(Path(d) / "qdq.onnx") if args.int8
+                                                 else str(path), options)
                 inp = onnx.load(str(path)).graph.input[0]
                 shape = [d_.dim_value or 1 for d_ in inp.type.tensor_type.shape.dim]
                 feeds = {inp.name: np.random.default_rng(0).standard_normal(shape)

@@ -22,10 +22,11 @@
  *       tile, cropped to Ho x Wo, plus bias and the residual input res (y's shape), then the
  *       activation.
  *
- *   qlinear_conv2d(x, w, corr, m0, shift, y, N, C, H, W, G, Mg, Mgp, Kq, kh, kw, sh, sw,
- *                  pt, pl, dh, dw, OH, OW, pad, flip, zp, ysigned[, threads])
+ *   qlinear_conv2d(x, w, w16_or_None, corr, m0, shift, y, N, C, H, W, G, Mg, Mgp, Kq, kh, kw,
+ *                  sh, sw, pt, pl, dh, dw, OH, OW, pad, flip, zp, ysigned[, threads])
  *       int8 convolution (QLinearConv) of uint8 data (int8 flipped to uint8 by `flip`), the
- *       weights packed by optc/runtime/kernels/native.py, requantization fused (qgemm.c).
+ *       weights packed by optc/runtime/kernels/native.py (w16: the AVX2 GEMM's int16 panels,
+ *       made per call when None), requantization fused (qgemm.c).
  *
  *   sgemm_batch(packed_a, b, c, batch, M, N, K[, threads])
  *       float32 c[i] = a[i] @ b[i] with the weights a packed once into panels (sgemm.c).
@@ -729,10 +730,10 @@ static int get_raw(PyObject *obj, Py_buffer *view, Py_ssize_t count, Py_ssize_t 
 }
 
 static PyObject *qlinear_conv2d(PyObject *self, PyObject *args) {
-    PyObject *xo, *wo, *co, *mo, *so, *yo;
+    PyObject *xo, *wo, *w16o, *co, *mo, *so, *yo;
     int N, C, H, W, G, Mg, Mgp, Kq, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, pad, flip, zp,
         ysigned, threads = 1;
-    if (!PyArg_ParseTuple(args, "OOOOOOiiiiiiiiiiiiiiiiiiiiii|i", &xo, &wo, &co, &mo, &so, &yo,
+    if (!PyArg_ParseTuple(args, "OOOOOOOiiiiiiiiiiiiiiiiiiiiii|i", &xo, &wo, &w16o, &co, &mo, &so, &yo,
                           &N, &C, &H, &W, &G, &Mg, &Mgp, &Kq, &kh, &kw, &sh, &sw, &pt, &pl,
                           &dh, &dw, &OH, &OW, &pad, &flip, &zp, &ysigned, &threads))
         return NULL;
@@ -741,17 +742,20 @@ static PyObject *qlinear_conv2d(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "qlinear_conv2d: inconsistent sizes");
         return NULL;
     }
-    Py_buffer xv, wv, cv, mv, sv, yv;
-    Py_buffer *views[6] = {&xv, &wv, &cv, &mv, &sv, &yv};
+    Py_buffer xv, wv, cv, mv, sv, yv, w16v;
+    Py_buffer *views[7] = {&xv, &wv, &cv, &mv, &sv, &yv, &w16v};
+    const int panels = (Mg + QMR - 1) / QMR;
     int got = 0;
     if (get_raw(xo, &xv, (Py_ssize_t)N * C * H * W, 1, 0, "x") == 0 && ++got &&
         get_raw(wo, &wv, (Py_ssize_t)G * Mgp * Kq * 4, 1, 0, "w") == 0 && ++got &&
         get_raw(co, &cv, M, 8, 0, "corr") == 0 && ++got &&
         get_raw(mo, &mv, M, 4, 0, "m0") == 0 && ++got &&
         get_raw(so, &sv, M, 4, 0, "shift") == 0 && ++got &&
-        get_raw(yo, &yv, (Py_ssize_t)N * M * P, 1, 1, "y") == 0)
+        get_raw(yo, &yv, (Py_ssize_t)N * M * P, 1, 1, "y") == 0 && ++got &&
+        (w16o == Py_None ||
+         get_raw(w16o, &w16v, (Py_ssize_t)G * panels * Kq * QMR * 4, 2, 0, "w16") == 0))
         ++got;
-    if (got < 6) {
+    if (got < 7) {
         for (int i = 0; i < got; i++) PyBuffer_Release(views[i]);
         return NULL;
     }
@@ -762,16 +766,18 @@ static PyObject *qlinear_conv2d(PyObject *self, PyObject *args) {
         for (int g = 0; g < G && !failed; g++) {
             const uint8_t *x = (const uint8_t *)xv.buf + ((size_t)n * C + (size_t)g * cg) * H * W;
             const int8_t *w = (const int8_t *)wv.buf + (size_t)g * Mgp * Kq * 4;
+            const int16_t *w16 = w16o == Py_None ? NULL :
+                (const int16_t *)w16v.buf + (size_t)g * panels * Kq * QMR * 4;
             char *y = (char *)yv.buf + ((size_t)n * M + (size_t)g * Mg) * P;
             if (q_conv(x, cg, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, (uint8_t)pad,
-                       (uint8_t)flip, w, Mg, (const int64_t *)cv.buf + g * Mg,
+                       (uint8_t)flip, w, w16, Mg, (const int64_t *)cv.buf + g * Mg,
                        (const int32_t *)mv.buf + g * Mg, (const int32_t *)sv.buf + g * Mg, zp,
                        ysigned, y, threads < 1 ? 1 : threads) < 0)
                 failed = 1;
         }
     }
     Py_END_ALLOW_THREADS
-    for (int i = 0; i < 6; i++) PyBuffer_Release(views[i]);
+    for (int i = 0; i < (w16o == Py_None ? 6 : 7); i++) PyBuffer_Release(views[i]);
     if (failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
@@ -994,4 +1000,11 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ckernels",
                                     "optc.runtime's C kernels.", -1, methods};
 
-PyMODINIT_FUNC PyInit__ckernels(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__ckernels(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "QMR", QMR) < 0) { /* the AVX2 panel rows */
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -79,12 +79,46 @@ static void interleave(const uint8_t *x, int cg, int H, int W, uint8_t pad, uint
     }
 }
 
+/* The packed block's layouts: row-major (tiled 0: word (kq, q) at kq * pcp + q, the layout
+ * of the VNNI and portable GEMMs) or in tiles of 8 pixels (tiled 1: word (kq, q) at
+ * ((q / 8) * Kq + kq) * 8 + q % 8: a tile's taps one contiguous stream, the AVX2 GEMM's).
+ * put_run: a run of n words of row kq from pixel q on, src[i * stride] (fill_run: one
+ * value). */
+typedef struct {
+    uint32_t *out;
+    int Kq, pcp, tiled;
+} packed_block;
+
+static void put_run(const packed_block *b, int kq, int q, const uint32_t *src, int stride,
+                    int n) {
+    if (!b->tiled) {
+        uint32_t *o = b->out + (size_t)kq * b->pcp + q;
+        if (stride == 1)
+            memcpy(o, src, sizeof(uint32_t) * (size_t)n);
+        else
+            for (int i = 0; i < n; i++) o[i] = src[(size_t)i * stride];
+        return;
+    }
+    while (n > 0) { /* the part of the run in q's tile */
+        const int in = 8 - (q & 7), m = in < n ? in : n;
+        uint32_t *o = b->out + ((size_t)(q >> 3) * b->Kq + kq) * 8 + (q & 7);
+        for (int i = 0; i < m; i++) o[i] = src[(size_t)i * stride];
+        src += (size_t)m * stride;
+        q += m;
+        n -= m;
+    }
+}
+
+static void fill_run(const packed_block *b, int kq, int q, uint32_t value, int n) {
+    put_run(b, kq, q, &value, 0, n);
+}
+
 /* Pack output pixels [p0, p0 + pc) of one image's group for the GEMM: taps in (kernel row
  * i, kernel column j, channel quad) order, so every packed word is one word of x4 and a run
- * of output pixels along a row is a run of x4 copied (stride 1). out: Kq x pcp words. */
+ * of output pixels along a row is a run of x4 (stride sw). Pixels [pc, pcp) are zeros. */
 static void im2col_range(const uint32_t *x4, int Cq, int H, int W, int kh, int kw, int sh,
                          int sw, int pt, int pl, int dh, int dw, int OW, uint8_t pad, int p0,
-                         int pc, int pcp, uint32_t *out) {
+                         int pc, const packed_block *out) {
     const uint32_t padw = (uint32_t)pad * 0x01010101u;
     for (int i = 0; i < kh; i++) {
         for (int j = 0; j < kw; j++) {
@@ -95,30 +129,27 @@ static void im2col_range(const uint32_t *x4, int Cq, int H, int W, int kh, int k
             if (hi > OW) hi = OW;
             if (lo > hi) lo = hi;
             for (int cq = 0; cq < Cq; cq++) {
-                uint32_t *o = out + (size_t)((i * kw + j) * Cq + cq) * pcp;
+                const int kq = (i * kw + j) * Cq + cq;
                 const uint32_t *src = x4 + (size_t)cq * H * W;
                 for (int p = p0; p < p0 + pc;) { /* one output row's stretch at a time */
                     const int oh = p / OW, a = p % OW;
                     int b = OW;
                     if (b - a > p0 + pc - p) b = a + (p0 + pc - p);
-                    uint32_t *orow = o + (p - p0) - a; /* orow[ow] for ow in [a, b) */
+                    const int q = p - p0 - a; /* pixel q + ow of the block is column ow */
                     const int ih = oh * sh - pt + i * dh;
                     /* columns [l, h) read inside the image, the rest of [a, b) the pad */
                     const int l = lo > a ? lo : a, h = hi < b ? hi : b;
                     if (ih < 0 || ih >= H || l >= h) {
-                        for (int ow = a; ow < b; ow++) orow[ow] = padw;
+                        fill_run(out, kq, q + a, padw, b - a);
                     } else {
                         const uint32_t *xr = src + (size_t)ih * W + off;
-                        for (int ow = a; ow < l; ow++) orow[ow] = padw;
-                        if (sw == 1)
-                            memcpy(orow + l, xr + l, sizeof(uint32_t) * (size_t)(h - l));
-                        else
-                            for (int ow = l; ow < h; ow++) orow[ow] = xr[ow * sw];
-                        for (int ow = h; ow < b; ow++) orow[ow] = padw;
+                        fill_run(out, kq, q + a, padw, l - a);
+                        put_run(out, kq, q + l, xr + (size_t)l * sw, sw, h - l);
+                        fill_run(out, kq, q + h, padw, b - h);
                     }
                     p += b - a;
                 }
-                for (int q = pc; q < pcp; q++) o[q] = 0;
+                fill_run(out, kq, pc, 0, out->pcp - pc);
             }
         }
     }
@@ -486,72 +517,167 @@ int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, 
     return optc_parallel(depthwise_share, &job, threads < most ? threads : most);
 }
 
-#ifdef OPTC_X86
 /* AVX2: vpmaddwd on the taps widened to int16 (exact: pairs of int16 products summed in
- * int32), a 4 x 8 block of outputs per pass; each accumulator holds two half sums per pixel,
- * added pairwise at the end */
-__attribute__((target("avx2")))
-static void gemm_avx2(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
-                      int ystride,
-                      const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
-                      int ysigned, void *y, int32_t *acc) {
-    int64_t *w16 = malloc(sizeof(int64_t) * 4 * (size_t)Kq); /* a block's weight quads as int16 */
-    if (w16 == NULL) { /* out of memory: the portable loop needs none */
-        gemm_portable(xp, wp, Mg, Kq, P, Pp, ystride, corr, m0, shift, zp, ysigned, y, acc);
-        return;
+ * int32). The filters are widened once per conv into panels of QMR rows (avx2_panels); the
+ * micro-kernel keeps a QMR x 8 block of outputs in 12 registers over all the taps (each
+ * accumulator holds two half sums per pixel, added pairwise at the end) and requantizes the
+ * block straight from registers (requant8) where that is exact, else through store_row. */
+typedef struct {
+    const int64_t *w16; /* w16[(panel * Kq + kq) * QMR + r]: quad kq of row panel * QMR + r */
+    int64_t *owned;     /* w16 when widened here */
+    int32_t *corr;      /* corr[m] as int32 where vec[m] */
+    uint8_t *vec;       /* requant8 is exact for row m */
+} avx2_rows;
+
+static void avx2_free(avx2_rows *a) {
+    free(a->owned);
+    free(a->corr);
+    free(a->vec);
+}
+
+/* The AVX2 GEMM's rows: the filters widened into panels (w16, or here when w16 is NULL) and
+ * per row whether the vector requantization is exact: the multiplier below 1 (shift >= 31:
+ * the result fits in 31 bits) and |acc + corr| < 2^30 for every possible acc, at most
+ * Kq * 4 * 255 * 128 (so acc + corr, and that plus the zero point, stay in int32).
+ * Returns -1 when out of memory. */
+static int avx2_setup(const int8_t *wp, const int16_t *w16, int Mg, int Kq,
+                      const int64_t *corr, const int32_t *shift, avx2_rows *a) {
+    const int panels = (Mg + QMR - 1) / QMR;
+    a->owned = w16 == NULL ? malloc(sizeof(int64_t) * (size_t)panels * Kq * QMR) : NULL;
+    a->w16 = w16 != NULL ? (const int64_t *)(const void *)w16 : a->owned;
+    a->corr = malloc(sizeof(int32_t) * (size_t)Mg);
+    a->vec = malloc((size_t)Mg);
+    if (a->w16 == NULL || a->corr == NULL || a->vec == NULL) {
+        avx2_free(a);
+        return -1;
     }
-    for (int mb = 0; mb < Mg; mb += 4) {
-        const int8_t *w = wp + (size_t)mb * Kq * 4;
-        for (int i = 0; i < 4 * Kq; i++) {
-            int16_t q[4] = {w[i * 4], w[i * 4 + 1], w[i * 4 + 2], w[i * 4 + 3]};
-            memcpy(w16 + i, q, 8);
-        }
-        for (int p0 = 0; p0 < Pp; p0 += 8) {
-            __m256i a[4][2];
-            for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm256_setzero_si256();
-            const uint8_t *xb = xp + (size_t)p0 * 4;
-            for (int kq = 0; kq < Kq; kq++) {
-                const uint8_t *xk = xb + (size_t)kq * Pp * 4;
+    const int64_t bound = (int64_t)Kq * 4 * 255 * 128;
+    for (int m = 0; m < Mg; m++) {
+        const int64_t c = corr[m] < 0 ? -corr[m] : corr[m];
+        a->vec[m] = shift[m] >= 31 && shift[m] <= 62 && c + bound < ((int64_t)1 << 30);
+        a->corr[m] = a->vec[m] ? (int32_t)corr[m] : 0;
+    }
+    if (a->owned != NULL)
+        for (int pb = 0; pb < panels; pb++)
+            for (int kq = 0; kq < Kq; kq++)
+                for (int r = 0; r < QMR; r++) {
+                    const int m = pb * QMR + r;
+                    int16_t q[4] = {0, 0, 0, 0};
+                    if (m < Mg)
+                        for (int t = 0; t < 4; t++) q[t] = wp[((size_t)m * Kq + kq) * 4 + t];
+                    memcpy(a->owned + ((size_t)pb * Kq + kq) * QMR + r, q, 8);
+                }
+    return 0;
+}
+
+#ifdef OPTC_X86
+/* requant of 8 sums (one row, where avx2_rows.vec says it is exact) into 8 bytes: the same
+ * arithmetic as requant, with |acc + corr| < 2^30 and shift in [31, 62] */
+__attribute__((target("avx2")))
+static inline void requant8(__m256i acc, int32_t corr, int32_t m0, int32_t shift, int zp,
+                            int ysigned, void *y) {
+    const __m256i a = _mm256_add_epi32(acc, _mm256_set1_epi32(corr));
+    const __m256i mag32 = _mm256_abs_epi32(a), vm0 = _mm256_set1_epi32(m0);
+    const __m256i half = _mm256_set1_epi64x((int64_t)1 << (shift - 1));
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    /* |a| * m0 in 64 bits, even and odd lanes; rounded and shifted they fit in 31 bits */
+    const __m256i even = _mm256_srl_epi64(
+        _mm256_add_epi64(_mm256_mul_epu32(mag32, vm0), half), count);
+    const __m256i odd = _mm256_srl_epi64(
+        _mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(mag32, 32), vm0), half), count);
+    const __m256i mag = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+    __m256i v = _mm256_add_epi32(_mm256_sign_epi32(mag, a), _mm256_set1_epi32(zp));
+    v = _mm256_min_epi32(_mm256_max_epi32(v, _mm256_set1_epi32(ysigned ? -128 : 0)),
+                         _mm256_set1_epi32(ysigned ? 127 : 255));
+    __m256i b = _mm256_packs_epi32(v, v); /* 16-bit: v0..3 v0..3 | v4..7 v4..7 */
+    b = ysigned ? _mm256_packs_epi16(b, b) : _mm256_packus_epi16(b, b);
+    b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
+    _mm_storel_epi64((__m128i *)y, _mm256_castsi256_si128(b));
+}
+
+/* Rows [0, rows) of the panels at w16 (rows: those of this call, from a panel edge) over
+ * the P pixels of a block packed in tiles of 8 pixels */
+__attribute__((target("avx2")))
+static void gemm_avx2(const uint8_t *xp, const int64_t *w16, int rows, int Kq, int P,
+                      int ystride, const int64_t *corr, const avx2_rows *rw,
+                      const int32_t *m0, const int32_t *shift, int zp, int ysigned, char *y) {
+    for (int pb = 0; pb * QMR < rows; pb++) {
+        const int64_t *w = w16 + (size_t)pb * Kq * QMR;
+        const int nr = rows - pb * QMR < QMR ? rows - pb * QMR : QMR;
+        for (int p0 = 0; p0 < P; p0 += 8) {
+            __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
+            __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00;
+            __m256i a50 = a00, a51 = a00;
+            const uint8_t *xk = xp + (size_t)p0 * Kq * 4; /* the tile's taps */
+            const int64_t *wk = w;
+            for (int kq = 0; kq < Kq; kq++, xk += 32, wk += QMR) {
                 const __m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)xk));
                 const __m256i x1 =
                     _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(xk + 16)));
-                for (int r = 0; r < 4; r++) {
-                    const __m256i wv = _mm256_set1_epi64x(w16[(size_t)r * Kq + kq]);
-                    a[r][0] = _mm256_add_epi32(a[r][0], _mm256_madd_epi16(x0, wv));
-                    a[r][1] = _mm256_add_epi32(a[r][1], _mm256_madd_epi16(x1, wv));
+#define QROW(r)                                                                                \
+    do {                                                                                       \
+        const __m256i wv = _mm256_set1_epi64x(wk[r]);                                          \
+        a##r##0 = _mm256_add_epi32(a##r##0, _mm256_madd_epi16(x0, wv));                        \
+        a##r##1 = _mm256_add_epi32(a##r##1, _mm256_madd_epi16(x1, wv));                        \
+    } while (0)
+                QROW(0);
+                QROW(1);
+                QROW(2);
+                QROW(3);
+                QROW(4);
+                QROW(5);
+#undef QROW
+            }
+            const __m256i a[QMR][2] = {{a00, a01}, {a10, a11}, {a20, a21},
+                                       {a30, a31}, {a40, a41}, {a50, a51}};
+            const int n = P - p0 < 8 ? P - p0 : 8;
+            for (int r = 0; r < nr; r++) {
+                const int m = pb * QMR + r;
+                const __m256i h = _mm256_hadd_epi32(a[r][0], a[r][1]); /* p0 p1 p4 p5 p2 p3 p6 p7 */
+                const __m256i s = _mm256_permute4x64_epi64(h, 0xD8);
+                char *o = y + (size_t)m * ystride + p0;
+                if (n == 8 && rw->vec[m]) {
+                    requant8(s, rw->corr[m], m0[m], shift[m], zp, ysigned, o);
+                } else {
+                    int32_t sums[8];
+                    _mm256_storeu_si256((__m256i *)sums, s);
+                    store_row(sums, n, corr[m], m0[m], shift[m], zp, ysigned, o);
                 }
             }
-            for (int r = 0; r < 4; r++) {
-                const __m256i h = _mm256_hadd_epi32(a[r][0], a[r][1]); /* p0 p1 p4 p5 p2 p3 p6 p7 */
-                _mm256_storeu_si256((__m256i *)(acc + (size_t)r * Pp + p0),
-                                    _mm256_permute4x64_epi64(h, 0xD8));
-            }
         }
-        for (int r = 0; r < 4 && mb + r < Mg; r++)
-            store_row(acc + (size_t)r * Pp, P, corr[mb + r], m0[mb + r], shift[mb + r], zp,
-                      ysigned, (char *)y + (size_t)(mb + r) * ystride);
     }
-    free(w16);
 }
 #endif
 
-static int q_gemm(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P, int Pp,
-                  int ystride, const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
-           void *y) {
+/* Rows [r0, r0 + rows) of the filters over one packed block of P pixels (r0: a multiple of
+ * QMR where the AVX2 panels run, avx2 not NULL, the block in tiles of 8 pixels; else a
+ * multiple of 4, the block row-major with row stride Pp) */
+static int q_gemm(const uint8_t *xp, const int8_t *wp, const avx2_rows *avx2, int r0, int rows,
+                  int Kq, int P, int Pp, int ystride, const int64_t *corr, const int32_t *m0,
+                  const int32_t *shift, int zp, int ysigned, char *y) {
+    y += (size_t)r0 * ystride;
+    corr += r0;
+    m0 += r0;
+    shift += r0;
+#ifdef OPTC_X86
+    if (avx2 != NULL) {
+        const avx2_rows part = {NULL, NULL, avx2->corr + r0, avx2->vec + r0};
+        gemm_avx2(xp, avx2->w16 + (size_t)r0 * Kq, rows, Kq, P, ystride, corr, &part, m0,
+                  shift, zp, ysigned, y);
+        return 0;
+    }
+#endif
     int32_t *acc = malloc(sizeof(int32_t) * 4 * (size_t)Pp);
     if (acc == NULL) return -1;
+    wp += (size_t)r0 * Kq * 4;
 #ifdef OPTC_X86
-    const int level = q_simd_level();
-    if (level == 2)
-        gemm_vnni(xp, wp, Mg, Kq, P, Pp, ystride, corr, m0, shift, zp, ysigned, y, acc);
-    else if (level == 1)
-        gemm_avx2(xp, wp, Mg, Kq, P, Pp, ystride, corr, m0, shift, zp, ysigned, y, acc);
-    if (level > 0) {
+    if (q_simd_level() == 2) {
+        gemm_vnni(xp, wp, rows, Kq, P, Pp, ystride, corr, m0, shift, zp, ysigned, y, acc);
         free(acc);
         return 0;
     }
 #endif
-    gemm_portable(xp, wp, Mg, Kq, P, Pp, ystride, corr, m0, shift, zp, ysigned, y, acc);
+    gemm_portable(xp, wp, rows, Kq, P, Pp, ystride, corr, m0, shift, zp, ysigned, y, acc);
     free(acc);
     return 0;
 }
@@ -602,59 +728,79 @@ typedef struct {
     const int32_t *m0, *shift;
     int zp, ysigned;
     char *y;
+    const avx2_rows *avx2; /* the AVX2 panels, NULL at the other levels */
+    int unit;              /* rows per share of filters: QMR with the panels, else 4 */
 } conv_job;
 
 /* Share t of T: blocks of pixels t, t + T, ... when there are at least T of them; else every
- * block and the t-th of T ranges of 4-filter rows (each thread packs the block itself). */
+ * block and the t-th of T ranges of filter rows, in units of j->unit rows (each thread packs
+ * the block itself). */
 static int conv_share(void *p, int t, int T) {
     const conv_job *j = p;
-    const int blocks = (j->P + j->pc - 1) / j->pc, quads = (j->Mg + 3) / 4;
-    int b0 = t, bstep = T, m0q = 0, m1q = quads;
+    const int blocks = (j->P + j->pc - 1) / j->pc, units = (j->Mg + j->unit - 1) / j->unit;
+    int b0 = t, bstep = T, u0 = 0, u1 = units;
     if (blocks < T) {
         b0 = 0;
         bstep = 1;
-        m0q = (int)((long)quads * t / T);
-        m1q = (int)((long)quads * (t + 1) / T);
-        if (m0q >= m1q) return 0;
+        u0 = (int)((long)units * t / T);
+        u1 = (int)((long)units * (t + 1) / T);
+        if (u0 >= u1) return 0;
     }
     uint32_t *packed = malloc(sizeof(uint32_t) * (size_t)j->Kq * j->pc);
     if (packed == NULL) return -1;
-    const int r0 = m0q * 4, rows = (m1q * 4 < j->Mg ? m1q * 4 : j->Mg) - r0;
+    const int r0 = u0 * j->unit, rows = (u1 * j->unit < j->Mg ? u1 * j->unit : j->Mg) - r0;
+    const int tiled = j->avx2 != NULL;
     int status = 0;
     for (int b = b0; b < blocks && status == 0; b += bstep) {
         const int p0 = b * j->pc, n = j->P - p0 < j->pc ? j->P - p0 : j->pc;
+        const packed_block out = {packed, j->Kq, tiled ? (n + 7) / 8 * 8 : j->pc, tiled};
         im2col_range(j->x4, j->Cq, j->H, j->W, j->kh, j->kw, j->sh, j->sw, j->pt, j->pl, j->dh,
-                     j->dw, j->OW, j->pad, p0, n, j->pc, packed);
-        status = q_gemm((const uint8_t *)packed, j->wp + (size_t)r0 * j->Kq * 4, rows, j->Kq, n,
-                        j->pc, j->P, j->corr + r0, j->m0 + r0, j->shift + r0, j->zp,
-                        j->ysigned, j->y + (size_t)r0 * j->P + p0);
+                     j->dw, j->OW, j->pad, p0, n, &out);
+        status = q_gemm((const uint8_t *)packed, j->wp, j->avx2, r0, rows, j->Kq, n, j->pc,
+                        j->P, j->corr, j->m0, j->shift, j->zp, j->ysigned, j->y + p0);
     }
     free(packed);
     return status;
 }
 
 int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
-           int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, const int8_t *wp, int Mg,
-           const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
+           int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, const int8_t *wp,
+           const int16_t *w16, int Mg, const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
            void *y, int threads) {
     const int Cq = (cg + 3) / 4, Kq = kh * kw * Cq, P = OH * OW;
     /* pixels per pass: the packed block (Kq x pc words) stays within block_bytes of cache,
      * and every 4-row block of filters reuses it from there */
-    int pc = (int)(block_bytes / ((size_t)Kq * 4)) / 32 * 32;
-    if (pc < 32) pc = 32;
-    if (pc > (P + 31) / 32 * 32) pc = (P + 31) / 32 * 32;
+    avx2_rows panels = {NULL, NULL, NULL, NULL}, *avx2 = NULL;
+#ifdef OPTC_X86
+    if (q_simd_level() == 1) {
+        if (avx2_setup(wp, w16, Mg, Kq, corr, shift, &panels) != 0) return -1;
+        avx2 = &panels;
+    }
+#endif
+    /* pixels per block, a multiple of the GEMM's step (8 for AVX2, else 32), the blocks as
+     * even as that allows: each block streams all the filters once */
+    const int step = avx2 != NULL ? 8 : 32;
+    int pc = (int)(block_bytes / ((size_t)Kq * 4)) / step * step;
+    if (pc < step) pc = step;
+    const int nblocks = (P + pc - 1) / pc;
+    pc = ((P + nblocks - 1) / nblocks + step - 1) / step * step;
     uint32_t *x4 = malloc(sizeof(uint32_t) * (size_t)Cq * H * W);
-    if (x4 == NULL) return -1;
+    if (x4 == NULL) {
+        avx2_free(&panels);
+        return -1;
+    }
     interleave(x, cg, H, W, pad, flip, x4);
+    const int unit = avx2 != NULL ? QMR : 4;
     conv_job job = {x4, Cq, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OW, P, Kq, pc, Mg, pad, wp,
-                    corr, m0, shift, zp, ysigned, (char *)y};
-    /* no more threads than there is work for: blocks of pixels, or 4-filter rows, and at
-     * least WORK_PER_THREAD multiply-adds each (starting a thread costs tens of us) */
-    const int blocks = (P + pc - 1) / pc, quads = (Mg + 3) / 4;
-    int most = blocks > quads ? blocks : quads;
+                    corr, m0, shift, zp, ysigned, (char *)y, avx2, unit};
+    /* no more threads than there is work for: blocks of pixels, or units of filter rows, and
+     * at least WORK_PER_THREAD multiply-adds each (starting a thread costs tens of us) */
+    const int blocks = (P + pc - 1) / pc, units = (Mg + unit - 1) / unit;
+    int most = blocks > units ? blocks : units;
     const double work = (double)Mg * Kq * 4 * P / WORK_PER_THREAD;
     if (work < most) most = work < 1 ? 1 : (int)work;
     const int status = optc_parallel(conv_share, &job, threads < most ? threads : most);
     free(x4);
+    avx2_free(&panels);
     return status;
 }

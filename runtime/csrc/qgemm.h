@@ -34,15 +34,21 @@ void q_allow_simd(int level);
  * cross block edges on small images); returns the setting. */
 size_t q_block_bytes(size_t bytes);
 
+/* Rows per panel of the AVX2 int8 GEMM's filters. */
+#define QMR 6
+
 /* One image's group of a conv: y[m, p] = requant(sum_k x_k,p * wp[m, k] + corr[m]) for
  * m < Mg, p < OH * OW (y: Mg rows of OH * OW bytes, int8 if ysigned else uint8); x: cg
  * channels of H x W uint8 (flip: 0x80 turns int8 data into uint8, x + 128), pad: the value of
  * padded taps (the zero point), wp: the packed filters (a multiple of 4 rows of
- * kh * kw * ceil(cg / 4) quads), threads: how many threads share the work (POSIX threads;
- * 1 elsewhere). Returns -1 when out of memory. */
+ * Kq = kh * kw * ceil(cg / 4) quads); w16: NULL, or the same filters for the AVX2 GEMM in
+ * panels of QMR rows widened to int16 (w16[((panel * Kq + kq) * QMR + r) * 4 + t] = wp[(m *
+ * Kq + kq) * 4 + t] for m = panel * QMR + r < Mg, else 0; made here when NULL and needed);
+ * threads: how many threads share the work (POSIX threads; 1 elsewhere). Returns -1 when out
+ * of memory. */
 int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
-           int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, const int8_t *wp, int Mg,
-           const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
+           int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, const int8_t *wp,
+           const int16_t *w16, int Mg, const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
            void *y, int threads);
 
 /* Depthwise conv of one image (C channels of H x W uint8, zero point zx in the uint8 view,

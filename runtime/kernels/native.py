@@ -272,6 +272,18 @@ def pack_qweights(w: np.ndarray, group: int) -> tuple[np.ndarray, int, int, np.n
             w.reshape(m, -1).astype(np.int64).sum(axis=1))
 
 
+def avx2_panels(packed: np.ndarray, mg: int) -> np.ndarray:
+    """The AVX2 int8 GEMM's filters (qgemm.h, q_conv's w16): pack_qweights' (G, Mgp, Kq * 4)
+    int8 rows, the first ``mg`` of each group, widened to int16 in panels of QMR rows:
+    (G, panels, Kq, QMR, 4), rows past ``mg`` zero."""
+    g, _, k4 = packed.shape
+    rows = _ckernels.QMR
+    panels = -(-mg // rows)
+    w = np.zeros((g, panels * rows, k4 // 4, 4), np.int16)
+    w[:, :mg] = packed[:, :mg].reshape(g, mg, k4 // 4, 4)
+    return np.ascontiguousarray(w.reshape(g, panels, rows, k4 // 4, 4).transpose(0, 1, 3, 2, 4))
+
+
 class QConvPlan:
     """A QLinearConv of one node on one input shape, prepared once: the packed weights, the
     per-channel constants (int32 bias minus the input zero point times the weight row sums,
@@ -300,7 +312,8 @@ class QConvPlan:
         else:
             packed, mgp, kq, rowsum = pack_qweights(w, group)
             self.fn = _ckernels.qlinear_conv2d
-            self.pre = (packed, bias - zu * rowsum, m0, shift)
+            self.packed, self.mg, self.w16 = packed, m // group, None
+            self.pre = (bias - zu * rowsum, m0, shift)
             self.post = (n, c, h, wd, group, m // group, mgp, kq, *geometry, zu, flip, zy,
                          signed)
 
@@ -320,7 +333,14 @@ class QConvPlan:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         y = np.empty(self.y_shape, self.y_dtype)
-        self.fn(np.ascontiguousarray(x), *self.pre, y, *self.post, _threads)
+        if self.fn is _ckernels.qlinear_conv2d:
+            if self.w16 is None and _ckernels.qsimd() == 1:  # the AVX2 GEMM's panels, once
+                self.w16 = avx2_panels(self.packed, self.mg)
+            self.fn(np.ascontiguousarray(x), self.packed,
+                    self.w16 if _ckernels.qsimd() == 1 else None, *self.pre, y, *self.post,
+                    _threads)
+        else:
+            self.fn(np.ascontiguousarray(x), *self.pre, y, *self.post, _threads)
         return y
 
 
