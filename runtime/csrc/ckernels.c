@@ -22,11 +22,11 @@
  *       tile, cropped to Ho x Wo, plus bias and the residual input res (y's shape), then the
  *       activation.
  *
- *   qlinear_conv2d(x, w, w16_or_None, corr, m0, shift, y, N, C, H, W, G, Mg, Mgp, Kq, kh, kw,
+ *   qlinear_conv2d(x, w, panels_or_None, corr, m0, shift, y, N, C, H, W, G, Mg, Mgp, Kq, kh, kw,
  *                  sh, sw, pt, pl, dh, dw, OH, OW, pad, flip, zp, ysigned[, threads])
  *       int8 convolution (QLinearConv) of uint8 data (int8 flipped to uint8 by `flip`), the
- *       weights packed by optc/runtime/kernels/native.py (w16: the AVX2 GEMM's int16 panels,
- *       made per call when None), requantization fused (qgemm.c).
+ *       weights packed by optc/runtime/kernels/native.py (panels: the AVX2 GEMM's, int16 or
+ *       int8 by their dtype, made per call when None), requantization fused (qgemm.c).
  *
  *   sgemm_batch(packed_a, b, c, batch, M, N, K[, threads])
  *       float32 c[i] = a[i] @ b[i] with the weights a packed once into panels (sgemm.c).
@@ -730,21 +730,27 @@ static int get_raw(PyObject *obj, Py_buffer *view, Py_ssize_t count, Py_ssize_t 
 }
 
 static PyObject *qlinear_conv2d(PyObject *self, PyObject *args) {
-    PyObject *xo, *wo, *w16o, *co, *mo, *so, *yo;
+    PyObject *xo, *wo, *po, *co, *mo, *so, *yo;
     int N, C, H, W, G, Mg, Mgp, Kq, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, pad, flip, zp,
         ysigned, threads = 1;
-    if (!PyArg_ParseTuple(args, "OOOOOOOiiiiiiiiiiiiiiiiiiiiii|i", &xo, &wo, &w16o, &co, &mo, &so, &yo,
-                          &N, &C, &H, &W, &G, &Mg, &Mgp, &Kq, &kh, &kw, &sh, &sw, &pt, &pl,
-                          &dh, &dw, &OH, &OW, &pad, &flip, &zp, &ysigned, &threads))
+    if (!PyArg_ParseTuple(args, "OOOOOOOiiiiiiiiiiiiiiiiiiiiii|i", &xo, &wo, &po, &co, &mo, &so,
+                          &yo, &N, &C, &H, &W, &G, &Mg, &Mgp, &Kq, &kh, &kw, &sh, &sw, &pt,
+                          &pl, &dh, &dw, &OH, &OW, &pad, &flip, &zp, &ysigned, &threads))
         return NULL;
     const Py_ssize_t M = (Py_ssize_t)G * Mg, P = (Py_ssize_t)OH * OW;
     if (G < 1 || C % G || Mgp % 4 || Mgp < Mg || Kq != kh * kw * ((C / G + 3) / 4)) {
         PyErr_SetString(PyExc_ValueError, "qlinear_conv2d: inconsistent sizes");
         return NULL;
     }
-    Py_buffer xv, wv, cv, mv, sv, yv, w16v;
-    Py_buffer *views[7] = {&xv, &wv, &cv, &mv, &sv, &yv, &w16v};
-    const int panels = (Mg + QMR - 1) / QMR;
+    Py_buffer xv, wv, cv, mv, sv, yv, pv;
+    Py_buffer *views[7] = {&xv, &wv, &cv, &mv, &sv, &yv, &pv};
+    const Py_ssize_t panel_quads = (Py_ssize_t)((Mg + QMR - 1) / QMR) * Kq * QMR; /* a group's */
+    int wide = 1; /* the panels' taps: int16 (1) or int8 (0) */
+    if (po != Py_None) {
+        if (PyObject_GetBuffer(po, &pv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+        wide = pv.itemsize == 2;
+        PyBuffer_Release(&pv);
+    }
     int got = 0;
     if (get_raw(xo, &xv, (Py_ssize_t)N * C * H * W, 1, 0, "x") == 0 && ++got &&
         get_raw(wo, &wv, (Py_ssize_t)G * Mgp * Kq * 4, 1, 0, "w") == 0 && ++got &&
@@ -752,8 +758,8 @@ static PyObject *qlinear_conv2d(PyObject *self, PyObject *args) {
         get_raw(mo, &mv, M, 4, 0, "m0") == 0 && ++got &&
         get_raw(so, &sv, M, 4, 0, "shift") == 0 && ++got &&
         get_raw(yo, &yv, (Py_ssize_t)N * M * P, 1, 1, "y") == 0 && ++got &&
-        (w16o == Py_None ||
-         get_raw(w16o, &w16v, (Py_ssize_t)G * panels * Kq * QMR * 4, 2, 0, "w16") == 0))
+        (po == Py_None ||
+         get_raw(po, &pv, (Py_ssize_t)G * panel_quads * 4, wide ? 2 : 1, 0, "panels") == 0))
         ++got;
     if (got < 7) {
         for (int i = 0; i < got; i++) PyBuffer_Release(views[i]);
@@ -766,18 +772,18 @@ static PyObject *qlinear_conv2d(PyObject *self, PyObject *args) {
         for (int g = 0; g < G && !failed; g++) {
             const uint8_t *x = (const uint8_t *)xv.buf + ((size_t)n * C + (size_t)g * cg) * H * W;
             const int8_t *w = (const int8_t *)wv.buf + (size_t)g * Mgp * Kq * 4;
-            const int16_t *w16 = w16o == Py_None ? NULL :
-                (const int16_t *)w16v.buf + (size_t)g * panels * Kq * QMR * 4;
+            const void *panels = po == Py_None ? NULL :
+                (const char *)pv.buf + (size_t)g * panel_quads * 4 * (wide ? 2 : 1);
             char *y = (char *)yv.buf + ((size_t)n * M + (size_t)g * Mg) * P;
             if (q_conv(x, cg, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, (uint8_t)pad,
-                       (uint8_t)flip, w, w16, Mg, (const int64_t *)cv.buf + g * Mg,
+                       (uint8_t)flip, w, panels, wide, Mg, (const int64_t *)cv.buf + g * Mg,
                        (const int32_t *)mv.buf + g * Mg, (const int32_t *)sv.buf + g * Mg, zp,
                        ysigned, y, threads < 1 ? 1 : threads) < 0)
                 failed = 1;
         }
     }
     Py_END_ALLOW_THREADS
-    for (int i = 0; i < (w16o == Py_None ? 6 : 7); i++) PyBuffer_Release(views[i]);
+    for (int i = 0; i < (po == Py_None ? 6 : 7); i++) PyBuffer_Release(views[i]);
     if (failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }

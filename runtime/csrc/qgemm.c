@@ -523,10 +523,14 @@ int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, 
  * accumulator holds two half sums per pixel, added pairwise at the end) and requantizes the
  * block straight from registers (requant8) where that is exact, else through store_row. */
 typedef struct {
-    const int64_t *w16; /* w16[(panel * Kq + kq) * QMR + r]: quad kq of row panel * QMR + r */
-    int64_t *owned;     /* w16 when widened here */
-    int32_t *corr;      /* corr[m] as int32 where vec[m] */
-    uint8_t *vec;       /* requant8 is exact for row m */
+    /* the filters in panels of QMR rows: quad kq of row panel * QMR + r at index
+     * (panel * Kq + kq) * QMR + r of int16 quads (wide: an int64 each) or of the int8 quads
+     * themselves (an int32 each, for vpmaddubsw) */
+    const void *panels;
+    int wide;
+    int64_t *owned; /* panels when widened here */
+    int32_t *corr;  /* corr[m] as int32 where vec[m] */
+    uint8_t *vec;   /* requant8 is exact for row m */
 } avx2_rows;
 
 static void avx2_free(avx2_rows *a) {
@@ -535,19 +539,20 @@ static void avx2_free(avx2_rows *a) {
     free(a->vec);
 }
 
-/* The AVX2 GEMM's rows: the filters widened into panels (w16, or here when w16 is NULL) and
- * per row whether the vector requantization is exact: the multiplier below 1 (shift >= 31:
- * the result fits in 31 bits) and |acc + corr| < 2^30 for every possible acc, at most
+/* The AVX2 GEMM's rows: the filters in panels (given, or widened here to int16 when NULL)
+ * and per row whether the vector requantization is exact: the multiplier below 1 (shift >=
+ * 31: the result fits in 31 bits) and |acc + corr| < 2^30 for every possible acc, at most
  * Kq * 4 * 255 * 128 (so acc + corr, and that plus the zero point, stay in int32).
  * Returns -1 when out of memory. */
-static int avx2_setup(const int8_t *wp, const int16_t *w16, int Mg, int Kq,
+static int avx2_setup(const int8_t *wp, const void *panels, int wide, int Mg, int Kq,
                       const int64_t *corr, const int32_t *shift, avx2_rows *a) {
-    const int panels = (Mg + QMR - 1) / QMR;
-    a->owned = w16 == NULL ? malloc(sizeof(int64_t) * (size_t)panels * Kq * QMR) : NULL;
-    a->w16 = w16 != NULL ? (const int64_t *)(const void *)w16 : a->owned;
+    const int count = (Mg + QMR - 1) / QMR;
+    a->owned = panels == NULL ? malloc(sizeof(int64_t) * (size_t)count * Kq * QMR) : NULL;
+    a->panels = panels != NULL ? panels : a->owned;
+    a->wide = panels != NULL ? wide : 1;
     a->corr = malloc(sizeof(int32_t) * (size_t)Mg);
     a->vec = malloc((size_t)Mg);
-    if (a->w16 == NULL || a->corr == NULL || a->vec == NULL) {
+    if (a->panels == NULL || a->corr == NULL || a->vec == NULL) {
         avx2_free(a);
         return -1;
     }
@@ -558,7 +563,7 @@ static int avx2_setup(const int8_t *wp, const int16_t *w16, int Mg, int Kq,
         a->corr[m] = a->vec[m] ? (int32_t)corr[m] : 0;
     }
     if (a->owned != NULL)
-        for (int pb = 0; pb < panels; pb++)
+        for (int pb = 0; pb < count; pb++)
             for (int kq = 0; kq < Kq; kq++)
                 for (int r = 0; r < QMR; r++) {
                     const int m = pb * QMR + r;
@@ -595,56 +600,121 @@ static inline void requant8(__m256i acc, int32_t corr, int32_t m0, int32_t shift
     _mm_storel_epi64((__m128i *)y, _mm256_castsi256_si128(b));
 }
 
-/* Rows [0, rows) of the panels at w16 (rows: those of this call, from a panel edge) over
- * the P pixels of a block packed in tiles of 8 pixels */
+/* The output of one row at pixels [p0, p0 + n), n <= 8, from its 8 sums */
+typedef struct {
+    const int64_t *corr;
+    const avx2_rows *rw;
+    const int32_t *m0, *shift;
+    int zp, ysigned, ystride;
+    char *y;
+} avx2_out;
+
 __attribute__((target("avx2")))
-static void gemm_avx2(const uint8_t *xp, const int64_t *w16, int rows, int Kq, int P,
-                      int ystride, const int64_t *corr, const avx2_rows *rw,
-                      const int32_t *m0, const int32_t *shift, int zp, int ysigned, char *y) {
-    for (int pb = 0; pb * QMR < rows; pb++) {
-        const int64_t *w = w16 + (size_t)pb * Kq * QMR;
-        const int nr = rows - pb * QMR < QMR ? rows - pb * QMR : QMR;
-        for (int p0 = 0; p0 < P; p0 += 8) {
-            __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
-            __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00;
-            __m256i a50 = a00, a51 = a00;
-            const uint8_t *xk = xp + (size_t)p0 * Kq * 4; /* the tile's taps */
-            const int64_t *wk = w;
-            for (int kq = 0; kq < Kq; kq++, xk += 32, wk += QMR) {
-                const __m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)xk));
-                const __m256i x1 =
-                    _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(xk + 16)));
+static inline void store8(const avx2_out *o, __m256i sums, int m, int p0, int n) {
+    char *y = o->y + (size_t)m * o->ystride + p0;
+    if (n == 8 && o->rw->vec[m]) {
+        requant8(sums, o->rw->corr[m], o->m0[m], o->shift[m], o->zp, o->ysigned, y);
+    } else {
+        int32_t v[8];
+        _mm256_storeu_si256((__m256i *)v, sums);
+        store_row(v, n, o->corr[m], o->m0[m], o->shift[m], o->zp, o->ysigned, y);
+    }
+}
+
+/* vpmaddwd on the taps widened to int16 (exact: pairs of int16 products summed in int32):
+ * a QMR x 8 block in 12 registers, each holding two half sums per pixel (added pairwise at
+ * the end) */
+__attribute__((target("avx2")))
+static void panel_wide(const uint8_t *xp, const int64_t *w, int nr, int r0, int Kq, int P,
+                       const avx2_out *o) {
+    for (int p0 = 0; p0 < P; p0 += 8) {
+        __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
+        __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00;
+        __m256i a50 = a00, a51 = a00;
+        const uint8_t *xk = xp + (size_t)p0 * Kq * 4; /* the tile's taps */
+        const int64_t *wk = w;
+        for (int kq = 0; kq < Kq; kq++, xk += 32, wk += QMR) {
+            const __m256i x0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)xk));
+            const __m256i x1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(xk + 16)));
 #define QROW(r)                                                                                \
     do {                                                                                       \
         const __m256i wv = _mm256_set1_epi64x(wk[r]);                                          \
         a##r##0 = _mm256_add_epi32(a##r##0, _mm256_madd_epi16(x0, wv));                        \
         a##r##1 = _mm256_add_epi32(a##r##1, _mm256_madd_epi16(x1, wv));                        \
     } while (0)
-                QROW(0);
-                QROW(1);
-                QROW(2);
-                QROW(3);
-                QROW(4);
-                QROW(5);
+            QROW(0);
+            QROW(1);
+            QROW(2);
+            QROW(3);
+            QROW(4);
+            QROW(5);
 #undef QROW
-            }
-            const __m256i a[QMR][2] = {{a00, a01}, {a10, a11}, {a20, a21},
-                                       {a30, a31}, {a40, a41}, {a50, a51}};
-            const int n = P - p0 < 8 ? P - p0 : 8;
-            for (int r = 0; r < nr; r++) {
-                const int m = pb * QMR + r;
-                const __m256i h = _mm256_hadd_epi32(a[r][0], a[r][1]); /* p0 p1 p4 p5 p2 p3 p6 p7 */
-                const __m256i s = _mm256_permute4x64_epi64(h, 0xD8);
-                char *o = y + (size_t)m * ystride + p0;
-                if (n == 8 && rw->vec[m]) {
-                    requant8(s, rw->corr[m], m0[m], shift[m], zp, ysigned, o);
-                } else {
-                    int32_t sums[8];
-                    _mm256_storeu_si256((__m256i *)sums, s);
-                    store_row(sums, n, corr[m], m0[m], shift[m], zp, ysigned, o);
-                }
-            }
         }
+        const __m256i a[QMR][2] = {{a00, a01}, {a10, a11}, {a20, a21},
+                                   {a30, a31}, {a40, a41}, {a50, a51}};
+        const int n = P - p0 < 8 ? P - p0 : 8;
+        for (int r = 0; r < nr; r++) {
+            const __m256i h = _mm256_hadd_epi32(a[r][0], a[r][1]); /* p0 p1 p4 p5 p2 p3 p6 p7 */
+            store8(o, _mm256_permute4x64_epi64(h, 0xD8), r0 + r, p0, n);
+        }
+    }
+}
+
+/* vpmaddubsw on the int8 quads as they are, where every pair of taps sums without 16-bit
+ * saturation (native.avx2_panels checks: at most 255 * 128 either way), then vpmaddwd by
+ * ones into int32: a QMR x 16 block (two tiles) in 12 registers, one sum per pixel. An odd
+ * last tile runs with itself as the second. */
+__attribute__((target("avx2")))
+static void panel_bytes(const uint8_t *xp, const int32_t *w, int nr, int r0, int Kq, int P,
+                        const avx2_out *o) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int p0 = 0; p0 < P; p0 += 16) {
+        __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
+        __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00;
+        __m256i a50 = a00, a51 = a00;
+        const uint8_t *xk0 = xp + (size_t)p0 * Kq * 4;
+        const uint8_t *xk1 = P - p0 > 8 ? xk0 + (size_t)8 * Kq * 4 : xk0;
+        const int32_t *wk = w;
+        for (int kq = 0; kq < Kq; kq++, xk0 += 32, xk1 += 32, wk += QMR) {
+            const __m256i x0 = _mm256_loadu_si256((const __m256i *)xk0);
+            const __m256i x1 = _mm256_loadu_si256((const __m256i *)xk1);
+#define QROW(r)                                                                                \
+    do {                                                                                       \
+        const __m256i wv = _mm256_set1_epi32(wk[r]);                                           \
+        a##r##0 = _mm256_add_epi32(a##r##0,                                                    \
+                                   _mm256_madd_epi16(_mm256_maddubs_epi16(x0, wv), ones));     \
+        a##r##1 = _mm256_add_epi32(a##r##1,                                                    \
+                                   _mm256_madd_epi16(_mm256_maddubs_epi16(x1, wv), ones));     \
+    } while (0)
+            QROW(0);
+            QROW(1);
+            QROW(2);
+            QROW(3);
+            QROW(4);
+            QROW(5);
+#undef QROW
+        }
+        const __m256i a[QMR][2] = {{a00, a01}, {a10, a11}, {a20, a21},
+                                   {a30, a31}, {a40, a41}, {a50, a51}};
+        for (int half = 0; half < 2 && p0 + 8 * half < P; half++) {
+            const int q0 = p0 + 8 * half, n = P - q0 < 8 ? P - q0 : 8;
+            for (int r = 0; r < nr; r++) store8(o, a[r][half], r0 + r, q0, n);
+        }
+    }
+}
+
+/* Rows [0, rows) of the panels (rows: those of this call, from a panel edge) over the P
+ * pixels of a block packed in tiles of 8 pixels */
+__attribute__((target("avx2")))
+static void gemm_avx2(const uint8_t *xp, const avx2_rows *rw, int rows, int Kq, int P,
+                      const avx2_out *o) {
+    for (int pb = 0; pb * QMR < rows; pb++) {
+        const int nr = rows - pb * QMR < QMR ? rows - pb * QMR : QMR;
+        const size_t at = (size_t)pb * Kq * QMR;
+        if (rw->wide)
+            panel_wide(xp, (const int64_t *)rw->panels + at, nr, pb * QMR, Kq, P, o);
+        else
+            panel_bytes(xp, (const int32_t *)rw->panels + at, nr, pb * QMR, Kq, P, o);
     }
 }
 #endif
@@ -661,9 +731,12 @@ static int q_gemm(const uint8_t *xp, const int8_t *wp, const avx2_rows *avx2, in
     shift += r0;
 #ifdef OPTC_X86
     if (avx2 != NULL) {
-        const avx2_rows part = {NULL, NULL, avx2->corr + r0, avx2->vec + r0};
-        gemm_avx2(xp, avx2->w16 + (size_t)r0 * Kq, rows, Kq, P, ystride, corr, &part, m0,
-                  shift, zp, ysigned, y);
+        const size_t at = (size_t)r0 * Kq; /* r0 / QMR panels of Kq * QMR quads */
+        const avx2_rows part = {avx2->wide ? (const void *)((const int64_t *)avx2->panels + at)
+                                           : (const void *)((const int32_t *)avx2->panels + at),
+                                avx2->wide, NULL, avx2->corr + r0, avx2->vec + r0};
+        const avx2_out out = {corr, &part, m0, shift, zp, ysigned, ystride, y};
+        gemm_avx2(xp, &part, rows, Kq, P, &out);
         return 0;
     }
 #endif
@@ -765,16 +838,16 @@ static int conv_share(void *p, int t, int T) {
 
 int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
            int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, const int8_t *wp,
-           const int16_t *w16, int Mg, const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
-           void *y, int threads) {
+           const void *panels, int wide, int Mg, const int64_t *corr, const int32_t *m0,
+           const int32_t *shift, int zp, int ysigned, void *y, int threads) {
     const int Cq = (cg + 3) / 4, Kq = kh * kw * Cq, P = OH * OW;
     /* pixels per pass: the packed block (Kq x pc words) stays within block_bytes of cache,
      * and every 4-row block of filters reuses it from there */
-    avx2_rows panels = {NULL, NULL, NULL, NULL}, *avx2 = NULL;
+    avx2_rows rows = {NULL, 1, NULL, NULL, NULL}, *avx2 = NULL;
 #ifdef OPTC_X86
     if (q_simd_level() == 1) {
-        if (avx2_setup(wp, w16, Mg, Kq, corr, shift, &panels) != 0) return -1;
-        avx2 = &panels;
+        if (avx2_setup(wp, panels, wide, Mg, Kq, corr, shift, &rows) != 0) return -1;
+        avx2 = &rows;
     }
 #endif
     /* pixels per block, a multiple of the GEMM's step (8 for AVX2, else 32), the blocks as
@@ -786,7 +859,7 @@ int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int s
     pc = ((P + nblocks - 1) / nblocks + step - 1) / step * step;
     uint32_t *x4 = malloc(sizeof(uint32_t) * (size_t)Cq * H * W);
     if (x4 == NULL) {
-        avx2_free(&panels);
+        avx2_free(&rows);
         return -1;
     }
     interleave(x, cg, H, W, pad, flip, x4);
@@ -801,6 +874,6 @@ int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int s
     if (work < most) most = work < 1 ? 1 : (int)work;
     const int status = optc_parallel(conv_share, &job, threads < most ? threads : most);
     free(x4);
-    avx2_free(&panels);
+    avx2_free(&rows);
     return status;
 }

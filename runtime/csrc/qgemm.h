@@ -41,15 +41,16 @@ size_t q_block_bytes(size_t bytes);
  * m < Mg, p < OH * OW (y: Mg rows of OH * OW bytes, int8 if ysigned else uint8); x: cg
  * channels of H x W uint8 (flip: 0x80 turns int8 data into uint8, x + 128), pad: the value of
  * padded taps (the zero point), wp: the packed filters (a multiple of 4 rows of
- * Kq = kh * kw * ceil(cg / 4) quads); w16: NULL, or the same filters for the AVX2 GEMM in
- * panels of QMR rows widened to int16 (w16[((panel * Kq + kq) * QMR + r) * 4 + t] = wp[(m *
- * Kq + kq) * 4 + t] for m = panel * QMR + r < Mg, else 0; made here when NULL and needed);
- * threads: how many threads share the work (POSIX threads; 1 elsewhere). Returns -1 when out
- * of memory. */
+ * Kq = kh * kw * ceil(cg / 4) quads); panels: NULL, or the same filters for the AVX2 GEMM in
+ * panels of QMR rows, quad kq of row m = panel * QMR + r at index (panel * Kq + kq) * QMR + r
+ * (zeros for m >= Mg), its four taps widened to int16 (wide 1: vpmaddwd) or as they are
+ * (wide 0: vpmaddubsw, only where no pair of taps can saturate 16 bits, see
+ * native.avx2_panels); made here (wide) when NULL and needed; threads: how many threads
+ * share the work (POSIX threads; 1 elsewhere). Returns -1 when out of memory. */
 int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
            int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, const int8_t *wp,
-           const int16_t *w16, int Mg, const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp, int ysigned,
-           void *y, int threads);
+           const void *panels, int wide, int Mg, const int64_t *corr, const int32_t *m0,
+           const int32_t *shift, int zp, int ysigned, void *y, int threads);
 
 /* Depthwise conv of one image (C channels of H x W uint8, zero point zx in the uint8 view,
  * w: (C, kh * kw) int8), requantized like q_gemm with corr[c] the int32 bias. */

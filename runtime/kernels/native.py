@@ -273,13 +273,19 @@ def pack_qweights(w: np.ndarray, group: int) -> tuple[np.ndarray, int, int, np.n
 
 
 def avx2_panels(packed: np.ndarray, mg: int) -> np.ndarray:
-    """The AVX2 int8 GEMM's filters (qgemm.h, q_conv's w16): pack_qweights' (G, Mgp, Kq * 4)
-    int8 rows, the first ``mg`` of each group, widened to int16 in panels of QMR rows:
-    (G, panels, Kq, QMR, 4), rows past ``mg`` zero."""
+    """The AVX2 int8 GEMM's filters (qgemm.h, q_conv's panels): pack_qweights' (G, Mgp,
+    Kq * 4) int8 rows, the first ``mg`` of each group, in panels of QMR rows: (G, panels, Kq,
+    QMR, 4), rows past ``mg`` zero. int8 as they are (vpmaddubsw) where no pair of taps can
+    leave int16 -- 255 times the sum of a pair's positive weights, or of its negative ones,
+    at most 32640: true of 7-bit weights (``quantize{reduce-range=true}``) -- else widened
+    to int16 (vpmaddwd, exact for any int8 weights)."""
     g, _, k4 = packed.shape
     rows = _ckernels.QMR
     panels = -(-mg // rows)
-    w = np.zeros((g, panels * rows, k4 // 4, 4), np.int16)
+    pairs = packed[:, :mg].reshape(-1, 2).astype(np.int16)
+    narrow = (np.maximum(pairs, 0).sum(axis=1).max(initial=0) <= 128 and
+              np.maximum(-pairs, 0).sum(axis=1).max(initial=0) <= 128)
+    w = np.zeros((g, panels * rows, k4 // 4, 4), np.int8 if narrow else np.int16)
     w[:, :mg] = packed[:, :mg].reshape(g, mg, k4 // 4, 4)
     return np.ascontiguousarray(w.reshape(g, panels, rows, k4 // 4, 4).transpose(0, 1, 3, 2, 4))
 
@@ -312,7 +318,7 @@ class QConvPlan:
         else:
             packed, mgp, kq, rowsum = pack_qweights(w, group)
             self.fn = _ckernels.qlinear_conv2d
-            self.packed, self.mg, self.w16 = packed, m // group, None
+            self.packed, self.mg, self.panels = packed, m // group, None
             self.pre = (bias - zu * rowsum, m0, shift)
             self.post = (n, c, h, wd, group, m // group, mgp, kq, *geometry, zu, flip, zy,
                          signed)
@@ -334,10 +340,10 @@ class QConvPlan:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         y = np.empty(self.y_shape, self.y_dtype)
         if self.fn is _ckernels.qlinear_conv2d:
-            if self.w16 is None and _ckernels.qsimd() == 1:  # the AVX2 GEMM's panels, once
-                self.w16 = avx2_panels(self.packed, self.mg)
+            if self.panels is None and _ckernels.qsimd() == 1:  # the AVX2 GEMM's, once
+                self.panels = avx2_panels(self.packed, self.mg)
             self.fn(np.ascontiguousarray(x), self.packed,
-                    self.w16 if _ckernels.qsimd() == 1 else None, *self.pre, y, *self.post,
+                    self.panels if _ckernels.qsimd() == 1 else None, *self.pre, y, *self.post,
                     _threads)
         else:
             self.fn(np.ascontiguousarray(x), *self.pre, y, *self.post, _threads)

@@ -219,12 +219,14 @@ def test_wide_pools_match_numpy_across_bands(shape, k, stride, dil, pads, ceil):
 def _qconv_case(draw_shape, seed):
     """Random QLinearConv inputs: 8-bit x and y of either signedness, int8 weights (zero
     point 0, as optc's quantize writes them), int32 bias, per-channel scales."""
-    n, c, m, group, h, w, k, stride, dil, pads, x_signed, y_signed, bias = draw_shape
+    n, c, m, group, h, w, k, stride, dil, pads, x_signed, y_signed, bias, narrow = draw_shape
     rng = np.random.default_rng(seed)
     xt = np.int8 if x_signed else np.uint8
     info = np.iinfo(xt)
     x = rng.integers(info.min, info.max + 1, (n, c, h, w), dtype=xt)
-    wt = rng.integers(-127, 128, (m, c // group, k, k), dtype=np.int8)
+    # narrow: 7-bit weights (quantize's reduce-range), which take AVX2's vpmaddubsw GEMM
+    wmax = 64 if narrow else 127
+    wt = rng.integers(-wmax, wmax + 1, (m, c // group, k, k), dtype=np.int8)
     b = rng.integers(-5000, 5000, m).astype(np.int32) if bias else None
     args = (x, np.float32(rng.uniform(0.01, 0.1)), xt(rng.integers(info.min, info.max + 1)), wt,
             rng.uniform(0.001, 0.01, m).astype(np.float32), np.zeros(m, np.int8),
@@ -253,38 +255,86 @@ def _qconv_shapes(draw):
     if not assume_ok:
         h, w = h + dil * (k - 1), w + dil * (k - 1)
     return (draw(st.integers(1, 2)), c, m, group, h, w, k, draw(st.integers(1, 3)), dil, pads,
-            draw(st.booleans()), draw(st.booleans()), draw(st.booleans()))
+            draw(st.booleans()), draw(st.booleans()), draw(st.booleans()), draw(st.booleans()))
 
 
 @settings(max_examples=80, deadline=None)
 @given(shape=_qconv_shapes(), seed=st.integers(0, 2 ** 16))
 def test_int8_conv_kernels_match_numpy_bit_for_bit(shape, seed):
     # the reference: exact integer sums through float GEMMs and NumPy fixed-point requantizing
-    from optc.runtime.kernels.qlinear import _plan, qlinear_conv
+    from optc.runtime.kernels.qlinear import qlinear_conv
 
     args, b, attrs = _qconv_case(shape, seed)
-    ref = _numpy(lambda: qlinear_conv(*args, b, **attrs))
+    _assert_int8_paths_match(args, b, attrs, _numpy(lambda: qlinear_conv(*args, b, **attrs)))
+    assert np.array_equal(qlinear_conv(*args, b, **attrs), _numpy(
+        lambda: qlinear_conv(*args, b, **attrs)))  # the kernel entry point
+
+
+def _assert_int8_paths_match(args, b, attrs, ref):
+    """Every int8 GEMM this CPU has and the portable C one give ``ref``: with blocks of the
+    default size and of 32 pixels (small images cross block edges too), on 1 and 3 threads."""
+    from optc.runtime.kernels.qlinear import _plan
+
     top, block = native.qsimd(), native._ckernels.qblock()
     try:
-        for level in range(top, -1, -1):  # every int8 GEMM this CPU has, and portable C
+        for level in range(top, -1, -1):
             native.qsimd(level)
-            # blocks of 32 pixels at level 0: small images cross block edges too
-            native._ckernels.qblock(block if level else 128)
-            a = args
-            plan = _plan(a[0], int(a[2]), a[1], a[3], a[4], a[5], a[6], int(a[7]),
-                         np.asarray(a[7]).dtype, b, dict(auto_pad="NOTSET", kernel_shape=None,
-                                                         **attrs), portable=True)
-            assert plan is not None
-            np.testing.assert_array_equal(plan(a[0]), ref, err_msg=f"simd level {level}")
-            previous = native.set_threads(3)  # blocks of pixels or of filters per thread
-            try:
-                np.testing.assert_array_equal(plan(a[0]), ref, err_msg=f"3 threads, {level}")
-            finally:
-                native.set_threads(previous)
+            for size in (block, 128):
+                native._ckernels.qblock(size)
+                a = args
+                plan = _plan(a[0], int(a[2]), a[1], a[3], a[4], a[5], a[6], int(a[7]),
+                             np.asarray(a[7]).dtype, b,
+                             dict(auto_pad="NOTSET", kernel_shape=None, **attrs), portable=True)
+                assert plan is not None
+                where = f"simd level {level}, block {size}"
+                np.testing.assert_array_equal(plan(a[0]), ref, err_msg=where)
+                previous = native.set_threads(3)  # blocks of pixels or of filters per thread
+                try:
+                    np.testing.assert_array_equal(plan(a[0]), ref, err_msg=f"3 threads, {where}")
+                finally:
+                    native.set_threads(previous)
     finally:
         native.qsimd(top)
         native._ckernels.qblock(block)
-    assert np.array_equal(qlinear_conv(*args, b, **attrs), ref)  # the kernel entry point
+
+
+@pytest.mark.parametrize("case", ["pairs at 64", "pairs at -64", "a pair at 65",
+                                  "multiplier over 1", "bias past int32"])
+def test_int8_conv_avx2_edges(case):
+    # the AVX2 GEMM's limits: vpmaddubsw where a pair of taps reaches 255 * 128 at most (x at
+    # 255 everywhere, the pairs' weights at the bound), vpmaddwd just past it; requantization
+    # in AVX2 only for multipliers below 1 and |acc + bias| < 2^30, scalar otherwise (both
+    # cases built so that the AVX2 arithmetic would overflow)
+    from optc.runtime.kernels.qlinear import qlinear_conv
+
+    rng = np.random.default_rng(3)
+    m, c = 7, 8
+    x = np.full((1, c, 9, 11), 255, np.uint8)
+    w = rng.integers(-20, 21, (m, c, 3, 3)).astype(np.int8)
+    bias = rng.integers(-5000, 5000, m).astype(np.int32)
+    y_scale = np.float32(40.0)
+    if case in ("pairs at 64", "pairs at -64"):
+        w[:] = 64 if case == "pairs at 64" else -64
+    elif case == "a pair at 65":
+        w[:] = 64
+        w[2, 0, 1, 1] = 65
+    elif case == "multiplier over 1":  # 64: row 3's product leaves 32 bits
+        y_scale = np.float32(0.05 * 0.01 / 64)
+        bias[3] = 2 ** 26 + 12345
+    else:  # row 3's bias plus its (positive) products passes 2^31
+        bias[3] = 2 ** 31 - 1
+        w[3] = np.abs(w[3]) + 1
+    args = (x, np.float32(0.05), np.uint8(3), w, np.full(m, 0.01, np.float32),
+            np.zeros(m, np.int8), y_scale, np.uint8(100))
+    attrs = dict(group=1, pads=[1, 1, 1, 1], strides=[1, 1], dilations=[1, 1])
+    ref = _numpy(lambda: qlinear_conv(*args, bias, **attrs))
+    if case.startswith("pairs"):
+        packed = native.pack_qweights(w, 1)[0]
+        assert native.avx2_panels(packed, m).dtype == np.int8
+    elif case == "a pair at 65":
+        assert native.avx2_panels(native.pack_qweights(w, 1)[0], m).dtype == np.int16
+    assert len(np.unique(ref)) > 1 or case.startswith("pairs")
+    _assert_int8_paths_match(args, bias, attrs, ref)
 
 
 def test_int8_conv_without_simd_runs_numpy_except_depthwise():
