@@ -8,11 +8,11 @@ build). Prints per model the median optc/onnxruntime ratio of each build.
 
     cp runtime/_ckernels*.so /tmp/before.so   # then change the C code, pip install -e .
     python benchmarks/ab_builds.py /tmp/before.so runtime/_ckernels*.so \\
-        [--models resnet50 densenet121] [--rounds 10] [--passes TEXT] [--int8]
+        [--models resnet50 densenet121] [--rounds 10] [--passes TEXT] [--int8 [--reduce-range]]
 
 --int8 compares the int8 models instead (``default,quantize{probe=false}`` calibrated on seeded
-random inputs, then ``qlinear``, as benchmarks/int8_runtime.py), against onnxruntime running
-the QDQ model.
+random inputs, then ``qlinear``, as benchmarks/int8_runtime.py; --reduce-range: 7-bit
+weights), against onnxruntime running the QDQ model.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--passes", default="default,fuse-act{target=optc},winograd")
     parser.add_argument("--int8", action="store_true", help="the int8 models (see above)")
+    parser.add_argument("--reduce-range", action="store_true", help="with --int8: 7-bit weights")
     args = parser.parse_args()
     # copies: loading two files of the same path would return the first module again
     with tempfile.TemporaryDirectory() as d:
@@ -69,7 +70,8 @@ def main() -> None:
         try:
             for path in model_files(LIGHT, args.models, d, opset=17 if args.int8 else None):
                 if args.int8:
-                    qdq, _ = optc.optimize(str(path), passes="default,quantize{probe=false}",
+                    options = "probe=false" + (" reduce-range=true" if args.reduce_range else "")
+                    qdq, _ = optc.optimize(str(path), passes=f"default,quantize{{{options}}}",
                                            calib=_calibration(path, 8))
                     optc.save(qdq, Path(d) / "qdq.onnx")
                     lowered, _ = optc.optimize(qdq, passes="qlinear")

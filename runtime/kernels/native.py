@@ -312,12 +312,12 @@ class QConvPlan:
         if group == c == m and w.shape[1] == 1:
             # depthwise: a direct loop per channel (a GEMM of one row per group would waste
             # most of its work)
-            self.fn = _ckernels.qlinear_depthwise2d
+            self.depthwise = True
             self.pre = (np.ascontiguousarray(w.reshape(m, -1)), bias, m0, shift)
             self.post = (n, c, h, wd, *geometry, zu, flip, zy, signed)
         else:
             packed, mgp, kq, rowsum = pack_qweights(w, group)
-            self.fn = _ckernels.qlinear_conv2d
+            self.depthwise = False
             self.packed, self.mg, self.panels = packed, m // group, None
             self.pre = (bias - zu * rowsum, m0, shift)
             self.post = (n, c, h, wd, group, m // group, mgp, kq, *geometry, zu, flip, zy,
@@ -339,14 +339,16 @@ class QConvPlan:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         y = np.empty(self.y_shape, self.y_dtype)
-        if self.fn is _ckernels.qlinear_conv2d:
+        # the module looked up per call: benchmarks/ab_builds.py swaps builds under a plan
+        if self.depthwise:
+            _ckernels.qlinear_depthwise2d(np.ascontiguousarray(x), *self.pre, y, *self.post,
+                                          _threads)
+        else:
             if self.panels is None and _ckernels.qsimd() == 1:  # the AVX2 GEMM's, once
                 self.panels = avx2_panels(self.packed, self.mg)
-            self.fn(np.ascontiguousarray(x), self.packed,
-                    self.panels if _ckernels.qsimd() == 1 else None, *self.pre, y, *self.post,
-                    _threads)
-        else:
-            self.fn(np.ascontiguousarray(x), *self.pre, y, *self.post, _threads)
+            _ckernels.qlinear_conv2d(np.ascontiguousarray(x), self.packed,
+                                     self.panels if _ckernels.qsimd() == 1 else None, *self.pre,
+                                     y, *self.post, _threads)
         return y
 
 
