@@ -169,10 +169,11 @@ class QLinear(Pass):
             if n is None or n.graph is not g or any(o.uses() or g.is_output(o)
                                                     for o in n.outputs):
                 continue
-            consts += [v for v in n.inputs if v is not None]
+            inputs = [v for v in n.inputs if v is not None]  # removing n detaches them
+            consts += inputs
             g.remove(n)
-            for v in n.inputs:  # a bias scale's Mul
-                p = v.producer() if v is not None else None
+            for v in inputs:  # a bias scale's Mul
+                p = v.producer()
                 if p is not None and p.op_type == "Mul" and not any(
                         o.uses() or g.is_output(o) for o in p.outputs):
                     consts += [i for i in p.inputs if i is not None]

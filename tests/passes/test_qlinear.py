@@ -98,6 +98,9 @@ def test_every_layer_within_one_lsb_of_onnxruntime(name, shape, convs):
     result = QLinear()(model)
     assert result.stats == {"QLinearConv": convs}
     assert "Conv" not in op_types(model)
+    # nothing left dead (the bias scales' Muls, x_scale * w_scale, went with their convs)
+    assert all(o.uses() or model.graph.is_output(o) for n in model.graph.nodes
+               for o in n.outputs)
     proto = to_proto(model)
     onnx.checker.check_model(proto, full_check=True)
     layers = [n.output[0] for n in proto.graph.node if n.op_type == "QLinearConv"]
