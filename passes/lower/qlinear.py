@@ -1,4 +1,5 @@
-"""qlinear: QDQ convolutions as QLinearConv, executed in integers.
+"""qlinear: QDQ convolutions as QLinearConv, and QDQ residual Adds as QLinearAdd, executed
+in integers.
 
 Fires on the pattern the quantize pass writes around a Conv:
 
@@ -15,6 +16,14 @@ pattern becomes one standard QLinearConv(x_q, x_scale, x_zp, W_q, w_scale, w_zp,
 y_zp, B_q): onnxruntime runs it, and optc.runtime runs it in integers only
 (optc.runtime.kernels.qlinear: int32 accumulation, fixed-point requantization).
 
+An Add (or two-input Sum) of two DequantizeLinear outputs read by one QuantizeLinear (a
+Relu/Clip between dropped under the same rule) becomes onnxruntime's contrib op
+com.microsoft.QLinearAdd(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp) -- the op
+onnxruntime's own QDQ fusion makes of it -- with per-tensor scales and one 8-bit type for a,
+b and y; optc.runtime computes it as onnxruntime does (float32 ratios of the scales, rounding
+half to even) in one C loop, in place of two dequantized float tensors, their sum and its
+quantization.
+
 Not rewritten (the QDQ form stays): Gemm/MatMul (QLinearMatMul has no bias), a Conv whose
 output other nodes also read, a Relu above a zero point that is not the range's bottom, other
 activations, non-constant weights.
@@ -26,12 +35,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from onnx import helper
 
 from optc.errors import OptcError
 from optc.ir import Model, Node, Value
 from optc.pass_base import Pass, PassResult, register
 from optc.passes._common import drop_unused_constants, is_standard
 from optc.passes.fusion._channels import sole_reader
+from optc.passes.fusion.act import ORT_DOMAIN
 
 
 def _dq(v: Value | None) -> Node | None:
@@ -51,7 +62,8 @@ def _scalar(v: Value | None) -> bool:
 @register
 @dataclass
 class QLinear(Pass):
-    """QDQ Conv (+Relu) patterns as QLinearConv (integer-only in optc.runtime)."""
+    """QDQ Conv (+Relu) patterns as QLinearConv (integer-only in optc.runtime), QDQ Adds as
+    com.microsoft.QLinearAdd."""
 
     name: ClassVar[str] = "qlinear"
     lossless: ClassVar[bool] = False  # integer requantization rounds within 1 LSB
@@ -64,13 +76,76 @@ class QLinear(Pass):
     def run(self, model: Model) -> PassResult:
         g = model.graph
         stats: dict[str, int] = {}
-        for node in list(g.nodes):
-            if node.graph is not g or not (is_standard(node) and node.op_type == "Conv"):
-                continue
-            reason = self._rewrite(model, node)
-            key = "QLinearConv" if reason is None else f"kept: {reason}"
-            stats[key] = stats.get(key, 0) + 1
-        return PassResult(model, "QLinearConv" in stats, stats)
+        for op, rewrite, new in (("Conv", self._rewrite, "QLinearConv"),
+                                 ("Add", self._rewrite_add, "QLinearAdd"),
+                                 ("Sum", self._rewrite_add, "QLinearAdd")):
+            for node in list(g.nodes):
+                if node.graph is not g or not (is_standard(node) and node.op_type == op):
+                    continue
+                reason = rewrite(model, node)
+                # "kept: <why>" for a Conv (as the other lowering passes), "kept: Add: <why>"
+                key = new if reason is None else \
+                    f"kept: {reason}" if op == "Conv" else f"kept: {op}: {reason}"
+                stats[key] = stats.get(key, 0) + 1
+        return PassResult(model, "QLinearConv" in stats or "QLinearAdd" in stats, stats)
+
+    def _quantized_output(self, model: Model, node: Node) -> tuple[Node, Node | None] | str:
+        """(the QuantizeLinear reading ``node``'s output, the Relu/Clip in between that its
+        saturation computes, or None), or why there is none."""
+        g = model.graph
+        reader = sole_reader(g, node.outputs[0])
+        relu = None
+        if reader is not None and is_standard(reader) and reader.op_type in ("Relu", "Clip"):
+            relu, reader = reader, sole_reader(g, reader.outputs[0])
+        if reader is None or not is_standard(reader) or reader.op_type != "QuantizeLinear":
+            return "output not quantized"
+        y_s, y_zp = reader.inputs[1], reader.inputs[2] if len(reader.inputs) > 2 else None
+        if not _scalar(y_s) or y_zp is None or not _scalar(y_zp):
+            return "output scale/zero point not scalar constants"
+        if relu is not None and not self._saturation_does(model, relu, y_s, y_zp):
+            return f"{relu.op_type} that the saturating cast does not reproduce"
+        return reader, relu
+
+    def _rewrite_add(self, model: Model, add: Node) -> str | None:
+        """Q(Add(DQ(a), DQ(b))) [Relu/Clip between] -> com.microsoft.QLinearAdd: per-tensor
+        scales and zero points, a, b and the output of one 8-bit type."""
+        g = model.graph
+        if len(add.inputs) != 2:
+            return "not two inputs"
+        dqs = [_dq(v) for v in add.inputs]
+        if any(d is None for d in dqs):
+            return "inputs not dequantized"
+        found = self._quantized_output(model, add)
+        if isinstance(found, str):
+            return found
+        reader, relu = found
+        params = []
+        for d in dqs:
+            s, zp = d.inputs[1], d.inputs[2] if len(d.inputs) > 2 else None
+            if not _scalar(s) or (zp is not None and not _scalar(zp)):
+                return "per-channel input quantization"
+            params.append((d.inputs[0], s, zp))
+        y_s, y_zp = reader.inputs[1], reader.inputs[2]
+        # each tensor's type is its zero point's (DequantizeLinear's and QuantizeLinear's rule)
+        types = {_const(zp).dtype if zp is not None else
+                 (helper.tensor_dtype_to_np_dtype(x.dtype) if x.dtype else None)
+                 for x, _, zp in params + [(None, y_s, y_zp)]}
+        if len(types) != 1 or types.pop() not in (np.uint8, np.int8):
+            return "inputs and output not one 8-bit type"
+        inputs = [params[0][0], params[0][1], params[0][2], params[1][0], params[1][1],
+                  params[1][2], y_s, y_zp]
+        out = g.new_value(reader.outputs[0].name + "_qlinear", reader.outputs[0].type)
+        new = Node("QLinearAdd", inputs, [out], domain=ORT_DOMAIN,
+                   name=g.unique_name((add.name or "add") + "_qlinear"))
+        g.insert_before(add, new)
+        if not g.substitute(reader.outputs[0], out):
+            g.remove(new)
+            return "output cannot be replaced"
+        if ORT_DOMAIN not in model.opset_imports:
+            model.opset_imports[ORT_DOMAIN] = 1
+        g.remove_nodes([reader] + ([relu] if relu is not None else []) + [add])
+        self._drop_dead(model, dqs)
+        return None
 
     def _rewrite(self, model: Model, conv: Node) -> str | None:
         g = model.graph
@@ -89,17 +164,11 @@ class QLinear(Pass):
             return "weights not constant int8"
         if _const(w_s).size > 1 and dqw.attr("axis", 1) not in (0, -wq.ndim):
             return "weight scale not per output channel"
-        reader = sole_reader(g, conv.outputs[0])
-        relu = None
-        if reader is not None and is_standard(reader) and reader.op_type in ("Relu", "Clip"):
-            relu, reader = reader, sole_reader(g, reader.outputs[0])
-        if reader is None or not is_standard(reader) or reader.op_type != "QuantizeLinear":
-            return "output not quantized"
-        y_s, y_zp = reader.inputs[1], reader.inputs[2] if len(reader.inputs) > 2 else None
-        if not _scalar(y_s) or y_zp is None or not _scalar(y_zp):
-            return "output scale/zero point not scalar constants"
-        if relu is not None and not self._saturation_does(model, relu, y_s, y_zp):
-            return f"{relu.op_type} that the saturating cast does not reproduce"
+        found = self._quantized_output(model, conv)
+        if isinstance(found, str):
+            return found
+        reader, relu = found
+        y_s, y_zp = reader.inputs[1], reader.inputs[2]
         if dqb is not None:
             bq, b_s = _const(dqb.inputs[0]), dqb.inputs[1]
             expected = float(_const(x_s).reshape(())) * _const(w_s).astype(np.float64)

@@ -37,6 +37,8 @@
  *
  *   quantize_linear(x, y, scale, zp, ysigned), dequantize_linear(x, y, xsigned, zp, scale)
  *       per-tensor QuantizeLinear / DequantizeLinear (qgemm.c).
+ *   qlinear_add(a, b, y, signed, za, zb, ra, rb, zy)
+ *       com.microsoft QLinearAdd of two 8-bit tensors of one shape (qgemm.c).
  *
  * act codes: see activate() in qgemm.h.
  * The Winograd matrices are those of Lavin & Gray, "Fast Algorithms for Convolutional Neural
@@ -864,6 +866,35 @@ static PyObject *dequantize_linear(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *qlinear_add(PyObject *self, PyObject *args) {
+    PyObject *ao, *bo, *yo;
+    int xsigned, za, zb, zy;
+    float ra, rb;
+    if (!PyArg_ParseTuple(args, "OOOiiiffi", &ao, &bo, &yo, &xsigned, &za, &zb, &ra, &rb, &zy))
+        return NULL;
+    Py_buffer av, bv, yv;
+    if (PyObject_GetBuffer(ao, &av, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    const Py_ssize_t n = av.len;
+    PyBuffer_Release(&av);
+    if (get_raw(ao, &av, n, 1, 0, "a") < 0) return NULL;
+    if (get_raw(bo, &bv, n, 1, 0, "b") < 0) {
+        PyBuffer_Release(&av);
+        return NULL;
+    }
+    if (get_raw(yo, &yv, n, 1, 1, "y") < 0) {
+        PyBuffer_Release(&av);
+        PyBuffer_Release(&bv);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    q_add(av.buf, bv.buf, (size_t)n, xsigned, za, zb, ra, rb, zy, yv.buf);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&av);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&yv);
+    Py_RETURN_NONE;
+}
+
 static PyObject *qblock(PyObject *self, PyObject *args) {
     Py_ssize_t bytes = 0;
     if (!PyArg_ParseTuple(args, "|n", &bytes)) return NULL;
@@ -987,6 +1018,8 @@ static PyMethodDef methods[] = {
      "quantize_linear(x, y, scale, zero_point, signed): per-tensor QuantizeLinear."},
     {"dequantize_linear", dequantize_linear, METH_VARARGS,
      "dequantize_linear(x, y, signed, zero_point, scale): per-tensor DequantizeLinear."},
+    {"qlinear_add", qlinear_add, METH_VARARGS,
+     "qlinear_add(a, b, y, signed, za, zb, ra, rb, zy): com.microsoft QLinearAdd, one shape."},
     {"qblock", qblock, METH_VARARGS,
      "qblock([bytes]): set/get the packed activation bytes per int8 GEMM pass."},
     {"qsimd", qsimd, METH_VARARGS,

@@ -792,6 +792,31 @@ void q_dequantize(const void *restrict x, size_t n, int xsigned, int zp, float s
     }
 }
 
+/* com.microsoft QLinearAdd of two tensors of one shape, as onnxruntime computes it:
+ * y = saturate(rint((a - za) * ra + (b - zb) * rb) + zy) in float32 (ra = a_scale / y_scale,
+ * rb = b_scale / y_scale), rounding half to even; 8-bit data of one signedness. */
+OPTC_CLONES
+void q_add(const void *restrict a, const void *restrict b, size_t n, int xsigned, int za,
+           int zb, float ra, float rb, int zy, void *restrict y) {
+    const float lo = xsigned ? -128.f : 0.f, hi = xsigned ? 127.f : 255.f;
+    const float fzy = (float)zy;
+    if (xsigned) {
+        const int8_t *restrict p = a, *restrict q = b;
+        int8_t *restrict o = y;
+        for (size_t i = 0; i < n; i++) {
+            float v = nearbyintf((float)(p[i] - za) * ra + (float)(q[i] - zb) * rb) + fzy;
+            o[i] = (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+        }
+    } else {
+        const uint8_t *restrict p = a, *restrict q = b;
+        uint8_t *restrict o = y;
+        for (size_t i = 0; i < n; i++) {
+            float v = nearbyintf((float)(p[i] - za) * ra + (float)(q[i] - zb) * rb) + fzy;
+            o[i] = (uint8_t)(v < lo ? lo : (v > hi ? hi : v));
+        }
+    }
+}
+
 typedef struct {
     const uint32_t *x4;
     int Cq, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OW, P, Kq, pc, Mg;

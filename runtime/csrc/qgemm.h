@@ -62,6 +62,10 @@ int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, 
 /* Per-tensor QuantizeLinear (float32 -> 8 bits) and DequantizeLinear (8 bits -> float32). */
 void q_quantize(const float *x, size_t n, float s, int zp, int ysigned, void *y);
 void q_dequantize(const void *x, size_t n, int xsigned, int zp, float s, float *y);
+/* com.microsoft QLinearAdd, one shape: y = saturate(rint((a - za) * ra + (b - zb) * rb) + zy)
+ * in float32 (ra, rb: the input scales over the output's); a, b, y 8-bit of one signedness. */
+void q_add(const void *a, const void *b, size_t n, int xsigned, int za, int zb, float ra,
+           float rb, int zy, void *y);
 
 /* Threads: fn(job, t, T) for t < T, t = 0 on the calling thread, the others on POSIX
  * threads (elsewhere all on the calling thread). Returns -1 if any share returned -1. */

@@ -358,6 +358,14 @@ def quantize_linear(x: np.ndarray, y: np.ndarray, scale: float, zero_point: int)
                               int(y.dtype == np.int8))
 
 
+def qlinear_add(a: np.ndarray, b: np.ndarray, y: np.ndarray, za: int, zb: int, ra: float,
+                rb: float, zy: int) -> None:
+    """com.microsoft QLinearAdd of ``a`` and ``b`` (8 bits, one shape and signedness) into
+    ``y`` (C; ra, rb: the input scales over the output's, float32)."""
+    _ckernels.qlinear_add(np.ascontiguousarray(a), np.ascontiguousarray(b), y,
+                          int(a.dtype == np.int8), za, zb, ra, rb, zy)
+
+
 def dequantize_linear(x: np.ndarray, y: np.ndarray, zero_point: int, scale: float) -> None:
     """Per-tensor DequantizeLinear of 8-bit ``x`` into the float32 ``y`` (C)."""
     _ckernels.dequantize_linear(np.ascontiguousarray(x), y, int(x.dtype == np.int8),

@@ -164,3 +164,29 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
     mult = float(np.asarray(x_scale).reshape(())) * ws / float(np.asarray(y_scale).reshape(()))
     return requantize(acc, mult, _scalar_zp(y_zero_point, "y_zero_point"),
                       np.asarray(y_zero_point).dtype)
+
+
+@kernel("QLinearAdd", (1,), domain="com.microsoft")
+def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point=None):
+    """onnxruntime's contrib QLinearAdd (what qlinear writes for a QDQ residual Add): c =
+    saturate(rint((a - za) * (sa / sc) + (b - zb) * (sb / sc)) + zc), in float32 as
+    onnxruntime computes it (its ratios of scales, rounding half to even); per-tensor scales
+    and zero points, inputs broadcast (numpy rules), one 8-bit type throughout."""
+    if a.dtype != b.dtype or a.dtype not in (np.uint8, np.int8):
+        raise OptcError("QLinearAdd takes two uint8 or two int8 inputs")
+    zps = [0 if z is None else _scalar_zp(z, name) for z, name in
+           ((a_zero_point, "A_zero_point"), (b_zero_point, "B_zero_point"),
+            (c_zero_point, "C_zero_point"))]
+    if any(np.size(s) != 1 for s in (a_scale, b_scale, c_scale)):
+        raise OptcError("QLinearAdd scales must be scalars")
+    sc = np.float32(np.asarray(c_scale).reshape(()))
+    ra = np.float32(np.float32(np.asarray(a_scale).reshape(())) / sc)
+    rb = np.float32(np.float32(np.asarray(b_scale).reshape(())) / sc)
+    if native.enabled() and a.shape == b.shape:
+        y = np.empty(a.shape, a.dtype)
+        native.qlinear_add(a, b, y, zps[0], zps[1], float(ra), float(rb), zps[2])
+        return y
+    v = (a.astype(np.float32) - np.float32(zps[0])) * ra + \
+        (b.astype(np.float32) - np.float32(zps[1])) * rb
+    info = np.iinfo(a.dtype)
+    return np.clip(np.rint(v) + np.float32(zps[2]), info.min, info.max).astype(a.dtype)

@@ -84,10 +84,13 @@ def _quantized(path: str, x: np.ndarray, options: str = ""):
     return q
 
 
-@pytest.mark.parametrize("name, shape, convs", [("digits_cnn", (16, 1, 8, 8), 2),
-                                                 ("resnet_mini", (4, 3, 32, 32), 15),
-                                                 ("mobilenetv2_mini", (2, 3, 64, 64), 28)])
-def test_every_layer_within_one_lsb_of_onnxruntime(name, shape, convs):
+@pytest.mark.parametrize("name, shape, stats", [
+    ("digits_cnn", (16, 1, 8, 8), {"QLinearConv": 2}),
+    # the last residual Add feeds the float head (GlobalAveragePool), unquantized
+    ("resnet_mini", (4, 3, 32, 32), {"QLinearConv": 15, "QLinearAdd": 5,
+                                     "kept: Add: output not quantized": 1}),
+    ("mobilenetv2_mini", (2, 3, 64, 64), {"QLinearConv": 28, "QLinearAdd": 4})])
+def test_every_layer_within_one_lsb_of_onnxruntime(name, shape, stats):
     # 7-bit weights: onnxruntime's u8 x s8 kernels saturate on CPUs without VNNI otherwise
     # (test_kernel_matches_onnxruntime_within_one_lsb checks full-range weights exactly)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -96,8 +99,9 @@ def test_every_layer_within_one_lsb_of_onnxruntime(name, shape, convs):
                if n.op_type == "Conv" and n.inputs[1].producer() is not None]
     assert weights and max(int(np.abs(w.astype(int)).max()) for w in weights) <= 63
     result = QLinear()(model)
-    assert result.stats == {"QLinearConv": convs}
+    assert result.stats == stats
     assert "Conv" not in op_types(model)
+    assert op_types(model).count("QLinearAdd") == stats.get("QLinearAdd", 0)
     # nothing left dead (the bias scales' Muls, x_scale * w_scale, went with their convs)
     assert all(o.uses() or model.graph.is_output(o) for n in model.graph.nodes
                for o in n.outputs)
@@ -113,6 +117,20 @@ def test_every_layer_within_one_lsb_of_onnxruntime(name, shape, convs):
                                            on_value=lambda k, v: seen.__setitem__(k, v))
     for v in layers:
         assert np.abs(seen[v].astype(int) - ref[v].astype(int)).max() <= 1, v
+    # a QLinearAdd on optc's own inputs: a 1-LSB difference in an input would come out
+    # (input scale / output scale) LSBs apart, more than 1 where that ratio is over 1
+    inits = {i.name: i for i in proto.graph.initializer}
+    for n in proto.graph.node:
+        if n.op_type == "QLinearAdd":
+            alone = helper.make_graph(
+                [n], "add", [helper.make_tensor_value_info(v, TensorProto.UINT8, None)
+                             for v in (n.input[0], n.input[3])],
+                [helper.make_tensor_value_info(n.output[0], TensorProto.UINT8, None)],
+                [inits[v] for v in n.input if v in inits])
+            one = helper.make_model(alone, opset_imports=list(proto.opset_import))
+            got = ort_session(one.SerializeToString()).run(
+                None, {v: seen[v] for v in (n.input[0], n.input[3])})[0]
+            assert np.abs(seen[n.output[0]].astype(int) - got.astype(int)).max() <= 1, n.name
 
 
 def test_digits_accuracy_is_kept():

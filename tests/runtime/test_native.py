@@ -519,3 +519,42 @@ def test_quantize_and_dequantize_match_numpy(n, scale, zp, signed, seed):
     np.testing.assert_array_equal(got_q, ref_q)
     np.testing.assert_array_equal(got_d, ref_d)
     assert got_q.dtype == dtype and got_d.dtype == np.float32
+
+
+@settings(max_examples=40, deadline=None)
+@given(signed=st.booleans(), shape=st.lists(st.integers(1, 9), min_size=1, max_size=4),
+       broadcast=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_qlinear_add_matches_onnxruntime(signed, shape, broadcast, seed):
+    # com.microsoft QLinearAdd (qlinear's residual Add): the C loop (one shape) and the NumPy
+    # one (broadcast, or no extension) against onnxruntime's contrib kernel
+    import onnx
+    from onnx import TensorProto, helper
+
+    from optc.runtime.kernels.qlinear import qlinear_add
+    from optc.validate import ort_session
+
+    rng = np.random.default_rng(seed)
+    dt, tp = (np.int8, TensorProto.INT8) if signed else (np.uint8, TensorProto.UINT8)
+    info = np.iinfo(dt)
+    b_shape = [1 if broadcast and rng.random() < 0.5 else d for d in shape]
+    a = rng.integers(info.min, info.max + 1, shape).astype(dt)
+    b = rng.integers(info.min, info.max + 1, b_shape).astype(dt)
+    consts = {"sa": np.float32(rng.uniform(0.01, 0.1)), "sb": np.float32(rng.uniform(0.01, 0.1)),
+              "sc": np.float32(rng.uniform(0.01, 0.2))}
+    consts.update({k: np.array(rng.integers(info.min // 4, info.max // 4), dt)
+                   for k in ("za", "zb", "zc")})
+    node = helper.make_node("QLinearAdd", ["a", "sa", "za", "b", "sb", "zb", "sc", "zc"], ["c"],
+                            domain="com.microsoft")
+    graph = helper.make_graph(
+        [node], "add", [helper.make_tensor_value_info("a", tp, a.shape),
+                        helper.make_tensor_value_info("b", tp, b.shape)],
+        [helper.make_tensor_value_info("c", tp, None)],
+        [onnx.numpy_helper.from_array(v, k) for k, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    ref = ort_session(model.SerializeToString()).run(None, {"a": a, "b": b})[0]
+    args = (a, consts["sa"], consts["za"], b, consts["sb"], consts["zb"], consts["sc"],
+            consts["zc"])
+    for got in (qlinear_add(*args), _numpy(lambda: qlinear_add(*args))):
+        assert got.dtype == dt and got.shape == ref.shape
+        assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
