@@ -79,46 +79,13 @@ static void interleave(const uint8_t *x, int cg, int H, int W, uint8_t pad, uint
     }
 }
 
-/* The packed block's layouts: row-major (tiled 0: word (kq, q) at kq * pcp + q, the layout
- * of the VNNI and portable GEMMs) or in tiles of 8 pixels (tiled 1: word (kq, q) at
- * ((q / 8) * Kq + kq) * 8 + q % 8: a tile's taps one contiguous stream, the AVX2 GEMM's).
- * put_run: a run of n words of row kq from pixel q on, src[i * stride] (fill_run: one
- * value). */
-typedef struct {
-    uint32_t *out;
-    int Kq, pcp, tiled;
-} packed_block;
-
-static void put_run(const packed_block *b, int kq, int q, const uint32_t *src, int stride,
-                    int n) {
-    if (!b->tiled) {
-        uint32_t *o = b->out + (size_t)kq * b->pcp + q;
-        if (stride == 1)
-            memcpy(o, src, sizeof(uint32_t) * (size_t)n);
-        else
-            for (int i = 0; i < n; i++) o[i] = src[(size_t)i * stride];
-        return;
-    }
-    while (n > 0) { /* the part of the run in q's tile */
-        const int in = 8 - (q & 7), m = in < n ? in : n;
-        uint32_t *o = b->out + ((size_t)(q >> 3) * b->Kq + kq) * 8 + (q & 7);
-        for (int i = 0; i < m; i++) o[i] = src[(size_t)i * stride];
-        src += (size_t)m * stride;
-        q += m;
-        n -= m;
-    }
-}
-
-static void fill_run(const packed_block *b, int kq, int q, uint32_t value, int n) {
-    put_run(b, kq, q, &value, 0, n);
-}
-
-/* Pack output pixels [p0, p0 + pc) of one image's group for the GEMM: taps in (kernel row
- * i, kernel column j, channel quad) order, so every packed word is one word of x4 and a run
- * of output pixels along a row is a run of x4 (stride sw). Pixels [pc, pcp) are zeros. */
+/* Pack output pixels [p0, p0 + pc) of one image's group for the VNNI and portable GEMMs,
+ * row-major: word (kq, q) at out[kq * pcp + q]; taps in (kernel row i, kernel column j,
+ * channel quad) order, so every packed word is one word of x4 and a run of output pixels
+ * along a row is a run of x4 (stride sw). Pixels [pc, pcp) are zeros. */
 static void im2col_range(const uint32_t *x4, int Cq, int H, int W, int kh, int kw, int sh,
                          int sw, int pt, int pl, int dh, int dw, int OW, uint8_t pad, int p0,
-                         int pc, const packed_block *out) {
+                         int pc, int pcp, uint32_t *out) {
     const uint32_t padw = (uint32_t)pad * 0x01010101u;
     for (int i = 0; i < kh; i++) {
         for (int j = 0; j < kw; j++) {
@@ -129,27 +96,74 @@ static void im2col_range(const uint32_t *x4, int Cq, int H, int W, int kh, int k
             if (hi > OW) hi = OW;
             if (lo > hi) lo = hi;
             for (int cq = 0; cq < Cq; cq++) {
-                const int kq = (i * kw + j) * Cq + cq;
+                uint32_t *o = out + (size_t)((i * kw + j) * Cq + cq) * pcp;
                 const uint32_t *src = x4 + (size_t)cq * H * W;
                 for (int p = p0; p < p0 + pc;) { /* one output row's stretch at a time */
                     const int oh = p / OW, a = p % OW;
                     int b = OW;
                     if (b - a > p0 + pc - p) b = a + (p0 + pc - p);
-                    const int q = p - p0 - a; /* pixel q + ow of the block is column ow */
+                    uint32_t *orow = o + (p - p0) - a; /* orow[ow] for ow in [a, b) */
                     const int ih = oh * sh - pt + i * dh;
                     /* columns [l, h) read inside the image, the rest of [a, b) the pad */
                     const int l = lo > a ? lo : a, h = hi < b ? hi : b;
                     if (ih < 0 || ih >= H || l >= h) {
-                        fill_run(out, kq, q + a, padw, b - a);
+                        for (int ow = a; ow < b; ow++) orow[ow] = padw;
                     } else {
                         const uint32_t *xr = src + (size_t)ih * W + off;
-                        fill_run(out, kq, q + a, padw, l - a);
-                        put_run(out, kq, q + l, xr + (size_t)l * sw, sw, h - l);
-                        fill_run(out, kq, q + h, padw, b - h);
+                        for (int ow = a; ow < l; ow++) orow[ow] = padw;
+                        if (sw == 1)
+                            memcpy(orow + l, xr + l, sizeof(uint32_t) * (size_t)(h - l));
+                        else
+                            for (int ow = l; ow < h; ow++) orow[ow] = xr[ow * sw];
+                        for (int ow = h; ow < b; ow++) orow[ow] = padw;
                     }
                     p += b - a;
                 }
-                fill_run(out, kq, pc, 0, out->pcp - pc);
+                for (int q = pc; q < pcp; q++) o[q] = 0;
+            }
+        }
+    }
+}
+
+/* The same words for the AVX2 GEMM, in tiles of 8 pixels: word (kq, q) at
+ * out[((q / 8) * Kq + kq) * 8 + q % 8], so that a tile's taps are one contiguous stream.
+ * Per tile and kernel tap, the 8 pixels' offsets into a plane of x4 (or the pad, or zero past
+ * pc) are found once; where they are 8 consecutive words, each channel quad is one 32-byte
+ * copy. */
+static void im2col_tiles(const uint32_t *x4, int Cq, int H, int W, int kh, int kw, int sh,
+                         int sw, int pt, int pl, int dh, int dw, int OW, uint8_t pad, int p0,
+                         int pc, uint32_t *out) {
+    const uint32_t padw = (uint32_t)pad * 0x01010101u;
+    const size_t HW = (size_t)H * W;
+    const int Kq = kh * kw * Cq;
+    for (int t = 0; t * 8 < pc; t++) {
+        int oh[8], ow[8];
+        for (int r = 0; r < 8; r++) {
+            const int p = p0 + t * 8 + r;
+            oh[r] = p / OW;
+            ow[r] = p % OW;
+        }
+        for (int i = 0; i < kh; i++) {
+            for (int j = 0; j < kw; j++) {
+                long off[8]; /* >= 0: a word of the plane; -1: the pad; -2: past pc, zero */
+                for (int r = 0; r < 8; r++) {
+                    const int ih = oh[r] * sh - pt + i * dh, iw = ow[r] * sw - pl + j * dw;
+                    off[r] = t * 8 + r >= pc ? -2
+                             : ih < 0 || ih >= H || iw < 0 || iw >= W ? -1
+                                                                      : (long)ih * W + iw;
+                }
+                int run = off[0] >= 0;
+                for (int r = 1; r < 8 && run; r++) run = off[r] == off[0] + r;
+                uint32_t *o = out + ((size_t)t * Kq + (size_t)(i * kw + j) * Cq) * 8;
+                if (run) {
+                    for (int cq = 0; cq < Cq; cq++)
+                        memcpy(o + (size_t)cq * 8, x4 + cq * HW + off[0], 32);
+                    continue;
+                }
+                for (int cq = 0; cq < Cq; cq++)
+                    for (int r = 0; r < 8; r++)
+                        o[(size_t)cq * 8 + r] = off[r] >= 0 ? x4[cq * HW + off[r]]
+                                                : off[r] == -1 ? padw : 0;
             }
         }
     }
@@ -847,13 +861,15 @@ static int conv_share(void *p, int t, int T) {
     uint32_t *packed = malloc(sizeof(uint32_t) * (size_t)j->Kq * j->pc);
     if (packed == NULL) return -1;
     const int r0 = u0 * j->unit, rows = (u1 * j->unit < j->Mg ? u1 * j->unit : j->Mg) - r0;
-    const int tiled = j->avx2 != NULL;
     int status = 0;
     for (int b = b0; b < blocks && status == 0; b += bstep) {
         const int p0 = b * j->pc, n = j->P - p0 < j->pc ? j->P - p0 : j->pc;
-        const packed_block out = {packed, j->Kq, tiled ? (n + 7) / 8 * 8 : j->pc, tiled};
-        im2col_range(j->x4, j->Cq, j->H, j->W, j->kh, j->kw, j->sh, j->sw, j->pt, j->pl, j->dh,
-                     j->dw, j->OW, j->pad, p0, n, &out);
+        if (j->avx2 != NULL)
+            im2col_tiles(j->x4, j->Cq, j->H, j->W, j->kh, j->kw, j->sh, j->sw, j->pt, j->pl,
+                         j->dh, j->dw, j->OW, j->pad, p0, n, packed);
+        else
+            im2col_range(j->x4, j->Cq, j->H, j->W, j->kh, j->kw, j->sh, j->sw, j->pt, j->pl,
+                         j->dh, j->dw, j->OW, j->pad, p0, n, j->pc, packed);
         status = q_gemm((const uint8_t *)packed, j->wp, j->avx2, r0, rows, j->Kq, n, j->pc,
                         j->P, j->corr, j->m0, j->shift, j->zp, j->ysigned, j->y + p0);
     }
