@@ -26,7 +26,8 @@
  *                  sh, sw, pt, pl, dh, dw, OH, OW, pad, flip, zp, ysigned[, threads])
  *       int8 convolution (QLinearConv) of uint8 data (int8 flipped to uint8 by `flip`), the
  *       weights packed by optc/runtime/kernels/native.py (panels: the AVX2 GEMM's, int16 or
- *       int8 by their dtype, made per call when None), requantization fused (qgemm.c).
+ *       int8 by their dtype; None: the portable loop instead), requantization fused
+ *       (qgemm.c).
  *
  *   sgemm_batch(packed_a, b, c, batch, M, N, K[, threads])
  *       float32 c[i] = a[i] @ b[i] with the weights a packed once into panels (sgemm.c).

@@ -2,15 +2,18 @@
  * uint8 x int8 -> int32 GEMM with fixed-point requantization fused into its store.
  *
  * Packed activations (one image, one group, a block of output pixels small enough to stay in
- * cache while every filter row passes over it): xp[(kq * Pp + p) * 4 + r] is tap k = 4 kq + r
- * at output pixel p of the block, taps ordered (kernel row i, kernel column j, channel c) with the channels
- * padded to a multiple of 4 (k = ((i * kw + j) * Cq + c / 4) * 4 + c % 4); pixels are padded
- * to Pp (a multiple of 32). Packed weights: wp[(m * Kq + kq) * 4 + r] in the same tap order,
- * zero for the padding channels, rows padded to a multiple of 4 with zeros. The four taps of a
- * quad sit in one 32-bit lane, the layout of AVX-512 VNNI's vpdpbusd (four u8 x s8 products
- * summed into an int32 lane, exact: no 16-bit saturation as with vpmaddubsw), which runs
- * where the CPU has it; AVX2 CPUs widen the taps to int16 for vpmaddwd (also exact); a
- * portable C loop computes the same sums elsewhere (the reference the tests compare with).
+ * cache while every filter row passes over it): word (kq, p) holds taps k = 4 kq .. 4 kq + 3
+ * at output pixel p of the block, taps ordered (kernel row i, kernel column j, channel c)
+ * with the channels padded to a multiple of 4 (k = ((i * kw + j) * Cq + c / 4) * 4 + c % 4).
+ * Packed weights: wp[(m * Kq + kq) * 4 + r] in the same tap order, zero for the padding
+ * channels, rows padded to a multiple of 4 with zeros. The four taps of a quad sit in one
+ * 32-bit lane, the layout of AVX-512 VNNI's vpdpbusd (four u8 x s8 products summed into an
+ * int32 lane, exact), which runs where the CPU has it, on row-major blocks (word (kq, p) at
+ * kq * Pp + p, Pp a multiple of 32), as does the portable C loop (the reference the tests
+ * compare with). The AVX2 GEMM reads blocks packed in tiles of 8 pixels (im2col_tiles) and
+ * the filters in panels of QMR rows made once per plan: int8 quads for vpmaddubsw where no
+ * pair of taps can saturate its 16-bit sum (7-bit weights), else quads widened to int16 for
+ * vpmaddwd; both exact.
  *
  * Requantization (as optc/runtime/kernels/qlinear.py, gemmlowp/TFLite style): acc + corr[m]
  * clamped to int32, times the Q31 multiplier m0[m] in 64 bits, a rounding right shift by
@@ -399,7 +402,8 @@ int optc_parallel(job_fn fn, void *job, int T) {
             return fn(job, 0, 1);
         }
         for (int t = 0; t < T; t++) args[t] = (worker_arg){fn, job, t, T, 0};
-        for (int t = 1; t < T; t++) started[t] = pthread_create(&ids[t], NULL, worker, &args[t]) == 0;
+        for (int t = 1; t < T; t++)
+            started[t] = pthread_create(&ids[t], NULL, worker, &args[t]) == 0;
         for (int t = 1; t < T; t++) /* a thread that did not start: its share runs here */
             if (!started[t]) args[t].status = fn(job, t, T);
         args[0].status = fn(job, 0, T);
@@ -531,42 +535,35 @@ int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, 
     return optc_parallel(depthwise_share, &job, threads < most ? threads : most);
 }
 
-/* AVX2: vpmaddwd on the taps widened to int16 (exact: pairs of int16 products summed in
- * int32). The filters are widened once per conv into panels of QMR rows (avx2_panels); the
- * micro-kernel keeps a QMR x 8 block of outputs in 12 registers over all the taps (each
- * accumulator holds two half sums per pixel, added pairwise at the end) and requantizes the
- * block straight from registers (requant8) where that is exact, else through store_row. */
+/* The AVX2 GEMM: the filters in panels of QMR rows (native.avx2_panels, made once per plan),
+ * micro-kernels that keep a QMR x 8 (vpmaddwd) or QMR x 16 (vpmaddubsw) block of outputs in
+ * 12 registers over all the taps, and the block requantized straight from the registers
+ * (requant8) where that is exact, else through store_row. */
 typedef struct {
-    /* the filters in panels of QMR rows: quad kq of row panel * QMR + r at index
-     * (panel * Kq + kq) * QMR + r of int16 quads (wide: an int64 each) or of the int8 quads
-     * themselves (an int32 each, for vpmaddubsw) */
+    /* quad kq of row panel * QMR + r at index (panel * Kq + kq) * QMR + r: int16 quads
+     * (wide: an int64 each) or the int8 quads themselves (an int32 each, for vpmaddubsw) */
     const void *panels;
     int wide;
-    int64_t *owned; /* panels when widened here */
-    int32_t *corr;  /* corr[m] as int32 where vec[m] */
-    uint8_t *vec;   /* requant8 is exact for row m */
+    int32_t *corr; /* corr[m] as int32 where vec[m] */
+    uint8_t *vec;  /* requant8 is exact for row m */
 } avx2_rows;
 
 static void avx2_free(avx2_rows *a) {
-    free(a->owned);
     free(a->corr);
     free(a->vec);
 }
 
-/* The AVX2 GEMM's rows: the filters in panels (given, or widened here to int16 when NULL)
- * and per row whether the vector requantization is exact: the multiplier below 1 (shift >=
- * 31: the result fits in 31 bits) and |acc + corr| < 2^30 for every possible acc, at most
+/* Per row, whether the vector requantization is exact: the multiplier below 1 (shift >= 31:
+ * the result fits in 31 bits) and |acc + corr| < 2^30 for every possible acc, at most
  * Kq * 4 * 255 * 128 (so acc + corr, and that plus the zero point, stay in int32).
  * Returns -1 when out of memory. */
-static int avx2_setup(const int8_t *wp, const void *panels, int wide, int Mg, int Kq,
-                      const int64_t *corr, const int32_t *shift, avx2_rows *a) {
-    const int count = (Mg + QMR - 1) / QMR;
-    a->owned = panels == NULL ? malloc(sizeof(int64_t) * (size_t)count * Kq * QMR) : NULL;
-    a->panels = panels != NULL ? panels : a->owned;
-    a->wide = panels != NULL ? wide : 1;
+static int avx2_setup(const void *panels, int wide, int Mg, int Kq, const int64_t *corr,
+                      const int32_t *shift, avx2_rows *a) {
+    a->panels = panels;
+    a->wide = wide;
     a->corr = malloc(sizeof(int32_t) * (size_t)Mg);
     a->vec = malloc((size_t)Mg);
-    if (a->panels == NULL || a->corr == NULL || a->vec == NULL) {
+    if (a->corr == NULL || a->vec == NULL) {
         avx2_free(a);
         return -1;
     }
@@ -576,16 +573,6 @@ static int avx2_setup(const int8_t *wp, const void *panels, int wide, int Mg, in
         a->vec[m] = shift[m] >= 31 && shift[m] <= 62 && c + bound < ((int64_t)1 << 30);
         a->corr[m] = a->vec[m] ? (int32_t)corr[m] : 0;
     }
-    if (a->owned != NULL)
-        for (int pb = 0; pb < count; pb++)
-            for (int kq = 0; kq < Kq; kq++)
-                for (int r = 0; r < QMR; r++) {
-                    const int m = pb * QMR + r;
-                    int16_t q[4] = {0, 0, 0, 0};
-                    if (m < Mg)
-                        for (int t = 0; t < 4; t++) q[t] = wp[((size_t)m * Kq + kq) * 4 + t];
-                    memcpy(a->owned + ((size_t)pb * Kq + kq) * QMR + r, q, 8);
-                }
     return 0;
 }
 
@@ -748,7 +735,7 @@ static int q_gemm(const uint8_t *xp, const int8_t *wp, const avx2_rows *avx2, in
         const size_t at = (size_t)r0 * Kq; /* r0 / QMR panels of Kq * QMR quads */
         const avx2_rows part = {avx2->wide ? (const void *)((const int64_t *)avx2->panels + at)
                                            : (const void *)((const int32_t *)avx2->panels + at),
-                                avx2->wide, NULL, avx2->corr + r0, avx2->vec + r0};
+                                avx2->wide, avx2->corr + r0, avx2->vec + r0};
         const avx2_out out = {corr, &part, m0, shift, zp, ysigned, ystride, y};
         gemm_avx2(xp, &part, rows, Kq, P, &out);
         return 0;
@@ -884,10 +871,10 @@ int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int s
     const int Cq = (cg + 3) / 4, Kq = kh * kw * Cq, P = OH * OW;
     /* pixels per pass: the packed block (Kq x pc words) stays within block_bytes of cache,
      * and every 4-row block of filters reuses it from there */
-    avx2_rows rows = {NULL, 1, NULL, NULL, NULL}, *avx2 = NULL;
+    avx2_rows rows = {NULL, 1, NULL, NULL}, *avx2 = NULL;
 #ifdef OPTC_X86
-    if (q_simd_level() == 1) {
-        if (avx2_setup(wp, panels, wide, Mg, Kq, corr, shift, &rows) != 0) return -1;
+    if (q_simd_level() == 1 && panels != NULL) {
+        if (avx2_setup(panels, wide, Mg, Kq, corr, shift, &rows) != 0) return -1;
         avx2 = &rows;
     }
 #endif

@@ -45,8 +45,8 @@ size_t q_block_bytes(size_t bytes);
  * panels of QMR rows, quad kq of row m = panel * QMR + r at index (panel * Kq + kq) * QMR + r
  * (zeros for m >= Mg), its four taps widened to int16 (wide 1: vpmaddwd) or as they are
  * (wide 0: vpmaddubsw, only where no pair of taps can saturate 16 bits, see
- * native.avx2_panels); made here (wide) when NULL and needed; threads: how many threads
- * share the work (POSIX threads; 1 elsewhere). Returns -1 when out of memory. */
+ * native.avx2_panels) -- without them the portable loop runs where AVX2 would; threads: how
+ * many threads share the work (POSIX threads; 1 elsewhere). Returns -1 when out of memory. */
 int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
            int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, const int8_t *wp,
            const void *panels, int wide, int Mg, const int64_t *corr, const int32_t *m0,
