@@ -622,6 +622,15 @@ static inline void store8(const avx2_out *o, __m256i sums, int m, int p0, int n)
     }
 }
 
+/* The micro-kernels' 12 accumulators (QMR rows x 2 vectors) as named variables -- GCC keeps
+ * an array of them in memory -- a step for every row, and the rows as an array once the taps
+ * are done */
+#define ACCUMULATORS                                                                           \
+    __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00,          \
+            a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00
+#define EVERY_ROW(step) step(0); step(1); step(2); step(3); step(4); step(5)
+#define ACCUMULATOR_ROWS {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}, {a40, a41}, {a50, a51}}
+
 /* vpmaddwd on the taps widened to int16 (exact: pairs of int16 products summed in int32):
  * a QMR x 8 block in 12 registers, each holding two half sums per pixel (added pairwise at
  * the end) */
@@ -629,9 +638,7 @@ __attribute__((target("avx2")))
 static void panel_wide(const uint8_t *xp, const int64_t *w, int nr, int r0, int Kq, int P,
                        const avx2_out *o) {
     for (int p0 = 0; p0 < P; p0 += 8) {
-        __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
-        __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00;
-        __m256i a50 = a00, a51 = a00;
+        ACCUMULATORS;
         const uint8_t *xk = xp + (size_t)p0 * Kq * 4; /* the tile's taps */
         const int64_t *wk = w;
         for (int kq = 0; kq < Kq; kq++, xk += 32, wk += QMR) {
@@ -643,16 +650,10 @@ static void panel_wide(const uint8_t *xp, const int64_t *w, int nr, int r0, int 
         a##r##0 = _mm256_add_epi32(a##r##0, _mm256_madd_epi16(x0, wv));                        \
         a##r##1 = _mm256_add_epi32(a##r##1, _mm256_madd_epi16(x1, wv));                        \
     } while (0)
-            QROW(0);
-            QROW(1);
-            QROW(2);
-            QROW(3);
-            QROW(4);
-            QROW(5);
+            EVERY_ROW(QROW);
 #undef QROW
         }
-        const __m256i a[QMR][2] = {{a00, a01}, {a10, a11}, {a20, a21},
-                                   {a30, a31}, {a40, a41}, {a50, a51}};
+        const __m256i a[QMR][2] = ACCUMULATOR_ROWS;
         const int n = P - p0 < 8 ? P - p0 : 8;
         for (int r = 0; r < nr; r++) {
             const __m256i h = _mm256_hadd_epi32(a[r][0], a[r][1]); /* p0 p1 p4 p5 p2 p3 p6 p7 */
@@ -670,9 +671,7 @@ static void panel_bytes(const uint8_t *xp, const int32_t *w, int nr, int r0, int
                         const avx2_out *o) {
     const __m256i ones = _mm256_set1_epi16(1);
     for (int p0 = 0; p0 < P; p0 += 16) {
-        __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00;
-        __m256i a20 = a00, a21 = a00, a30 = a00, a31 = a00, a40 = a00, a41 = a00;
-        __m256i a50 = a00, a51 = a00;
+        ACCUMULATORS;
         const uint8_t *xk0 = xp + (size_t)p0 * Kq * 4;
         const uint8_t *xk1 = P - p0 > 8 ? xk0 + (size_t)8 * Kq * 4 : xk0;
         const int32_t *wk = w;
@@ -687,16 +686,10 @@ static void panel_bytes(const uint8_t *xp, const int32_t *w, int nr, int r0, int
         a##r##1 = _mm256_add_epi32(a##r##1,                                                    \
                                    _mm256_madd_epi16(_mm256_maddubs_epi16(x1, wv), ones));     \
     } while (0)
-            QROW(0);
-            QROW(1);
-            QROW(2);
-            QROW(3);
-            QROW(4);
-            QROW(5);
+            EVERY_ROW(QROW);
 #undef QROW
         }
-        const __m256i a[QMR][2] = {{a00, a01}, {a10, a11}, {a20, a21},
-                                   {a30, a31}, {a40, a41}, {a50, a51}};
+        const __m256i a[QMR][2] = ACCUMULATOR_ROWS;
         for (int half = 0; half < 2 && p0 + 8 * half < P; half++) {
             const int q0 = p0 + 8 * half, n = P - q0 < 8 ? P - q0 : 8;
             for (int r = 0; r < nr; r++) store8(o, a[r][half], r0 + r, q0, n);
