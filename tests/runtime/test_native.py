@@ -525,8 +525,9 @@ def test_quantize_and_dequantize_match_numpy(n, scale, zp, signed, seed):
 @given(signed=st.booleans(), shape=st.lists(st.integers(1, 9), min_size=1, max_size=4),
        broadcast=st.booleans(), seed=st.integers(0, 2 ** 16))
 def test_qlinear_add_matches_onnxruntime(signed, shape, broadcast, seed):
-    # com.microsoft QLinearAdd (qlinear's residual Add): the C loop (one shape) and the NumPy
-    # one (broadcast, or no extension) against onnxruntime's contrib kernel
+    # com.microsoft QLinearAdd (qlinear's residual Add): the C loops (one shape; AVX2 and
+    # plain) and the NumPy one (broadcast, or no extension) against onnxruntime's contrib
+    # kernel
     import onnx
     from onnx import TensorProto, helper
 
@@ -555,6 +556,14 @@ def test_qlinear_add_matches_onnxruntime(signed, shape, broadcast, seed):
     ref = ort_session(model.SerializeToString()).run(None, {"a": a, "b": b})[0]
     args = (a, consts["sa"], consts["za"], b, consts["sb"], consts["zb"], consts["sc"],
             consts["zc"])
-    for got in (qlinear_add(*args), _numpy(lambda: qlinear_add(*args))):
+    top = native.qsimd()
+    try:
+        results = []
+        for level in range(top, -1, -1):  # AVX2 eight at a time, and the C loop alone
+            native.qsimd(level)
+            results.append(qlinear_add(*args))
+    finally:
+        native.qsimd(top)
+    for got in results + [_numpy(lambda: qlinear_add(*args))]:
         assert got.dtype == dt and got.shape == ref.shape
         assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
