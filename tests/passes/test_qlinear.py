@@ -161,3 +161,51 @@ def test_relu_above_an_inner_zero_point_is_kept():
     assert result.stats["QLinearConv"] == 1  # the second conv
     again = serialize(model)  # a second run changes nothing
     assert not QLinear()(model).modified and serialize(model) == again
+
+
+def _qdq_add(b_type: str, b_scale: str, relu: bool) -> str:
+    """Q(Add(DQ(a), DQ(b))) in onnx text, b of ``b_type`` (float: read as it is)."""
+    b_in = f"{b_type}[1, 4, 3, 3] b"
+    db = "db = DequantizeLinear(b, sb, zb)" if b_type != "float" else "db = Identity(b)"
+    add = "t = Add(da, db)\n        s = Relu(t)" if relu else "s = Add(da, db)"
+    return f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (uint8[1, 4, 3, 3] a, {b_in}) => (uint8[1, 4, 3, 3] y)
+    <float sa = {{0.04}}, uint8 za = {{3}}, {b_scale}, {b_type if b_type != "float" else
+     "uint8"} zb = {{5}}, float sy = {{0.07}}, uint8 zy = {{0}}> {{
+        da = DequantizeLinear(a, sa, za)
+        {db}
+        {add}
+        y = QuantizeLinear(s, sy, zy)
+    }}
+    """
+
+
+@pytest.mark.parametrize("b_type, b_scale, relu, expected", [
+    ("uint8", "float sb = {0.05}", True, {"QLinearAdd": 1}),
+    ("uint8", "float[4] sb = {0.05, 0.05, 0.05, 0.05}", False,
+     {"kept: Add: per-channel input quantization": 1}),
+    ("int8", "float sb = {0.05}", False, {"kept: Add: inputs and output not one 8-bit type": 1}),
+    ("float", "float sb = {0.05}", False, {"kept: Add: inputs not dequantized": 1}),
+])
+def test_add_rewrite_and_where_it_does_not_fire(b_type, b_scale, relu, expected):
+    import onnx.parser
+
+    from optc.ir import from_proto
+
+    proto = onnx.parser.parse_model(_qdq_add(b_type, b_scale, relu))
+    model = from_proto(proto)
+    result = QLinear()(model)
+    assert result.stats == expected
+    assert result.modified == ("QLinearAdd" in expected)
+    if "QLinearAdd" not in expected:
+        assert op_types(model) == [n.op_type for n in proto.graph.node]
+        return
+    assert op_types(model) == ["QLinearAdd"]  # the DequantizeLinears, Relu, Q went with it
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.integers(0, 256, (1, 4, 3, 3), dtype=np.uint8),
+             "b": rng.integers(0, 256, (1, 4, 3, 3), dtype=np.uint8)}
+    ref = ort_session(proto.SerializeToString()).run(None, feeds)[0]
+    got = InferenceSession(serialize(model)).run(None, feeds)[0]
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+    assert not QLinear()(model).modified  # a second run changes nothing
