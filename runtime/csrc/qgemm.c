@@ -664,36 +664,45 @@ static void panel_wide(const uint8_t *xp, const int64_t *w, int nr, int r0, int 
 
 /* vpmaddubsw on the int8 quads as they are, where every pair of taps sums without 16-bit
  * saturation (native.avx2_panels checks: at most 255 * 128 either way), then vpmaddwd by
- * ones into int32: a QMR x 16 block (two tiles) in 12 registers, one sum per pixel. An odd
- * last tile runs with itself as the second. */
-__attribute__((target("avx2")))
-static void panel_bytes(const uint8_t *xp, const int32_t *w, int nr, int r0, int Kq, int P,
-                        const avx2_out *o) {
+ * ones into int32: a QMR x 16 block (two tiles from pixel p0; one, QMR x 8, where `two` is 0
+ * -- a constant in each inlined copy) in 12 registers, one sum per pixel. */
+__attribute__((target("avx2"), always_inline))
+static inline void bytes_block(const uint8_t *xp, const int32_t *w, int nr, int r0, int Kq,
+                               int P, int p0, const int two, const avx2_out *o) {
     const __m256i ones = _mm256_set1_epi16(1);
-    for (int p0 = 0; p0 < P; p0 += 16) {
-        ACCUMULATORS;
-        const uint8_t *xk0 = xp + (size_t)p0 * Kq * 4;
-        const uint8_t *xk1 = P - p0 > 8 ? xk0 + (size_t)8 * Kq * 4 : xk0;
-        const int32_t *wk = w;
-        for (int kq = 0; kq < Kq; kq++, xk0 += 32, xk1 += 32, wk += QMR) {
-            const __m256i x0 = _mm256_loadu_si256((const __m256i *)xk0);
-            const __m256i x1 = _mm256_loadu_si256((const __m256i *)xk1);
+    ACCUMULATORS;
+    const uint8_t *xk0 = xp + (size_t)p0 * Kq * 4, *xk1 = xk0 + (size_t)8 * Kq * 4;
+    const int32_t *wk = w;
+    for (int kq = 0; kq < Kq; kq++, xk0 += 32, xk1 += 32, wk += QMR) {
+        const __m256i x0 = _mm256_loadu_si256((const __m256i *)xk0);
+        const __m256i x1 = two ? _mm256_loadu_si256((const __m256i *)xk1) : x0;
 #define QROW(r)                                                                                \
     do {                                                                                       \
         const __m256i wv = _mm256_set1_epi32(wk[r]);                                           \
         a##r##0 = _mm256_add_epi32(a##r##0,                                                    \
                                    _mm256_madd_epi16(_mm256_maddubs_epi16(x0, wv), ones));     \
-        a##r##1 = _mm256_add_epi32(a##r##1,                                                    \
-                                   _mm256_madd_epi16(_mm256_maddubs_epi16(x1, wv), ones));     \
+        if (two)                                                                               \
+            a##r##1 = _mm256_add_epi32(                                                        \
+                a##r##1, _mm256_madd_epi16(_mm256_maddubs_epi16(x1, wv), ones));               \
     } while (0)
-            EVERY_ROW(QROW);
+        EVERY_ROW(QROW);
 #undef QROW
-        }
-        const __m256i a[QMR][2] = ACCUMULATOR_ROWS;
-        for (int half = 0; half < 2 && p0 + 8 * half < P; half++) {
-            const int q0 = p0 + 8 * half, n = P - q0 < 8 ? P - q0 : 8;
-            for (int r = 0; r < nr; r++) store8(o, a[r][half], r0 + r, q0, n);
-        }
+    }
+    const __m256i a[QMR][2] = ACCUMULATOR_ROWS;
+    for (int half = 0; half <= two; half++) {
+        const int q0 = p0 + 8 * half, n = P - q0 < 8 ? P - q0 : 8;
+        for (int r = 0; r < nr; r++) store8(o, a[r][half], r0 + r, q0, n);
+    }
+}
+
+__attribute__((target("avx2")))
+static void panel_bytes(const uint8_t *xp, const int32_t *w, int nr, int r0, int Kq, int P,
+                        const avx2_out *o) {
+    for (int p0 = 0; p0 < P; p0 += 16) {
+        if (P - p0 > 8)
+            bytes_block(xp, w, nr, r0, Kq, P, p0, 1, o);
+        else /* an odd last tile alone */
+            bytes_block(xp, w, nr, r0, Kq, P, p0, 0, o);
     }
 }
 
