@@ -37,10 +37,16 @@ def _broadcast_param(p, x, axis, block_size):
     return p.reshape(shape)
 
 
+_SUPPORTED: set[np.dtype] = set()  # dtypes _check_int has passed (dtype.name costs ~5 us)
+
+
 def _check_int(dtype) -> np.dtype:
     dtype = np.dtype(dtype)
+    if dtype in _SUPPORTED:
+        return dtype
     if dtype.kind not in _INT_KINDS or dtype.name in ("int4", "uint4"):
         raise OptcError(f"quantization to {dtype} is not supported by optc.runtime")
+    _SUPPORTED.add(dtype)
     return dtype
 
 
