@@ -107,12 +107,12 @@ def _native_conv(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy, y_dtype,
     constants = tuple(a for a in (w, w_scale, x_scale, y_scale, w_zero_point, B)
                       if isinstance(a, np.ndarray))
     plans = native.derived(constants, dict)
-    key = (x.shape, x.dtype, zx, zy, y_dtype, tuple(sorted(
-        (k, tuple(v) if isinstance(v, list) else v) for k, v in attrs.items())))
-    if key not in plans:
-        plans[key] = _plan(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy, y_dtype, B,
-                           attrs)
-    plan = plans[key]
+    # per input: (attrs, plan) pairs, compared as dicts (one pair unless nodes share weights)
+    made = plans.setdefault((x.shape, x.dtype, zx, zy, y_dtype), [])
+    plan = next((p for a, p in made if a == attrs), False)
+    if plan is False:
+        plan = _plan(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy, y_dtype, B, attrs)
+        made.append((attrs, plan))
     return None if plan is None else plan(x)
 
 

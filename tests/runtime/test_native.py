@@ -567,3 +567,19 @@ def test_qlinear_add_matches_onnxruntime(signed, shape, broadcast, seed):
     for got in results + [_numpy(lambda: qlinear_add(*args))]:
         assert got.dtype == dt and got.shape == ref.shape
         assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_int8_conv_plans_per_attributes_on_shared_weights():
+    # plans are kept per set of constant arrays: two convs sharing them but not their
+    # attributes (pads, strides) each get their own
+    from optc.runtime.kernels.qlinear import qlinear_conv
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (1, 8, 9, 9), dtype=np.uint8)
+    w = rng.integers(-63, 64, (8, 8, 3, 3)).astype(np.int8)
+    args = (x, np.float32(0.05), np.uint8(3), w, np.full(8, 0.01, np.float32),
+            np.zeros(8, np.int8), np.float32(0.2), np.uint8(5))
+    for attrs in (dict(pads=[1, 1, 1, 1]), dict(pads=[0, 0, 0, 0], strides=[2, 2]),
+                  dict(pads=[1, 1, 1, 1])):
+        ref = _numpy(lambda: qlinear_conv(*args, None, **attrs))
+        np.testing.assert_array_equal(qlinear_conv(*args, None, **attrs), ref)
