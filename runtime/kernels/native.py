@@ -355,7 +355,7 @@ class QConvPlan:
 def quantize_linear(x: np.ndarray, y: np.ndarray, scale: float, zero_point: int) -> None:
     """Per-tensor QuantizeLinear of float32 ``x`` into the 8-bit ``y`` (C)."""
     _ckernels.quantize_linear(np.ascontiguousarray(x), y, scale, zero_point,
-                              int(y.dtype == np.int8))
+                              int(y.dtype.char == "b"))
 
 
 def qlinear_add(a: np.ndarray, b: np.ndarray, y: np.ndarray, za: int, zb: int, ra: float,
@@ -368,5 +368,5 @@ def qlinear_add(a: np.ndarray, b: np.ndarray, y: np.ndarray, za: int, zb: int, r
 
 def dequantize_linear(x: np.ndarray, y: np.ndarray, zero_point: int, scale: float) -> None:
     """Per-tensor DequantizeLinear of 8-bit ``x`` into the float32 ``y`` (C)."""
-    _ckernels.dequantize_linear(np.ascontiguousarray(x), y, int(x.dtype == np.int8),
+    _ckernels.dequantize_linear(np.ascontiguousarray(x), y, int(x.dtype.char == "b"),
                                 zero_point, scale)

@@ -50,8 +50,14 @@ def _check_int(dtype) -> np.dtype:
     return dtype
 
 
-def _per_tensor(scale, zero_point) -> bool:
-    return np.size(scale) == 1 and (zero_point is None or np.size(zero_point) == 1)
+def _c_params(scale, zero_point) -> tuple[float, int] | None:
+    """(scale, zero point) as Python numbers for the C loops: a float32 scale and the zero
+    point, both single values; None otherwise (the NumPy path then takes it)."""
+    scale = np.asarray(scale)
+    if scale.size != 1 or scale.dtype.char != "f" or \
+            (zero_point is not None and np.size(zero_point) != 1):
+        return None
+    return scale.item(), 0 if zero_point is None else int(np.asarray(zero_point).item())
 
 
 def _quantize(x, scale, zero_point, axis, block_size, output_dtype, precision=0):
@@ -61,13 +67,12 @@ def _quantize(x, scale, zero_point, axis, block_size, output_dtype, precision=0)
         dtype = _check_int(helper.tensor_dtype_to_np_dtype(output_dtype))
     else:
         dtype = np.dtype(np.uint8)
-    if native.enabled() and x.dtype == np.float32 and dtype in (np.uint8, np.int8) and \
-            _per_tensor(scale, zero_point) and np.asarray(scale).dtype == np.float32 and \
-            precision in (0, 1):
+    params = _c_params(scale, zero_point) if native.enabled() and x.dtype.char == "f" and \
+        dtype.char in "bB" and precision in (0, 1) else None
+    if params is not None:
         # per tensor, float32 to 8 bits: the C loop (the same float32 division and rounding)
         y = np.empty(x.shape, dtype)
-        native.quantize_linear(x, y, float(np.asarray(scale).reshape(())),
-                               0 if zero_point is None else int(np.asarray(zero_point).reshape(())))
+        native.quantize_linear(x, y, *params)
         return y
     s = _broadcast_param(scale, x, axis, block_size)
     compute = helper.tensor_dtype_to_np_dtype(precision) if precision else s.dtype
@@ -79,12 +84,11 @@ def _quantize(x, scale, zero_point, axis, block_size, output_dtype, precision=0)
 
 
 def _dequantize(x, scale, zero_point, axis, block_size, output_dtype=0):
-    if native.enabled() and x.dtype in (np.uint8, np.int8) and _per_tensor(scale, zero_point) \
-            and np.asarray(scale).dtype == np.float32 and output_dtype in (0, 1):
+    params = _c_params(scale, zero_point) if native.enabled() and x.dtype.char in "bB" and \
+        output_dtype in (0, 1) else None
+    if params is not None:
         y = np.empty(x.shape, np.float32)
-        native.dequantize_linear(x, y, 0 if zero_point is None else
-                                 int(np.asarray(zero_point).reshape(())),
-                                 float(np.asarray(scale).reshape(())))
+        native.dequantize_linear(x, y, params[1], params[0])
         return y
     s = _broadcast_param(scale, x, axis, block_size)
     v = x.astype(np.int64) if x.dtype.kind in _INT_KINDS else x
