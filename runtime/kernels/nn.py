@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from optc.errors import OptcError
@@ -68,7 +70,7 @@ def _softmax(x, axis):
 def softmax_2d(x, *, axis=1):
     # before opset 13: coerce to 2-D at `axis`, softmax over the flattened trailing dims
     axis = axis + x.ndim if axis < 0 else axis
-    flat = x.reshape(int(np.prod(x.shape[:axis])), -1)
+    flat = x.reshape(math.prod(x.shape[:axis]), -1)
     return _softmax(flat, 1).reshape(x.shape)
 
 
