@@ -718,12 +718,13 @@ static PyObject *winograd_output(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* A C-contiguous buffer of exactly `count` items of `itemsize` bytes (any format). */
+/* A C-contiguous buffer of exactly `count` items of `itemsize` bytes (any format; count < 0:
+ * any number of them). */
 static int get_raw(PyObject *obj, Py_buffer *view, Py_ssize_t count, Py_ssize_t itemsize,
                    int writable, const char *name) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) return -1;
-    if (view->itemsize != itemsize || view->len != count * itemsize) {
+    if (view->itemsize != itemsize || (count >= 0 && view->len != count * itemsize)) {
         PyErr_Format(PyExc_ValueError, "%s must hold %zd items of %zd bytes", name, count,
                      itemsize);
         PyBuffer_Release(view);
@@ -874,10 +875,8 @@ static PyObject *qlinear_add(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOiiiffi", &ao, &bo, &yo, &xsigned, &za, &zb, &ra, &rb, &zy))
         return NULL;
     Py_buffer av, bv, yv;
-    if (PyObject_GetBuffer(ao, &av, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    if (get_raw(ao, &av, -1, 1, 0, "a") < 0) return NULL;
     const Py_ssize_t n = av.len;
-    PyBuffer_Release(&av);
-    if (get_raw(ao, &av, n, 1, 0, "a") < 0) return NULL;
     if (get_raw(bo, &bv, n, 1, 0, "b") < 0) {
         PyBuffer_Release(&av);
         return NULL;

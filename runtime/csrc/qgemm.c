@@ -624,10 +624,13 @@ static inline void requant8(__m256i acc, int32_t corr, int32_t m0, int32_t shift
     _mm_storel_epi64((__m128i *)y, _mm256_castsi256_si128(b));
 }
 
-/* The output of one row at pixels [p0, p0 + n), n <= 8, from its 8 sums */
+/* Where the rows of one call go (row m of the call: y + m * ystride, its constants at [m];
+ * corr32 and vec as avx2_rows'); store8 writes one row at pixels [p0, p0 + n), n <= 8, from
+ * its 8 sums */
 typedef struct {
     const int64_t *corr;
-    const avx2_rows *rw;
+    const int32_t *corr32;
+    const uint8_t *vec;
     const int32_t *m0, *shift;
     int zp, ysigned, ystride;
     char *y;
@@ -636,8 +639,8 @@ typedef struct {
 __attribute__((target("avx2")))
 static inline void store8(const avx2_out *o, __m256i sums, int m, int p0, int n) {
     char *y = o->y + (size_t)m * o->ystride + p0;
-    if (n == 8 && o->rw->vec[m]) {
-        requant8(sums, o->rw->corr[m], o->m0[m], o->shift[m], o->zp, o->ysigned, y);
+    if (n == 8 && o->vec[m]) {
+        requant8(sums, o->corr32[m], o->m0[m], o->shift[m], o->zp, o->ysigned, y);
     } else {
         int32_t v[8];
         _mm256_storeu_si256((__m256i *)v, sums);
@@ -729,14 +732,14 @@ static void panel_bytes(const uint8_t *xp, const int32_t *w, int nr, int r0, int
     }
 }
 
-/* Rows [0, rows) of the panels (rows: those of this call, from a panel edge) over the P
- * pixels of a block packed in tiles of 8 pixels */
+/* Rows [r0, r0 + rows) of the panels (r0 a multiple of QMR; o: those rows' outputs) over
+ * the P pixels of a block packed in tiles of 8 pixels */
 __attribute__((target("avx2")))
-static void gemm_avx2(const uint8_t *xp, const avx2_rows *rw, int rows, int Kq, int P,
+static void gemm_avx2(const uint8_t *xp, const avx2_rows *rw, int r0, int rows, int Kq, int P,
                       const avx2_out *o) {
     for (int pb = 0; pb * QMR < rows; pb++) {
         const int nr = rows - pb * QMR < QMR ? rows - pb * QMR : QMR;
-        const size_t at = (size_t)pb * Kq * QMR;
+        const size_t at = (size_t)(r0 + pb * QMR) * Kq; /* quads before the panel */
         if (rw->wide)
             panel_wide(xp, (const int64_t *)rw->panels + at, nr, pb * QMR, Kq, P, o);
         else
@@ -757,12 +760,9 @@ static int q_gemm(const uint8_t *xp, const int8_t *wp, const avx2_rows *avx2, in
     shift += r0;
 #ifdef OPTC_X86
     if (avx2 != NULL) {
-        const size_t at = (size_t)r0 * Kq; /* r0 / QMR panels of Kq * QMR quads */
-        const avx2_rows part = {avx2->wide ? (const void *)((const int64_t *)avx2->panels + at)
-                                           : (const void *)((const int32_t *)avx2->panels + at),
-                                avx2->wide, avx2->corr + r0, avx2->vec + r0};
-        const avx2_out out = {corr, &part, m0, shift, zp, ysigned, ystride, y};
-        gemm_avx2(xp, &part, rows, Kq, P, &out);
+        const avx2_out out = {corr, avx2->corr + r0, avx2->vec + r0, m0, shift, zp, ysigned,
+                              ystride, y};
+        gemm_avx2(xp, avx2, r0, rows, Kq, P, &out);
         return 0;
     }
 #endif
@@ -928,8 +928,6 @@ int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int s
            const void *panels, int wide, int Mg, const int64_t *corr, const int32_t *m0,
            const int32_t *shift, int zp, int ysigned, void *y, int threads) {
     const int Cq = (cg + 3) / 4, Kq = kh * kw * Cq, P = OH * OW;
-    /* pixels per pass: the packed block (Kq x pc words) stays within block_bytes of cache,
-     * and every 4-row block of filters reuses it from there */
     avx2_rows rows = {NULL, 1, NULL, NULL}, *avx2 = NULL;
 #ifdef OPTC_X86
     if (q_simd_level() == 1 && panels != NULL) {
@@ -937,8 +935,9 @@ int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int s
         avx2 = &rows;
     }
 #endif
-    /* pixels per block, a multiple of the GEMM's step (8 for AVX2, else 32), the blocks as
-     * even as that allows: each block streams all the filters once */
+    /* pixels per block: the packed block (Kq x pc words) stays within block_bytes of cache,
+     * where every filter panel reuses it; pc a multiple of the GEMM's step (8 for AVX2, else
+     * 32), the blocks as even as that allows: each block streams all the filters once */
     const int step = avx2 != NULL ? 8 : 32;
     int pc = (int)(block_bytes / ((size_t)Kq * 4)) / step * step;
     if (pc < step) pc = step;

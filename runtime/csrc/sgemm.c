@@ -438,17 +438,17 @@ int s_gemm_batch(const float *ap, const float *b, float *c, int batch, int M, in
     return optc_parallel(batch_share, &job, threads < most ? threads : most);
 }
 
+/* floor(a / s) and a mod s (in [0, s)) for s > 0 */
+static inline int floordiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) / s); }
+
 /* Strided convs on the im2col path read their input through its phases (pad_phases, below,
  * without padding): phase (ph, pw) of channel c holds x[c, r * sh + ph, q * sw + pw] at
  * (r, q) < (Hs, Ws) = (ceil(H / sh), ceil(W / sw)), zero past the image. Input row
  * oh * sh + a (a = i * dh - pt) is then row oh + floor(a / sh) of phase a mod sh, so every tap
  * reads a contiguous stretch, as in a stride-1 conv; a 1x1 stride-s conv without padding
- * reads phase (0, 0) whole, as a 1x1 stride-1 one. One pass over the input. */
-
-/* floor(a / s) and a mod s (in [0, s)) for s > 0 */
-static inline int floordiv(int a, int s) { return a >= 0 ? a / s : -((-a + s - 1) / s); }
-
-/* The im2col matrix of output pixels p0 .. p0 + n (taps k = (c, i, j) < C * kh * kw) read from
+ * reads phase (0, 0) whole, as a 1x1 stride-1 one. One pass over the input.
+ *
+ * The im2col matrix of output pixels p0 .. p0 + n (taps k = (c, i, j) < C * kh * kw) read from
  * the phases xs (Hs x Ws planes; the image itself for stride 1), laid out as gemm_simd's bpre:
  * strips of nr pixels (the last rounded up to whole vectors of lanes, zero padded), strip s0
  * at cols + s0 * K, its rows k of the padded width (nr = n, lanes = 1: the plain K x n matrix).

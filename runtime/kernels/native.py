@@ -344,11 +344,12 @@ class QConvPlan:
             _ckernels.qlinear_depthwise2d(np.ascontiguousarray(x), *self.pre, y, *self.post,
                                           _threads)
         else:
-            if self.panels is None and _ckernels.qsimd() == 1:  # the AVX2 GEMM's, once
+            avx2 = _ckernels.qsimd() == 1
+            if avx2 and self.panels is None:  # the AVX2 GEMM's, made once
                 self.panels = avx2_panels(self.packed, self.mg)
             _ckernels.qlinear_conv2d(np.ascontiguousarray(x), self.packed,
-                                     self.panels if _ckernels.qsimd() == 1 else None, *self.pre,
-                                     y, *self.post, _threads)
+                                     self.panels if avx2 else None, *self.pre, y, *self.post,
+                                     _threads)
         return y
 
 
