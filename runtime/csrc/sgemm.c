@@ -17,8 +17,9 @@
  * c in registers while k runs: each k loads NR / LANES vectors of the strip and broadcasts
  * ROWS weights of the packed panel. AVX-512: 8 x 48 (24 zmm accumulators), and 24 x 16 for
  * narrow products (at most 16 columns); AVX2 + FMA: 4 x 24 (12 ymm; half a panel per call),
- * and 8 x 8 for narrow ones. A portable C loop computes the same sums elsewhere (the tests
- * compare them).
+ * and 8 x 8 for narrow ones, and column kernels for a last strip of at most 4 columns (3
+ * panels x 4 columns: the weights are the vectors there, the strip's values broadcast). A
+ * portable C loop computes the same sums elsewhere (the tests compare them).
  *
  * The epilogue (bias, a residual input, ReLU or Clip) is applied to the registers before the
  * store of the last k pass; other activations run over the block right after it, in cache.
@@ -221,19 +222,75 @@ DEFINE_TILE(t256_4x8, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 4, 1, PACKED
 DEFINE_TILE(t256_8x8, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 8, 1, PACKED)
 DEFINE_TILE(t256_4x24_taps, "avx2,fma", _mm256, m256, __m256, __m256i, 8, 4, 3, TAPS)
 
+/* Column micro-kernels for a strip of at most 4 columns (the last of a product whose width
+ * is not a multiple of the vector: 49 = 24 + 24 + 1 pixels at 7x7, 196 = 8 * 24 + 4 at
+ * 14x14): P panels (8 P rows, each panel's row k one vector) times NC columns, broadcast
+ * from the strip (row k at bp + k * bstride). The row kernels would spend a whole vector of
+ * 8 columns, and a call per 4 rows, on them (N = 49 ran 1.3x as long as N = 48). c
+ * (+)= the product over rows x cols; the caller applies the epilogue. */
+typedef void (*cols_fn)(const float *pa, size_t pstride, const float *bp, size_t bstride,
+                        float *c, size_t ldc, int K, int rows, int load);
+#define DEFINE_COLS(NAME, P, NC)                                                               \
+    __attribute__((target("avx2,fma"))) static void NAME(const float *pa, size_t pstride,     \
+                                                         const float *bp, size_t bstride,     \
+                                                         float *c, size_t ldc, int K,         \
+                                                         int rows, int load) {                \
+        __m256 acc[P][NC];                                                                    \
+        UNROLL for (int p = 0; p < P; p++) UNROLL for (int j = 0; j < NC; j++)               \
+            acc[p][j] = _mm256_setzero_ps();                                                  \
+        for (int k = 0; k < K; k++) {                                                         \
+            __m256 av[P];                                                                     \
+            UNROLL for (int p = 0; p < P; p++)                                                \
+                av[p] = _mm256_loadu_ps(pa + p * pstride + (size_t)k * SMR);                  \
+            UNROLL for (int j = 0; j < NC; j++) {                                             \
+                const __m256 bj = _mm256_broadcast_ss(bp + (size_t)k * bstride + j);          \
+                UNROLL for (int p = 0; p < P; p++)                                            \
+                    acc[p][j] = _mm256_fmadd_ps(av[p], bj, acc[p][j]);                        \
+            }                                                                                 \
+        }                                                                                     \
+        float t[NC][P * SMR];                                                                 \
+        UNROLL for (int j = 0; j < NC; j++) UNROLL for (int p = 0; p < P; p++)               \
+            _mm256_storeu_ps(t[j] + p * SMR, acc[p][j]);                                      \
+        for (int i = 0; i < rows; i++)                                                        \
+            UNROLL for (int j = 0; j < NC; j++) {                                             \
+                float *d = c + (size_t)i * ldc + j;                                           \
+                *d = load ? *d + t[j][i] : t[j][i];                                           \
+            }                                                                                 \
+    }
+DEFINE_COLS(c256_1x1, 1, 1)
+DEFINE_COLS(c256_1x2, 1, 2)
+DEFINE_COLS(c256_1x3, 1, 3)
+DEFINE_COLS(c256_1x4, 1, 4)
+DEFINE_COLS(c256_2x1, 2, 1)
+DEFINE_COLS(c256_2x2, 2, 2)
+DEFINE_COLS(c256_2x3, 2, 3)
+DEFINE_COLS(c256_2x4, 2, 4)
+DEFINE_COLS(c256_3x1, 3, 1)
+DEFINE_COLS(c256_3x2, 3, 2)
+DEFINE_COLS(c256_3x3, 3, 3)
+DEFINE_COLS(c256_3x4, 3, 4)
+/* COLS_P panels (24 rows) per call, at most COLS_N columns */
+#define COLS_P 3
+#define COLS_N 4
+static const cols_fn C256[COLS_P][COLS_N] = {{c256_1x1, c256_1x2, c256_1x3, c256_1x4},
+                                             {c256_2x1, c256_2x2, c256_2x3, c256_2x4},
+                                             {c256_3x1, c256_3x2, c256_3x3, c256_3x4}};
+
 /* A SIMD level's micro-kernels: wide[nv] has `rows` rows and nv vectors of `lanes` columns;
  * narrow (narrow_rows rows, one vector) serves products of at most `lanes` columns; taps is
- * wide[3] reading b through an offset table. */
+ * wide[3] reading b through an offset table; cols (AVX2) takes a last strip of at most
+ * COLS_N columns. */
 typedef struct {
     int lanes, rows, narrow_rows;
     tile_fn wide[4], narrow;
     taps_fn taps;
+    const cols_fn (*cols)[COLS_N]; /* column kernels, [panels - 1][columns - 1] (or NULL) */
 } kernels;
 
 static const kernels K512 = {16, 8, 24, {NULL, t512_8x16, t512_8x32, t512_8x48}, t512_24x16,
-                             t512_8x48_taps};
+                             t512_8x48_taps, NULL};
 static const kernels K256 = {8, 4, 8, {NULL, t256_4x8, t256_4x16, t256_4x24}, t256_8x8,
-                             t256_4x24_taps};
+                             t256_4x24_taps, C256};
 
 /* bp: columns n0 .. n0 + cols of b's rows k0 .. k0 + kc as strips of nr columns (the last one
  * rounded up to whole vectors of `lanes`), zero padded; strip s starts at bp + s * kc * nr. */
@@ -278,6 +335,25 @@ static void run_tile(tile_fn fn, taps_fn tf, const int *boff, const float *pa, s
     if (ep->act > 2) epilogue_rows(cs, ldc, valid, w, NULL, NULL, 0, ep->act, ep->a, ep->b);
 }
 
+/* The column kernels over rows r0 .. r1 (r0 a multiple of SMR) and columns n .. n + w of c,
+ * COLS_P panels a call, the epilogue (scalar: a few columns) in the last k pass. pa: panel
+ * 0 at the pass's first k. */
+static void run_cols(const kernels *kn, const float *pa, size_t pstride, const float *bs,
+                     float *c, size_t ldc, int kc, int r0, int r1, int n, int w, int load,
+                     const s_epilogue *ep) {
+    for (int r = r0; r < r1; r += COLS_P * SMR) {
+        const int rows = r1 - r < COLS_P * SMR ? r1 - r : COLS_P * SMR;
+        float *cs = c + (size_t)r * ldc + n;
+        kn->cols[(rows + SMR - 1) / SMR - 1][w - 1](pa + (size_t)(r / SMR) * pstride, pstride,
+                                                    bs, (size_t)kn->lanes, cs, ldc, kc, rows,
+                                                    load);
+        if (ep)
+            epilogue_rows(cs, ldc, rows, w, ep->bias ? ep->bias + r : NULL,
+                          ep->res ? ep->res + (size_t)r * ep->ldres + n : NULL, ep->ldres,
+                          ep->act, ep->a, ep->b);
+    }
+}
+
 /* the depth of each of the fewest passes of at most `most` k that cover K, all as even as
  * can be: a shallow last pass would load and store c for a few k (K = 288: 144 + 144, not
  * 256 + 32); K > 0 */
@@ -311,6 +387,8 @@ static void gemm_simd(const kernels *kn, const float *ap, const float *b, size_t
         }
         for (int n0 = 0; n0 < N; n0 += nc) {
             const int cols = N - n0 < nc ? N - n0 : nc;
+            /* a last strip of at most COLS_N columns goes to the column kernels */
+            const int tail = kn->cols && cols % nr <= COLS_N ? cols % nr : 0;
             if (!bpre) pack_b(b + (size_t)k0 * ldb + n0, ldb, kc, cols, nr, kn->lanes, ws);
             /* rows in blocks whose weights stay in L2; within one, each micro-kernel's rows
              * pass over every strip of the packed block (in L2). Rows outside, strips inside:
@@ -325,7 +403,7 @@ static void gemm_simd(const kernels *kn, const float *ap, const float *b, size_t
                     const int rows = big ? kn->narrow_rows : kn->rows;
                     const float *pa =
                         ap + (size_t)(r0 / SMR) * pstride + (size_t)k0 * SMR + r0 % SMR;
-                    for (int s0 = 0; s0 < cols; s0 += nr) {
+                    for (int s0 = 0; s0 < cols - tail; s0 += nr) {
                         const int w = cols - s0 < nr ? cols - s0 : nr;
                         const int nv = (w + kn->lanes - 1) / kn->lanes;
                         const float *bs = bpre ? bpre + (size_t)s0 * K + (size_t)k0 * nv * kn->lanes
@@ -335,6 +413,13 @@ static void gemm_simd(const kernels *kn, const float *ap, const float *b, size_t
                                  last);
                     }
                     r0 += rows;
+                }
+                if (tail) { /* its strip is one vector wide: row k at k * lanes */
+                    const int s0 = cols - tail;
+                    const float *bs = bpre ? bpre + (size_t)s0 * K + (size_t)k0 * kn->lanes
+                                           : ws + (size_t)s0 * kc;
+                    run_cols(kn, ap + (size_t)k0 * SMR, pstride, bs, c, ldc, kc, m0, m1,
+                             n0 + s0, tail, load, last);
                 }
             }
         }

@@ -380,6 +380,38 @@ def test_float_gemm_matches_numpy_at_every_simd_level(batch, m, k, n, seed):
         native.ssimd(top)
 
 
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 28, 49, 196])
+def test_float_gemm_and_conv_last_columns_match_numpy(n):
+    # AVX2 sends a last strip of at most 4 columns to the column kernels (3 panels a call):
+    # here past one block of rows (MC = 144: 150 rows, the last panel partial), over three k
+    # passes, and through a 1x1 conv's epilogue (bias, residual input, ReLU) on those columns
+    rng = np.random.default_rng(n)
+    m, k = 150, 600
+    a = rng.standard_normal((1, m, k)).astype(np.float32)
+    b = rng.standard_normal((1, k, n)).astype(np.float32)
+    ref = a.astype(np.float64) @ b
+    bias = rng.standard_normal(m).astype(np.float32)
+    z = rng.standard_normal((1, m, 1, n)).astype(np.float32)
+    conv_ref = np.maximum(ref.reshape(1, m, 1, n) + bias.reshape(1, m, 1, 1) + z, 0)
+    packed = native.pack_panels(a)
+    top = native.ssimd()
+    try:
+        for level in range(top, -1, -1):
+            native.ssimd(level)
+            c = np.full((1, m, n), np.nan, np.float32)
+            native._ckernels.sgemm_batch(packed, b, c, 1, m, n, k, 1)
+            np.testing.assert_allclose(c, ref, rtol=1e-4, atol=1e-3, err_msg=f"level {level}")
+            if level == 0:
+                continue
+            y = np.full(conv_ref.shape, np.nan, np.float32)
+            native._ckernels.sconv2d(b.reshape(1, k, 1, n), packed, bias, z, y, 1, k, 1, n, 1,
+                                     m, 1, 1, 1, 1, 0, 0, 1, 1, 1, n, 1, 0.0, 0.0, 1)
+            np.testing.assert_allclose(y, conv_ref, rtol=1e-4, atol=1e-3,
+                                       err_msg=f"conv, level {level}")
+    finally:
+        native.ssimd(top)
+
+
 @st.composite
 def _fconv_shapes(draw):
     group = draw(st.sampled_from([1, 1, 1, 2, 3]))
