@@ -56,8 +56,9 @@ class _Call:
         return self.fn()
 
 
-def _ort_conv(x, w, b):
-    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1] * 4)
+def _ort_conv(x, w, b, pads=(1, 1, 1, 1), strides=(1, 1)):
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=list(pads),
+                            strides=list(strides))
     relu = helper.make_node("Relu", ["c"], ["y"])
     graph = helper.make_graph(
         [conv, relu], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
