@@ -317,13 +317,38 @@ static void gemm_vnni(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P
 }
 #endif
 
+#ifdef OPTC_X86
+__attribute__((target("avx2"))) static inline void requant8(__m256i acc, int32_t corr,
+                                                            int32_t m0, int32_t shift, int zp,
+                                                            int ysigned, void *y);
+
+/* store_row with AVX2, 8 sums at a time by requant8, where that is exact: a multiplier
+ * below 1 (shift in [31, 62]) and |acc + corr| < 2^30 for every |acc| <= bound. */
+__attribute__((target("avx2")))
+static int store_row_avx2(const int32_t *acc, int P, int64_t corr, int32_t m0, int32_t shift,
+                          int zp, int ysigned, void *y, int64_t bound) {
+    if (shift < 31 || shift > 62 || (corr < 0 ? -corr : corr) + bound >= ((int64_t)1 << 30))
+        return 0;
+    char *o = y;
+    int p = 0;
+    for (; p + 8 <= P; p += 8)
+        requant8(_mm256_loadu_si256((const __m256i *)(acc + p)), (int32_t)corr, m0, shift, zp,
+                 ysigned, o + p);
+    if (p < P) store_row(acc + p, P - p, corr, m0, shift, zp, ysigned, o + p);
+    return 1;
+}
+#endif
+
+/* One row of sums (each |acc| <= bound) requantized into y by the widest exact path. */
 static void store(const int32_t *acc, int P, int64_t corr, int32_t m0, int32_t shift, int zp,
-                  int ysigned, void *y) {
+                  int ysigned, void *y, int64_t bound) {
 #ifdef OPTC_X86
     if (q_simd_level() == 2) {
         store_row_avx512(acc, P, corr, m0, shift, zp, ysigned, y);
         return;
     }
+    if (q_simd_level() == 1 && store_row_avx2(acc, P, corr, m0, shift, zp, ysigned, y, bound))
+        return;
 #endif
     store_row(acc, P, corr, m0, shift, zp, ysigned, y);
 }
@@ -500,6 +525,7 @@ static int depthwise_share(void *p, int t, int T) {
     const uint8_t *x = j->x + (size_t)c0 * H * W;
     const int8_t *w = j->w + (size_t)c0 * kh * kw;
     char *y = j->y + (size_t)c0 * P;
+    const int64_t bound = (int64_t)kh * kw * 255 * 128; /* |sum| of a filter's products */
     int status = 0;
     if (OW < 16 && C >= 16) { /* short rows, many channels: vectorise over the channels */
         float *xt = malloc(sizeof(float) * (size_t)H * W * C);
@@ -513,7 +539,7 @@ static int depthwise_share(void *p, int t, int T) {
                               OH, OW, j->zx, j->flip, xt, wt, sum, acc);
             for (int c = 0; c < C; c++)
                 store(acc + (size_t)c * P, P, j->corr[c0 + c], j->m0[c0 + c], j->shift[c0 + c],
-                      j->zp, j->ysigned, y + (size_t)c * P);
+                      j->zp, j->ysigned, y + (size_t)c * P, bound);
         }
         free(xt);
         free(wt);
@@ -537,7 +563,7 @@ static int depthwise_share(void *p, int t, int T) {
                            j->sw, j->pt, j->pl, j->dh, j->dw, OH, OW, j->zx, j->flip, accf, rows,
                            rowlen, r, acc);
             store(acc, P, j->corr[c0 + c], j->m0[c0 + c], j->shift[c0 + c], j->zp, j->ysigned,
-                  y + (size_t)c * P);
+                  y + (size_t)c * P, bound);
         }
     }
     free(acc);

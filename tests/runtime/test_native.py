@@ -305,18 +305,22 @@ def _assert_int8_paths_match(args, b, attrs, ref):
 
 
 @pytest.mark.parametrize("case", ["pairs at 64", "pairs at -64", "a pair at 65",
-                                  "multiplier over 1", "bias past int32"])
+                                  "multiplier over 1", "bias past int32",
+                                  "depthwise, multiplier over 1", "depthwise, bias past int32"])
 def test_int8_conv_avx2_edges(case):
     # the AVX2 GEMM's limits: vpmaddubsw where a pair of taps reaches 255 * 128 at most (x at
     # 255 everywhere, the pairs' weights at the bound), vpmaddwd just past it; requantization
-    # in AVX2 only for multipliers below 1 and |acc + bias| < 2^30, scalar otherwise (both
-    # cases built so that the AVX2 arithmetic would overflow)
+    # in AVX2 (the GEMM's and the depthwise loop's) only for multipliers below 1 and
+    # |acc + bias| < 2^30, scalar otherwise (both cases built so that the AVX2 arithmetic
+    # would overflow)
     from optc.runtime.kernels.qlinear import qlinear_conv
 
     rng = np.random.default_rng(3)
-    m, c = 7, 8
+    depthwise = case.startswith("depthwise")
+    case = case.removeprefix("depthwise, ")
+    m, c = (8, 8) if depthwise else (7, 8)
     x = np.full((1, c, 9, 11), 255, np.uint8)
-    w = rng.integers(-20, 21, (m, c, 3, 3)).astype(np.int8)
+    w = rng.integers(-20, 21, (m, 1 if depthwise else c, 3, 3)).astype(np.int8)
     bias = rng.integers(-5000, 5000, m).astype(np.int32)
     y_scale = np.float32(40.0)
     if case in ("pairs at 64", "pairs at -64"):
@@ -327,12 +331,15 @@ def test_int8_conv_avx2_edges(case):
     elif case == "multiplier over 1":  # 64: row 3's product leaves 32 bits
         y_scale = np.float32(0.05 * 0.01 / 64)
         bias[3] = 2 ** 26 + 12345
+        if depthwise:  # inside the image, 64 * (2^26 + 1): its low 32 bits would give 164
+            bias[3] = 2 ** 26 + 1 - 252 * int(w[3].sum())
     else:  # row 3's bias plus its (positive) products passes 2^31
         bias[3] = 2 ** 31 - 1
         w[3] = np.abs(w[3]) + 1
     args = (x, np.float32(0.05), np.uint8(3), w, np.full(m, 0.01, np.float32),
             np.zeros(m, np.int8), y_scale, np.uint8(100))
-    attrs = dict(group=1, pads=[1, 1, 1, 1], strides=[1, 1], dilations=[1, 1])
+    attrs = dict(group=c if depthwise else 1, pads=[1, 1, 1, 1], strides=[1, 1],
+                 dilations=[1, 1])
     ref = _numpy(lambda: qlinear_conv(*args, bias, **attrs))
     if case.startswith("pairs"):
         packed = native.pack_qweights(w, 1)[0]
