@@ -766,19 +766,36 @@ int s_conv_mode(int mode) {
     return conv_mode;
 }
 
+#ifdef OPTC_X86
+/* Columns the micro-kernels compute for n columns: whole strips of 3 vectors, the last strip
+ * rounded up to whole vectors, or exact where the column kernels take it (cols: they run). */
+static int computed_columns(int n, int lanes, int cols) {
+    const int nr = 3 * lanes, rest = n % nr;
+    return n - rest + (cols && rest <= COLS_N ? rest : (rest + lanes - 1) / lanes * lanes);
+}
+
 /* Tap mode needs one whole strip of columns. Chosen per shape, it runs kernels of more than
  * one tap whose Wq - OW dropped columns per output row are at most a fifth of the row (all
  * but small maps under big kernels), or a third with at most 64 filters: im2col's short
  * copies cost as much as the product with few filters (DenseNet's 128 -> 32 3x3 convs ran
  * at about half the speed, 7x7 maps included, where a third is dropped: 2 of 9 columns);
- * with 512 filters at 7x7 im2col measured faster. 1x1 convs read their input as it is and
- * pack it (pack_b), which measured faster than tap mode's copy into padded planes and its
- * shorter passes. */
-static int use_taps(int taps, int M, int OW, int Wq, int N, int lanes) {
-    if (conv_mode == 1 || N < 3 * lanes) return 0;
+ * with 512 filters at 7x7 im2col measured faster. And only where the columns it computes
+ * (dropped ones and the last strip's padding included) cost no more than im2col's plus its
+ * copies, about 50 multiply-adds per copied pixel and tap (fitted to
+ * benchmarks/conv_paths.py: ResNet-50's 512 -> 512 3x3 stride-2 conv at 14x14 computes 56
+ * columns in tap mode against im2col's 49, and ran 1.13x as long; 256 -> 256 at 14x14, 240
+ * against 196: 1.09x; 256 -> 256 stride 2 at 28x28, 216 against 197: 0.89x). 1x1 convs read
+ * their input as it is and pack it (pack_b), which measured faster than tap mode's copy into
+ * padded planes and its shorter passes. */
+static int use_taps(int taps, int M, int OW, int Wq, int N, int P, const kernels *kn) {
+    if (conv_mode == 1 || N < 3 * kn->lanes) return 0;
     if (conv_mode == 2) return 1;
-    return taps > 1 && (5 * (Wq - OW) <= Wq || (M <= 64 && 3 * (Wq - OW) <= Wq));
+    const int cols = kn->cols != NULL;
+    return taps > 1 && (5 * (Wq - OW) <= Wq || (M <= 64 && 3 * (Wq - OW) <= Wq)) &&
+           (double)M * computed_columns(N, kn->lanes, 0) <=
+               ((double)M + 50.0) * computed_columns(P, kn->lanes, cols);
 }
+#endif
 
 static int conv_threads(int threads, int blocks, double macs) {
     int most = blocks;
@@ -802,7 +819,7 @@ static int conv_taps(const float *x, int C, int H, int W, int kh, int kw, int sh
     size_t ps = ((size_t)Hq * Wq + 15) / 16 * 16;
     if (ps / 16 % 2 == 0) ps += 16;
     const double floats = (double)C * sh * sw * ps;
-    if (floats >= 2147483647.0 || !use_taps(kh * kw, M, OW, Wq, N, kn->lanes)) return 0;
+    if (floats >= 2147483647.0 || !use_taps(kh * kw, M, OW, Wq, N, OH * OW, kn)) return 0;
     float *xq = malloc(sizeof(float) * (size_t)floats);
     int *boff = malloc(sizeof(int) * (size_t)K);
     if (xq == NULL || boff == NULL) {
