@@ -11,6 +11,8 @@ strided slice-add per kernel offset (a loop over kernel positions, never over pi
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -87,6 +89,45 @@ def depthwise_native(x, w, b, *, auto_pad="NOTSET", dilations=None, group=1,
                                    activation_params)
 
 
+#: id(weight) -> [(weak reference to it, key, native.Conv2dCall or None)]: the C call of each
+#: node that runs a weight, resolved on its first run (see cached_conv2d)
+_CALLS: dict[int, list] = {}
+
+
+def cached_conv2d(x, w, b, key: tuple, activation=None, activation_params=None,
+                  auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
+                  strides=None):
+    """The native.Conv2dCall of a 2-D conv node with weight ``w``, for ``key`` (x's shape and
+    the node's attributes: everything the call depends on but its arrays), resolved once and
+    kept while ``w`` lives; None where the C conv does not apply or a depthwise kernel does
+    (the caller then goes the general way, which also reports bad shapes)."""
+    if not native.simd_conv_on():  # switched off for now: nothing kept
+        return None
+    entries = _CALLS.get(id(w))
+    if entries is not None:
+        for ref, k, call in entries:
+            if k == key and ref() is w:
+                return call
+    call = None
+    n_ch = x.shape[1] if x.ndim == 4 else 0
+    if x.ndim == 4 and w.ndim == 4 and n_ch == w.shape[1] * group and \
+            not (group != 1 and group == n_ch and w.shape[0] == group):
+        k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
+        strides_, dilations_ = _defaults(k, strides, dilations)
+        begin, end = resolve_pads(x.shape[2:], k, strides_, dilations_, pads, auto_pad)
+        out = [out_size(x.shape[2 + i], k[i], strides_[i], dilations_[i], begin[i], end[i])
+               for i in range(2)]
+        if min(out) > 0 and list(w.shape[2:]) == k:
+            call = native.conv2d_call(x, w, b, strides_, begin, dilations_, group, out,
+                                      activation, activation_params)
+    try:
+        ref = weakref.ref(w, lambda _, i=id(w): _CALLS.pop(i, None))
+    except TypeError:  # not weakly referenceable: not kept
+        return call
+    _CALLS.setdefault(id(w), []).append((ref, key, call))
+    return call
+
+
 def native_conv2d(x, w, b, k, strides, dilations, begin, end, group, activation=None,
                   activation_params=None, res=None):
     """A 2-D conv by the C kernel (native.conv2d: bias, residual and activation fused); None
@@ -106,6 +147,13 @@ def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
     k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
     strides, dilations = _defaults(k, strides, dilations)
     begin, end = resolve_pads(x.shape[2:], k, strides, dilations, pads, auto_pad)
+    call = cached_conv2d(x, w, b, (x.shape, auto_pad, dilations, group, kernel_shape, pads,
+                                   strides), auto_pad=auto_pad, dilations=dilations,
+                         group=group, kernel_shape=kernel_shape, pads=pads, strides=strides)
+    if call is not None:
+        y = call(x, b, None)
+        if y is not None:
+            return y
     n, c = x.shape[:2]
     m = w.shape[0]
     if c != w.shape[1] * group:

@@ -13,8 +13,8 @@ import numpy as np
 
 from optc.errors import OptcError
 from optc.runtime.kernels.conv import _defaults as conv_defaults
-from optc.runtime.kernels.conv import (conv, conv_transpose, depthwise_native, native_conv2d,
-                                       resolve_pads)
+from optc.runtime.kernels.conv import (cached_conv2d, conv, conv_transpose, depthwise_native,
+                                       native_conv2d, resolve_pads)
 from optc.runtime.kernels.nn import gemm
 from optc.runtime.registry import OPTC_DOMAIN, kernel
 
@@ -49,6 +49,14 @@ def fused_conv(x, w, b=None, z=None, *, activation=None, activation_params=None,
                strides=None):
     """act(conv(x) + b + z): z, the optional residual input (an Add fused by fuse-act),
     broadcast like Add; no activation when ``activation`` is absent."""
+    call = cached_conv2d(x, w, b, (x.shape, activation, activation_params, auto_pad,
+                                   dilations, group, kernel_shape, pads, strides),
+                         activation, activation_params, auto_pad, dilations, group,
+                         kernel_shape, pads, strides)
+    if call is not None:
+        y = call(x, b, z)
+        if y is not None:
+            return y
     if z is None:
         y = depthwise_native(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
                              kernel_shape=kernel_shape, pads=pads, strides=strides,

@@ -156,6 +156,59 @@ def sconv_mode(mode: int | None = None) -> int:
     return _ckernels.sconv_mode() if mode is None else _ckernels.sconv_mode(int(mode))
 
 
+class Conv2dCall:
+    """A float32 2-D conv's C call (sconv2d) with everything but its arrays resolved once --
+    geometry, activation code, packed weights -- for one input shape: what conv2d does on
+    every call, less its checks and conversions (a small FusedConv: 20 -> 9 us a call). The
+    C function and the thread count are looked up on each call (benchmarks switch builds);
+    the caller checks simd_conv_on() before each (tests switch the C kernels and SIMD levels
+    off). None from __call__ where the arrays do not fit the fast path: the caller goes the
+    general way."""
+
+    __slots__ = ("packed", "geometry", "y_shape")
+
+    def __init__(self, x_shape, w, strides, begin, dilations, group, out_shape, act):
+        n, c, h, wd = x_shape
+        m, cg, kh, kw = w.shape
+        self.packed = derived((w,), lambda: pack_panels(w.reshape(group, m // group,
+                                                                  cg * kh * kw)))
+        self.y_shape = (n, m, *out_shape)
+        self.geometry = (n, c, h, wd, group, m // group, kh, kw, strides[0], strides[1],
+                         begin[0], begin[1], dilations[0], dilations[1], out_shape[0],
+                         out_shape[1], *act)
+
+    def __call__(self, x, b, res) -> np.ndarray | None:
+        """y, or None where the arrays do not fit; the caller checks simd_conv_on() first."""
+        if x.dtype != np.float32 or not x.flags.c_contiguous:
+            return None
+        if b is not None and (b.dtype != np.float32 or not b.flags.c_contiguous):
+            return None
+        if res is not None and (res.dtype != np.float32 or res.shape != self.y_shape or
+                                not res.flags.c_contiguous):
+            return None
+        y = np.empty(self.y_shape, np.float32)
+        _ckernels.sconv2d(x, self.packed, None if b is None else b.reshape(-1), res, y,
+                          *self.geometry, _threads)
+        return y
+
+
+def simd_conv_on() -> bool:
+    """Whether conv2d runs in C now (the extension on, a SIMD float32 GEMM in use)."""
+    return _enabled and _ckernels.ssimd() >= 1
+
+
+def conv2d_call(x, w, b, strides, begin, dilations, group, out_shape, activation=None,
+                params=None) -> Conv2dCall | None:
+    """conv2d's call resolved for x's shape (Conv2dCall), or None where conv2d would not run
+    (see there)."""
+    if not _enabled or x.ndim != 4 or not _f32(x, w, b) or _ckernels.ssimd() < 1:
+        return None
+    act = activation_args(activation, params)
+    if act is None:
+        return None
+    return Conv2dCall(x.shape, w, strides, begin, dilations, group, out_shape, act)
+
+
 def batched_matmul(a: np.ndarray, b: np.ndarray, packed: np.ndarray | None = None
                    ) -> np.ndarray:
     """a (batch, M, K) @ b (batch, K, N) in float32: by sgemm.c on ``packed`` (a's panels,

@@ -509,6 +509,59 @@ def test_float_strided_1x1_conv_matches_numpy(shape):
         native.sconv_mode(mode)
 
 
+def _conv_calls_on(w, b, rng):
+    """FusedConv and Conv with weight w on two input shapes and five sets of attributes (the
+    first three differing in one attribute each), each against NumPy, twice (the call
+    resolved, then the kept one)."""
+    for x in (rng.standard_normal((1, 4, 9, 9)).astype(np.float32),
+              rng.standard_normal((2, 4, 5, 7)).astype(np.float32)):
+        for attrs in (dict(pads=[1, 1, 1, 1]), dict(pads=[0, 0, 0, 0]),
+                      dict(pads=[1, 1, 1, 1], strides=[2, 2]),
+                      dict(pads=[1, 1, 1, 1], activation="Relu"),
+                      dict(pads=[2, 1, 0, 1], dilations=[2, 1], activation="Clip",
+                           activation_params=[0.0, 0.5])):
+            ref = _numpy(lambda: fused_conv(x, w, b, **attrs))
+            for _ in range(2):
+                np.testing.assert_allclose(fused_conv(x, w, b, **attrs), ref, rtol=1e-4,
+                                           atol=1e-4, err_msg=str(attrs))
+                if "activation" not in attrs:
+                    np.testing.assert_allclose(conv(x, w, b, **attrs), ref, rtol=1e-4,
+                                               atol=1e-4, err_msg=str(attrs))
+    return x
+
+
+def test_conv_calls_are_resolved_per_weight_attributes_and_shape():
+    # FusedConv and Conv keep each node's resolved C call (conv.cached_conv2d): one weight
+    # shared by nodes of other pads, strides and activations, and inputs of other shapes,
+    # each get their own; the NumPy switch and bad channel counts still take effect; the
+    # calls go when the weight does
+    import gc
+
+    from optc.errors import OptcError
+    from optc.runtime.kernels import conv as conv_module
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    x = _conv_calls_on(w, b, rng)
+    if native.ssimd() >= 1:  # 2 shapes x (5 FusedConv + 3 Conv keys), none kept while off
+        assert len(conv_module._CALLS[id(w)]) == 16
+        assert all(call is not None for _, _, call in conv_module._CALLS[id(w)])
+    previous = native.use_native(False)  # the kept calls step aside: NumPy runs
+    try:
+        assert native.conv2d(x, w, b, [1, 1], [1, 1], [1, 1], 1, [5, 7]) is None
+        np.testing.assert_allclose(fused_conv(x, w, b, pads=[1, 1, 1, 1]),
+                                   conv(x, w, b, pads=[1, 1, 1, 1]), rtol=1e-5)
+    finally:
+        native.use_native(previous)
+    with pytest.raises(OptcError, match="channels"):
+        conv(rng.standard_normal((1, 3, 9, 9)).astype(np.float32), w, b, pads=[1, 1, 1, 1])
+    key = id(w)
+    del w
+    gc.collect()
+    assert key not in conv_module._CALLS
+
+
 def test_float_conv_with_no_input_channels_is_bias_and_activation():
     # K = 0: no k pass writes the output, which is act(bias) (it was left unwritten once)
     x, w = np.ones((1, 0, 6, 6), np.float32), np.ones((5, 0, 3, 3), np.float32)
