@@ -552,17 +552,22 @@ static inline void b2_direct(const float *R r, float *R o0, float *R o1, float *
         o3[t] = r[2 * t + 1] - r[2 * t + 3];
     }
 }
+/* tile t's six outputs of F(4x4) from its six columns f0..f5 of r */
+#define B4_TILE(t, f0, f1, f2, f3, f4, f5)                \
+    do {                                                  \
+        o0[t] = 4.f * f0 - 5.f * f2 + f4;                 \
+        o1[t] = -4.f * f1 - 4.f * f2 + f3 + f4;           \
+        o2[t] = 4.f * f1 - 4.f * f2 - f3 + f4;            \
+        o3[t] = -2.f * f1 - f2 + 2.f * f3 + f4;           \
+        o4[t] = 2.f * f1 - f2 - 2.f * f3 + f4;            \
+        o5[t] = 4.f * f1 - 5.f * f3 + f5;                 \
+    } while (0)
 static inline void b4_direct(const float *R r, float *R o0, float *R o1, float *R o2,
                              float *R o3, float *R o4, float *R o5, Py_ssize_t n) {
     for (Py_ssize_t t = 0; t < n; t++) {
         const float f0 = r[4 * t], f1 = r[4 * t + 1], f2 = r[4 * t + 2], f3 = r[4 * t + 3],
                     f4 = r[4 * t + 4], f5 = r[4 * t + 5];
-        o0[t] = 4.f * f0 - 5.f * f2 + f4;
-        o1[t] = -4.f * f1 - 4.f * f2 + f3 + f4;
-        o2[t] = 4.f * f1 - 4.f * f2 - f3 + f4;
-        o3[t] = -2.f * f1 - f2 + 2.f * f3 + f4;
-        o4[t] = 2.f * f1 - f2 - 2.f * f3 + f4;
-        o5[t] = 4.f * f1 - 5.f * f3 + f5;
+        B4_TILE(t, f0, f1, f2, f3, f4, f5);
     }
 }
 /* F(4x4) from r's phases (e_0, e_1 at t + 1: columns 4 t + 4, 4 t + 5) */
@@ -572,14 +577,10 @@ static inline void b4_tiles(const float *R e0, const float *R e1, const float *R
     for (Py_ssize_t t = 0; t < n; t++) {
         const float f0 = e0[t], f1 = e1[t], f2 = e2[t], f3 = e3[t], f4 = e0[t + 1],
                     f5 = e1[t + 1];
-        o0[t] = 4.f * f0 - 5.f * f2 + f4;
-        o1[t] = -4.f * f1 - 4.f * f2 + f3 + f4;
-        o2[t] = 4.f * f1 - 4.f * f2 - f3 + f4;
-        o3[t] = -2.f * f1 - f2 + 2.f * f3 + f4;
-        o4[t] = 2.f * f1 - f2 - 2.f * f3 + f4;
-        o5[t] = 4.f * f1 - 5.f * f3 + f5;
+        B4_TILE(t, f0, f1, f2, f3, f4, f5);
     }
 }
+#undef B4_TILE
 #undef R
 
 /* One channel's input transform V = B^T d B, every tile of the padded plane xc (row stride

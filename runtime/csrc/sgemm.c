@@ -261,18 +261,13 @@ typedef void (*cols_fn)(const float *pa, size_t pstride, const float *bp, size_t
                 *d = load ? *d + t[j][i] : t[j][i];                                           \
             }                                                                                 \
     }
-DEFINE_COLS(c256_1x1, 1, 1)
-DEFINE_COLS(c256_1x2, 1, 2)
-DEFINE_COLS(c256_1x3, 1, 3)
-DEFINE_COLS(c256_1x4, 1, 4)
-DEFINE_COLS(c256_2x1, 2, 1)
-DEFINE_COLS(c256_2x2, 2, 2)
-DEFINE_COLS(c256_2x3, 2, 3)
-DEFINE_COLS(c256_2x4, 2, 4)
-DEFINE_COLS(c256_3x1, 3, 1)
-DEFINE_COLS(c256_3x2, 3, 2)
-DEFINE_COLS(c256_3x3, 3, 3)
-DEFINE_COLS(c256_3x4, 3, 4)
+/* the kernels of P panels, 1 to 4 columns */
+#define DEFINE_COLS_OF(P)                                                                      \
+    DEFINE_COLS(c256_##P##x1, P, 1)                                                            \
+    DEFINE_COLS(c256_##P##x2, P, 2) DEFINE_COLS(c256_##P##x3, P, 3) DEFINE_COLS(c256_##P##x4, P, 4)
+DEFINE_COLS_OF(1)
+DEFINE_COLS_OF(2)
+DEFINE_COLS_OF(3)
 /* COLS_P panels (24 rows) per call, at most COLS_N columns */
 #define COLS_P 3
 #define COLS_N 4
