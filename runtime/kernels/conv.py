@@ -144,9 +144,6 @@ def native_conv2d(x, w, b, k, strides, dilations, begin, end, group, activation=
 def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
          pads=None, strides=None):
     nd = x.ndim - 2
-    k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
-    strides, dilations = _defaults(k, strides, dilations)
-    begin, end = resolve_pads(x.shape[2:], k, strides, dilations, pads, auto_pad)
     call = cached_conv2d(x, w, b, (x.shape, auto_pad, dilations, group, kernel_shape, pads,
                                    strides), auto_pad=auto_pad, dilations=dilations,
                          group=group, kernel_shape=kernel_shape, pads=pads, strides=strides)
@@ -154,6 +151,9 @@ def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
         y = call(x, b, None)
         if y is not None:
             return y
+    k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
+    strides, dilations = _defaults(k, strides, dilations)
+    begin, end = resolve_pads(x.shape[2:], k, strides, dilations, pads, auto_pad)
     n, c = x.shape[:2]
     m = w.shape[0]
     if c != w.shape[1] * group:
