@@ -562,6 +562,33 @@ def test_conv_calls_are_resolved_per_weight_attributes_and_shape():
     assert key not in conv_module._CALLS
 
 
+@pytest.mark.parametrize("shape, dtype", [((1, 2048, 7, 7), np.float32),
+                                          ((2, 5, 3, 4, 2), np.float32),
+                                          ((3, 4, 9), np.float32), ((2, 3, 1, 1), np.float32),
+                                          ((2, 6, 5, 5), np.float64)])
+def test_global_average_pool_matches_onnxruntime(shape, dtype):
+    # float32 as a matrix-vector product with 1 / pixels (1-D to 3-D maps, one pixel), against
+    # onnxruntime; other types through np.mean (onnxruntime has no float64 kernel for it)
+    from onnx import TensorProto, helper
+
+    from optc.runtime.kernels.pool import global_average_pool
+    from optc.validate import ort_session
+
+    x = np.random.default_rng(2).standard_normal(shape).astype(dtype)
+    if dtype == np.float32:
+        graph = helper.make_graph(
+            [helper.make_node("GlobalAveragePool", ["x"], ["y"])], "gap",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        ref = ort_session(model.SerializeToString()).run(None, {"x": x})[0]
+    else:
+        ref = x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
+    got = global_average_pool(x)
+    assert got.dtype == dtype and got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+
+
 def test_float_conv_with_no_input_channels_is_bias_and_activation():
     # K = 0: no k pass writes the output, which is act(bias) (it was left unwritten once)
     x, w = np.ones((1, 0, 6, 6), np.float32), np.ones((5, 0, 3, 3), np.float32)
