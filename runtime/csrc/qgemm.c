@@ -317,18 +317,24 @@ static void gemm_vnni(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P
 }
 #endif
 
+/* Whether requant8 (below) is exact for a row: a multiplier below 1 (shift in [31, 62]: the
+ * result fits in 31 bits) and |acc + corr| < 2^30 for every |acc| <= bound (so acc + corr,
+ * and that plus the zero point, stay in int32). */
+static int requant8_exact(int64_t corr, int32_t shift, int64_t bound) {
+    return shift >= 31 && shift <= 62 && (corr < 0 ? -corr : corr) + bound < ((int64_t)1 << 30);
+}
+
 #ifdef OPTC_X86
 __attribute__((target("avx2"))) static inline void requant8(__m256i acc, int32_t corr,
                                                             int32_t m0, int32_t shift, int zp,
                                                             int ysigned, void *y);
 
-/* store_row with AVX2, 8 sums at a time by requant8, where that is exact: a multiplier
- * below 1 (shift in [31, 62]) and |acc + corr| < 2^30 for every |acc| <= bound. */
+/* store_row with AVX2, 8 sums at a time by requant8, where that is exact (requant8_exact);
+ * 0 where it is not (nothing written). */
 __attribute__((target("avx2")))
 static int store_row_avx2(const int32_t *acc, int P, int64_t corr, int32_t m0, int32_t shift,
                           int zp, int ysigned, void *y, int64_t bound) {
-    if (shift < 31 || shift > 62 || (corr < 0 ? -corr : corr) + bound >= ((int64_t)1 << 30))
-        return 0;
+    if (!requant8_exact(corr, shift, bound)) return 0;
     char *o = y;
     int p = 0;
     for (; p + 8 <= P; p += 8)
@@ -602,10 +608,8 @@ static void avx2_free(avx2_rows *a) {
     free(a->vec);
 }
 
-/* Per row, whether the vector requantization is exact: the multiplier below 1 (shift >= 31:
- * the result fits in 31 bits) and |acc + corr| < 2^30 for every possible acc, at most
- * Kq * 4 * 255 * 128 (so acc + corr, and that plus the zero point, stay in int32).
- * Returns -1 when out of memory. */
+/* Per row, whether the vector requantization is exact (requant8_exact), every possible acc
+ * at most Kq * 4 * 255 * 128. Returns -1 when out of memory. */
 static int avx2_setup(const void *panels, int wide, int Mg, int Kq, const int64_t *corr,
                       const int32_t *shift, avx2_rows *a) {
     a->panels = panels;
@@ -618,8 +622,7 @@ static int avx2_setup(const void *panels, int wide, int Mg, int Kq, const int64_
     }
     const int64_t bound = (int64_t)Kq * 4 * 255 * 128;
     for (int m = 0; m < Mg; m++) {
-        const int64_t c = corr[m] < 0 ? -corr[m] : corr[m];
-        a->vec[m] = shift[m] >= 31 && shift[m] <= 62 && c + bound < ((int64_t)1 << 30);
+        a->vec[m] = requant8_exact(corr[m], shift[m], bound);
         a->corr[m] = a->vec[m] ? (int32_t)corr[m] : 0;
     }
     return 0;

@@ -230,25 +230,14 @@ def conv2d(x, w, b, strides, begin, dilations, group, out_shape, activation=None
     pixels through sgemm.c's GEMM on the filters packed once per weight array (derived), the
     bias, the residual input ``res`` (y's shape, or None) and the activation fused into its
     store. None where it does not apply: disabled, no SIMD GEMM (NumPy's BLAS is faster than
-    the portable C), not float32, not 2-D, an activation the C kernels do not know."""
-    if not _enabled or x.ndim != 4 or not _f32(x, w, b, res) or _ckernels.ssimd() < 1:
+    the portable C), not float32, not 2-D, an activation the C kernels do not know. The call
+    resolved once per node and kept (conv2d_call) is the same minus the conversions."""
+    call = conv2d_call(x, w, b, strides, begin, dilations, group, out_shape, activation,
+                       params)
+    if call is None or (res is not None and res.shape != call.y_shape):
         return None
-    act = activation_args(activation, params)
-    if act is None:
-        return None
-    n, c, h, wd = x.shape
-    m, cg, kh, kw = w.shape
-    y_shape = (n, m, *out_shape)
-    if res is not None and res.shape != y_shape:
-        return None
-    packed = derived((w,), lambda: pack_panels(w.reshape(group, m // group, cg * kh * kw)))
-    y = np.empty(y_shape, np.float32)
-    _ckernels.sconv2d(np.ascontiguousarray(x), packed,
-                      None if b is None else np.ascontiguousarray(b).reshape(-1),
-                      None if res is None else np.ascontiguousarray(res), y, n, c, h, wd, group,
-                      m // group, kh, kw, strides[0], strides[1], begin[0], begin[1],
-                      dilations[0], dilations[1], out_shape[0], out_shape[1], *act, _threads)
-    return y
+    return call(np.ascontiguousarray(x), None if b is None else np.ascontiguousarray(b),
+                None if res is None else np.ascontiguousarray(res))
 
 
 def lrn(x, size, alpha, beta, bias) -> np.ndarray | None:
