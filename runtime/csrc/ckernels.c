@@ -21,6 +21,11 @@
  *       p: (a*a, M, N*th*tw) per-position GEMM results; y: (N, M, Ho, Wo): Y = A^T P A per
  *       tile, cropped to Ho x Wo, plus bias and the residual input res (y's shape), then the
  *       activation.
+ *   winograd_conv2d(x, packed_u, b_or_None, res_or_None, y, m, th, tw, pad_t, pad_l, act,
+ *                   act_a, act_b[, threads])
+ *       the whole Winograd conv of the unpadded x (N, C, H, W) into y (N, M, Ho, Wo), a block
+ *       of tile rows at a time (transforms, the a*a GEMMs on the packed filters, bias,
+ *       residual, activation: winograd.c).
  *
  *   qlinear_conv2d(x, w, panels_or_None, corr, m0, shift, y, N, C, H, W, G, Mg, Mgp, Kq, kh, kw,
  *                  sh, sw, pt, pl, dh, dw, OH, OW, pad, flip, zp, ysigned[, threads])
@@ -505,127 +510,6 @@ static PyObject *max_pool2d(PyObject *self, PyObject *args) { return pool2d(args
 
 static PyObject *avg_pool2d(PyObject *self, PyObject *args) { return pool2d(args, 1); }
 
-/* The input transform's loops, each in a function of its own so that its row pointers are
- * restrict parameters: GCC vectorises them then (with the rows as pointers into one buffer it
- * did not: too many possible overlaps to check). */
-#define R restrict
-/* r_i = (B^T d)_i over n columns, F(2x2) and F(4x4) */
-static inline void bt2_rows(const float *R d0, const float *R d1, const float *R d2,
-                            const float *R d3, float *R r0, float *R r1, float *R r2,
-                            float *R r3, Py_ssize_t n) {
-    for (Py_ssize_t q = 0; q < n; q++) {
-        r0[q] = d0[q] - d2[q]; r1[q] = d1[q] + d2[q];
-        r2[q] = d2[q] - d1[q]; r3[q] = d1[q] - d3[q];
-    }
-}
-static inline void bt4_rows(const float *R d0, const float *R d1, const float *R d2,
-                            const float *R d3, const float *R d4, const float *R d5,
-                            float *R r0, float *R r1, float *R r2, float *R r3, float *R r4,
-                            float *R r5, Py_ssize_t n) {
-    for (Py_ssize_t q = 0; q < n; q++) {
-        r0[q] = 4.f * d0[q] - 5.f * d2[q] + d4[q];
-        r1[q] = -4.f * d1[q] - 4.f * d2[q] + d3[q] + d4[q];
-        r2[q] = 4.f * d1[q] - 4.f * d2[q] - d3[q] + d4[q];
-        r3[q] = -2.f * d1[q] - d2[q] + 2.f * d3[q] + d4[q];
-        r4[q] = 2.f * d1[q] - d2[q] - 2.f * d3[q] + d4[q];
-        r5[q] = 4.f * d1[q] - 5.f * d3[q] + d5[q];
-    }
-}
-/* r's columns by phase: e_k[t] = r[4 t + k], t < n */
-static inline void phases4(const float *R r, float *R e0, float *R e1, float *R e2,
-                           float *R e3, Py_ssize_t n) {
-    for (Py_ssize_t t = 0; t < n; t++) {
-        e0[t] = r[4 * t];
-        e1[t] = r[4 * t + 1];
-        e2[t] = r[4 * t + 2];
-        e3[t] = r[4 * t + 3];
-    }
-}
-/* one row i of (B^T d) B for n tiles, o_j[t] = sum_k B[k][j] r[m t + k]: F(2x2) and
- * F(4x4) reading r itself (tile t reads r[m t .. m t + a - 1]) */
-static inline void b2_direct(const float *R r, float *R o0, float *R o1, float *R o2,
-                             float *R o3, Py_ssize_t n) {
-    for (Py_ssize_t t = 0; t < n; t++) {
-        o0[t] = r[2 * t] - r[2 * t + 2];
-        o1[t] = r[2 * t + 1] + r[2 * t + 2];
-        o2[t] = r[2 * t + 2] - r[2 * t + 1];
-        o3[t] = r[2 * t + 1] - r[2 * t + 3];
-    }
-}
-/* tile t's six outputs of F(4x4) from its six columns f0..f5 of r */
-#define B4_TILE(t, f0, f1, f2, f3, f4, f5)                \
-    do {                                                  \
-        o0[t] = 4.f * f0 - 5.f * f2 + f4;                 \
-        o1[t] = -4.f * f1 - 4.f * f2 + f3 + f4;           \
-        o2[t] = 4.f * f1 - 4.f * f2 - f3 + f4;            \
-        o3[t] = -2.f * f1 - f2 + 2.f * f3 + f4;           \
-        o4[t] = 2.f * f1 - f2 - 2.f * f3 + f4;            \
-        o5[t] = 4.f * f1 - 5.f * f3 + f5;                 \
-    } while (0)
-static inline void b4_direct(const float *R r, float *R o0, float *R o1, float *R o2,
-                             float *R o3, float *R o4, float *R o5, Py_ssize_t n) {
-    for (Py_ssize_t t = 0; t < n; t++) {
-        const float f0 = r[4 * t], f1 = r[4 * t + 1], f2 = r[4 * t + 2], f3 = r[4 * t + 3],
-                    f4 = r[4 * t + 4], f5 = r[4 * t + 5];
-        B4_TILE(t, f0, f1, f2, f3, f4, f5);
-    }
-}
-/* F(4x4) from r's phases (e_0, e_1 at t + 1: columns 4 t + 4, 4 t + 5) */
-static inline void b4_tiles(const float *R e0, const float *R e1, const float *R e2,
-                            const float *R e3, float *R o0, float *R o1, float *R o2,
-                            float *R o3, float *R o4, float *R o5, Py_ssize_t n) {
-    for (Py_ssize_t t = 0; t < n; t++) {
-        const float f0 = e0[t], f1 = e1[t], f2 = e2[t], f3 = e3[t], f4 = e0[t + 1],
-                    f5 = e1[t + 1];
-        B4_TILE(t, f0, f1, f2, f3, f4, f5);
-    }
-}
-#undef B4_TILE
-#undef R
-
-/* One channel's input transform V = B^T d B, every tile of the padded plane xc (row stride
- * W) to v[(i * a + j) * plane + ty * tw + tx], a row of tiles at a time: vertically,
- * r = B^T d over the strip of a rows (contiguous columns); horizontally, each output a sum
- * over r's columns m t .. m t + a - 1 of tile t, stored contiguously in its position plane.
- * With F(4x4) on rows of fewer than 6 tiles, r's columns are first split by phase,
- * e_k[t] = r[4 t + k], and the sums read e at the tile's index (14x14 maps: 0.63x the time of
- * reading r itself; on wider rows r itself measured faster). Against the per-tile scalar
- * code before: F(4x4) 0.50-0.72x the time at 56x56 to 14x14 maps, F(2x2) unchanged. r:
- * a * (tw * m + 2) floats, e: 4 * (tw + 1). */
-#if defined(__GNUC__) && defined(__x86_64__)
-__attribute__((target_clones("avx2", "default")))
-#endif
-static void winograd_in_plane(const float *xc, Py_ssize_t W, int th, int tw, int m, float *r,
-                              float *e, float *v, Py_ssize_t plane) {
-    const int a = m + 2;
-    const Py_ssize_t width = (Py_ssize_t)tw * m + 2, tn = tw + 1;
-    for (Py_ssize_t ty = 0; ty < th; ty++) {
-        const float *d = xc + ty * m * W;
-        if (m == 2)
-            bt2_rows(d, d + W, d + 2 * W, d + 3 * W, r, r + width, r + 2 * width,
-                     r + 3 * width, width);
-        else
-            bt4_rows(d, d + W, d + 2 * W, d + 3 * W, d + 4 * W, d + 5 * W, r, r + width,
-                     r + 2 * width, r + 3 * width, r + 4 * width, r + 5 * width, width);
-        for (int i = 0; i < a; i++) {
-            const float *ri = r + i * width;
-            float *o = v + (Py_ssize_t)(i * a) * plane + ty * tw;
-            if (m == 2) {
-                b2_direct(ri, o, o + plane, o + 2 * plane, o + 3 * plane, tw);
-            } else if (tw >= 6) {
-                b4_direct(ri, o, o + plane, o + 2 * plane, o + 3 * plane, o + 4 * plane,
-                          o + 5 * plane, tw);
-            } else {
-                phases4(ri, e, e + tn, e + 2 * tn, e + 3 * tn, tw);
-                e[tw] = ri[4 * tw]; /* the last tile's two right columns */
-                e[tn + tw] = ri[4 * tw + 1];
-                b4_tiles(e, e + tn, e + 2 * tn, e + 3 * tn, o, o + plane, o + 2 * plane,
-                         o + 3 * plane, o + 4 * plane, o + 5 * plane, tw);
-            }
-        }
-    }
-}
-
 static PyObject *winograd_input(PyObject *self, PyObject *args) {
     PyObject *xo, *vo;
     int m, th, tw;
@@ -653,8 +537,8 @@ static PyObject *winograd_input(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t n = 0; n < N; n++)
         for (Py_ssize_t c = 0; c < C; c++)
-            winograd_in_plane(x + (n * C + c) * H * W, W, th, tw, m, r, r + a * width,
-                              v + c * T + n * th * tw, plane);
+            w_input_plane(x + (n * C + c) * H * W, W, th, tw, m, r, r + a * width,
+                          v + c * T + n * th * tw, plane);
     Py_END_ALLOW_THREADS
     free(r);
     PyBuffer_Release(&xv); PyBuffer_Release(&vv);
@@ -704,86 +588,84 @@ static PyObject *winograd_output(PyObject *self, PyObject *args) {
         return PyErr_NoMemory();
     }
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t k = 0; k < M; k++) {
-        const float bias = b ? b[k] : 0.f;
-        for (Py_ssize_t n = 0; n < N; n++) {
-            float *yk = y + (n * M + k) * HO * WO;
-            for (Py_ssize_t ty = 0; ty < th; ty++) {
-                const float *src = p + k * T + (n * th + ty) * tw;
-                /* vertical: t[o][j] = sum_i A^T[o][i] P[i][j], contiguous over tx */
-                for (int j = 0; j < a; j++) {
-                    if (m == 2) {
-                        const float *p0 = src + (0 * a + j) * plane, *p1 = src + (1 * a + j) * plane,
-                                    *p2 = src + (2 * a + j) * plane, *p3 = src + (3 * a + j) * plane;
-                        float *t0 = t + (0 * a + j) * tw, *t1 = t + (1 * a + j) * tw;
-                        for (Py_ssize_t tx = 0; tx < tw; tx++) {
-                            t0[tx] = p0[tx] + p1[tx] + p2[tx];
-                            t1[tx] = p1[tx] - p2[tx] - p3[tx];
-                        }
-                    } else {
-                        const float *p0 = src + (0 * a + j) * plane, *p1 = src + (1 * a + j) * plane,
-                                    *p2 = src + (2 * a + j) * plane, *p3 = src + (3 * a + j) * plane,
-                                    *p4 = src + (4 * a + j) * plane, *p5 = src + (5 * a + j) * plane;
-                        float *t0 = t + (0 * a + j) * tw, *t1 = t + (1 * a + j) * tw,
-                              *t2 = t + (2 * a + j) * tw, *t3 = t + (3 * a + j) * tw;
-                        for (Py_ssize_t tx = 0; tx < tw; tx++) {
-                            float a12 = p1[tx] + p2[tx], s12 = p1[tx] - p2[tx];
-                            float a34 = p3[tx] + p4[tx], s34 = p3[tx] - p4[tx];
-                            t0[tx] = p0[tx] + a12 + a34;
-                            t1[tx] = s12 + 2.f * s34;
-                            t2[tx] = a12 + 4.f * a34;
-                            t3[tx] = s12 + 8.f * s34 + p5[tx];
-                        }
-                    }
-                }
-                /* horizontal: m output rows of tw*m pixels, then bias, activation, crop */
-                for (int o = 0; o < m; o++) {
-                    const Py_ssize_t oy = ty * m + o;
-                    if (oy >= HO) break;
-                    const float *to = t + (Py_ssize_t)o * a * tw;
-                    float *out = rowbuf;
-                    if (m == 2) {
-                        for (Py_ssize_t tx = 0; tx < tw; tx++) {
-                            float e0 = to[tx], e1 = to[tw + tx], e2 = to[2 * tw + tx],
-                                  e3 = to[3 * tw + tx];
-                            out[2 * tx] = e0 + e1 + e2;
-                            out[2 * tx + 1] = e1 - e2 - e3;
-                        }
-                    } else {
-                        for (Py_ssize_t tx = 0; tx < tw; tx++) {
-                            float e0 = to[tx], e1 = to[tw + tx], e2 = to[2 * tw + tx],
-                                  e3 = to[3 * tw + tx], e4 = to[4 * tw + tx], e5 = to[5 * tw + tx];
-                            float a12 = e1 + e2, s12 = e1 - e2, a34 = e3 + e4, s34 = e3 - e4;
-                            out[4 * tx] = e0 + a12 + a34;
-                            out[4 * tx + 1] = s12 + 2.f * s34;
-                            out[4 * tx + 2] = a12 + 4.f * a34;
-                            out[4 * tx + 3] = s12 + 8.f * s34 + e5;
-                        }
-                    }
-                    float *yrow = yk + oy * WO;
-                    if (res) { /* the residual input, added before the activation */
-                        const float *rrow = res + (n * M + k) * HO * WO + oy * WO;
-                        for (Py_ssize_t q = 0; q < WO; q++) out[q] += rrow[q];
-                    }
-                    if (act == 0)
-                        for (Py_ssize_t q = 0; q < WO; q++) yrow[q] = out[q] + bias;
-                    else if (act == 1)
-                        for (Py_ssize_t q = 0; q < WO; q++) {
-                            float vq = out[q] + bias;
-                            yrow[q] = vq > 0.f ? vq : 0.f;
-                        }
-                    else
-                        for (Py_ssize_t q = 0; q < WO; q++)
-                            yrow[q] = activate(out[q] + bias, act, aa, ab);
-                }
-            }
-        }
-    }
+    for (Py_ssize_t n = 0; n < N; n++) /* image n's tiles: columns n * th * tw .. of p */
+        w_output_rows(p + n * th * tw, plane, T, (int)M, m, tw, 0, th, y + n * M * HO * WO,
+                      (int)HO, (int)WO, b, res ? res + n * M * HO * WO : NULL, act, aa, ab, t,
+                      rowbuf);
     Py_END_ALLOW_THREADS
     free(t); free(rowbuf);
     PyBuffer_Release(&pv); PyBuffer_Release(&yv); if (has_b) PyBuffer_Release(&bv);
     if (has_r) PyBuffer_Release(&rv);
     Py_RETURN_NONE;
+}
+
+static PyObject *winograd_conv2d(PyObject *self, PyObject *args) {
+    PyObject *xo, *uo, *bo, *ro, *yo;
+    int m, th, tw, pt, pl, act, threads = 1;
+    float aa, ab;
+    if (!PyArg_ParseTuple(args, "OOOOOiiiiiiff|i", &xo, &uo, &bo, &ro, &yo, &m, &th, &tw, &pt,
+                          &pl, &act, &aa, &ab, &threads))
+        return NULL;
+    if ((m != 2 && m != 4) || th < 0 || tw < 0 || pt < 0 || pl < 0) {
+        PyErr_SetString(PyExc_ValueError, "winograd_conv2d: bad geometry");
+        return NULL;
+    }
+    const int a = m + 2;
+    Py_buffer xv, uv, bv, rv, yv;
+    Py_ssize_t xd[4], yd[4];
+    const int has_b = bo != Py_None, has_r = ro != Py_None;
+    if (get_floats(xo, &xv, -1, 0, "x") < 0) return NULL;
+    if (dims4(&xv, xd, "x") < 0) goto fail_x;
+    if (get_floats(yo, &yv, -1, 1, "y") < 0) goto fail_x;
+    if (dims4(&yv, yd, "y") < 0) goto fail_y;
+    const Py_ssize_t N = xd[0], C = xd[1], M = yd[1], HO = yd[2], WO = yd[3];
+    if (yd[0] != N || HO > (Py_ssize_t)th * m || WO > (Py_ssize_t)tw * m) {
+        PyErr_SetString(PyExc_ValueError, "winograd_conv2d: y does not fit the tiles");
+        goto fail_y;
+    }
+    if (get_floats(uo, &uv, (Py_ssize_t)a * a * ((M + SMR - 1) / SMR * SMR) * C, 0,
+                   "packed u") < 0)
+        goto fail_y;
+    if (has_b && get_floats(bo, &bv, M, 0, "b") < 0) goto fail_u;
+    if (has_r && get_floats(ro, &rv, N * M * HO * WO, 0, "res") < 0) goto fail_b;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = w_conv(xv.buf, (int)N, (int)C, (int)xd[2], (int)xd[3], pt, pl, uv.buf, (int)M, m,
+                    th, tw, has_b ? bv.buf : NULL, has_r ? rv.buf : NULL, act, aa, ab, yv.buf,
+                    (int)HO, (int)WO, threads);
+    Py_END_ALLOW_THREADS
+    if (has_r) PyBuffer_Release(&rv);
+    if (has_b) PyBuffer_Release(&bv);
+    PyBuffer_Release(&uv);
+    PyBuffer_Release(&yv);
+    PyBuffer_Release(&xv);
+    if (status < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail_b:
+    if (has_b) PyBuffer_Release(&bv);
+fail_u:
+    PyBuffer_Release(&uv);
+fail_y:
+    PyBuffer_Release(&yv);
+fail_x:
+    PyBuffer_Release(&xv);
+    return NULL;
+}
+
+static PyObject *wblock(PyObject *self, PyObject *args) {
+    Py_ssize_t floats = 0;
+    int tiles = 0;
+    if (!PyArg_ParseTuple(args, "|ni", &floats, &tiles)) return NULL;
+    size_t f;
+    int t;
+    w_block(floats > 0 ? (size_t)floats : 0, tiles, &f, &t);
+    return Py_BuildValue("(ni)", (Py_ssize_t)f, t);
+}
+
+static PyObject *wblock_rows(PyObject *self, PyObject *args) {
+    int C, M, m, th, tw;
+    if (!PyArg_ParseTuple(args, "iiiii", &C, &M, &m, &th, &tw)) return NULL;
+    return PyLong_FromLong(w_block_rows(C, M, m, th, tw));
 }
 
 /* A C-contiguous buffer of exactly `count` items of `itemsize` bytes (any format; count < 0:
@@ -1100,6 +982,14 @@ static PyMethodDef methods[] = {
     {"channel_affine", channel_affine, METH_VARARGS,
      "channel_affine(x, scale, bias, y, N, C, P, act, a, b): y = act(x * s[c] + b[c])."},
     {"winograd_input", winograd_input, METH_VARARGS, "Winograd input transform V = B^T d B."},
+    {"winograd_conv2d", winograd_conv2d, METH_VARARGS,
+     "winograd_conv2d(x, packed_u, b, res, y, m, th, tw, pad_t, pad_l, act, a, b[, threads]): "
+     "Winograd conv a block of tile rows at a time (winograd.c)."},
+    {"wblock", wblock, METH_VARARGS,
+     "wblock([floats, tiles]): set/get winograd_conv2d's block budget (floats of V and P) and "
+     "least tiles per block."},
+    {"wblock_rows", wblock_rows, METH_VARARGS,
+     "wblock_rows(C, M, m, th, tw): the tile rows per block winograd_conv2d takes."},
     {"winograd_output", winograd_output, METH_VARARGS,
      "Winograd output transform Y = A^T P A, bias, activation."},
     {NULL, NULL, 0, NULL}};

@@ -1,5 +1,5 @@
-/* The C kernels' cores, called by ckernels.c's Python wrappers: int8 convolution (qgemm.c)
- * and float32 GEMMs on packed weights (sgemm.c). */
+/* The C kernels' cores, called by ckernels.c's Python wrappers: int8 convolution (qgemm.c),
+ * float32 GEMMs on packed weights (sgemm.c) and Winograd convolution (winograd.c). */
 #ifndef OPTC_QGEMM_H
 #define OPTC_QGEMM_H
 
@@ -104,5 +104,34 @@ int s_conv_mode(int mode);
  * weights), the products shared among threads. */
 int s_gemm_batch(const float *ap, const float *b, float *c, int batch, int M, int N, int K,
                  int threads);
+/* s_gemm with the caller's workspace of s_gemm_ws_floats() floats (no allocation). */
+size_t s_gemm_ws_floats(void);
+void s_gemm_ws(const float *ap, const float *b, size_t ldb, float *c, size_t ldc, int M, int N,
+               int K, int accumulate, const s_epilogue *ep, float *ws);
+
+/* Winograd F(m x m, 3 x 3), m = 2 or 4 (winograd.c). The input transform of th rows of tw
+ * tiles of one channel's padded plane xc (row stride W, tile t's a x a inputs from row
+ * m * ty, column m * tx): v[(i * a + j) * plane + ty * tw + tx] = (B^T d B)[i][j]; r:
+ * a * (tw * m + 2) floats, e: 4 * (tw + 1). */
+void w_input_plane(const float *xc, ptrdiff_t W, int th, int tw, int m, float *r, float *e,
+                   float *v, ptrdiff_t plane);
+/* The output transform of tile rows ty0 .. ty0 + rows of one image (see winograd.c). */
+void w_output_rows(const float *p, ptrdiff_t plane, ptrdiff_t ldt, int M, int m, int tw,
+                   int ty0, int rows, float *y, int HO, int WO, const float *bias,
+                   const float *res, int act, float aa, float ab, float *t, float *rowbuf);
+/* y (N, M, HO, WO) = act(conv3x3(x) + bias + res) by Winograd, a block of tile rows at a
+ * time: x (N, C, H, W) unpadded, pads pt, pl (the tiles th x tw cover HO x WO; rows and
+ * columns past the plane read zero), up: the a*a transformed filter matrices (M x C) packed
+ * for s_gemm, one after the other; bias, res: NULL when absent. threads share the blocks.
+ * -1 when out of memory. */
+int w_conv(const float *x, int N, int C, int H, int W, int pt, int pl, const float *up, int M,
+           int m, int th, int tw, const float *bias, const float *res, int act, float aa,
+           float ab, float *y, int HO, int WO, int threads);
+/* w_conv's blocks: at most `floats` of V and P together, at least `tiles` tiles (0 leaves
+ * either); *floats_out and *tiles_out get the settings. Tests make blocks small to cross
+ * their edges. */
+void w_block(size_t floats, int tiles, size_t *floats_out, int *tiles_out);
+/* The tile rows per block w_conv takes for that shape. */
+int w_block_rows(int C, int M, int m, int th, int tw);
 
 #endif

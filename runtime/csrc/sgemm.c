@@ -483,6 +483,13 @@ static void gemm_ws(const float *ap, const float *b, size_t ldb, float *c, size_
     gemm_portable(ap, b, ldb, c, ldc, M, N, K, accumulate, ep);
 }
 
+size_t s_gemm_ws_floats(void) { return WS_FLOATS; }
+
+void s_gemm_ws(const float *ap, const float *b, size_t ldb, float *c, size_t ldc, int M, int N,
+               int K, int accumulate, const s_epilogue *ep, float *ws) {
+    gemm_ws(ap, b, ldb, c, ldc, M, N, K, accumulate, ep, ws);
+}
+
 int s_gemm(const float *ap, const float *b, size_t ldb, float *c, size_t ldc, int M, int N,
            int K, int accumulate, const s_epilogue *ep) {
     float *ws = malloc(sizeof(float) * WS_FLOATS);

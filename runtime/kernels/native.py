@@ -266,6 +266,35 @@ def avg_pool2d(x, k, strides, begin, dilations, out_shape, count_rows, count_col
     return y
 
 
+def winograd_blocked(x, u, b, m, th, tw, pads, out_shape, activation=None, params=None,
+                     res=None) -> np.ndarray | None:
+    """Winograd F(m x m, 3 x 3) of the unpadded x, all in C (winograd.c's w_conv): a block of
+    tile rows at a time is transformed, multiplied by the filters u (a*a, M, C; packed once)
+    and transformed back while its intermediates are in L2, plus the bias, the residual input
+    ``res`` and the activation. None where it does not apply: the C kernels or their SIMD
+    GEMM off, not float32, an activation the C kernels do not know, or fewer blocks than
+    threads (winograd_conv then shares each GEMM among them)."""
+    if not _enabled or _ckernels.ssimd() < 1 or not _f32(x, u, b, res):
+        return None
+    act = activation_args(activation, params)
+    if act is None:
+        return None
+    n, c = x.shape[:2]
+    mo = u.shape[1]
+    if res is not None and res.shape != (n, mo, *out_shape):
+        return None
+    rows = _ckernels.wblock_rows(c, mo, m, th, tw)
+    if _threads > 1 and n * -(-th // rows) < _threads:
+        return None
+    packed = derived((u,), lambda: pack_panels(u))
+    y = np.empty((n, mo, *out_shape), np.float32)
+    _ckernels.winograd_conv2d(np.ascontiguousarray(x), packed,
+                              None if b is None else np.ascontiguousarray(b),
+                              None if res is None else np.ascontiguousarray(res), y, m, th, tw,
+                              int(pads[0]), int(pads[1]), *act, _threads)
+    return y
+
+
 def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None, res=None
                   ) -> np.ndarray | None:
     """Winograd F(m x m, 3 x 3) with the transforms in C and the a*a GEMMs by sgemm.c on the

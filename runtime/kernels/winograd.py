@@ -82,11 +82,15 @@ def winograd_conv(x, u, b=None, z=None, *, tile, pads=(0, 0, 0, 0), activation=N
     pads = list(pads)
     ho, wo = output_size(h, w, pads)
     th, tw = -(-ho // m), -(-wo // m)
+    y = native.winograd_blocked(x, u, b, m, th, tw, pads, (ho, wo), activation,
+                                activation_params, z)
+    if y is not None:  # all in C, a block of tiles at a time
+        return y
     # pad so that th x tw tiles (each m x m outputs from a x a inputs) fit exactly
     xp = np.pad(x, ((0, 0), (0, 0), (pads[0], th * m + 2 - h - pads[0]),
                     (pads[1], tw * m + 2 - w - pads[1])))
     y = native.winograd_conv(xp, u, b, m, th, tw, (ho, wo), activation, activation_params, z)
-    if y is not None:  # transforms in C
+    if y is not None:  # transforms in C, the GEMMs shared among threads
         return y
     sn, sc, sh, sw = xp.strides
     tiles = as_strided(xp, (n, c, th, tw, a, a), (sn, sc, m * sh, m * sw, sh, sw),

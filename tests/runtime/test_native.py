@@ -1,6 +1,8 @@
 """The C kernels (optc.runtime._ckernels) against the NumPy kernels on hypothesis shapes, the
 switch between them, and that a fresh install built them."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -106,6 +108,79 @@ def test_winograd_transforms_match_numpy(n, c, m, h, w, pads, tile, act, bias, s
     # fused activation has a slope above 1.5 (HardSwish), so it carries through scaled by that
     scale = (1.5 if act[0] else 1.0) * max(np.abs(pre).max(), 1)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * scale)
+
+
+@contextlib.contextmanager
+def winograd_blocks(floats: int, tiles: int):
+    """winograd_conv2d's block budget (floats of V and P) and least tiles per block, set for
+    the block of the with statement."""
+    from optc.runtime import _ckernels
+
+    previous = _ckernels.wblock()
+    _ckernels.wblock(floats, tiles)
+    try:
+        yield
+    finally:
+        _ckernels.wblock(*previous)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(1, 9), m=st.integers(1, 10), h=st.integers(1, 17),
+       w=st.integers(1, 23), pads=st.lists(st.integers(0, 2), min_size=4, max_size=4),
+       tile=st.sampled_from([2, 4]), act=st.sampled_from(ACTS), bias=st.booleans(),
+       residual=st.booleans(), threads=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2 ** 16))
+def test_winograd_blocks_match_numpy(n, c, m, h, w, pads, tile, act, bias, residual, threads,
+                                     seed):
+    # one block per tile row (the least budget and tile count), shared among threads: every
+    # block's first and last rows, the padding read into the strips, the residual input
+    from optc.runtime import _ckernels
+
+    if h + pads[0] + pads[2] < 3 or w + pads[1] + pads[3] < 3:
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    u = transform_weights(rng.standard_normal((m, c, 3, 3)).astype(np.float32), tile)
+    b = rng.standard_normal(m).astype(np.float32) if bias else None
+    ho, wo = h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2
+    th, tw = -(-ho // tile), -(-wo // tile)
+    z = rng.standard_normal((n, m, ho, wo)).astype(np.float32) if residual else None
+    ref, pre = _numpy(lambda: (
+        winograd_conv(x, u, b, z, tile=tile, pads=pads, activation=act[0],
+                      activation_params=act[1]),
+        winograd_conv(x, u, b, z, tile=tile, pads=pads)))
+    previous = native.set_threads(threads)
+    try:
+        with winograd_blocks(1, 1):
+            assert _ckernels.wblock_rows(c, m, tile, th, tw) == 1
+            blocked = native.winograd_blocked(x, u, b, tile, th, tw, pads, (ho, wo), act[0],
+                                              act[1], z)
+            # through the kernel: the blocked path, or the unblocked one where it declines
+            kernel = winograd_conv(x, u, b, z, tile=tile, pads=pads, activation=act[0],
+                                   activation_params=act[1])
+    finally:
+        native.set_threads(previous)
+    scale = (1.5 if act[0] else 1.0) * max(np.abs(pre).max(), 1)
+    np.testing.assert_allclose(kernel, ref, rtol=1e-5, atol=1e-5 * scale)
+    if n * th < threads:  # fewer blocks than threads: the unblocked path shares the GEMMs
+        assert blocked is None
+    else:
+        np.testing.assert_allclose(blocked, ref, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_winograd_block_rows():
+    from optc.runtime import _ckernels
+
+    # one channel in and out, F(4x4), 10 tiles a row: 36 * 2 * 10 floats of V and P a row
+    row = 36 * 2 * 10
+    with winograd_blocks(4 * row, 1):
+        assert _ckernels.wblock_rows(1, 1, 4, 16, 10) == 4
+        assert _ckernels.wblock_rows(1, 1, 4, 9, 10) == 3  # 3 + 3 + 3, not 4 + 4 + 1
+        assert _ckernels.wblock_rows(1, 1, 4, 3, 10) == 3  # a small image is one block
+    with winograd_blocks(1, 48):  # never fewer tiles than the GEMM's strips of 48
+        assert _ckernels.wblock_rows(64, 64, 4, 14, 14) == 4  # 56 tiles (of 196)
+        assert _ckernels.wblock_rows(128, 128, 4, 7, 7) == 7
+    # the shipped budget: ResNet-50's 64 -> 64 at 56x56, F(4x4), in blocks of tile rows
+    assert 1 < _ckernels.wblock_rows(64, 64, 4, 14, 14) < 14
 
 
 def test_numpy_fallback_gives_the_same_model_outputs(numpy_only):
