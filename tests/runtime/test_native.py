@@ -470,7 +470,8 @@ def test_float_gemm_matches_numpy_at_every_simd_level(batch, m, k, n, seed):
 
 @pytest.mark.parametrize("n", [1, 3, 4, 5, 28, 49, 196])
 def test_float_gemm_and_conv_last_columns_match_numpy(n):
-    # AVX2 sends a last strip of at most 4 columns to the column kernels (3 panels a call):
+    # AVX2 and AVX-512 send a last strip of at most 4 columns to the column kernels (3 panels
+    # a call; AVX-512's strips are 48 wide: 49 and 196 end in one of 1 and 4 columns):
     # here past one block of rows (MC = 144: 150 rows, the last panel partial), over three k
     # passes, and through a 1x1 conv's epilogue (bias, residual input, ReLU) on those columns
     rng = np.random.default_rng(n)
