@@ -608,6 +608,32 @@ static void im2col_packed(const float *xs, int C, int Hs, int Ws, int kh, int kw
  * every tap reads one contiguous stretch per output row, so the GEMM's micro-kernel loads b
  * where it lies. Columns ow >= OW of each row (Wq - OW of them) are computed and dropped when
  * the block is written out (compact). */
+/* Phase pw's columns q of one input row: dst[q] = src[q * sw + pw - pl] inside the row
+ * (W pixels), zero outside, for q < Wq; its copy a plain strided loop GCC vectorises (it
+ * tested every column against the row's bounds: 12 % of a 3x3 stride-2 conv's time). */
+static inline __attribute__((always_inline)) void phase_row(const float *restrict src, int W,
+                                                            int sw, int pw, int pl, int Wq,
+                                                            float *restrict dst) {
+    /* q*sw + pw - pl in [0, W) for q in [lo, hi) */
+    int lo = pl - pw > 0 ? (pl - pw + sw - 1) / sw : 0;
+    int hi = W + pl - pw > 0 ? (W + pl - pw + sw - 1) / sw : 0;
+    if (lo > Wq) lo = Wq;
+    if (hi > Wq) hi = Wq;
+    if (hi < lo) hi = lo;
+    for (int q = 0; q < lo; q++) dst[q] = 0.f;
+    const float *s0 = src + ((ptrdiff_t)lo * sw + pw - pl);
+    if (sw == 1)
+        for (int q = 0; q < hi - lo; q++) dst[lo + q] = s0[q];
+    else if (sw == 2)
+        for (int q = 0; q < hi - lo; q++) dst[lo + q] = s0[2 * q];
+    else
+        for (int q = 0; q < hi - lo; q++) dst[lo + q] = s0[(ptrdiff_t)q * sw];
+    for (int q = hi; q < Wq; q++) dst[q] = 0.f;
+}
+
+#ifdef OPTC_X86
+__attribute__((target_clones("avx2", "default")))
+#endif
 static void pad_phases(const float *x, int C, int H, int W, int sh, int sw, int pt, int pl,
                        int Hq, int Wq, size_t ps, float *xq) {
     for (int c = 0; c < C; c++)
@@ -620,11 +646,7 @@ static void pad_phases(const float *x, int C, int H, int W, int sh, int sw, int 
                         memset(dst, 0, sizeof(float) * (size_t)Wq);
                         continue;
                     }
-                    const float *src = x + ((size_t)c * H + ih) * W;
-                    for (int q = 0; q < Wq; q++) {
-                        const int iw = q * sw + pw - pl;
-                        dst[q] = iw >= 0 && iw < W ? src[iw] : 0.f;
-                    }
+                    phase_row(x + ((size_t)c * H + ih) * W, W, sw, pw, pl, Wq, dst);
                 }
             }
 }
