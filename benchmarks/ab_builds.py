@@ -11,8 +11,8 @@ build). Prints per model the median optc/onnxruntime ratio of each build.
         [--models resnet50 densenet121] [--rounds 10] [--passes TEXT] [--int8 [--reduce-range]]
 
 --int8 compares the int8 models instead (``default,quantize{probe=false}`` calibrated on seeded
-random inputs, then ``qlinear``, as benchmarks/int8_runtime.py; --reduce-range: 7-bit
-weights), against onnxruntime running the QDQ model.
+random inputs, then ``qlinear,fuse-act{target=optc}``, as benchmarks/int8_runtime.py;
+--reduce-range: 7-bit weights), against onnxruntime running the QDQ model.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main() -> None:
                     qdq, _ = optc.optimize(str(path), passes=f"default,quantize{{{options}}}",
                                            calib=_calibration(path, 8))
                     optc.save(qdq, Path(d) / "qdq.onnx")
-                    lowered, _ = optc.optimize(qdq, passes="qlinear")
+                    lowered, _ = optc.optimize(qdq, passes="qlinear,fuse-act{target=optc}")
                 else:
                     lowered, _ = optc.optimize(str(path), passes=args.passes)
                 optc.save(lowered, Path(d) / "lowered.onnx")

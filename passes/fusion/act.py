@@ -22,7 +22,10 @@ Recognised activations of a value x:
   placed where the Add was (Z may be computed after the Conv). A per-channel Mul and/or Add by
   constants on a 4-D value (an unfolded BatchNormalization, as before DenseNet's convs), with
   or without an activation after it, becomes FusedConv as a 1x1 depthwise conv (weight: the
-  scale, bias: the shift), which optc.runtime runs in one vectorised pass.
+  scale, bias: the shift), which optc.runtime runs in one vectorised pass; where a per-tensor
+  8-bit QuantizeLinear (constant float32 scale and zero point) alone reads the result, the
+  Mul/Add, the activation and the QuantizeLinear become one ai.optc QuantizeAffine (a quantized
+  model's unfolded BatchNormalization: one pass over the float tensor instead of four).
 Fires only when the layer's output is read by the activation alone (for the decomposed
 patterns: by the pattern's own nodes alone) and is not a graph output.
 The fused form is written by this pass itself (the IR holds the target's form, so what is
@@ -38,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import numpy as np
+
+from onnx import TensorProto
 
 from optc.ir import Graph, Model, Node, Value, infer_shapes
 from optc.pass_base import Pass, PassResult, register
@@ -291,10 +296,14 @@ class FuseActivation(Pass):
                 tuple(y.shape) != tuple(shape):
             return None  # not per channel, or it broadcasts x to a larger shape
         act = match_activation(model, y)
-        if act is None and len(nodes) == 1:
-            return None
         dtype = np.result_type(*(v.const_value.dtype for n in nodes for v in n.inputs
                                  if v is not None and g.is_constant(v)))
+        quantize = _quantized_by(model, act.output if act is not None else y)
+        if quantize is not None and x.dtype == TensorProto.FLOAT and dtype == np.float32:
+            return self._fuse_affine_quantize(model, first, x, nodes, scale, shift, act,
+                                              quantize)
+        if act is None and len(nodes) == 1:
+            return None
         w = np.ones(c, dtype) if scale is None else scale.astype(dtype)
         inputs = [x, g.add_initializer(g.unique_name(f"{first.name or 'affine'}_scale"),
                                        w.reshape(c, 1, 1, 1))]
@@ -307,6 +316,32 @@ class FuseActivation(Pass):
             return None
         return "+".join(n.op_type for n in nodes) + (f"+{act.kind}" if act else "")
 
+    def _fuse_affine_quantize(self, model: Model, first: Node, x: Value, nodes: list[Node],
+                              scale, shift, act: Activation | None, quantize: Node) -> str:
+        """The per-channel Mul/Add ``nodes`` of x [-> act] -> ``quantize`` as one
+        ai.optc QuantizeAffine."""
+        g = model.graph
+        c = x.shape[1]
+        name = first.name or "affine"
+        scale = np.ones(c, np.float32) if scale is None else scale.astype(np.float32)
+        shift = np.zeros(c, np.float32) if shift is None else shift.astype(np.float32)
+        inputs = [x, g.add_initializer(g.unique_name(f"{name}_scale"), scale),
+                  g.add_initializer(g.unique_name(f"{name}_shift"), shift),
+                  quantize.inputs[1], quantize.inputs[2]]
+        result = quantize.outputs[0]
+        out = g.new_value(result.name + "_fused", result.type)
+        fused = Node("QuantizeAffine", inputs, [out], domain=OPTC_DOMAIN,
+                     name=g.unique_name(name + "_quantize"), attributes=_activation_attrs(act))
+        g.insert_before(first, fused)
+        g.substitute(result, out)
+        doomed = nodes + (act.nodes if act is not None else []) + [quantize]
+        old = [v for n in doomed for v in n.inputs if v is not None]
+        g.remove_nodes(doomed)
+        drop_unused_constants(g, old)
+        _ensure_opset(model, OPTC_DOMAIN)
+        return "+".join(n.op_type for n in nodes) + (f"+{act.kind}" if act else "") + \
+            "+QuantizeLinear"
+
     def _replace(self, model: Model, act: Activation, out: Value, extra: list[Node]) -> None:
         g = model.graph
         g.substitute(act.output, out)
@@ -314,6 +349,26 @@ class FuseActivation(Pass):
         inputs = [v for n in doomed for v in n.inputs if v is not None]
         g.remove_nodes(doomed)
         drop_unused_constants(g, inputs)
+
+
+def _quantized_by(model: Model, y: Value) -> Node | None:
+    """The QuantizeLinear that alone reads ``y``, if it quantizes per tensor to 8 bits with a
+    constant float32 scale and zero point (what ai.optc QuantizeAffine computes); else None."""
+    g = model.graph
+    q = sole_reader(g, y)
+    if q is None or not is_standard(q) or q.op_type != "QuantizeLinear" or \
+            len(q.inputs) != 3 or q.inputs[0] is not y or len(q.outputs) != 1:
+        return None
+    if any(k in q.attributes for k in ("block_size", "output_dtype", "precision")) or \
+            q.attr("saturate", 1) != 1:
+        return None
+    scale, zp = (q.inputs[1].const_value if g.is_constant(q.inputs[1]) else None,
+                 q.inputs[2].const_value if g.is_constant(q.inputs[2]) else None)
+    if scale is None or zp is None or scale.size != 1 or zp.size != 1 or \
+            scale.dtype != np.float32 or zp.dtype not in (np.uint8, np.int8) or \
+            g.is_input(q.inputs[1]) or g.is_input(q.inputs[2]):
+        return None
+    return q
 
 
 def _activation_attrs(act: Activation | None) -> dict:

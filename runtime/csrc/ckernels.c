@@ -43,6 +43,8 @@
  *
  *   quantize_linear(x, y, scale, zp, ysigned), dequantize_linear(x, y, xsigned, zp, scale)
  *       per-tensor QuantizeLinear / DequantizeLinear (qgemm.c).
+ *   affine_quantize(x, scale, shift, y, N, C, P, act, act_a, act_b, y_scale, zp, ysigned)
+ *       ai.optc QuantizeAffine: y = QuantizeLinear(act(x * scale[c] + shift[c])) (qgemm.c).
  *   qlinear_add(a, b, y, signed, za, zb, ra, rb, zy)
  *       com.microsoft QLinearAdd of two 8-bit tensors of one shape (qgemm.c).
  *
@@ -798,6 +800,41 @@ static PyObject *quantize_linear(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *affine_quantize(PyObject *self, PyObject *args) {
+    PyObject *xo, *so, *bo, *yo;
+    Py_ssize_t N, C, P;
+    int act, zp, ysigned;
+    float aa, ab, ys;
+    if (!PyArg_ParseTuple(args, "OOOOnnnifffii", &xo, &so, &bo, &yo, &N, &C, &P, &act, &aa,
+                          &ab, &ys, &zp, &ysigned))
+        return NULL;
+    if (N < 0 || C < 1 || P < 0) {
+        PyErr_SetString(PyExc_ValueError, "affine_quantize: bad shape");
+        return NULL;
+    }
+    Py_buffer xv, sv, bv, yv;
+    if (get_floats(xo, &xv, N * C * P, 0, "x") < 0) return NULL;
+    if (get_floats(so, &sv, C, 0, "scale") < 0) goto fail_x;
+    if (get_floats(bo, &bv, C, 0, "shift") < 0) goto fail_s;
+    if (get_raw(yo, &yv, N * C * P, 1, 1, "y") < 0) goto fail_b;
+    Py_BEGIN_ALLOW_THREADS
+    q_affine_quantize(xv.buf, sv.buf, bv.buf, (size_t)(N * C), (size_t)C, (size_t)P, act, aa,
+                      ab, ys, zp, ysigned, yv.buf);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&yv);
+    PyBuffer_Release(&bv);
+    PyBuffer_Release(&sv);
+    PyBuffer_Release(&xv);
+    Py_RETURN_NONE;
+fail_b:
+    PyBuffer_Release(&bv);
+fail_s:
+    PyBuffer_Release(&sv);
+fail_x:
+    PyBuffer_Release(&xv);
+    return NULL;
+}
+
 static PyObject *dequantize_linear(PyObject *self, PyObject *args) {
     PyObject *xo, *yo;
     float scale;
@@ -966,6 +1003,9 @@ static PyMethodDef methods[] = {
      "int8 depthwise 2-D convolution with fused fixed-point requantization (see qgemm.c)."},
     {"quantize_linear", quantize_linear, METH_VARARGS,
      "quantize_linear(x, y, scale, zero_point, signed): per-tensor QuantizeLinear."},
+    {"affine_quantize", affine_quantize, METH_VARARGS,
+     "affine_quantize(x, scale, shift, y, N, C, P, act, a, b, y_scale, zp, signed): "
+     "ai.optc QuantizeAffine, y = Q(act(x * scale[c] + shift[c])) (qgemm.c)."},
     {"dequantize_linear", dequantize_linear, METH_VARARGS,
      "dequantize_linear(x, y, signed, zero_point, scale): per-tensor DequantizeLinear."},
     {"qlinear_add", qlinear_add, METH_VARARGS,

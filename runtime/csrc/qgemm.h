@@ -62,6 +62,12 @@ int q_depthwise(const uint8_t *x, const int8_t *w, int C, int H, int W, int kh, 
 /* Per-tensor QuantizeLinear (float32 -> 8 bits) and DequantizeLinear (8 bits -> float32). */
 void q_quantize(const float *x, size_t n, float s, int zp, int ysigned, void *y);
 void q_dequantize(const void *x, size_t n, int xsigned, int zp, float s, float *y);
+/* ai.optc QuantizeAffine: y = saturate(nearbyint(act(x * s[c] + b[c]) / ys) + zp) over
+ * `planes` planes of P values, plane p of channel p % C (act: 0, 1 Relu, 2 Clip(a, b), or
+ * another of activate()'s codes). */
+void q_affine_quantize(const float *x, const float *s, const float *b, size_t planes, size_t C,
+                       size_t P, int act, float aa, float ab, float ys, int zp, int ysigned,
+                       void *y);
 /* com.microsoft QLinearAdd, one shape: y = saturate(rint((a - za) * ra + (b - zb) * rb) + zy)
  * in float32 (ra, rb: the input scales over the output's); a, b, y 8-bit of one signedness. */
 void q_add(const void *a, const void *b, size_t n, int xsigned, int za, int zb, float ra,

@@ -1,6 +1,11 @@
 """optc's fused ops (domain ai.optc), written by fuse-act{target=optc}: FusedConv,
 FusedConvTranspose and FusedGemm run the layer and its activation in one kernel call;
 FusedConv's optional fourth input Z (a residual Add) is added before the activation.
+QuantizeAffine(X, scale, shift, y_scale, y_zero_point) is a per-channel Mul and Add, an
+activation and a per-tensor QuantizeLinear in one pass:
+y = saturate(round_half_to_even(act(X * scale[c] + shift[c]) / y_scale) + y_zero_point),
+each step rounded to float32 as the four ops would (an unfolded BatchNormalization before a
+quantized conv: DenseNet's pre-activations).
 
 Attributes: the layer's own, plus ``activation`` (Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid,
 HardSwish, Tanh, SiLU) and ``activation_params`` (Clip: min, max; LeakyRelu: alpha;
@@ -15,7 +20,9 @@ from optc.errors import OptcError
 from optc.runtime.kernels.conv import _defaults as conv_defaults
 from optc.runtime.kernels.conv import (cached_conv2d, conv, conv_transpose, depthwise_native,
                                        native_conv2d, resolve_pads)
+from optc.runtime.kernels import native
 from optc.runtime.kernels.nn import gemm
+from optc.runtime.kernels.quant import quantize10
 from optc.runtime.registry import OPTC_DOMAIN, kernel
 
 
@@ -93,3 +100,30 @@ def fused_gemm(a, b, c=None, *, activation, activation_params=None, alpha=1.0, b
                transA=0, transB=0):
     y = np.array(gemm(a, b, c, alpha=alpha, beta=beta, transA=transA, transB=transB))
     return apply_activation(activation, activation_params, y)
+
+
+@kernel("QuantizeAffine", (1,), domain=OPTC_DOMAIN)
+def quantize_affine(x, scale, shift, y_scale, y_zero_point, *, activation=None,
+                    activation_params=None):
+    """Q(act(x * scale[c] + shift[c])): scale and shift one value per channel (axis 1), the
+    quantization per tensor (its zero point's type: uint8 or int8)."""
+    c = x.shape[1] if x.ndim >= 2 else 0
+    if scale.size != c or shift.size != c or np.size(y_scale) != 1 or \
+            np.size(y_zero_point) != 1:
+        raise OptcError(f"QuantizeAffine needs {c} scales and shifts (one a channel) and one "
+                        f"output scale and zero point, got {scale.size}, {shift.size}, "
+                        f"{np.size(y_scale)} and {np.size(y_zero_point)}")
+    act = native.activation_args(activation, activation_params)
+    zp = np.asarray(y_zero_point)
+    if native.enabled() and act is not None and x.dtype == scale.dtype == shift.dtype == \
+            np.float32 and np.asarray(y_scale).dtype == np.float32 and zp.dtype.char in "bB":
+        y = np.empty(x.shape, zp.dtype)
+        native.affine_quantize(x, scale, shift, y, act, float(np.asarray(y_scale).item()),
+                               int(zp.item()))
+        return y
+    shape = (1, c) + (1,) * (x.ndim - 2)
+    v = x * scale.reshape(shape)
+    v = v + shift.reshape(shape)
+    if activation:
+        v = apply_activation(activation, activation_params, v)
+    return quantize10(v, y_scale, y_zero_point)

@@ -430,6 +430,17 @@ def quantize_linear(x: np.ndarray, y: np.ndarray, scale: float, zero_point: int)
                               int(y.dtype.char == "b"))
 
 
+def affine_quantize(x: np.ndarray, scale: np.ndarray, shift: np.ndarray, y: np.ndarray,
+                    act: tuple[int, float, float], y_scale: float, zero_point: int) -> None:
+    """ai.optc QuantizeAffine of float32 ``x`` (N, C, ...) into the 8-bit ``y``:
+    Q(act(x * scale[c] + shift[c])) in one C pass (act: activation_args' triple)."""
+    n, c = x.shape[0], x.shape[1]
+    _ckernels.affine_quantize(np.ascontiguousarray(x), np.ascontiguousarray(scale).reshape(-1),
+                              np.ascontiguousarray(shift).reshape(-1), y, n, c,
+                              x.size // max(n * c, 1), *act, y_scale, zero_point,
+                              int(y.dtype.char == "b"))
+
+
 def qlinear_add(a: np.ndarray, b: np.ndarray, y: np.ndarray, za: int, zb: int, ra: float,
                 rb: float, zy: int) -> None:
     """com.microsoft QLinearAdd of ``a`` and ``b`` (8 bits, one shape and signedness) into

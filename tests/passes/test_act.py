@@ -298,3 +298,78 @@ def test_target_optc_fuses_a_channel_affine_map_as_a_1x1_depthwise_conv(chain):
 def test_channel_affine_left_alone(chain, y_shape):
     check_pass(FuseActivation(target="optc"), _affine(chain, y_shape=y_shape),
                expect_modified=False)
+
+
+def _affine_quantized(chain, zp_type=TensorProto.UINT8, zp=0, scale=0.05, axis_scale=False):
+    """x -> per-channel Mul/Add [-> activation] -> QuantizeLinear -> DequantizeLinear -> y (a
+    quantized model's unfolded BatchNormalization before a quantized conv)."""
+    model = _affine(chain)
+    g = model.graph
+    g.node[-1].output[0] = "a"
+    s = np.full(3, scale, np.float32) if axis_scale else np.float32(scale)
+    z = np.full(3, zp) if axis_scale else np.asarray(zp)
+    np_type = helper.tensor_dtype_to_np_dtype(zp_type)
+    g.initializer.extend([numpy_helper.from_array(np.asarray(s, np.float32), "qs"),
+                          numpy_helper.from_array(z.astype(np_type), "qz")])
+    g.node.extend([helper.make_node("QuantizeLinear", ["a", "qs", "qz"], ["q"]),
+                   helper.make_node("DequantizeLinear", ["q", "qs", "qz"], ["y"])])
+    return model
+
+
+@pytest.mark.parametrize("chain, zp_type, zp", [
+    ([("Mul", (3, 1, 1)), ("Add", (3, 1, 1))], TensorProto.UINT8, 0),  # BN, the cast's ReLU
+    ([("Mul", (3, 1, 1)), ("Add", (3, 1, 1)), ("Relu", None)], TensorProto.UINT8, 7),
+    ([("Mul", (1, 3, 1, 1)), ("Add", (3, 1, 1)), ("Relu", None)], TensorProto.INT8, -3),
+    ([("Add", (3, 1, 1)), ("Sigmoid", None)], TensorProto.UINT8, 0),
+    ([("Mul", ())], TensorProto.INT8, 0),  # a lone Mul: the quantization is worth fusing
+])
+def test_target_optc_fuses_a_quantized_channel_affine_map(chain, zp_type, zp):
+    model = _affine_quantized(chain, zp_type, zp)
+    m = optc.load(model)
+    assert run_pass(FuseActivation(target="optc"), m)
+    assert op_types(m) == ["QuantizeAffine", "DequantizeLinear"]
+    feeds, ref = ort_outputs_q(model)
+    step = 0.05
+    for on in (True, False):  # the C loop and the NumPy reference
+        previous = native.use_native(on)
+        try:
+            got = InferenceSession(serialize(m)).run(None, feeds)[0]
+        finally:
+            native.use_native(previous)
+        # the same float32 steps as onnxruntime's Mul, Add and QuantizeLinear: bit-equal
+        np.testing.assert_array_equal(got, ref, err_msg=f"C kernels {on}")
+        assert np.abs(ref).max() > 4 * step  # not all one value
+    again = serialize(m)
+    assert not run_pass(FuseActivation(target="optc"), m)
+    assert serialize(m) == again
+
+
+def ort_outputs_q(model):
+    s = ort_session(model.SerializeToString())
+    feeds = {"x": (RNG.standard_normal((1, 3, 5, 5)) * 3).astype(np.float32)}
+    return feeds, s.run(None, feeds)[0]
+
+
+def test_quantized_channel_affine_left_as_fused_conv_where_quantize_affine_does_not_apply():
+    chain = [("Mul", (3, 1, 1)), ("Add", (3, 1, 1)), ("Relu", None)]
+    # per-channel output scales: not QuantizeAffine's per-tensor quantization
+    m = optc.load(_affine_quantized(chain, axis_scale=True))
+    assert run_pass(FuseActivation(target="optc"), m)
+    assert op_types(m) == ["FusedConv", "QuantizeLinear", "DequantizeLinear"]
+    # the activation's output also read elsewhere: the QuantizeLinear is not its sole reader
+    model = _affine_quantized(chain)
+    model.graph.output.extend([helper.make_tensor_value_info("a", TensorProto.FLOAT,
+                                                             [1, 3, 5, 5])])
+    m = optc.load(model)
+    assert run_pass(FuseActivation(target="optc"), m)
+    assert "QuantizeAffine" not in op_types(m)
+    # 16-bit quantization (opset 21)
+    model = _affine_quantized(chain, zp_type=TensorProto.UINT16)
+    model.opset_import[0].version = 21
+    m = optc.load(model)
+    assert run_pass(FuseActivation(target="optc"), m)
+    assert "QuantizeAffine" not in op_types(m)
+    # target onnx never writes it
+    m = optc.load(_affine_quantized(chain))
+    run_pass(FuseActivation(target="onnx"), m)
+    assert "QuantizeAffine" not in op_types(m)

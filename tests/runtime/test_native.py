@@ -183,6 +183,38 @@ def test_winograd_block_rows():
     assert 1 < _ckernels.wblock_rows(64, 64, 4, 14, 14) < 14
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 2), c=st.integers(1, 7), p=st.integers(1, 70),
+       signed=st.booleans(), zp=st.integers(-128, 255), scale=st.floats(0.005, 2.0),
+       act=st.sampled_from(ACTS), seed=st.integers(0, 2 ** 16))
+def test_quantize_affine_matches_numpy(n, c, p, signed, zp, scale, act, seed):
+    # ai.optc QuantizeAffine in C (the vector loops with their tails, planes of P values)
+    # against its NumPy reference: every code bit-equal, saturation at both ends included
+    from optc.runtime.kernels.fused import quantize_affine
+
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, c, p)) * 4).astype(np.float32)
+    s = rng.standard_normal(c).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    zp = np.int8(min(max(zp, -128), 127)) if signed else np.uint8(max(zp, 0))
+    ys = np.float32(scale)
+    ref = _numpy(lambda: quantize_affine(x, s, b, ys, zp, activation=act[0],
+                                         activation_params=act[1]))
+    got = quantize_affine(x, s, b, ys, zp, activation=act[0], activation_params=act[1])
+    assert got.dtype == zp.dtype and got.shape == x.shape
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_quantize_affine_refuses_parameters_not_one_a_channel():
+    from optc.errors import OptcError
+    from optc.runtime.kernels.fused import quantize_affine
+
+    x = np.zeros((1, 3, 4), np.float32)
+    with pytest.raises(OptcError, match="QuantizeAffine needs 3 scales and shifts"):
+        quantize_affine(x, np.ones(2, np.float32), np.zeros(3, np.float32), np.float32(1),
+                        np.uint8(0))
+
+
 def test_numpy_fallback_gives_the_same_model_outputs(numpy_only):
     from optc.runtime import InferenceSession
     from optc.validate import ort_session, random_feeds, run
