@@ -850,40 +850,40 @@ void q_affine_quantize(const float *restrict x, const float *restrict s,
     for (size_t p = 0; p < planes; p++) {
         const float sc = s[p % C], bc = b[p % C];
         const float *restrict xp = x + p * P;
+        /* the clamps written as x86's max/min (a > b ? a : b), one instruction each: as
+         * nested ternaries they compiled to compares, blends and spills (0.6 values a
+         * cycle); a NaN becomes the bound */
+#define AFFINE_QUANTIZE(v, i, ACT)                     \
+    float v = xp[i] * sc;                              \
+    v = v + bc;                                        \
+    ACT;                                               \
+    v = v > alo ? v : alo;                             \
+    v = v < ahi ? v : ahi;                             \
+    v = nearbyintf(v / ys) + fzp;                      \
+    v = v > lo ? v : lo;                               \
+    v = v < hi ? v : hi
         if (act > 2) { /* other activations: scalar, through activate() */
             for (size_t i = 0; i < P; i++) {
-                float v = xp[i] * sc;
-                v = activate(v + bc, act, aa, ab);
-                v = nearbyintf(v / ys) + fzp;
-                v = v < lo ? lo : (v > hi ? hi : v);
+                AFFINE_QUANTIZE(v, i, v = activate(v, act, aa, ab));
                 if (ysigned)
-                    ((int8_t *)y)[p * P + i] = (int8_t)(v == v ? v : 0.f);
+                    ((int8_t *)y)[p * P + i] = (int8_t)(int32_t)v;
                 else
-                    ((uint8_t *)y)[p * P + i] = (uint8_t)(v == v ? v : 0.f);
+                    ((uint8_t *)y)[p * P + i] = (uint8_t)(int32_t)v;
             }
-            continue;
-        }
-        if (ysigned) {
+        } else if (ysigned) {
             int8_t *restrict o = (int8_t *)y + p * P;
             for (size_t i = 0; i < P; i++) {
-                float v = xp[i] * sc;
-                v = v + bc;
-                v = v < alo ? alo : (v > ahi ? ahi : v);
-                v = nearbyintf(v / ys) + fzp;
-                v = v < lo ? lo : (v > hi ? hi : v);
-                o[i] = (int8_t)(v == v ? v : 0.f);
+                AFFINE_QUANTIZE(v, i, (void)0);
+                o[i] = (int8_t)(int32_t)v;
             }
         } else {
             uint8_t *restrict o = (uint8_t *)y + p * P;
             for (size_t i = 0; i < P; i++) {
-                float v = xp[i] * sc;
-                v = v + bc;
-                v = v < alo ? alo : (v > ahi ? ahi : v);
-                v = nearbyintf(v / ys) + fzp;
-                v = v < lo ? lo : (v > hi ? hi : v);
-                o[i] = (uint8_t)(v == v ? v : 0.f);
+                AFFINE_QUANTIZE(v, i, (void)0);
+                o[i] = (uint8_t)(int32_t)v;
             }
         }
+#undef AFFINE_QUANTIZE
     }
 }
 
