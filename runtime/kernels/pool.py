@@ -95,6 +95,9 @@ def _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape,
     k, strides, dilations, begin, end, extra, out = _geometry(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     include = count_include_pad and auto_pad in ("NOTSET", "", None)
+    if out == [1] * nd and k == list(x.shape[2:]) and not any(begin + end + extra):
+        # one window over the whole map (ResNet-50's 7x7 average pool): the global mean
+        return global_average_pool(x)
     if nd == 2 and min(out) > 0:
         # the divisor counts the cells inside the input, or inside it and its explicit pads
         bounds = [(-begin[i], x.shape[2 + i] + end[i]) if include else (0, x.shape[2 + i])

@@ -329,6 +329,58 @@ def test_wide_pools_match_numpy_across_bands(shape, k, stride, dil, pads, ceil):
     np.testing.assert_allclose(average_pool(x, **attrs), ref_avg, rtol=1e-6, atol=1e-6)
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(48, 90),
+       kh=st.integers(1, 4), kw=st.integers(1, 4), stride=st.integers(2, 3),
+       dil=st.integers(1, 2), pads=st.lists(st.integers(0, 3), min_size=4, max_size=4),
+       ceil=st.integers(0, 1), include=st.integers(0, 1), seed=st.integers(0, 2 ** 16))
+@example(n=1, c=1, h=9, w=60, kh=3, kw=3, stride=2, dil=2, pads=[1, 0, 1, 2], ceil=1,
+         include=1, seed=0)  # dilated rows and columns, asymmetric pads
+def test_strided_pools_on_wide_rows_match_numpy(n, c, h, w, kh, kw, stride, dil, pads, ceil,
+                                                include, seed):
+    # rows of 48 pixels or more take the C pools' row-at-a-time strided path: every window
+    # row inside or outside the map, the padding on either side, ceil mode's last window
+    from optc.runtime.kernels.pool import average_pool, max_pool
+
+    if pads[0] >= kh or pads[2] >= kh or pads[1] >= kw or pads[3] >= kw or \
+            h + pads[0] + pads[2] < dil * (kh - 1) + 1 or \
+            w + pads[1] + pads[3] < dil * (kw - 1) + 1:
+        return  # invalid pads (the spec wants pads < kernel) or no output
+    x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
+    attrs = dict(kernel_shape=[kh, kw], strides=[stride, stride], dilations=[dil, dil],
+                 pads=pads, ceil_mode=ceil)
+    ref_max, ref_avg = _numpy(lambda: (max_pool(x, **attrs),
+                                       average_pool(x, count_include_pad=include, **attrs)))
+    np.testing.assert_array_equal(max_pool(x, **attrs), ref_max)
+    np.testing.assert_allclose(average_pool(x, count_include_pad=include, **attrs), ref_avg,
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 2048, 7, 7), (2, 5, 3, 4), (1, 3, 6)])
+def test_average_pool_over_the_whole_map_is_the_global_mean(shape):
+    # ResNet-50's 7x7 AveragePool on a 7x7 map: the global average pool's path, against
+    # onnxruntime's AveragePool
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from optc.runtime.kernels.pool import average_pool
+
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    k = list(shape[2:])
+    graph = helper.make_graph(
+        [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=k)], "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    [want] = ort.InferenceSession(model.SerializeToString(), options,
+                                  providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    got = average_pool(x, kernel_shape=k)
+    assert got.shape == want.shape == (*shape[:2], *[1] * len(k))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def _qconv_case(draw_shape, seed):
     """Random QLinearConv inputs: 8-bit x and y of either signedness, int8 weights (zero
     point 0, as optc's quantize writes them), int32 bias, per-channel scales."""
