@@ -71,11 +71,15 @@ def main() -> None:
             options = "probe=false reduce-range=true" if args.reduce_range else "probe=false"
             qdq, _ = optc.optimize(str(path), passes=f"default,quantize{{{options}}}",
                                    calib=_calibration(path, args.samples))
-            qlinear, _ = optc.optimize(qdq, passes="qlinear,fuse-act{target=optc}")
             files = {}
-            for tag, m in (("fp32", fp32), ("wino", wino), ("qdq", qdq), ("qlinear", qlinear)):
+            for tag, m in (("fp32", fp32), ("wino", wino), ("qdq", qdq)):
                 files[tag] = Path(d) / f"{path.stem}_{tag}.onnx"
                 optc.save(m, files[tag])
+            # lowered from the saved QDQ model: optimize edits a Model in place, and
+            # onnxruntime must run the QDQ model itself (it cannot load ai.optc ops)
+            qlinear, _ = optc.optimize(str(files["qdq"]), passes="qlinear,fuse-act{target=optc}")
+            files["qlinear"] = Path(d) / f"{path.stem}_qlinear.onnx"
+            optc.save(qlinear, files["qlinear"])
             sessions = {"optc fp32": session(str(files["fp32"]), "optc", threads=args.threads),
                         "optc wino": session(str(files["wino"]), "optc", threads=args.threads),
                         "optc int8": session(str(files["qlinear"]), "optc",
