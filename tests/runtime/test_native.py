@@ -79,6 +79,22 @@ def test_wide_depthwise_matches_numpy_across_bands(shape, k, stride, dil, pads):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
+def _winograd_case(n, c, m, h, w, pads, tile, act, bias, residual, seed):
+    """A seeded WinogradConv case: x, the transformed filters u, the bias b and residual z
+    (or None), and the NumPy kernels' output with the activation and without it."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    u = transform_weights(rng.standard_normal((m, c, 3, 3)).astype(np.float32), tile)
+    b = rng.standard_normal(m).astype(np.float32) if bias else None
+    ho, wo = h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2
+    z = rng.standard_normal((n, m, ho, wo)).astype(np.float32) if residual else None
+    ref, pre = _numpy(lambda: (
+        winograd_conv(x, u, b, z, tile=tile, pads=pads, activation=act[0],
+                      activation_params=act[1]),
+        winograd_conv(x, u, b, z, tile=tile, pads=pads)))
+    return x, u, b, z, ref, pre
+
+
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 2), c=st.integers(1, 8), m=st.integers(1, 6), h=st.integers(1, 11),
        w=st.integers(1, 40), pads=st.lists(st.integers(0, 2), min_size=4, max_size=4),
@@ -93,14 +109,7 @@ def test_winograd_transforms_match_numpy(n, c, m, h, w, pads, tile, act, bias, s
     # differently) and 20 of F(2x2): its vectorised loops with their remainders
     if h + pads[0] + pads[2] < 3 or w + pads[1] + pads[3] < 3:
         return
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    u = transform_weights(rng.standard_normal((m, c, 3, 3)).astype(np.float32), tile)
-    b = rng.standard_normal(m).astype(np.float32) if bias else None
-    ref, pre = _numpy(lambda: (
-        winograd_conv(x, u, b, tile=tile, pads=pads, activation=act[0],
-                      activation_params=act[1]),
-        winograd_conv(x, u, b, tile=tile, pads=pads)))
+    x, u, b, _, ref, pre = _winograd_case(n, c, m, h, w, pads, tile, act, bias, False, seed)
     got = winograd_conv(x, u, b, tile=tile, pads=pads, activation=act[0],
                         activation_params=act[1])
     # both paths round in float32, their GEMMs summing in different orders: the difference
@@ -137,17 +146,9 @@ def test_winograd_blocks_match_numpy(n, c, m, h, w, pads, tile, act, bias, resid
 
     if h + pads[0] + pads[2] < 3 or w + pads[1] + pads[3] < 3:
         return
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    u = transform_weights(rng.standard_normal((m, c, 3, 3)).astype(np.float32), tile)
-    b = rng.standard_normal(m).astype(np.float32) if bias else None
+    x, u, b, z, ref, pre = _winograd_case(n, c, m, h, w, pads, tile, act, bias, residual, seed)
     ho, wo = h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2
     th, tw = -(-ho // tile), -(-wo // tile)
-    z = rng.standard_normal((n, m, ho, wo)).astype(np.float32) if residual else None
-    ref, pre = _numpy(lambda: (
-        winograd_conv(x, u, b, z, tile=tile, pads=pads, activation=act[0],
-                      activation_params=act[1]),
-        winograd_conv(x, u, b, z, tile=tile, pads=pads)))
     previous = native.set_threads(threads)
     try:
         with winograd_blocks(1, 1):
@@ -259,6 +260,14 @@ def test_max_pool_matches_numpy(n, c, h, w, k, stride, dil, pad, ceil, seed):
     np.testing.assert_array_equal(max_pool(x, **attrs), ref)
 
 
+def _pool_has_output(h, w, kh, kw, dil, pads) -> bool:
+    """Whether a pool of that geometry is valid (the spec wants pads under the kernel) and has
+    an output."""
+    return not (pads[0] >= kh or pads[2] >= kh or pads[1] >= kw or pads[3] >= kw or
+                h + pads[0] + pads[2] < dil * (kh - 1) + 1 or
+                w + pads[1] + pads[3] < dil * (kw - 1) + 1)
+
+
 @settings(max_examples=80, deadline=None)
 @given(n=st.integers(1, 2), c=st.integers(1, 4), h=st.integers(1, 12), w=st.integers(1, 12),
        kh=st.integers(1, 4), kw=st.integers(1, 4), stride=st.integers(1, 3),
@@ -268,10 +277,8 @@ def test_average_pool_matches_numpy(n, c, h, w, kh, kw, stride, dil, pads, ceil,
                                     seed):
     from optc.runtime.kernels.pool import average_pool
 
-    if pads[0] >= kh or pads[2] >= kh or pads[1] >= kw or pads[3] >= kw or \
-            h + pads[0] + pads[2] < dil * (kh - 1) + 1 or \
-            w + pads[1] + pads[3] < dil * (kw - 1) + 1:
-        return  # invalid pads (the spec wants pads < kernel) or no output
+    if not _pool_has_output(h, w, kh, kw, dil, pads):
+        return
     x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
     attrs = dict(kernel_shape=[kh, kw], strides=[stride, stride], dilations=[dil, dil],
                  pads=pads, ceil_mode=ceil, count_include_pad=include)
@@ -342,10 +349,8 @@ def test_strided_pools_on_wide_rows_match_numpy(n, c, h, w, kh, kw, stride, dil,
     # row inside or outside the map, the padding on either side, ceil mode's last window
     from optc.runtime.kernels.pool import average_pool, max_pool
 
-    if pads[0] >= kh or pads[2] >= kh or pads[1] >= kw or pads[3] >= kw or \
-            h + pads[0] + pads[2] < dil * (kh - 1) + 1 or \
-            w + pads[1] + pads[3] < dil * (kw - 1) + 1:
-        return  # invalid pads (the spec wants pads < kernel) or no output
+    if not _pool_has_output(h, w, kh, kw, dil, pads):
+        return
     x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
     attrs = dict(kernel_shape=[kh, kw], strides=[stride, stride], dilations=[dil, dil],
                  pads=pads, ceil_mode=ceil)
