@@ -317,28 +317,22 @@ class FuseActivation(Pass):
         return "+".join(n.op_type for n in nodes) + (f"+{act.kind}" if act else "")
 
     def _fuse_affine_quantize(self, model: Model, first: Node, x: Value, nodes: list[Node],
-                              scale, shift, act: Activation | None, quantize: Node) -> str:
+                              scale, shift, act: Activation | None, quantize: Node) -> str | None:
         """The per-channel Mul/Add ``nodes`` of x [-> act] -> ``quantize`` as one
-        ai.optc QuantizeAffine."""
+        ai.optc QuantizeAffine; None (nothing changed) where its output cannot stand in."""
         g = model.graph
         c = x.shape[1]
         name = first.name or "affine"
-        scale = np.ones(c, np.float32) if scale is None else scale.astype(np.float32)
-        shift = np.zeros(c, np.float32) if shift is None else shift.astype(np.float32)
+        scale = np.ones(c, np.float32) if scale is None else scale
+        shift = np.zeros(c, np.float32) if shift is None else shift
         inputs = [x, g.add_initializer(g.unique_name(f"{name}_scale"), scale),
                   g.add_initializer(g.unique_name(f"{name}_shift"), shift),
                   quantize.inputs[1], quantize.inputs[2]]
-        result = quantize.outputs[0]
-        out = g.new_value(result.name + "_fused", result.type)
-        fused = Node("QuantizeAffine", inputs, [out], domain=OPTC_DOMAIN,
-                     name=g.unique_name(name + "_quantize"), attributes=_activation_attrs(act))
-        g.insert_before(first, fused)
-        g.substitute(result, out)
         doomed = nodes + (act.nodes if act is not None else []) + [quantize]
-        old = [v for n in doomed for v in n.inputs if v is not None]
-        g.remove_nodes(doomed)
-        drop_unused_constants(g, old)
-        _ensure_opset(model, OPTC_DOMAIN)
+        if not _put_fused(model, "QuantizeAffine", inputs, _activation_attrs(act),
+                          quantize.outputs[0], name + "_quantize", doomed, before=first):
+            drop_unused_constants(g, inputs[1:3])
+            return None
         return "+".join(n.op_type for n in nodes) + (f"+{act.kind}" if act else "") + \
             "+QuantizeLinear"
 
@@ -365,8 +359,7 @@ def _quantized_by(model: Model, y: Value) -> Node | None:
     scale, zp = (q.inputs[1].const_value if g.is_constant(q.inputs[1]) else None,
                  q.inputs[2].const_value if g.is_constant(q.inputs[2]) else None)
     if scale is None or zp is None or scale.size != 1 or zp.size != 1 or \
-            scale.dtype != np.float32 or zp.dtype not in (np.uint8, np.int8) or \
-            g.is_input(q.inputs[1]) or g.is_input(q.inputs[2]):
+            scale.dtype != np.float32 or zp.dtype not in (np.uint8, np.int8):
         return None
     return q
 
@@ -386,17 +379,25 @@ def _put_fused_conv(model: Model, inputs: list, attrs: dict, act: Activation | N
     """An ai.optc FusedConv of ``inputs`` standing, with ``act`` fused, for ``y`` (or act's
     output) in place of the ``replaced`` nodes and act's own, inserted before ``before``;
     False (nothing changed) when that value cannot be substituted."""
+    return _put_fused(model, "FusedConv", inputs, {**attrs, **_activation_attrs(act)},
+                      act.output if act is not None else y, name,
+                      replaced + (act.nodes if act is not None else []), before)
+
+
+def _put_fused(model: Model, op: str, inputs: list, attrs: dict, result: Value, name: str,
+               doomed: list[Node], before: Node) -> bool:
+    """An ai.optc ``op`` of ``inputs`` standing for ``result`` in place of the ``doomed``
+    nodes, inserted before ``before``; False (nothing changed) when ``result`` cannot be
+    substituted."""
     g = model.graph
-    result = act.output if act is not None else y
     out = g.new_value(result.name + "_fused", result.type)
-    fused = Node("FusedConv", inputs, [out], domain=OPTC_DOMAIN, name=g.unique_name(name),
-                 attributes={**attrs, **_activation_attrs(act)})
+    fused = Node(op, inputs, [out], domain=OPTC_DOMAIN, name=g.unique_name(name),
+                 attributes=attrs)
     g.insert_before(before, fused)
     if not g.can_substitute(result, out):
         g.remove(fused)
         return False
     g.substitute(result, out)
-    doomed = replaced + (act.nodes if act is not None else [])
     old = [v for n in doomed for v in n.inputs if v is not None]
     g.remove_nodes(doomed)
     drop_unused_constants(g, old)

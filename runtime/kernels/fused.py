@@ -114,12 +114,11 @@ def quantize_affine(x, scale, shift, y_scale, y_zero_point, *, activation=None,
                         f"output scale and zero point, got {scale.size}, {shift.size}, "
                         f"{np.size(y_scale)} and {np.size(y_zero_point)}")
     act = native.activation_args(activation, activation_params)
-    zp = np.asarray(y_zero_point)
+    ys, zp = np.asarray(y_scale), np.asarray(y_zero_point)
     if native.enabled() and act is not None and x.dtype == scale.dtype == shift.dtype == \
-            np.float32 and np.asarray(y_scale).dtype == np.float32 and zp.dtype.char in "bB":
+            ys.dtype == np.float32 and zp.dtype.char in "bB":
         y = np.empty(x.shape, zp.dtype)
-        native.affine_quantize(x, scale, shift, y, act, float(np.asarray(y_scale).item()),
-                               int(zp.item()))
+        native.affine_quantize(x, scale, shift, y, act, float(ys.item()), int(zp.item()))
         return y
     shape = (1, c) + (1,) * (x.ndim - 2)
     v = x * scale.reshape(shape)
