@@ -6,6 +6,7 @@ exit; ``--debug`` shows the traceback instead. Outputs are written atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -108,14 +109,10 @@ def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
         if not acts:
             raise OptcError("--target sets fuse-act's target, but the pipeline does not run "
                             "fuse-act")
-        for p in acts:
-            p.target = target
+        pipeline = Pipeline([dataclasses.replace(p, target=target)
+                             if isinstance(p, FuseActivation) else p for p in pipeline.passes])
     if not output.parent.exists():
         raise OptcError(f"{output}: directory '{output.parent}' does not exist")
-    if report_dir is not None:
-        for p in pipeline.passes:
-            if hasattr(p, "collect_report"):
-                p.collect_report = True
     start = time.perf_counter()
     m = load(model)
     calib = None
@@ -126,7 +123,7 @@ def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
                                        if not m.graph.is_initializer(v)])
     report = run_pipeline(m, pipeline, print_ir_after=print_ir_after,
                           printer=lambda text: click.echo(text), repro_source=model,
-                          calib=calib)
+                          calib=calib, collect_report=report_dir is not None)
     elapsed = time.perf_counter() - start
     results = None
     if validate:
@@ -142,8 +139,8 @@ def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
         if results is not None:
             doc["validation"] = [r.as_dict() for r in results]
         _atomic_write_text(report_dir / "report.json", json.dumps(doc, indent=2) + "\n")
-        sections = [p.report_markdown(report_dir) for p in pipeline.passes
-                    if hasattr(p, "report_markdown")]
+        sections = [text for p, r in zip(pipeline.passes, report.records)
+                    if (text := p.report_markdown(r.artifacts, report_dir))]
         _atomic_write_text(report_dir / "report.md", _report_md(model, output, report, results,
                                                                  sections))
     if timing:

@@ -12,6 +12,12 @@ class OptcError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class IRError(OptcError):
+    """Misuse of the IR API (a node inserted twice, an output given two producers, a value
+    removed while still read): always a bug in the code that called it, so the pass manager
+    reports it with a reproducer rather than as the user's error."""
+
+
 def at_node(label: str, error: Exception) -> OptcError:
     """``error``, raised while running a node, as one line naming the node (an executor's
     kernel error: an OptcError keeps its message, others add their type)."""

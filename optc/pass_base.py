@@ -1,20 +1,24 @@
 """The pass protocol and the pass registry.
 
-A pass is a dataclass whose fields are its options (one definition serves the Python API, the
-pipeline text, the CLI and ``optc passes``)::
+A pass is a frozen dataclass whose fields are its options (one definition serves the Python
+API, the pipeline text, the CLI and ``optc passes``)::
 
     @register
-    @dataclass
+    @dataclass(frozen=True)
     class FoldConstants(Pass):
         '''Evaluate nodes whose inputs are all constant.'''
         name: ClassVar[str] = "fold-constants"
         size_limit_mb: float = field(default=512.0, metadata={"help": "..."})
 
-        def run(self, model: Model) -> PassResult: ...
+        def run(self, model: Model, ctx: PassContext) -> PassResult: ...
 
-Passes receive the whole ``Model`` (not only its Graph) because some need the opset imports.
-``run`` edits the model in place and returns ``PassResult(model, modified, stats)``; running a
-pass twice equals running it once, and the second run reports ``modified=False``.
+Passes receive the whole ``Model`` (not only its Graph) because some need the opset imports,
+and a ``PassContext``: what the run brings from outside the model (calibration data, whether a
+report is wanted, the instruments). ``run`` edits the model in place and returns
+``PassResult(model, modified, stats, artifacts)``; what a pass decided or measured (a
+quantization plan, the pruned groups) goes in ``artifacts``, never on the pass object, so one
+configured pass can run on many models, in many threads. Running a pass twice equals running
+it once, and the second run reports ``modified=False``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -31,28 +36,62 @@ from optc.ir.core import Model
 
 @dataclass
 class PassResult:
+    """What a pass returns: the model (edited in place), whether it changed, small JSON-able
+    ``stats`` for the run report, and ``artifacts``: what the pass decided or measured (e.g.
+    quantize's ``plan``), for the report, the reproducer and the caller."""
+
     model: Model
     modified: bool
     stats: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
+class PassContext:
+    """What a pipeline run hands every pass besides the model.
+
+    ``calibration_data``: DATA (input name -> samples along axis 0) for the passes that
+    calibrate (``uses_calibration``); ``collect_report``: a report is wanted, so passes may
+    measure more (quantize's per-layer SQNR); ``instruments``: the pipeline's instruments
+    (optc.instruments), which passes never call themselves."""
+
+    calibration_data: Mapping[str, Any] | None = None
+    collect_report: bool = False
+    instruments: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Pass:
-    """Base class of every pass. Subclasses are dataclasses; fields are options."""
+    """Base class of every pass. Subclasses are frozen dataclasses; fields are options."""
 
     name: ClassVar[str] = ""
     #: True when the pass never changes the model's outputs beyond float rounding.
     lossless: ClassVar[bool] = True
+    #: True when the pass reads ``PassContext.calibration_data``.
+    uses_calibration: ClassVar[bool] = False
 
-    def requires(self, model: Model) -> None:
+    def requires(self, model: Model, ctx: PassContext) -> None:
         """Raise OptcError if a precondition of this pass does not hold."""
 
-    def run(self, model: Model) -> PassResult:  # pragma: no cover - abstract
+    def run(self, model: Model, ctx: PassContext) -> PassResult:  # pragma: no cover
         raise NotImplementedError
 
-    def __call__(self, model: Model) -> PassResult:
-        self.requires(model)
-        return self.run(model)
+    def __call__(self, model: Model, ctx: PassContext | None = None) -> PassResult:
+        ctx = ctx if ctx is not None else PassContext()
+        self.requires(model, ctx)
+        return self.run(model, ctx)
+
+    def report_markdown(self, artifacts: dict[str, Any], directory) -> str:
+        """This pass's section of ``optc optimize --report DIR``'s report.md, from the
+        ``artifacts`` of its run (it may write files under DIR); empty for passes without
+        one."""
+        return ""
+
+    def replay(self, artifacts: dict[str, Any], directory) -> Pass:
+        """The pass that redoes the run that gave ``artifacts`` exactly, its plan written
+        under ``directory`` (what the reproducer writes); a pass whose run depends on its
+        options and the model alone is its own replay."""
+        return self
 
     # --- options ----------------------------------------------------------------------------
     @classmethod
@@ -66,9 +105,6 @@ class Pass:
     def summary(cls) -> str:
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
-
-    def option_values(self) -> dict[str, Any]:
-        return {o.key: getattr(self, o.attr) for o in self.options()}
 
     def __str__(self) -> str:
         opts = " ".join(f"{o.key}={format_option(getattr(self, o.attr))}" for o in self.options())

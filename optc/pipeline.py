@@ -11,27 +11,26 @@ and take no options. ``str(pipeline)`` is the canonical text: presets expanded, 
 written out, so that it reproduces the run exactly; it is stored in the optimized model's
 ``metadata_props["optc.pipeline"]``.
 
-The pass manager runs the passes in order, verifies the IR after each one, records per-pass
-time and stats, can print the IR after a named pass, and writes a reproducer (input model +
-pipeline text up to the failing pass + traceback) when a pass raises.
+The pass manager runs the passes in order with one PassContext and a list of instruments
+(optc.instruments): the IR verified after each pass, per-pass time, stats and artifacts
+recorded, the IR printed after a named pass, a reproducer (input model + the exact pipeline up
+to the failing pass + traceback) written when a pass fails with a bug.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-import shutil
-import tempfile
-import time
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optc.errors import OptcError
-from optc.ir import Model, VerificationError, format_graph, verify
-from optc.pass_base import Pass, parse_option, presets, registry
+from optc.errors import IRError, OptcError
+from optc.instruments import (Instrument, PassRecord, PrintIRAfter, Reproducer, Timing,
+                              VerifyAfterPass)
+from optc.ir import Model, VerificationError
+from optc.pass_base import Pass, PassContext, parse_option, presets, registry
 
 METADATA_KEY = "optc.pipeline"
 
@@ -123,15 +122,6 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
 # pass manager
 # --------------------------------------------------------------------------------------------
 @dataclass
-class PassRecord:
-    name: str
-    seconds: float
-    modified: bool
-    stats: dict[str, Any] = field(default_factory=dict)
-    nodes_after: int = 0
-
-
-@dataclass
 class RunReport:
     pipeline: str
     records: list[PassRecord]
@@ -168,15 +158,18 @@ def run_pipeline(
     printer: Callable[[str], None] = print,
     repro_source: str | Path | None = None,
     calib: Any = None,
+    collect_report: bool = False,
+    instruments: Sequence[Instrument] = (),
 ) -> RunReport:
     """Run ``pipeline`` over ``model`` in place.
 
     ``print_ir_after``: a pass name or ``all``; the IR is printed after each matching pass.
-    ``repro_source``: the input model file; when a pass raises, a reproducer folder is written
-    (the input model, the pipeline text up to the failing pass, the traceback) and its path is
-    in the error message.
-    ``calib``: calibration DATA (input name -> samples), handed to the passes that use it
-    (those with a ``calibration_data`` attribute, e.g. quantize).
+    ``repro_source``: the input model file; when a pass fails with a bug, a reproducer folder
+    is written (optc.instruments.Reproducer) and its path is in the error message.
+    ``calib``: calibration DATA (input name -> samples), in the PassContext of the passes that
+    use it (``uses_calibration``, e.g. quantize). ``collect_report``: passes may measure more
+    for a report (``PassContext.collect_report``). ``instruments``: more instruments, run
+    after the built-in ones.
     """
     if isinstance(pipeline, str):
         pipeline = Pipeline.parse(pipeline)
@@ -184,57 +177,46 @@ def run_pipeline(
             print_ir_after not in {p.name for p in pipeline.passes}:
         raise OptcError(f"--print-ir-after '{print_ir_after}': no such pass in the pipeline"
                         + _did_you_mean(print_ir_after, [p.name for p in pipeline.passes]))
-    users = [p for p in pipeline.passes if hasattr(p, "calibration_data")]
-    if calib is not None and not users:
+    if calib is not None and not any(p.uses_calibration for p in pipeline.passes):
         raise OptcError("calibration data was given but no pass in the pipeline uses it "
                         "(add quantize)")
-    for p in users:
-        p.calibration_data = calib
+    timing = Timing()
+    reproducer = Reproducer(repro_source) if repro_source is not None else None
+    active: list[Instrument] = [VerifyAfterPass(), timing]
+    if print_ir_after:
+        active.append(PrintIRAfter(print_ir_after, printer))
+    if reproducer is not None:
+        active.append(reproducer)
+    active += list(instruments)
+    ctx = PassContext(calibration_data=calib, collect_report=collect_report,
+                      instruments=active)
     nodes_before = len(model.graph)
-    records: list[PassRecord] = []
     for i, p in enumerate(pipeline.passes):
-        start = time.perf_counter()
+        for inst in active:
+            inst.before_pass(p, model, ctx)
         try:
-            p.requires(model)
-            result = p.run(model)
-            verify(model.graph)
-        except VerificationError as e:  # the pass broke the IR: a bug in the pass
-            raise _pass_bug(p, Pipeline(pipeline.passes[: i + 1]), e, repro_source) from e
+            p.requires(model, ctx)
+            result = p.run(model, ctx)
+            for inst in active:
+                inst.after_pass(p, model, result)
+        except (VerificationError, IRError) as e:  # the pass misused or broke the IR: a bug
+            raise _pass_bug(p, i, e, active, reproducer) from e
         except OptcError as e:  # bad input or an unsupported case: the user's one-line error
             raise OptcError(f"pass '{p.name}': {e}") from e
         except Exception as e:  # a bug in the pass: keep what is needed to reproduce it
-            raise _pass_bug(p, Pipeline(pipeline.passes[: i + 1]), e, repro_source) from e
-        records.append(PassRecord(p.name, time.perf_counter() - start, result.modified,
-                                  dict(result.stats), len(model.graph)))
-        if print_ir_after in ("all", p.name):
-            printer(f"// ----- IR after {p} -----\n{format_graph(model.graph)}")
+            raise _pass_bug(p, i, e, active, reproducer) from e
     model.metadata_props[METADATA_KEY] = str(pipeline)
-    return RunReport(str(pipeline), records, nodes_before, len(model.graph))
+    return RunReport(str(pipeline), timing.records, nodes_before, len(model.graph))
 
 
-def _pass_bug(p: Pass, prefix: Pipeline, error: Exception,
-              repro_source: str | Path | None) -> PassFailed:
-    repro = _write_reproducer(repro_source, prefix, error)
+def _pass_bug(p: Pass, index: int, error: Exception, active: list[Instrument],
+              reproducer: Reproducer | None) -> PassFailed:
+    for inst in active:
+        inst.pass_failed(p, index, error)
+    repro = reproducer.written if reproducer is not None else None
     where = f"; reproducer written to {repro}" if repro else ""
     return PassFailed(f"pass '{p.name}' failed: {type(error).__name__}: "
                       f"{' '.join(str(error).split())}{where}", repro)
-
-
-def _write_reproducer(source: str | Path | None, pipeline: Pipeline,
-                      error: Exception) -> Path | None:
-    if source is None:
-        return None
-    try:
-        d = Path(tempfile.mkdtemp(prefix="optc-repro-"))
-        shutil.copyfile(source, d / "model.onnx")
-        (d / "pipeline.txt").write_text(str(pipeline) + "\n")
-        (d / "error.txt").write_text("".join(traceback.format_exception(error)))
-        (d / "README.txt").write_text(
-            "Reproduce with:\n  optc optimize model.onnx -o out.onnx --debug "
-            "--passes \"$(cat pipeline.txt)\"\n")
-        return d
-    except OSError:
-        return None
 
 
 def _jsonable(obj: Any) -> Any:

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from optc.errors import OptcError
+from optc.errors import IRError
 
 Dim = int | str | None
 
@@ -72,9 +72,6 @@ class Value:
     def producer(self) -> Node | None:
         return self._producer[0] if self._producer else None
 
-    def producer_output_index(self) -> int | None:
-        return self._producer[1] if self._producer else None
-
     def uses(self) -> list[tuple[Node, int]]:
         """(node, input index) pairs reading this value; a copy, safe to iterate while editing."""
         return list(self._uses)
@@ -116,7 +113,7 @@ class Value:
                 self._tensor = t
             return self._tensor
         if self._array is None:
-            raise OptcError(f"value '{self.name}' is not an initializer")
+            raise IRError(f"value '{self.name}' is not an initializer")
         self._tensor = numpy_helper.from_array(self._array, self.name)
         return self._tensor
 
@@ -227,7 +224,7 @@ class Node:
         for i, v in enumerate(outputs):
             if v is not None:
                 if v._producer is not None:
-                    raise OptcError(f"value '{v.name}' already has a producer")
+                    raise IRError(f"value '{v.name}' already has a producer")
                 v._producer = (self, i)
             self._outputs.append(v)
 
@@ -272,10 +269,10 @@ class Node:
         old = self._outputs[index]
         if old is not None:
             if old._uses:
-                raise OptcError(f"cannot replace output '{old.name}' of {self}: it is still used")
+                raise IRError(f"cannot replace output '{old.name}' of {self}: it is still used")
             old._producer = None
         if value._producer is not None:
-            raise OptcError(f"value '{value.name}' already has a producer")
+            raise IRError(f"value '{value.name}' already has a producer")
         value._producer = (self, index)
         self._outputs[index] = value
 
@@ -371,7 +368,7 @@ class Graph:
 
     def _adopt(self, node: Node) -> None:
         if node.graph is not None:
-            raise OptcError(f"{node} is already in a graph")
+            raise IRError(f"{node} is already in a graph")
         node.graph = self
         names = self._root()._names
         for v in node._outputs:
@@ -406,16 +403,16 @@ class Graph:
         outputs = set(self.outputs)
         for node in doomed:
             if node.graph is not self:
-                raise OptcError(f"{node} is not in graph '{self.name}'")
+                raise IRError(f"{node} is not in graph '{self.name}'")
             for v in node._outputs:
                 if v is None:
                     continue
                 if v in outputs:
-                    raise OptcError(f"cannot remove {node}: its output '{v.name}' is a graph "
+                    raise IRError(f"cannot remove {node}: its output '{v.name}' is a graph "
                                     f"output")
                 for user, _ in v._uses:
                     if user not in doomed_set and not _inside(user, doomed_set):
-                        raise OptcError(
+                        raise IRError(
                             f"cannot remove {node}: its output '{v.name}' is used by {user}")
         for node in doomed:
             node._detach_inputs()
@@ -436,7 +433,7 @@ class Graph:
     def set_nodes_order(self, nodes: Sequence[Node]) -> None:
         """Reorder (same set of nodes); used by the topological sort."""
         if len(nodes) != len(self._nodes) or set(nodes) != set(self._nodes):
-            raise OptcError("set_nodes_order needs exactly the graph's nodes")
+            raise IRError("set_nodes_order needs exactly the graph's nodes")
         self._nodes = list(nodes)
 
     # --- values -----------------------------------------------------------------------------
@@ -477,7 +474,7 @@ class Graph:
             return
         root = self._root()
         if name in root._all_names(reserved=False):
-            raise OptcError(f"cannot rename '{value.name}' to '{name}': the name is taken")
+            raise IRError(f"cannot rename '{value.name}' to '{name}': the name is taken")
         self._set_name(value, name)
         root._names.add(name)
 
@@ -511,9 +508,9 @@ class Graph:
 
     def remove_initializer(self, value: Value) -> None:
         if value._uses:
-            raise OptcError(f"cannot remove initializer '{value.name}': it is still used")
+            raise IRError(f"cannot remove initializer '{value.name}': it is still used")
         if any(v is value for v in self.outputs):
-            raise OptcError(f"cannot remove initializer '{value.name}': it is a graph output")
+            raise IRError(f"cannot remove initializer '{value.name}': it is a graph output")
         del self.initializers[value.name]
         self.inputs = [v for v in self.inputs if v is not value]
 

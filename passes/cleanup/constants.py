@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from optc.ir import Model, Node
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import is_standard, replace_with_constants
 
 _NP_OF = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
@@ -35,13 +35,13 @@ def constant_value(node: Node) -> np.ndarray | onnx.TensorProto | None:
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class ConstantToInitializer(Pass):
     """Turn Constant nodes into initializers of the same name."""
 
     name: ClassVar[str] = "constant-to-initializer"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         count = 0
         for node in g.nodes:

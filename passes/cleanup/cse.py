@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from optc.ir import Model, Node
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import NONDETERMINISTIC, is_standard
 
 
@@ -28,13 +28,13 @@ def _key(node: Node) -> tuple:
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class CSE(Pass):
     """Merge nodes that compute the same thing from the same inputs."""
 
     name: ClassVar[str] = "cse"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         merged = 0
         seen: dict[tuple, Node] = {}

@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from optc.ir import Model, Node
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class DCE(Pass):
     """Remove nodes and initializers that no graph output depends on."""
 
     name: ClassVar[str] = "dce"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         live: set[Node] = set()
         stack = [v.producer() for v in g.outputs]

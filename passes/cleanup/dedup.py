@@ -15,17 +15,17 @@ from typing import ClassVar
 import numpy as np
 
 from optc.ir import Model, Value
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class DedupInitializers(Pass):
     """Share initializers that hold bit-identical data."""
 
     name: ClassVar[str] = "dedup-initializers"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         outputs = set(g.outputs)
         inputs = set(g.inputs)

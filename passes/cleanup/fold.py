@@ -27,7 +27,7 @@ import onnx.reference
 from onnx import helper
 
 from optc.ir import Model, Node, Value, infer_shapes, serde
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import (NONDETERMINISTIC, drop_unused_constants, is_standard,
                                  replace_with_constants)
 
@@ -35,7 +35,7 @@ _SHAPE_OPS = {"Shape", "Size"}
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class FoldConstants(Pass):
     """Evaluate nodes whose inputs are all constant into initializers."""
 
@@ -47,7 +47,7 @@ class FoldConstants(Pass):
     fold_shapes: bool = field(default=True, metadata={
         "help": "fold Shape/Size of values whose shape is fully static"})
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         if self.fold_shapes and any(n.op_type in _SHAPE_OPS for n in g.nodes):
             infer_shapes(model)

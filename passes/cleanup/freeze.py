@@ -17,17 +17,17 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from optc.ir import Model
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class FreezeInitializers(Pass):
     """Drop initializers from the graph inputs so they are constants (IR version >= 4)."""
 
     name: ClassVar[str] = "freeze-initializers"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         before = len(g.inputs)
         g.inputs = [v for v in g.inputs if not g.is_initializer(v)]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from optc.ir import Model, Node
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import bypass, const_input, is_standard
 
 
@@ -29,13 +29,13 @@ def is_inference_dropout(model: Model, node: Node) -> bool:
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class EliminateIdentity(Pass):
     """Remove Identity nodes and inference-mode Dropout."""
 
     name: ClassVar[str] = "eliminate-identity"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         removed = {"Identity": 0, "Dropout": 0}
         for node in g.nodes:

@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from optc.ir import Model, Node, infer_shapes
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import bypass, const_input, is_standard
 
 _OPS = ("Reshape", "Transpose", "Cast", "Flatten")
@@ -70,13 +70,13 @@ def is_noop(model: Model, node: Node) -> bool:
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class EliminateNoop(Pass):
     """Remove Reshape/Transpose/Cast/Flatten nodes that leave their input unchanged."""
 
     name: ClassVar[str] = "eliminate-noop"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         if not any(n.op_type in _OPS for n in g.nodes):
             return PassResult(model, False, {})

@@ -45,9 +45,9 @@ import numpy as np
 from onnx import TensorProto
 
 from optc.ir import Graph, Model, Node, Value, infer_shapes
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import const_input, drop_unused_constants, is_standard, sweep
-from optc.passes.fusion._channels import per_channel, sole_reader
+from optc.passes.channels import per_channel, sole_reader
 
 ORT_DOMAIN = "com.microsoft"
 OPTC_DOMAIN = "ai.optc"
@@ -172,7 +172,7 @@ def _match_pattern(model: Model, x: Value, readers: list[Node]) -> Activation | 
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class FuseActivation(Pass):
     """Fuse Conv/Gemm + activation for a target runtime; rewrite decomposed HardSwish/SiLU."""
 
@@ -184,7 +184,7 @@ class FuseActivation(Pass):
         if self.target not in ("onnx", "ort", "optc"):
             raise ValueError(f"target must be onnx, ort or optc, not '{self.target}'")
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         stats: dict[str, int] = {}
         if self.target == "optc":

@@ -27,9 +27,9 @@ from typing import ClassVar
 import numpy as np
 
 from optc.ir import Graph, Model, Node, Value, infer_shapes
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import drop_unused_constants, is_standard, sweep
-from optc.passes.fusion._channels import (affine_into_conv_output, owned_constant, per_channel,
+from optc.passes.channels import (affine_into_conv_output, owned_constant, per_channel,
                                           sole_reader)
 
 def _split_const(g: Graph, node: Node) -> tuple[Value, Value] | None:
@@ -123,14 +123,14 @@ def _absorb(g: Graph, node: Node, producer_out: Value) -> None:
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class FuseScale(Pass):
     """Fold per-channel Mul by a constant into the Conv/ConvTranspose before it; merge
     constant Mul chains."""
 
     name: ClassVar[str] = "fuse-scale"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         return _sweep(model, "Mul", self._fuse, {"into_conv": 0, "merged": 0,
                                                  "moved_above_add": 0})
 
@@ -171,14 +171,14 @@ class FuseScale(Pass):
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class FuseBias(Pass):
     """Fold per-channel Add of a constant into the Conv/ConvTranspose/Gemm bias before it;
     merge constant Add chains; MatMul + Add -> Gemm."""
 
     name: ClassVar[str] = "fuse-bias"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         return _sweep(model, "Add", self._fuse, {"into_conv": 0, "into_gemm": 0, "merged": 0,
                                                  "matmul_to_gemm": 0})
 

@@ -31,9 +31,9 @@ import numpy as np
 
 from optc.errors import OptcError
 from optc.ir import Model, Node, infer_shapes, tensor_type
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import drop_unused_constants, is_standard
-from optc.passes.fusion._channels import (affine_into_conv_input, affine_into_conv_output,
+from optc.passes.channels import (affine_into_conv_input, affine_into_conv_output,
                                           channel_shape, owned_constant, sole_reader)
 
 
@@ -64,14 +64,14 @@ def bn_affine(model: Model, bn: Node) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class FoldBatchNorm(Pass):
     """Fold inference BatchNormalization into Conv/ConvTranspose/Gemm/MatMul (or a following
     pad-free Conv), else turn it into Mul+Add."""
 
     name: ClassVar[str] = "fold-bn"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         stats = {"into_conv": 0, "into_gemm": 0, "into_next_conv": 0, "to_mul_add": 0}
         shapes_known = False

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from optc.ir import Model, Node
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import const_input, drop_unused_constants, is_standard, sweep
-from optc.passes.fusion._channels import sole_reader
+from optc.passes.channels import sole_reader
 
 def _perm(node: Node) -> list[int] | None:
     perm = node.attr("perm")
@@ -30,13 +30,13 @@ def _perm(node: Node) -> list[int] | None:
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class FuseLayout(Pass):
     """Merge consecutive Transposes / Reshapes; fold 2-D Transposes into Gemm's transA/transB."""
 
     name: ClassVar[str] = "fuse-layout"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         stats = {"merged": 0, "cancelled": 0, "into_gemm": 0, "reshapes_merged": 0}
         sweep(g, lambda t: self._visit(model, t), stats)

@@ -18,9 +18,9 @@ from typing import ClassVar
 import numpy as np
 
 from optc.ir import Model, Node
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import const_input, drop_unused_constants, is_standard
-from optc.passes.fusion._channels import sole_reader
+from optc.passes.channels import sole_reader
 
 
 def pad_amounts(model: Model, pad: Node) -> list[int] | None:
@@ -54,13 +54,13 @@ def pad_amounts(model: Model, pad: Node) -> list[int] | None:
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class FusePad(Pass):
     """Fold zero constant Pad into the pads of the Conv/AveragePool reading it."""
 
     name: ClassVar[str] = "fuse-pad"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         fused = 0
         for pad in g.nodes:

@@ -21,19 +21,19 @@ from typing import ClassVar
 import numpy as np
 
 from optc.ir import Model, Node
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import drop_unused_constants, is_standard
-from optc.passes.fusion._channels import affine_into_conv_input, per_channel, sole_reader
+from optc.passes.channels import affine_into_conv_input, per_channel, sole_reader
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class FoldPreprocess(Pass):
     """Fold per-channel Sub/Add/Mul/Div of a graph input into the Conv that reads it."""
 
     name: ClassVar[str] = "fold-preprocess"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         folded = 0
         for x in list(g.inputs):

@@ -30,7 +30,7 @@ import numpy as np
 
 from optc.errors import OptcError
 from optc.ir import Model, Node
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes.lower._emit import (Emitter, candidates, count, finish, refusal,
                                      replace_conv)
 from optc.runtime.kernels.fft import transform_filters
@@ -53,7 +53,7 @@ def choose_fft_size(k: int, padded: int | None) -> int:
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class FFTLower(Pass):
     """Large-kernel (5x5 and up) stride-1 convs as FFT convolution (optc runtime)."""
 
@@ -65,7 +65,7 @@ class FFTLower(Pass):
     portable: bool = field(default=False, metadata={
         "help": "standard ONNX ops (runs in onnxruntime) instead of ai.optc FFTConv"})
 
-    def requires(self, model: Model) -> None:
+    def requires(self, model: Model, ctx: PassContext) -> None:
         if self.portable and model.opset < 13:
             raise OptcError(f"fft: portable=true writes opset-13 ops (Pad, Slice with inputs); "
                             f"the model is opset {model.opset}: convert it first")
@@ -80,7 +80,7 @@ class FFTLower(Pass):
                 raise OptcError(f"fft: fft-size must be auto or a power of two >= 4, got "
                                 f"{self.fft_size}")
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         stats: dict[str, int] = {}
         for c in candidates(model, lambda n, w: _reason(n, w, self.min_kernel), self.portable,
                             stats):

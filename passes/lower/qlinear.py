@@ -39,9 +39,9 @@ from onnx import helper
 
 from optc.errors import OptcError
 from optc.ir import Model, Node, Value
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import drop_unused_constants, is_standard
-from optc.passes.fusion._channels import sole_reader
+from optc.passes.channels import sole_reader
 from optc.passes.fusion.act import ORT_DOMAIN
 
 
@@ -60,7 +60,7 @@ def _scalar(v: Value | None) -> bool:
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class QLinear(Pass):
     """QDQ Conv (+Relu) patterns as QLinearConv (integer-only in optc.runtime), QDQ Adds as
     com.microsoft.QLinearAdd."""
@@ -68,12 +68,12 @@ class QLinear(Pass):
     name: ClassVar[str] = "qlinear"
     lossless: ClassVar[bool] = False  # integer requantization rounds within 1 LSB
 
-    def requires(self, model: Model) -> None:
+    def requires(self, model: Model, ctx: PassContext) -> None:
         if model.opset < 10:
             raise OptcError(f"qlinear: QLinearConv needs opset >= 10, the model is opset "
                             f"{model.opset}")
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         stats: dict[str, int] = {}
         for op, rewrite, new in (("Conv", self._rewrite, "QLinearConv"),

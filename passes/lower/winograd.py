@@ -40,7 +40,7 @@ import numpy as np
 
 from optc.errors import OptcError
 from optc.ir import Model, Node
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes.lower._emit import (Emitter, candidates, count, finish, refusal,
                                      replace_conv)
 from optc.runtime.kernels.winograd import TILES, matrices, output_size, transform_weights
@@ -97,7 +97,7 @@ def choose_tile(c: int, m: int, ho: int, wo: int, min_channels_f4: int = 16) -> 
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class Winograd(Pass):
     """3x3 stride-1 convs as Winograd F(2x2,3x3) / F(4x4,3x3) (optc runtime or portable)."""
 
@@ -110,14 +110,14 @@ class Winograd(Pass):
     min_channels_f4: int = field(default=16, metadata={
         "help": "auto: F(4x4) only for layers with at least this many input channels"})
 
-    def requires(self, model: Model) -> None:
+    def requires(self, model: Model, ctx: PassContext) -> None:
         if self.portable and model.opset < 13:
             raise OptcError(f"winograd: portable=true writes opset-13 ops (Pad, Slice with "
                             f"inputs); the model is opset {model.opset}: convert it first")
         if str(self.tile) not in ("2", "4", "auto"):
             raise OptcError(f"winograd: tile must be 2, 4 or auto, got {self.tile}")
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         stats: dict[str, int] = {}
         for c in candidates(model, _reason, self.portable, stats):
             tile = self._tile(c.weight, c.shape, c.pads, c.static)

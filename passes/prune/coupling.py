@@ -44,6 +44,7 @@ import numpy as np
 
 from optc.ir import Graph, Node, Value
 from optc.passes._common import is_standard
+from optc.passes.channels import out_axis
 
 #: ops whose output has the channels of their first input, index for index
 PASS_THROUGH = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
@@ -169,28 +170,6 @@ class Coupling:
 
     def is_blocked(self, root: int) -> bool:
         return bool(self.blocked.get(self.find(root)))
-
-
-def out_axis(layer: Node) -> int:
-    """Axis of the output channels in a layer's weight."""
-    if layer.op_type == "Conv":
-        return 0
-    if layer.op_type == "ConvTranspose":
-        return 1
-    if layer.op_type == "Gemm":
-        return 0 if layer.attr("transB", 0) else 1
-    return 1  # MatMul
-
-
-def in_axis(layer: Node) -> int:
-    """Axis of the input channels in a layer's weight."""
-    if layer.op_type == "Conv":
-        return 1
-    if layer.op_type == "ConvTranspose":
-        return 0
-    if layer.op_type == "Gemm":
-        return 1 if layer.attr("transB", 0) else 0
-    return 0  # MatMul
 
 
 def _name(n: Node) -> str:

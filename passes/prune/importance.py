@@ -24,8 +24,8 @@ import numpy as np
 from optc.errors import OptcError
 from optc.ir import Graph
 from optc.passes._common import is_standard
-from optc.passes.fusion._channels import sole_reader
-from optc.passes.prune.coupling import Coupling, Source, out_axis
+from optc.passes.channels import out_axis, sole_reader
+from optc.passes.prune.coupling import Coupling, Source
 
 CRITERIA = ("l1", "l2", "bn-scale", "taylor", "random")
 

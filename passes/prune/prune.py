@@ -18,8 +18,9 @@ The pruned model computes what the original computes with the removed channels m
 filters and biases zeroed), exactly where the surgery can fold the masked channels' constant
 contribution into the next layer's bias (see surgery.py). Lossy: ``--validate`` reports the
 difference to the original rather than failing.
-After a run, ``groups`` holds the pruned groups (layers, kept indices, scores) and
-``blocked`` the groups left alone with their reasons; ``--report DIR`` writes them as
+Decide, then apply: ``decide`` makes the plan -- the pruned groups (layers, kept indices,
+scores) and the groups left alone with their reasons -- and ``apply`` cuts the graph from the
+plan alone; the plan is the run's ``artifacts["plan"]``. ``--report DIR`` writes it as
 DIR/prune_plan.json, which ``prune{plan=FILE}`` replays on the same graph (groups matched by
 their layers' names).
 """
@@ -34,7 +35,7 @@ import numpy as np
 
 from optc.errors import OptcError
 from optc.ir import Model, infer_shapes, topological_sort
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes.prune import surgery
 from optc.passes.prune.coupling import Coupling, analyse
 from optc.passes.prune.importance import CRITERIA, group_scores, read_scores
@@ -68,7 +69,7 @@ def _fits(kept: np.ndarray, size: int, chunks: int, tied: int) -> bool:
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class Prune(Pass):
     """Structured channel pruning: whole filters removed, every consumer rewritten."""
 
@@ -95,16 +96,7 @@ class Prune(Pass):
     scores: str = field(default="", metadata={
         "help": "for criterion=taylor: the scores file of optc distill --taylor"})
 
-    def __post_init__(self) -> None:
-        #: after run(): the pruned groups (layers, channels, kept, scores) and the blocked ones
-        self.groups: list[dict[str, Any]] = []
-        self.applied_ratio: float | None = None  # the ratio target-macs found
-        # during steps: (original size of each group by its layers, ratio reached this round)
-        self._schedule: tuple[dict[frozenset, int], float] | None = None
-        self.blocked: list[dict[str, Any]] = []
-        self._scores: dict[str, np.ndarray] | None = None  # taylor: read by requires()
-
-    def requires(self, model: Model) -> None:
+    def requires(self, model: Model, ctx: PassContext) -> None:
         if not 0.0 <= self.ratio < 1.0:
             raise OptcError(f"prune: ratio must be in [0, 1), got {self.ratio}")
         if not 0.0 < self.max_ratio < 1.0:
@@ -115,7 +107,6 @@ class Prune(Pass):
             raise OptcError(f"prune: steps must be >= 1, got {self.steps}")
         if self.round_to < 1:
             raise OptcError(f"prune: round-to must be >= 1, got {self.round_to}")
-        self._scores = None
         if self.criterion == "taylor":
             if not self.scores:
                 raise OptcError("prune: criterion=taylor needs scores=FILE, written by "
@@ -123,7 +114,7 @@ class Prune(Pass):
             if self.steps > 1:
                 raise OptcError("prune: taylor scores are for the model as given; with "
                                 "steps > 1 re-score between rounds (optc distill --taylor)")
-            self._scores = read_scores(self.scores)
+            read_scores(self.scores)  # a bad file fails before any work
         elif self.scores:
             raise OptcError(f"prune: scores=FILE is for criterion=taylor, not "
                             f"{self.criterion}")
@@ -141,42 +132,50 @@ class Prune(Pass):
     def _protected_names(self) -> list[str]:
         return [p for p in re.split(r"[,;]", self.protect) if p]
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        taylor = read_scores(self.scores) if self.criterion == "taylor" else None
         if self.steps > 1 and not self.plan and not self.target_macs:
-            return self._iterate(model)
-        stats, _ = self._step(model, self.ratio)
-        return PassResult(model, stats["pruned"] > 0, stats)
+            return self._iterate(model, taylor)
+        if self.plan:
+            plan, stats = self._read_plan(), {}
+        else:
+            plan, stats = self.decide(model, self.ratio, taylor)
+        done, _ = self.apply(model, plan, self.plan or "the pruning plan")
+        stats.update(done)
+        return PassResult(model, stats["pruned"] > 0, stats,
+                          {"plan": plan, "ratio": stats.get("ratio", self.ratio)})
 
-    def _iterate(self, model: Model) -> PassResult:
+    def _iterate(self, model: Model, taylor) -> PassResult:
         """``steps`` rounds, the kept fraction of the original channels falling linearly to
         1 - ratio; channels are re-scored on the pruned weights each round (a filter's norm
-        loses the input channels the round before removed). The recorded plan maps each
-        group's kept channels back to the original indices, so it replays in one shot."""
+        loses the input channels the round before removed). Each round decides, then
+        applies its plan. The recorded plan maps each group's kept channels back to the
+        original indices, so it replays in one shot."""
         original: dict[frozenset, np.ndarray] = {}  # group layers -> original indices kept
         sizes: dict[frozenset, int] = {}
         totals: dict[str, int] = {}
         for s in range(1, self.steps + 1):
             before, after = 1 - self.ratio * (s - 1) / self.steps, 1 - self.ratio * s / self.steps
-            self._schedule = (sizes, self.ratio * s / self.steps)
-            stats, kept = self._step(model, 1 - after / before)
+            plan, stats = self.decide(model, 1 - after / before, taylor,
+                                      (sizes, self.ratio * s / self.steps))
+            done, kept = self.apply(model, plan, "the pruning plan")
+            stats.update(done)
             for key, (size, idx) in kept.items():
                 sizes.setdefault(key, size)
                 original[key] = original.get(key, np.arange(size))[idx]
             for k in ("channels_removed", "approximate_folds", "bn_scale_fallbacks"):
                 totals[k] = totals.get(k, 0) + stats.get(k, 0)
-        self._schedule = None
-        for grp in self.groups:
+        for grp in plan["groups"]:
             key = frozenset(grp["layers"])
             if key in original:
                 grp["channels"], grp["kept"] = sizes[key], original[key].tolist()
-        pruned = sum(1 for g in self.groups if len(g["kept"]) < g["channels"])
+        pruned = sum(1 for g in plan["groups"] if len(g["kept"]) < g["channels"])
         stats = {**stats, **{k: v for k, v in totals.items() if v}, "pruned": pruned,
                  "steps": self.steps}
-        return PassResult(model, pruned > 0, stats)
+        return PassResult(model, pruned > 0, stats, {"plan": plan, "ratio": self.ratio})
 
-    def _step(self, model: Model, ratio: float):
-        """One round of analysis, scoring, selection and surgery: (stats, {group layers:
-        (channels before, kept indices)})."""
+    def _analyse(self, model: Model) -> tuple[Coupling, dict[int, list[int]]]:
+        """The channel groups of ``model`` (coupling.py), the protected ones blocked."""
         g = model.graph
         topological_sort(g)
         infer_shapes(model)
@@ -188,31 +187,49 @@ class Prune(Pass):
                 n = c.sources[i].node
                 if n.name in protected or n.outputs[0].name in protected:
                     c.blocked.setdefault(root, []).append(f"protected ('{n.name}')")
+        return c, groups
+
+    def decide(self, model: Model, ratio: float, taylor=None, schedule=None
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the plan -- {"groups": [{layers, channels, kept, scores}], "blocked": [{layers,
+        channels, reasons}]}, the decision's stats) of one round of analysis, scoring and
+        selection at ``ratio``. ``schedule`` (during steps): (original size of each group by
+        its layers, ratio reached this round)."""
+        c, groups = self._analyse(model)
         rng = np.random.default_rng(self.seed)
         prunable = {r: m for r, m in groups.items() if not c.is_blocked(r)}
         scores, fallbacks = {}, 0
         for root, members in prunable.items():
-            scores[root], fell = group_scores(g, c, members, self.criterion, rng,
-                                              self._scores)
+            scores[root], fell = group_scores(model.graph, c, members, self.criterion, rng,
+                                              taylor)
             fallbacks += fell
-        if self.plan:
-            keep = self._replay(c, prunable)
-        elif self.target_macs > 0:
-            keep = self._search_macs(model, c, prunable, scores)
+        applied_ratio = None
+        if self.target_macs > 0:
+            keep, applied_ratio = self._search_macs(model, c, prunable, scores)
         else:
-            keep = self._select(c, prunable, scores, ratio)
+            keep = self._select(c, prunable, scores, ratio, schedule)
+        stats: dict[str, Any] = {"groups": len(groups),
+                                 "blocked": sum(1 for r in groups if c.is_blocked(r))}
+        if fallbacks:
+            stats["bn_scale_fallbacks"] = fallbacks
+        if applied_ratio is not None:
+            stats["ratio"] = applied_ratio
+        return self._record(c, groups, scores, keep), stats
+
+    def apply(self, model: Model, plan: dict[str, Any], source: str
+              ) -> tuple[dict[str, Any], dict[frozenset, tuple[int, np.ndarray]]]:
+        """Cut ``model`` as ``plan`` says (groups matched by their layers' names; deterministic):
+        (surgery stats, {group layers: (channels before, kept indices)})."""
+        c, groups = self._analyse(model)
+        prunable = {r: m for r, m in groups.items() if not c.is_blocked(r)}
+        keep = self._replay(c, prunable, plan.get("groups", []), source)
         constants = surgery.removed_constants(model, c, keep)
         approximate = surgery.apply(model, c, keep, constants)
-        self._record(c, groups, scores, keep)
         removed = sum(c.sources[m[0]].size - len(keep[r]) for r, m in prunable.items()
                       if r in keep)
         stats = {"groups": len(groups), "pruned": len(keep),
                  "blocked": sum(1 for r in groups if c.is_blocked(r)),
                  "channels_removed": removed}
-        if fallbacks:
-            stats["bn_scale_fallbacks"] = fallbacks
-        if self.applied_ratio is not None:
-            stats["ratio"] = self.applied_ratio
         if approximate:
             stats["approximate_folds"] = approximate
         kept = {frozenset(self._layer_names(c, prunable[r])): (c.sources[r].size, keep[r])
@@ -220,8 +237,8 @@ class Prune(Pass):
         return stats, kept
 
     def _search_macs(self, model: Model, c: Coupling, prunable: dict[int, list[int]],
-                     scores: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        """The selection of the smallest ratio whose pruned model has at most target-macs of
+                     scores: dict[int, np.ndarray]) -> tuple[dict[int, np.ndarray], float]:
+        """(the selection, the ratio) of the smallest ratio whose pruned model has at most target-macs of
         the original MACs (bisection; each candidate is cut on a clone and counted)."""
         from optc.ir import clone
         from optc.report import model_stats
@@ -247,17 +264,17 @@ class Prune(Pass):
                 hi, best = mid, keep
             else:
                 lo = mid
-        self.applied_ratio = round(hi, 4)
-        return best
+        return best, round(hi, 4)
 
     def _select(self, c: Coupling, prunable: dict[int, list[int]],
-                scores: dict[int, np.ndarray], ratio: float) -> dict[int, np.ndarray]:
+                scores: dict[int, np.ndarray], ratio: float, schedule=None
+                ) -> dict[int, np.ndarray]:
         """root -> kept indices (sorted) for every group that loses channels."""
         sizes = {r: c.sources[m[0]].size for r, m in prunable.items()}
         if self.scope == "local":
             counts = {r: size - int(np.floor(size * ratio)) for r, size in sizes.items()}
-            if self._schedule is not None:  # rounds count from the original sizes (no drift)
-                original, total = self._schedule
+            if schedule is not None:  # rounds count from the original sizes (no drift)
+                original, total = schedule
                 for r, members in prunable.items():
                     o = original.get(frozenset(self._layer_names(c, members)), sizes[r])
                     counts[r] = min(sizes[r], o - int(np.floor(o * total)))
@@ -311,34 +328,39 @@ class Prune(Pass):
             if len(keep[root]) == c.sources[root].size:
                 del keep[root]
 
-    def _replay(self, c: Coupling, prunable: dict[int, list[int]]) -> dict[int, np.ndarray]:
-        """Kept indices from a plan file, matched to this graph's groups by their layers."""
+    def _read_plan(self) -> dict[str, Any]:
         import json
         from pathlib import Path
 
         try:
             doc = json.loads(Path(self.plan).read_text())
-            entries = doc["groups"]
+            if not isinstance(doc["groups"], list):
+                raise TypeError("'groups' is not a list")
         except FileNotFoundError:
             raise OptcError(f"{self.plan}: pruning plan not found") from None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise OptcError(f"{self.plan}: not a pruning plan ({e})") from None
+        return doc
+
+    def _replay(self, c: Coupling, prunable: dict[int, list[int]], entries: list,
+                source: str) -> dict[int, np.ndarray]:
+        """Kept indices from a plan, matched to this graph's groups by their layers."""
         by_layers = {frozenset(self._layer_names(c, m)): r for r, m in prunable.items()}
         keep = {}
         for e in entries:
             root = by_layers.get(frozenset(e.get("layers", [])))
             if root is None:
-                raise OptcError(f"{self.plan}: no prunable group of layers "
+                raise OptcError(f"{source}: no prunable group of layers "
                                 f"{', '.join(e.get('layers', []))} in this graph")
             size = c.sources[root].size
             kept = np.asarray(e.get("kept", []), np.int64)
             if e.get("channels") != size or len(kept) == 0 or kept.min() < 0 or \
                     kept.max() >= size or len(np.unique(kept)) != len(kept):
-                raise OptcError(f"{self.plan}: group {', '.join(e['layers'])}: kept indices "
+                raise OptcError(f"{source}: group {', '.join(e['layers'])}: kept indices "
                                 f"do not fit its {size} channels")
             kept = np.sort(kept)
             if len(kept) < size and not _fits(kept, size, c.chunks(root), c.tied(root)):
-                raise OptcError(f"{self.plan}: group {', '.join(e['layers'])}: kept indices "
+                raise OptcError(f"{source}: group {', '.join(e['layers'])}: kept indices "
                                 f"break its grouped convs or channel shuffle (they need the "
                                 f"same count in each of {c.chunks(root)} equal parts, and "
                                 f"the same offsets in each of {c.tied(root)})")
@@ -350,41 +372,65 @@ class Prune(Pass):
     def _layer_names(c: Coupling, members: list[int]) -> list[str]:
         return [c.sources[i].node.name or c.sources[i].node.outputs[0].name for i in members]
 
-    def report_markdown(self, directory) -> str:
+    def report_markdown(self, artifacts: dict[str, Any], directory) -> str:
         """The prune section of --report's report.md; writes DIR/prune_plan.json (replayable
         with ``prune{plan=DIR/prune_plan.json}``)."""
-        import json
         from pathlib import Path
 
+        plan = artifacts["plan"]
         path = Path(directory) / "prune_plan.json"
-        path.write_text(json.dumps({"groups": self.groups, "blocked": self.blocked},
-                                   indent=1) + "\n")
-        ratio = self.applied_ratio if self.applied_ratio is not None else self.ratio
+        _write_plan(plan, path)
+        ratio = artifacts.get("ratio", self.ratio)
         lines = [f"## prune (ratio={ratio:g}, criterion={self.criterion}, "
                  f"scope={self.scope}, round-to={self.round_to})", "",
                  f"Plan: [prune_plan.json](prune_plan.json) (replay: "
                  f"`prune{{plan={path}}}`)", "",
                  "| layers | channels | kept |", "|---|---|---|"]
-        for grp in self.groups:
+        for grp in plan["groups"]:
             lines.append(f"| {', '.join(f'`{x}`' for x in grp['layers'])} | "
                          f"{grp['channels']} | {len(grp['kept'])} |")
         lines += ["", "Blocked groups:", "", "| layers | channels | why |", "|---|---|---|"]
-        for b in self.blocked:
+        for b in plan.get("blocked", []):
             lines.append(f"| {', '.join(f'`{x}`' for x in b['layers'])} | {b['channels']} | "
                          f"{'; '.join(b['reasons'])} |")
         return "\n".join(lines) + "\n"
 
-    def _record(self, c: Coupling, groups: dict[int, list[int]], scores, keep) -> None:
-        self.groups, self.blocked = [], []
+    def replay(self, artifacts: dict[str, Any], directory) -> Pass:
+        import tempfile
+
+        fd, path = tempfile.mkstemp(prefix="prune_plan_", suffix=".json", dir=directory)
+        with open(fd, "w") as f:
+            f.write(_plan_text(artifacts["plan"]))
+        return Prune(plan=path)
+
+    def _record(self, c: Coupling, groups: dict[int, list[int]], scores, keep
+                ) -> dict[str, Any]:
+        """The plan: every prunable group with its kept channels and scores, and the blocked
+        groups with their reasons."""
+        plan: dict[str, Any] = {"groups": [], "blocked": []}
         for root, members in groups.items():
             layers = self._layer_names(c, members)
             if c.is_blocked(root):
-                self.blocked.append({"layers": layers, "channels": c.sources[root].size,
+                plan["blocked"].append({"layers": layers, "channels": c.sources[root].size,
                                      "reasons": c.blocked[c.find(root)]})
                 continue
-            self.groups.append({
+            plan["groups"].append({
                 "layers": layers, "channels": c.sources[root].size,
                 "kept": (keep[root].tolist() if root in keep
                          else list(range(c.sources[root].size))),
                 "scores": ([round(float(s), 6) for s in scores[root]]
                            if root in scores else [])})
+        return plan
+
+
+def _plan_text(plan: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps({"groups": plan["groups"], "blocked": plan.get("blocked", [])},
+                      indent=1) + "\n"
+
+
+def _write_plan(plan: dict[str, Any], path) -> None:
+    from pathlib import Path
+
+    Path(path).write_text(_plan_text(plan))

@@ -18,15 +18,15 @@ import numpy as np
 
 from optc.errors import OptcError
 from optc.ir import Model
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import is_standard
-from optc.passes.fusion._channels import owned_constant
+from optc.passes.channels import owned_constant
 
 _LAYERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class Sparsify(Pass):
     """Unstructured magnitude pruning: the smallest weights set to zero."""
 
@@ -36,11 +36,11 @@ class Sparsify(Pass):
     scope: Literal["local", "global"] = field(default="local", metadata={
         "help": "local: per layer; global: one magnitude threshold over all layers"})
 
-    def requires(self, model: Model) -> None:
+    def requires(self, model: Model, ctx: PassContext) -> None:
         if not 0.0 <= self.sparsity < 1.0:
             raise OptcError(f"sparsify: sparsity must be in [0, 1), got {self.sparsity}")
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         weights = []
         for n in g.nodes:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from optc.ir import Graph, Model, Node, infer_shapes
-from optc.passes.prune.coupling import Coupling, Layout, in_axis, out_axis
+from optc.passes.channels import in_axis, out_axis
+from optc.passes.prune.coupling import Coupling, Layout
 
 
 def positions(c: Coupling, layout: Layout, keep: dict[int, np.ndarray]) -> np.ndarray:

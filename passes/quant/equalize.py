@@ -29,9 +29,9 @@ from typing import ClassVar
 import numpy as np
 
 from optc.ir import Graph, Model, Node
-from optc.pass_base import Pass, PassResult, register
+from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import is_standard
-from optc.passes.fusion._channels import owned_weight_and_bias, sole_reader
+from optc.passes.channels import owned_weight_and_bias, sole_reader
 
 _HOMOGENEOUS = ("Relu", "LeakyRelu", "PRelu")
 
@@ -65,7 +65,7 @@ def _scale_inputs(layer: Node, w: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 @register
-@dataclass
+@dataclass(frozen=True)
 class Equalize(Pass):
     """Cross-layer equalization of weight ranges (before quantize)."""
 
@@ -74,7 +74,7 @@ class Equalize(Pass):
         "help": "stop sweeping when no channel scale differs from 1 by more than this"})
     max_sweeps: int = field(default=50, metadata={"help": "at most this many sweeps"})
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         g = model.graph
         pairs = [p for p in (self._pair(g, n) for n in g.nodes) if p is not None]
         sweeps, modified = 0, False

@@ -27,13 +27,16 @@ tie, and ties stay int8 (smaller file).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from optc.ir import Node
+from optc.ir import Model, Node
+from optc.passes.channels import out_axis
+from optc.passes.quant.selection import Layers, activation_after
 from optc.validate import ort_session
 
 
@@ -133,8 +136,7 @@ class Prober:
     def _measure(self, layer: Node, act: Node | None, in_shape, out_shape, int8_output: bool,
                  has_bias: bool) -> LayerCost:
         w = layer.inputs[1].const_value
-        axis = 0 if layer.op_type == "Conv" or (layer.op_type == "Gemm" and
-                                                 layer.attr("transB", 0)) else 1
+        axis = out_axis(layer)
         out_channels = w.shape[axis]
         inits = [onnx.numpy_helper.from_array(w.astype(np.float32), "w")]
         if has_bias:
@@ -212,14 +214,14 @@ class Tensor:
     None for a float op / graph input) and read by ``readers`` (layer keys, None for a float
     op / graph output); ``quantize_ms`` / ``dequantize_ms`` are its conversion costs."""
 
-    producer: int | None
-    readers: tuple[int | None, ...]
+    producer: Hashable | None
+    readers: tuple[Hashable | None, ...]
     quantize_ms: float
     dequantize_ms: float
 
 
-def choose(costs: dict[int, LayerCost], tensors: list[Tensor], unmeasured: set[int] = frozenset(),
-           margin: float = 0.05) -> set[int]:
+def choose(costs: dict[Hashable, LayerCost], tensors: list[Tensor],
+           unmeasured: set[Hashable] = frozenset(), margin: float = 0.05) -> set[Hashable]:
     """The layers (by key) to run in int8, minimising the modelled latency exactly.
 
     A layer costs ``int8_ms`` or ``float_ms`` (times 1 + ``margin``: ties go to int8, the
@@ -268,3 +270,97 @@ def choose(costs: dict[int, LayerCost], tensors: list[Tensor], unmeasured: set[i
                 add(dq, "float" if r is None else r)
     _, (int8_side, _) = nx.minimum_cut(g, "int8", "float")
     return {k for k in int8_side if k in costs or k in unmeasured}
+
+
+#: how much faster (fraction of the whole model's time) leaving some layers float must be
+WHOLE_MODEL_MARGIN = 0.03
+
+
+def select(model: Model, candidates: list[Node], observers: dict, max_float_weights: float,
+           variant: Callable[[list[Node]], bytes]
+           ) -> tuple[list[Node], dict[Node, tuple[bool, str]]]:
+    """The candidates to quantize and, for each candidate, (int8?, why): each layer timed
+    (Prober), the set chosen exactly (choose) within the ``max_float_weights`` size budget,
+    then checked on the whole model (``variant(layers)``: the model with those layers
+    quantized, serialized) against all-int8."""
+    chosen, decisions = _per_layer(model, candidates, observers, max_float_weights)
+    if len(chosen) < len(candidates):
+        chosen = _check_whole_model(candidates, chosen, decisions, variant)
+    return chosen, decisions
+
+
+def _per_layer(model: Model, candidates: list[Node], observers: dict,
+               max_float_weights: float) -> tuple[list[Node], dict[Node, tuple[bool, str]]]:
+    g = model.graph
+    layers = Layers(g, candidates)
+    prober = Prober(model.opset)
+    costs: dict[Node, LayerCost] = {}
+    unmeasured: set[Node] = set()
+    # root value -> (the candidate that makes it, or None; the root value)
+    roots: dict = {}
+    for n in candidates:
+        act = activation_after(g, n)
+        y = (act or n).outputs[0]
+        roots[y] = (n, y)
+        source, root = layers.source(n.inputs[0])
+        roots.setdefault(root, (source, root))
+        xs, ys = observers.get(n.inputs[0].name), observers.get(y.name)
+        if xs is None or ys is None or xs.sample_shape is None or ys.sample_shape is None:
+            unmeasured.add(n)
+            continue
+        int8_out = n.op_type == "Conv" or layers.feeds_quantized(y)
+        costs[n] = prober.cost(n, act, xs.sample_shape, ys.sample_shape, int8_out)
+    tensors = []
+    for producer, root in roots.values():
+        readers = tuple(layers.readers(root))
+        q = max((costs[r].quantize_in_ms for r in readers if r in costs), default=0.0)
+        dq = costs[producer].dequantize_out_ms if producer in costs else 0.0
+        tensors.append(Tensor(producer, readers, q, dq))
+    keep = choose(costs, tensors, unmeasured)
+    # the size budget: float weights cost 4x the bytes; while the layers left float hold
+    # more than max-float-weights of the weight bytes, the one that buys the least time per
+    # byte goes int8 (forced) and the choice is made again around it
+    weight_bytes = {n: n.inputs[1].const_value.nbytes for n in candidates}
+    budget = max_float_weights * sum(weight_bytes.values())
+    forced: set[Node] = set()
+    while sum(weight_bytes[k] for k in costs if k not in keep) > budget:
+        floats = [k for k in costs if k not in keep]
+        cheapest = min(floats, key=lambda k: (costs[k].int8_ms - costs[k].float_ms)
+                       / weight_bytes[k])
+        forced.add(cheapest)
+        keep = choose(costs, tensors, unmeasured | forced)
+    decisions: dict[Node, tuple[bool, str]] = {}
+    for n in candidates:
+        c = costs.get(n)
+        if c is None:
+            decisions[n] = (True, "quantized (shapes unknown: not probed)")
+            continue
+        why = (f"onnxruntime {c.float_ms:.3f} ms float, {c.int8_ms:.3f} ms int8 "
+               f"(+{c.quantize_in_ms:.3f} quantize in, +{c.dequantize_out_ms:.3f} "
+               f"dequantize out at float neighbours)")
+        if n in forced:
+            why += (f"; int8 anyway: float would keep more than max-float-weights="
+                    f"{max_float_weights:g} of the weight bytes")
+        decisions[n] = (n in keep, why)
+    return [n for n in candidates if n in keep], decisions
+
+
+def _check_whole_model(candidates: list[Node], chosen: list[Node],
+                       decisions: dict[Node, tuple[bool, str]],
+                       variant: Callable[[list[Node]], bytes]) -> list[Node]:
+    """The per-layer probe models onnxruntime's fusions only roughly (e.g. it runs a
+    residual Add between int8 layers in int8), so its choice is checked against quantizing
+    every candidate on the whole model, both timed in onnxruntime the same way, interleaved;
+    the choice is kept only if it is faster by more than WHOLE_MODEL_MARGIN (else all-int8:
+    a smaller file for a gain lost in the noise)."""
+    sessions = [ort_session(variant(subset), optimize=True, threads=1)
+                for subset in (candidates, chosen)]
+    times = faster(sessions)
+    if times[1] > times[0] * (1 - WHOLE_MODEL_MARGIN):
+        for n in candidates:
+            ok, why = decisions[n]
+            if not ok:
+                decisions[n] = (True, why + f"; but the whole model ran faster all-int8 "
+                                            f"({times[0]:.3f} vs {times[1]:.3f} ms)")
+        return candidates
+    return chosen

@@ -51,21 +51,28 @@ def _file_name(i: int, name: str) -> str:
     return f"{i:03d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('_')[-60:]}.png"
 
 
-def markdown(q, directory: str | Path) -> str:
-    """The report section for a Quantize pass that has run; writes its plots."""
-    lines = [f"## quantize (mode={q.mode}, method={q.method})", ""]
-    if q.mode != "static":
+def markdown(q, plan, observers: dict[str, Observer], activations: dict, directory,
+             plan_path) -> str:
+    """The report section for a run of the Quantize pass ``q``: its ``plan`` (written at
+    ``plan_path``), the calibration ``observers`` (none on a replay) and the ``activations``
+    the rewrite wrote (name -> (threshold or None when inherited, scale, zero point)); writes
+    the plots."""
+    method = plan.options.get("method", q.method)
+    lines = [f"## quantize (mode={plan.mode}, method={method})", "",
+             f"Plan: [{Path(plan_path).name}]({Path(plan_path).name}) (replay: "
+             f"`quantize{{plan={plan_path}}}`)", ""]
+    if plan.mode != "static":
         lines.append("No calibration in this mode: weights only are quantized ahead of time.")
         return "\n".join(lines) + "\n"
-    if q.model_sqnr is not None:
+    if plan.model_sqnr is not None:
         lines += [f"Output SQNR of the quantized model vs float on the first calibration batch "
-                  f"(onnxruntime): **{q.model_sqnr:.1f} dB**"
+                  f"(onnxruntime): **{plan.model_sqnr:.1f} dB**"
                   + (f" (budget {q.min_sqnr:g} dB)" if q.min_sqnr > 0 else ""), ""]
-    n_int8 = sum(ok for ok, _ in q.decisions.values())
-    lines += [f"{n_int8} of {len(q.decisions)} layers int8.", "",
+    n_int8 = sum(ok for ok, _ in plan.layers.values())
+    lines += [f"{n_int8} of {len(plan.layers)} layers int8.", "",
               "| layer | int8 | SQNR alone (dB) | why |", "|---|---|---|---|"]
-    for name, (ok, why) in q.decisions.items():
-        s = q.layer_sqnr.get(name)
+    for name, (ok, why) in plan.layers.items():
+        s = plan.layer_sqnr.get(name)
         lines.append(f"| `{name}` | {'yes' if ok else 'no'} | "
                      f"{'-' if s is None else f'{s:.1f}'} | {why} |")
     plots = Path(directory) / "quantize"
@@ -73,14 +80,16 @@ def markdown(q, directory: str | Path) -> str:
     lines += ["", "Activations (thresholds of each method; the one used in bold):", "",
               "| tensor | " + " | ".join(_METHODS) + " | scale | zero point | plot |",
               "|---" * (len(_METHODS) + 4) + "|"]
-    for i, (name, (used, scale, zero)) in enumerate(q.activations.items()):
-        obs = q.observers.get(name)
-        if obs is None or used is None:  # a pass-through op's output inherits its scale
+    for i, (name, (used, scale, zero)) in enumerate(activations.items()):
+        obs = observers.get(name)
+        if obs is None or used is None:  # inherited from a pass-through op, or a replay
             lines.append(f"| `{name}` | " + " | ".join("-" for _ in _METHODS)
-                         + f" | {scale:.4g} | {zero} | (inherited) |")
+                         + f" | {scale:.4g} | {zero} | "
+                         + ("(inherited) |" if used is None else "(replayed plan) |"))
             continue
         ts = _thresholds(obs, q.percentile)
-        applied = q.methods_used.get(name, q.method)
+        params = plan.activations.get(name)
+        applied = params.method if params is not None and params.method else method
         cells = [f"**{t:.4g}**" if np.isclose(t, used) and m == applied else f"{t:.4g}"
                  for m, t in ts.items()]
         file = _file_name(i, name)

@@ -47,19 +47,19 @@ class Evaluator:
 
 
 def layer_sqnr(layers: Sequence[L], build: Callable[[list[L]], bytes], evaluate: Evaluator
-               ) -> dict[int, float]:
-    """id(layer) -> output SQNR with only that layer quantized."""
-    return {id(layer): evaluate(build([layer])) for layer in layers}
+               ) -> dict[L, float]:
+    """layer -> output SQNR with only that layer quantized."""
+    return {layer: evaluate(build([layer])) for layer in layers}
 
 
-def fall_back(layers: Sequence[L], sensitivity: dict[int, float], budget_db: float,
+def fall_back(layers: Sequence[L], sensitivity: dict[L, float], budget_db: float,
               build: Callable[[list[L]], bytes], evaluate: Evaluator,
               ) -> tuple[list[L], list[tuple[L, float]], float]:
     """(layers kept int8, [(layer returned to float, whole-model SQNR after)], final SQNR)."""
     kept = list(layers)
     current = evaluate(build(kept))
     dropped: list[tuple[L, float]] = []
-    for layer in sorted(layers, key=lambda n: sensitivity[id(n)]):
+    for layer in sorted(layers, key=lambda n: sensitivity[n]):
         if current >= budget_db:
             break
         kept = [n for n in kept if n is not layer]

@@ -3,16 +3,20 @@ exit, nothing written)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import onnx
 import pytest
+from pathlib import Path
+
 from click.testing import CliRunner
 
 import optc
 from optc.cli import main
+from optc.pass_base import PassResult
 from optc.pipeline import METADATA_KEY
 from tests.util import LIGHT_MODELS, MODELS, assert_same_outputs
 
@@ -149,8 +153,8 @@ def test_validate_failure_writes_nothing(tmp_path, monkeypatch):
 
     real_run = DCE.run
 
-    def buggy(self, model):
-        result = real_run(self, model)
+    def buggy(self, model, ctx):
+        result = real_run(self, model, ctx)
         w = next(v for v in model.graph.initializers.values() if v.const_value.ndim == 4)
         w.set_const(w.const_value * 1.01)
         return result
@@ -166,7 +170,7 @@ def test_validate_failure_writes_nothing(tmp_path, monkeypatch):
 def test_pass_crash_is_one_line_with_reproducer(tmp_path, monkeypatch):
     from optc.passes.cleanup.cse import CSE
 
-    def crash(self, model):
+    def crash(self, model, ctx):
         raise KeyError("boom")
 
     monkeypatch.setattr(CSE, "run", crash)
@@ -425,3 +429,45 @@ def test_prune_then_quantize(tmp_path):
     a = ort_session(str(out)).run(None, {"input": x})[0]
     b = InferenceSession(str(out)).run(None, {"input": x})[0]
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
+
+
+def test_report_plan_replays_the_quantized_model(tmp_path):
+    """--report writes quantize_plan.json; quantize{plan=...} remakes the same model without
+    calibration data or probe timings."""
+    out, rep, again = tmp_path / "int8.onnx", tmp_path / "rep", tmp_path / "again.onnx"
+    r = invoke("optimize", DIGITS, "-o", out, "--passes", "default,quantize",
+               "--calib", MODELS / "digits_test.npz", "--report", rep)
+    assert r.exit_code == 0, r.stderr
+    plan = rep / "quantize_plan.json"
+    assert f"quantize{{plan={plan}}}" in (rep / "report.md").read_text()
+    r = invoke("optimize", DIGITS, "-o", again, "--passes", f"default,quantize{{plan={plan}}}")
+    assert r.exit_code == 0, r.stderr
+    first, second = onnx.load(out), onnx.load(again)
+    for m in (first, second):
+        del m.metadata_props[:]  # the pipeline text differs (plan=...), nothing else may
+    assert first.SerializeToString() == second.SerializeToString()
+
+
+def test_reproducer_replays_the_passes_before_the_failing_one(tmp_path, monkeypatch):
+    from optc.passes.cleanup.dce import DCE
+
+    calls = []
+
+    def crash_second_time(self, model, ctx):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyError("boom")
+        return PassResult(model, False)
+
+    monkeypatch.setattr(DCE, "run", crash_second_time)
+    r = invoke("optimize", DIGITS, "-o", tmp_path / "out.onnx", "--passes",
+               "dce,prune{ratio=0.3},quantize,dce", "--calib", MODELS / "digits_test.npz")
+    assert_one_line_error(r, "pass 'dce' failed: KeyError", "reproducer written to")
+    repro = Path(r.stderr.split("reproducer written to ")[1].strip())
+    text = (repro / "pipeline.txt").read_text().strip()
+    # the probing quantize and the scoring prune are written as their plans: exact replays
+    prune_plan = re.search(r"prune\{[^}]*plan=(\S+?\.json)", text).group(1)
+    quant_plan = re.search(r"quantize\{[^}]*plan=(\S+?\.json)", text).group(1)
+    assert Path(prune_plan).parent == repro and Path(quant_plan).parent == repro
+    assert json.loads(Path(quant_plan).read_text())["format"] == "optc.quantize-plan"
+    assert text.endswith(",dce")

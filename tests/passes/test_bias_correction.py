@@ -5,6 +5,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import optc
+from optc.pass_base import PassContext
 from optc.ir import Node, Value, serialize
 from optc.passes import Quantize
 from optc.passes.quant.bias_correction import weight_shift
@@ -66,7 +67,6 @@ def test_bias_correction_raises_digits_sqnr_on_held_out_samples():
     for corrected in (False, True):
         model, _ = optc.optimize(MODELS / "digits_cnn.onnx")
         q = Quantize(method="max", probe=False, bias_correction=corrected)
-        q.calibration_data = {"input": data["input"][:200]}
-        q(model)
+        q(model, PassContext(calibration_data={"input": data["input"][:200]}))
         sqnr[corrected] = sqnr_db(fp32, ort_session(serialize(model)).run(None, held_out))
     assert sqnr[True] > sqnr[False] + 0.5

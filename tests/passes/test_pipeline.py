@@ -8,7 +8,7 @@ import pytest
 import optc
 from optc.errors import OptcError
 from optc.ir import Model
-from optc.pass_base import Pass, PassResult, presets
+from optc.pass_base import Pass, PassContext, PassResult, presets
 from optc.pipeline import METADATA_KEY, PassFailed, Pipeline, run_pipeline
 from optc.passes import CSE, DCE, FoldConstants
 from tests.util import SHIPPED_MODELS, load
@@ -85,24 +85,24 @@ def test_print_ir_after():
         run_pipeline(load(SIMPLE), "dce", print_ir_after="cse")
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Broken(Pass):
     """A pass with a bug."""
 
     name: ClassVar[str] = "broken"
     when: str = field(default="always")
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         raise ZeroDivisionError("bug in the pass")
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Corrupting(Pass):
     """A pass that breaks the IR's invariants."""
 
     name: ClassVar[str] = "corrupting"
 
-    def run(self, model: Model) -> PassResult:
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
         node = model.graph.nodes[0]
         node.outputs[0]._uses.clear()
         return PassResult(model, True)

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optc
+from optc.pass_base import PassContext
 from optc.ir import Node, serialize
 from optc.passes import Quantize
 from optc.passes.quant.probe import LayerCost, Prober, Tensor, choose
@@ -88,24 +89,23 @@ def test_mobilenet_layers_are_chosen_by_measurement_and_the_choice_is_stable():
     calib = {"input": rng.standard_normal((8, 3, 64, 64)).astype(np.float32)}
     model, _ = optc.optimize(MODELS / "mobilenetv2_mini.onnx")
     q = Quantize(method="max")
-    q.calibration_data = calib
-    result = q(model)
+    result = q(model, PassContext(calibration_data=calib))
     assert result.modified
+    decisions = result.artifacts["plan"].layers
     layers = [n for n in model.graph.nodes if n.op_type in ("Conv", "Gemm")]
-    assert {n.name for n in layers} == set(q.decisions)
+    assert {n.name for n in layers} == set(decisions)
     for n in layers:
-        int8, why = q.decisions[n.name]
+        int8, why = decisions[n.name]
         assert "onnxruntime" in why and "ms float" in why
         weight_is_int8 = n.inputs[1].producer() is not None and \
             n.inputs[1].producer().op_type == "DequantizeLinear"
         assert weight_is_int8 == int8
         assert (FLOAT_MARK in n.metadata_props) == (not int8)
-    assert result.stats["layers"] == sum(ok for ok, _ in q.decisions.values())
+    assert result.stats["layers"] == sum(ok for ok, _ in decisions.values())
     onnx.checker.check_model(onnx.load_from_string(serialize(model)), full_check=True)
     # the layers left float are not quantized by a second run
     again = Quantize(method="max")
-    again.calibration_data = calib
-    assert again(model).modified is False
+    assert again(model, PassContext(calibration_data=calib)).modified is False
 
 
 def test_forced_layers_stay_int8_even_when_measured():
@@ -121,7 +121,6 @@ def test_layers_left_float_hold_at_most_the_size_budget():
         total = sum(n.inputs[1].const_value.nbytes for n in model.graph.nodes
                     if n.op_type in ("Conv", "Gemm"))
         q = Quantize(method="max", max_float_weights=budget)
-        q.calibration_data = {"input": data["input"][:64]}
-        q(model)
+        q(model, PassContext(calibration_data={"input": data["input"][:64]}))
         floats = [n for n in model.graph.nodes if FLOAT_MARK in n.metadata_props]
         assert sum(n.inputs[1].const_value.nbytes for n in floats) <= budget * total

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import optc
+from optc.pass_base import PassContext
 from optc.ir import serialize, verify
 from optc.pass_base import registry
 from optc.pipeline import run_pipeline
@@ -86,8 +87,7 @@ def test_quantize_properties(model):
         np.float32)}
     m = optc.load(model)
     q = Quantize(batch_size=1, probe=False)
-    q.calibration_data = calib
-    q(m)
+    q(m, PassContext(calibration_data=calib))
     verify(m.graph)
     data = serialize(m)
     onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
@@ -95,4 +95,4 @@ def test_quantize_properties(model):
     feeds = random_feeds(s, seed=6)
     for r, o in zip(run(s, feeds).values(), InferenceSession(data).run(None, feeds)):
         np.testing.assert_allclose(o, r, rtol=1e-4, atol=1e-5 * max(np.abs(r).max(), 1e-30))
-    assert q(m).modified is False
+    assert q(m, PassContext(calibration_data=calib)).modified is False

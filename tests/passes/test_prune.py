@@ -141,7 +141,7 @@ def prunable_models(draw):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def masked(model, prune: Prune):
+def masked(model, plan: dict):
     """``model`` with the channels the pass removed zeroed at their sources (filters, bias)."""
     m = clone(model)
     g = m.graph
@@ -149,7 +149,7 @@ def masked(model, prune: Prune):
     for n in g.nodes:
         by_name[n.name] = n
         by_name[n.outputs[0].name] = n
-    for group in prune.groups:
+    for group in plan["groups"]:
         drop = np.setdiff1d(np.arange(group["channels"]), group["kept"])
         if len(drop) == 0:
             continue
@@ -176,7 +176,7 @@ def _check_exact(proto, pipeline_before="default", **options):
     verify(model.graph)
     data = serialize(model)
     onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
-    reference = serialize(masked(original, p))
+    reference = serialize(masked(original, result.artifacts["plan"]))
     s_ref, s_new = ort_session(reference), ort_session(data)
     feeds = random_feeds(s_ref, seed=1)
     r, o = s_ref.run(None, feeds)[0], s_new.run(None, feeds)[0]
@@ -234,21 +234,20 @@ def test_padded_consumer_gets_an_exact_correction_map():
 
 def test_blocked_groups_and_reasons():
     model, _ = optc.optimize(MODELS / "resnet_mini.onnx")
-    p = Prune(ratio=0.3)
-    p(model)
-    reasons = [r for b in p.blocked for r in b["reasons"]]
+    plan = Prune(ratio=0.3)(model).artifacts["plan"]
+    reasons = [r for b in plan["blocked"] for r in b["reasons"]]
     assert any("reaches the graph output" in r for r in reasons)
-    assert p.groups and all(len(g["kept"]) < g["channels"] for g in p.groups)
+    assert plan["groups"] and all(len(g["kept"]) < g["channels"] for g in plan["groups"])
 
 
 def test_round_to_and_protect():
     model, _ = optc.optimize(MODELS / "mobilenetv2_mini.onnx")
     stem = next(n for n in model.graph.nodes if n.op_type == "Conv")
-    p = Prune(ratio=0.5, round_to=8, protect=stem.name)
-    p(model)
-    assert all(len(g["kept"]) % 8 == 0 or len(g["kept"]) == g["channels"] for g in p.groups)
+    plan = Prune(ratio=0.5, round_to=8, protect=stem.name)(model).artifacts["plan"]
+    assert all(len(g["kept"]) % 8 == 0 or len(g["kept"]) == g["channels"]
+               for g in plan["groups"])
     assert any(stem.name in b["layers"] and "protected" in " ".join(b["reasons"])
-               for b in p.blocked)
+               for b in plan["blocked"])
 
 
 @pytest.mark.parametrize("options, fragment", [
@@ -301,8 +300,8 @@ def test_models_prune_and_run(name, ratio):
     source = light_at_opset(name, 13) if name in _LIGHT else MODELS / f"{name}.onnx"
     model, _ = optc.optimize(source)
     before = serialize(model)
-    p = Prune(ratio=ratio)
-    stats = p(model).stats
+    result = Prune(ratio=ratio)(model)
+    stats = result.stats
     data = serialize(model)
     onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
     s = ort_session(data)
@@ -315,7 +314,7 @@ def test_models_prune_and_run(name, ratio):
         before)
     if name == "shufflenet":
         assert stats["pruned"] == 12
-        reasons = [r for b in p.blocked for r in b["reasons"]]
+        reasons = [r for b in result.artifacts["plan"]["blocked"] for r in b["reasons"]]
         assert sum("splits the columns of a channel shuffle" in r for r in reasons) == 4
         assert any("adds channels laid out differently" in r for r in reasons)
 
@@ -325,7 +324,7 @@ def test_shufflenet_pruned_equals_masked():
 
     _, p, result = _check_exact(light_at_opset("shufflenet", 13), ratio=0.5)
     assert result.stats["pruned"] == 12
-    for group in p.groups:  # whole columns of the 4 x C/4 shuffle matrix
+    for group in result.artifacts["plan"]["groups"]:  # whole columns of the 4 x C/4 shuffle matrix
         kept = np.array(group["kept"]).reshape(4, -1) - \
             (np.arange(4) * (group["channels"] // 4))[:, None]
         assert np.all(kept == kept[0])
@@ -337,9 +336,7 @@ def test_plan_breaking_a_channel_shuffle_is_refused(tmp_path):
     from optc.testing import light_at_opset
 
     model, _ = optc.optimize(light_at_opset("shufflenet", 13))
-    p = Prune(ratio=0.5)
-    p(clone(model))
-    group = p.groups[0]
+    group = Prune(ratio=0.5)(clone(model)).artifacts["plan"]["groups"][0]
     group["kept"] = list(range(len(group["kept"])))  # the first channels: not whole columns
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"groups": [group]}))
@@ -368,15 +365,15 @@ def test_iterative_steps_reach_the_ratio_and_their_plan_replays(tmp_path):
 
     base, _ = optc.optimize(MODELS / "resnet_mini.onnx")
     model = clone(base)
-    p = Prune(ratio=0.5, steps=3)
-    stats = p(model).stats
+    result = Prune(ratio=0.5, steps=3)(model)
+    stats, groups = result.stats, result.artifacts["plan"]["groups"]
     assert stats["steps"] == 3 and stats["pruned"] == 9
-    for grp in p.groups:  # 1 - 0.5 of the original channels, kept indices in original terms
+    for grp in groups:  # 1 - 0.5 of the original channels, kept indices in original terms
         assert len(grp["kept"]) == grp["channels"] // 2
         assert max(grp["kept"]) < grp["channels"]
     # the composed plan, replayed in one shot on the original, gives the same weights
     plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps({"groups": p.groups}))
+    plan.write_text(json.dumps({"groups": groups}))
     replayed = clone(base)
     Prune(plan=str(plan))(replayed)
     assert [v.const_value.tolist() for v in model.graph.initializers.values()] == \

@@ -9,6 +9,7 @@ import pytest
 import optc
 from optc.errors import OptcError
 from optc.ir import serialize
+from optc.pass_base import PassContext
 from optc.runtime import InferenceSession
 from optc.validate import ort_session
 from tests.util import MODELS
@@ -207,17 +208,19 @@ def test_per_tensor_methods_from_a_config_file(tmp_path):
         {"match": "^" + first_relu.replace(".", r"\.") + "$", "method": "kl"},
         {"match": "input", "method": "global", "threshold": 3.0}]}))
     q = Quantize(method="max", probe=False, config=str(config))
-    q.calibration_data = {"input": DATA["input"][:200]}
-    q(model)
-    assert q.methods_used[first_relu] == "kl" and q.methods_used["input"] == "global"
-    others = {k for k, m in q.methods_used.items() if m == "max"}
+    result = q(model, PassContext(calibration_data={"input": DATA["input"][:200]}))
+    plan, observers = result.artifacts["plan"], result.artifacts["observers"]
+    methods_used = {k: a.method for k, a in plan.activations.items()}
+    assert methods_used[first_relu] == "kl" and methods_used["input"] == "global"
+    others = {k for k, m in methods_used.items() if m == "max"}
     assert others and first_relu not in others
     def levels(name):  # unsigned (zero point 0) or signed (zero point 128)
-        return 255.0 if q.observers[name].min >= 0 else 127.0
+        return 255.0 if observers[name].min >= 0 else 127.0
 
-    kl = q.observers[first_relu].threshold("kl")
-    assert q.activations[first_relu][1] == pytest.approx(kl / levels(first_relu))
-    assert q.activations["input"][1] == pytest.approx(3.0 / levels("input"))
+    kl = observers[first_relu].threshold("kl")
+    activations = result.artifacts["activations"]
+    assert activations[first_relu][1] == pytest.approx(kl / levels(first_relu))
+    assert activations["input"][1] == pytest.approx(3.0 / levels("input"))
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -265,3 +268,87 @@ def test_int8_and_asymmetric_activations_on_digits(atype, symmetric):
     want = np.int8 if atype == "int8" else np.uint8
     assert qs and all(n.inputs[2].const_value.dtype == want for n in qs)
     _assert_int8_digits_ok(serialize(model))
+
+
+# --- decide, then apply: the plan replays --------------------------------------------------
+def _without_pipeline(model) -> bytes:
+    model.metadata_props.pop("optc.pipeline", None)
+    return serialize(model)
+
+
+@pytest.mark.parametrize("options", [
+    "probe=false", "probe=false method=kl symmetric=false activation-type=int8",
+    "probe=false per-channel=false reduce-range=true bias-correction=false",
+    "probe=false min-sqnr=30", "probe=true", "mode=weight-only", "mode=dynamic"])
+def test_plan_replays_the_run_bit_identically(tmp_path, options):
+    from optc.passes import Quantize
+    from optc.pipeline import Pipeline
+
+    base, _ = optc.optimize(DIGITS)
+    decided = optc.load(serialize(base))
+    q = Pipeline.parse(f"quantize{{{options}}}").passes[0]
+    result = q(decided, PassContext(calibration_data={"input": DATA["input"][:64]}))
+    assert result.modified
+    path = tmp_path / "plan.json"
+    result.artifacts["plan"].write(path)
+    replayed = optc.load(serialize(base))
+    again = Quantize(plan=str(path))(replayed)  # no calibration data, no timing
+    assert again.stats["layers"] == result.stats["layers"]
+    assert _without_pipeline(replayed) == _without_pipeline(decided)
+    # the pass and the plan are data: the same pass object decides the same plan again
+    if "probe=true" not in options:
+        other = optc.load(serialize(base))
+        q(other, PassContext(calibration_data={"input": DATA["input"][:64]}))
+        assert _without_pipeline(other) == _without_pipeline(decided)
+
+
+def test_apply_is_deterministic_and_leaves_decide_inputs_alone():
+    from optc.passes import Quantize
+
+    model, _ = optc.optimize(DIGITS)
+    before = serialize(model)
+    q = Quantize(probe=False)
+    plan, _ = q.decide(model, PassContext(calibration_data={"input": DATA["input"][:64]}))
+    assert serialize(model) == before  # decide measures on copies only
+    copies = [optc.load(before) for _ in range(2)]
+    for m in copies:
+        q.apply(m, plan)
+    assert serialize(copies[0]) == serialize(copies[1])
+
+
+def test_passes_are_frozen():
+    import dataclasses
+
+    from optc.passes import Quantize
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Quantize().probe = False
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "quantization plan not found"),
+    ("{not json", "not a readable JSON quantization plan"),
+    ('{"groups": []}', "not a quantization plan"),
+    ('{"format": "optc.quantize-plan", "version": 99}', "plan version 99"),
+    ('{"format": "optc.quantize-plan", "version": 1, "mode": "static"}', "malformed"),
+])
+def test_bad_plan_files_are_one_line_errors(tmp_path, content, fragment):
+    path = tmp_path / "plan.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(OptcError, match=fragment):
+        optc.optimize(DIGITS, passes=f"quantize{{plan={path}}}")
+
+
+def test_plan_for_another_model_is_refused(tmp_path):
+    from optc.passes import Quantize
+
+    model, _ = optc.optimize(DIGITS)
+    result = Quantize(probe=False)(model, PassContext(calibration_data={"input":
+                                                                         DATA["input"][:32]}))
+    plan = result.artifacts["plan"]
+    plan.layers["no_such_layer"] = (True, "quantized")
+    path = tmp_path / "plan.json"
+    plan.write(path)
+    with pytest.raises(OptcError, match="no_such_layer are not quantizable layers"):
+        optc.optimize(DIGITS, passes=f"quantize{{plan={path}}}")

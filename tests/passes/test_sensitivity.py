@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import optc
+from optc.pass_base import PassContext
 from optc.passes import Quantize
 from optc.passes.quant.qdq import FLOAT_MARK
 from optc.passes.quant.sensitivity import fall_back, sqnr_db
@@ -20,7 +21,7 @@ def test_sqnr_by_hand():
 
 def test_fall_back_goes_from_the_most_sensitive_layer_and_stops_at_the_budget():
     layers = ["a", "b", "c"]
-    sensitivity = {id("a"): 40.0, id("b"): 20.0, id("c"): 30.0}
+    sensitivity = {"a": 40.0, "b": 20.0, "c": 30.0}
     noise = {"a": 1.0, "b": 8.0, "c": 4.0}  # each int8 layer's share of the noise
 
     def evaluate(subset):
@@ -38,10 +39,10 @@ def test_fall_back_goes_from_the_most_sensitive_layer_and_stops_at_the_budget():
 def _all_int8_sqnr() -> float:
     model, _ = optc.optimize(MODELS / "digits_cnn.onnx")
     q = Quantize(method="max", probe=False)
-    q.collect_report = True  # measures the SQNR without a budget
-    q.calibration_data = {"input": DATA["input"][:200]}
-    q(model)
-    return q.model_sqnr
+    # a report measures the SQNR without a budget
+    result = q(model, PassContext(calibration_data={"input": DATA["input"][:200]},
+                                  collect_report=True))
+    return result.artifacts["plan"].model_sqnr
 
 
 @pytest.mark.parametrize("above", [1.5, 1000.0])
@@ -49,16 +50,16 @@ def test_budget_on_digits(above):
     budget = _all_int8_sqnr() + above
     model, _ = optc.optimize(MODELS / "digits_cnn.onnx")
     q = Quantize(method="max", probe=False, min_sqnr=budget)
-    q.calibration_data = {"input": DATA["input"][:200]}
-    result = q(model)
+    result = q(model, PassContext(calibration_data={"input": DATA["input"][:200]}))
+    layer_sqnr = result.artifacts["plan"].layer_sqnr
     layers = [n for n in model.graph.nodes if n.op_type in ("Conv", "Gemm")]
-    assert set(q.layer_sqnr) == {n.name for n in layers}
+    assert set(layer_sqnr) == {n.name for n in layers}
     back = [n for n in layers if FLOAT_MARK in n.metadata_props]
     assert back, "a budget above the all-int8 SQNR must return a layer to float"
     assert result.stats["float"] == len(back)
     if budget < 100:
         assert result.stats["sqnr_db"] >= budget and len(back) < len(layers)
-        worst = min(q.layer_sqnr, key=q.layer_sqnr.get)
+        worst = min(layer_sqnr, key=layer_sqnr.get)
         assert worst in {n.name for n in back}
     else:  # unreachable: every layer goes back, the model is float again
         assert len(back) == len(layers)

@@ -1,4 +1,6 @@
-"""Helpers shared by the fusion passes: per-channel constants and exclusive ownership."""
+"""Channel facts shared by the fusion, quantization, pruning and lowering passes: which axis
+of a layer's weight holds its output / input channels, per-channel constants, exclusive
+ownership of a layer's weight and bias."""
 
 from __future__ import annotations
 
@@ -6,6 +8,28 @@ import numpy as np
 
 from optc.ir import Graph, Node, Value
 from optc.passes._common import is_standard
+
+
+def out_axis(layer: Node) -> int:
+    """Axis of the output channels in a layer's weight."""
+    if layer.op_type == "Conv":
+        return 0
+    if layer.op_type == "ConvTranspose":
+        return 1
+    if layer.op_type == "Gemm":
+        return 0 if layer.attr("transB", 0) else 1
+    return 1  # MatMul
+
+
+def in_axis(layer: Node) -> int:
+    """Axis of the input channels in a layer's weight."""
+    if layer.op_type == "Conv":
+        return 1
+    if layer.op_type == "ConvTranspose":
+        return 0
+    if layer.op_type == "Gemm":
+        return 1 if layer.attr("transB", 0) else 0
+    return 0  # MatMul
 
 
 def per_channel(graph: Graph, value: Value | None, channels: int, rank: int | None,
