@@ -12,7 +12,6 @@ that needs to know how many outputs the node asks for declares a keyword ``_outp
 ``versions`` lists the schema versions (``since_version`` of the op's schemas in onnx) that the
 function implements; the session resolves a node's version from the model's opset import, so a
 version nobody registered is a clear "unsupported" error rather than a silent guess.
-Later issues register faster kernels for the same keys (C, Winograd, int8) with ``replace=True``.
 """
 
 from __future__ import annotations
@@ -36,6 +35,8 @@ class Kernel:
     since: int
     attributes: frozenset[str]  # keyword-only parameter names (ONNX attribute names)
     wants_outputs: bool
+    wants_config: bool = False
+    prepare: Callable | None = None
 
 
 _TABLE: dict[tuple[str, str, int], Kernel] = {}
@@ -45,20 +46,26 @@ def _norm_domain(domain: str) -> str:
     return "" if domain in ("", "ai.onnx") else domain
 
 
+_PRIVATE = ("_outputs", "_config", "_state")
+
+
 def kernel(op_type: str, versions: Iterable[int], *, domain: str = "",
-           replace: bool = False) -> Callable[[Callable], Callable]:
-    """Register ``fn`` as the kernel of ``op_type`` for each schema version in ``versions``."""
+           prepare: Callable | None = None) -> Callable[[Callable], Callable]:
+    """Register ``fn`` as the kernel of ``op_type`` for each schema version in ``versions``
+    (``prepare``: its prepare step, see the module docstring)."""
 
     def register(fn: Callable) -> Callable:
-        params = inspect.signature(fn).parameters.values()
-        attrs = frozenset(p.name for p in params
-                          if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "_outputs")
-        wants = any(p.name == "_outputs" for p in params)
+        params = {p.name: p for p in inspect.signature(fn).parameters.values()}
+        attrs = frozenset(name for name, p in params.items()
+                          if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _PRIVATE)
+        if prepare is not None and "_state" not in params:
+            raise TypeError(f"{fn.__name__} has a prepare step but no _state keyword")
         for v in versions:
             key = (_norm_domain(domain), op_type, v)
-            if key in _TABLE and not replace:
+            if key in _TABLE:
                 raise ValueError(f"kernel for {key} registered twice")
-            _TABLE[key] = Kernel(fn, op_type, _norm_domain(domain), v, attrs, wants)
+            _TABLE[key] = Kernel(fn, op_type, _norm_domain(domain), v, attrs,
+                                 "_outputs" in params, "_config" in params, prepare)
         return fn
 
     return register

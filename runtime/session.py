@@ -27,6 +27,7 @@ from onnx import helper
 
 from optc.errors import OptcError, at_node
 from optc.ir import Graph, Model, load
+from optc.runtime.config import RuntimeConfig
 from optc.runtime.registry import Kernel, lookup
 
 _TYPE_NAMES = {
@@ -71,15 +72,21 @@ class InferenceSession:
 
     ``model``: a path, serialized bytes, an onnx.ModelProto, or an optc Model/Graph.
     ``threads``: BLAS threads used during ``run`` (None: leave NumPy's default), and the
-    threads the int8 C kernels share their work among (None: one per CPU).
+    threads the C kernels share their work among (None: one per CPU).
+    ``native``: run the C kernels where they apply (False: NumPy only).
+    Both are the session's own (``config``, a RuntimeConfig): sessions with different
+    settings may run at the same time in different threads. The BLAS thread limit, where
+    ``threads`` is given, is set through threadpoolctl for the duration of each run, and that
+    limit is process-wide: concurrent sessions should give the same ``threads``.
     """
 
     def __init__(self, model: str | os.PathLike | bytes | onnx.ModelProto | Model | Graph,
-                 threads: int | None = None):
+                 threads: int | None = None, *, native: bool = True):
         if isinstance(model, Graph):
             model = Model(model)
         self._model = load(model)
         self.threads = threads
+        self.config = RuntimeConfig(native=native, threads=threads or os.cpu_count() or 1)
         self.peak_bytes = 0
         self.total_activation_bytes = 0
         self._plan()
@@ -135,6 +142,14 @@ class InferenceSession:
                 attrs[name] = node.attr(name)
             if k.wants_outputs:
                 attrs["_outputs"] = len(node.outputs)
+            if k.wants_config:
+                attrs["_config"] = self.config
+            if k.prepare is not None:
+                # initializers a feed may override are not constants the state may keep
+                constants = [v.const_value if v is not None and g.is_constant(v) and
+                             v.name not in overridable else None for v in node.inputs]
+                attrs["_state"] = k.prepare(self.config, constants,
+                                            {a: attrs[a] for a in attrs if a in k.attributes})
             self._steps.append(_Step(label, k, [slot(v) for v in node.inputs],
                                      [slot(v) for v in node.outputs], attrs, [],
                                      node.op_type if node.domain in ("", "ai.onnx") else ""))
@@ -225,17 +240,11 @@ class InferenceSession:
         if on_value is not None:
             for s in self._folded:
                 on_value(self._slot_names[s], self._constants[s])
-        from optc.runtime.kernels import native
-
-        previous = native.set_threads(self.threads or os.cpu_count() or 1)
-        try:
-            if self.threads:
-                with _blas_controller().limit(limits=self.threads):
-                    live, peak, total = self._execute(env, live, peak, total, on_value)
-            else:
+        if self.threads:
+            with _blas_controller().limit(limits=self.threads):
                 live, peak, total = self._execute(env, live, peak, total, on_value)
-        finally:
-            native.set_threads(previous)
+        else:
+            live, peak, total = self._execute(env, live, peak, total, on_value)
         self.peak_bytes, self.total_activation_bytes = peak, total
         # hand out arrays the caller owns: never the session's constants, the caller's own
         # inputs, or views into either (as onnxruntime, which copies its outputs)

@@ -11,12 +11,11 @@ strided slice-add per kernel offset (a loop over kernel positions, never over pi
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from optc.errors import OptcError
+from optc.runtime.config import DEFAULT, RuntimeConfig
 from optc.runtime.kernels import native
 from optc.runtime.registry import kernel
 
@@ -72,11 +71,11 @@ def _defaults(w_or_k, strides, dilations):
 
 def depthwise_native(x, w, b, *, auto_pad="NOTSET", dilations=None, group=1,
                      kernel_shape=None, pads=None, strides=None, activation=None,
-                     activation_params=None):
+                     activation_params=None, config: RuntimeConfig = DEFAULT):
     """A depthwise 2-D conv (group == channels == filters) by the C kernel, the activation
     fused; None when the C kernel does not apply."""
     if x.ndim != 4 or group == 1 or group != x.shape[1] or w.shape[0] != group or \
-            not native.enabled():
+            not config.native:
         return None
     k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
     strides, dilations = _defaults(k, strides, dilations)
@@ -89,28 +88,52 @@ def depthwise_native(x, w, b, *, auto_pad="NOTSET", dilations=None, group=1,
                                    activation_params)
 
 
-#: id(weight) -> [(weak reference to it, key, native.Conv2dCall or None)]: the C call of each
-#: node that runs a weight, resolved on its first run (see cached_conv2d)
-_CALLS: dict[int, list] = {}
+class ConvState:
+    """What a Conv / FusedConv node keeps in the session's plan (its prepare step): the
+    constant weight, packed for the C conv once, and the C call resolved per input shape
+    and attributes (native.Conv2dCall, or None where the C conv does not apply)."""
+
+    __slots__ = ("w", "packed", "calls")
+
+    def __init__(self, w: np.ndarray):
+        self.w = w
+        self.packed: dict[int, np.ndarray] = {}  # group -> packed filters
+        # (key, call) pairs: keys hold lists (pads, activation params), compared by ==; one
+        # pair per input shape unless nodes share the weight
+        self.calls: list[tuple[tuple, native.Conv2dCall | None]] = []
+
+    def packed_for(self, group: int) -> np.ndarray:
+        p = self.packed.get(group)
+        if p is None:
+            p = self.packed[group] = native.pack_conv_weights(self.w, group)
+        return p
 
 
-def cached_conv2d(x, w, b, key: tuple, activation=None, activation_params=None,
-                  auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
-                  strides=None):
-    """The native.Conv2dCall of a 2-D conv node with weight ``w``, for ``key`` (x's shape and
-    the node's attributes: everything the call depends on but its arrays), resolved once and
-    kept while ``w`` lives; None where the C conv does not apply or a depthwise kernel does
-    (the caller then goes the general way, which also reports bad shapes)."""
-    if not native.simd_conv_on():  # switched off for now: nothing kept
+def prepare_conv(config: RuntimeConfig, constants: list, attrs: dict) -> ConvState | None:
+    """A ConvState for a node whose weight is a float32 constant and whose session runs the
+    C kernels; None otherwise (each call then goes the general way)."""
+    w = constants[1] if len(constants) > 1 else None
+    if not config.native or w is None or w.ndim != 4 or w.dtype != np.float32:
         return None
-    entries = _CALLS.get(id(w))
-    if entries is not None:
-        for ref, k, call in entries:
-            if k == key and ref() is w:
-                return call
+    return ConvState(w)
+
+
+def cached_conv2d(x, w, b, key: tuple, state: ConvState | None, config: RuntimeConfig,
+                  activation=None, activation_params=None, auto_pad="NOTSET", dilations=None,
+                  group=1, kernel_shape=None, pads=None, strides=None):
+    """The native.Conv2dCall of a 2-D conv node for ``key`` (x's shape and the node's
+    attributes: everything the call depends on but its arrays), kept in the node's ``state``
+    once resolved; None where there is no state for this weight, the C conv does not apply
+    or a depthwise kernel does (the caller then goes the general way, which also reports bad
+    shapes)."""
+    if state is None or state.w is not w or not config.native or not native.simd_float():
+        return None
+    for k, kept in state.calls:
+        if k == key:
+            return kept
     call = None
     n_ch = x.shape[1] if x.ndim == 4 else 0
-    if x.ndim == 4 and w.ndim == 4 and n_ch == w.shape[1] * group and \
+    if x.ndim == 4 and n_ch == w.shape[1] * group and \
             not (group != 1 and group == n_ch and w.shape[0] == group):
         k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
         strides_, dilations_ = _defaults(k, strides, dilations)
@@ -119,36 +142,36 @@ def cached_conv2d(x, w, b, key: tuple, activation=None, activation_params=None,
                for i in range(2)]
         if min(out) > 0 and list(w.shape[2:]) == k:
             call = native.conv2d_call(x, w, b, strides_, begin, dilations_, group, out,
-                                      activation, activation_params)
-    try:
-        ref = weakref.ref(w, lambda _, i=id(w): _CALLS.pop(i, None))
-    except TypeError:  # not weakly referenceable: not kept
-        return call
-    _CALLS.setdefault(id(w), []).append((ref, key, call))
+                                      activation, activation_params, state.packed_for(group))
+    state.calls.append((key, call))
     return call
 
 
 def native_conv2d(x, w, b, k, strides, dilations, begin, end, group, activation=None,
-                  activation_params=None, res=None):
+                  activation_params=None, res=None, config: RuntimeConfig = DEFAULT):
     """A 2-D conv by the C kernel (native.conv2d: bias, residual and activation fused); None
     when it does not apply."""
+    if not config.native:
+        return None
     out = [out_size(x.shape[2 + i], k[i], strides[i], dilations[i], begin[i], end[i])
            for i in range(2)]
     if min(out) <= 0 or list(w.shape[2:]) != list(k):
         return None
     return native.conv2d(x, w, b, strides, begin, dilations, group, out, activation,
-                         activation_params, res)
+                         activation_params, res, config.threads)
 
 
-@kernel("Conv", (1, 11, 22))
+@kernel("Conv", (1, 11, 22), prepare=prepare_conv)
 def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
-         pads=None, strides=None):
+         pads=None, strides=None, _config=None, _state=None):
+    config = _config or DEFAULT
     nd = x.ndim - 2
     call = cached_conv2d(x, w, b, (x.shape, auto_pad, dilations, group, kernel_shape, pads,
-                                   strides), auto_pad=auto_pad, dilations=dilations,
-                         group=group, kernel_shape=kernel_shape, pads=pads, strides=strides)
+                                   strides), _state, config, auto_pad=auto_pad,
+                         dilations=dilations, group=group, kernel_shape=kernel_shape,
+                         pads=pads, strides=strides)
     if call is not None:
-        y = call(x, b, None)
+        y = call(x, b, None, config.threads)
         if y is not None:
             return y
     k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
@@ -160,9 +183,9 @@ def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
         raise OptcError(f"Conv input has {c} channels but the weight expects "
                         f"{w.shape[1]} x group {group}")
     y = depthwise_native(x, w, b, dilations=dilations, group=group, kernel_shape=k,
-                         pads=begin + end, strides=strides)
+                         pads=begin + end, strides=strides, config=config)
     if y is None and nd == 2:
-        y = native_conv2d(x, w, b, k, strides, dilations, begin, end, group)
+        y = native_conv2d(x, w, b, k, strides, dilations, begin, end, group, config=config)
     if y is not None:
         return y
     if group == 1 and all(kk == 1 for kk in k) and not any(begin + end):

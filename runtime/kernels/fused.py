@@ -18,8 +18,9 @@ import numpy as np
 
 from optc.errors import OptcError
 from optc.runtime.kernels.conv import _defaults as conv_defaults
+from optc.runtime.config import DEFAULT
 from optc.runtime.kernels.conv import (cached_conv2d, conv, conv_transpose, depthwise_native,
-                                       native_conv2d, resolve_pads)
+                                       native_conv2d, prepare_conv, resolve_pads)
 from optc.runtime.kernels import native
 from optc.runtime.kernels.nn import gemm
 from optc.runtime.kernels.quant import quantize10
@@ -50,24 +51,26 @@ def apply_activation(kind: str, params, y: np.ndarray) -> np.ndarray:
     raise OptcError(f"unknown fused activation '{kind}'")
 
 
-@kernel("FusedConv", (1,), domain=OPTC_DOMAIN)
+@kernel("FusedConv", (1,), domain=OPTC_DOMAIN, prepare=prepare_conv)
 def fused_conv(x, w, b=None, z=None, *, activation=None, activation_params=None,
                auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
-               strides=None):
+               strides=None, _config=None, _state=None):
     """act(conv(x) + b + z): z, the optional residual input (an Add fused by fuse-act),
     broadcast like Add; no activation when ``activation`` is absent."""
+    config = _config or DEFAULT
     call = cached_conv2d(x, w, b, (x.shape, activation, activation_params, auto_pad,
-                                   dilations, group, kernel_shape, pads, strides),
-                         activation, activation_params, auto_pad, dilations, group,
+                                   dilations, group, kernel_shape, pads, strides), _state,
+                         config, activation, activation_params, auto_pad, dilations, group,
                          kernel_shape, pads, strides)
     if call is not None:
-        y = call(x, b, z)
+        y = call(x, b, z, config.threads)
         if y is not None:
             return y
     if z is None:
         y = depthwise_native(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
                              kernel_shape=kernel_shape, pads=pads, strides=strides,
-                             activation=activation, activation_params=activation_params)
+                             activation=activation, activation_params=activation_params,
+                             config=config)
         if y is not None:
             return y
     if x.ndim == 4:
@@ -75,11 +78,11 @@ def fused_conv(x, w, b=None, z=None, *, activation=None, activation_params=None,
         strides_, dilations_ = conv_defaults(k, strides, dilations)
         begin, end = resolve_pads(x.shape[2:], k, strides_, dilations_, pads, auto_pad)
         y = native_conv2d(x, w, b, k, strides_, dilations_, begin, end, group, activation,
-                          activation_params, res=z)
+                          activation_params, res=z, config=config)
         if y is not None:
             return y
     y = conv(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
-             kernel_shape=kernel_shape, pads=pads, strides=strides)
+             kernel_shape=kernel_shape, pads=pads, strides=strides, _config=config)
     if z is not None:
         y = y + z
     return apply_activation(activation, activation_params, y) if activation else y
@@ -104,7 +107,7 @@ def fused_gemm(a, b, c=None, *, activation, activation_params=None, alpha=1.0, b
 
 @kernel("QuantizeAffine", (1,), domain=OPTC_DOMAIN)
 def quantize_affine(x, scale, shift, y_scale, y_zero_point, *, activation=None,
-                    activation_params=None):
+                    activation_params=None, _config=None):
     """Q(act(x * scale[c] + shift[c])): scale and shift one value per channel (axis 1), the
     quantization per tensor (its zero point's type: uint8 or int8)."""
     c = x.shape[1] if x.ndim >= 2 else 0
@@ -115,7 +118,7 @@ def quantize_affine(x, scale, shift, y_scale, y_zero_point, *, activation=None,
                         f"{np.size(y_scale)} and {np.size(y_zero_point)}")
     act = native.activation_args(activation, activation_params)
     ys, zp = np.asarray(y_scale), np.asarray(y_zero_point)
-    if native.enabled() and act is not None and x.dtype == scale.dtype == shift.dtype == \
+    if (_config or DEFAULT).native and act is not None and x.dtype == scale.dtype == shift.dtype == \
             ys.dtype == np.float32 and zp.dtype.char in "bB":
         y = np.empty(x.shape, zp.dtype)
         native.affine_quantize(x, scale, shift, y, act, float(ys.item()), int(zp.item()))
@@ -125,4 +128,4 @@ def quantize_affine(x, scale, shift, y_scale, y_zero_point, *, activation=None,
     v = v + shift.reshape(shape)
     if activation:
         v = apply_activation(activation, activation_params, v)
-    return quantize10(v, y_scale, y_zero_point)
+    return quantize10(v, y_scale, y_zero_point, _config=_config)

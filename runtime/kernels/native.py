@@ -2,15 +2,17 @@
 that calls them on contiguous float32 NCHW arrays without copies.
 
 ``AVAILABLE`` says whether the extension was built. Where it was not (no C compiler at install
-time), a warning is issued once and every kernel runs its NumPy implementation; the callers
-(conv.py, fused.py, winograd.py) fall back by themselves when a function here returns None.
-``use_native(False)`` turns the C kernels off (tests compare both paths).
+time), a warning is issued once and every kernel runs its NumPy implementation. Whether a
+session uses the C kernels, and with how many threads, is its RuntimeConfig
+(runtime/config.py): the kernels check ``config.native`` before calling here and pass
+``config.threads``; the callers fall back by themselves when a function here returns None.
+Nothing here keeps state between calls: what is prepared once per node (packed weights, a
+resolved call) lives in the session's plan (the kernels' prepare steps).
 """
 
 from __future__ import annotations
 
 import warnings
-import weakref
 
 import numpy as np
 
@@ -22,57 +24,11 @@ except ImportError:  # pragma: no cover - depends on the install
                   "using the NumPy kernels", RuntimeWarning, stacklevel=2)
 
 AVAILABLE = _ckernels is not None
-_enabled = AVAILABLE
 
 #: fused activation -> (code, default parameters) understood by ckernels.c
 ACTIVATIONS = {"Relu": (1, ()), "Clip": (2, ()), "LeakyRelu": (3, (0.01,)),
                "Sigmoid": (4, ()), "HardSigmoid": (5, (0.2, 0.5)), "HardSwish": (6, ()),
                "Tanh": (7, ()), "SiLU": (8, ())}
-
-
-_threads = 1  # threads the C kernels may use; InferenceSession.run sets it per run
-
-
-def set_threads(n: int) -> int:
-    """How many threads the int8 C kernels share their work among (the session's
-    ``threads``); returns the previous setting."""
-    global _threads
-    previous, _threads = _threads, max(1, int(n))
-    return previous
-
-
-def use_native(on: bool) -> bool:
-    """Turn the C kernels on or off; returns the previous setting."""
-    global _enabled
-    previous = _enabled
-    _enabled = bool(on) and AVAILABLE
-    return previous
-
-
-def enabled() -> bool:
-    return _enabled
-
-
-#: id(first constant) -> (weak references to the constants, what was derived from them)
-_DERIVED: dict[int, tuple[tuple, object]] = {}
-
-
-def derived(key_arrays: tuple, make):
-    """``make()``, computed once per set of constant arrays (the weights and scales of one
-    node, the same objects on every run: packed weights, plans) and dropped when the first of
-    them is freed."""
-    key = id(key_arrays[0])
-    refs = _DERIVED.get(key)
-    if refs is not None and len(refs[0]) == len(key_arrays) and \
-            all(r() is a for r, a in zip(refs[0], key_arrays)):
-        return refs[1]
-    value = make()
-    try:
-        first = weakref.ref(key_arrays[0], lambda _, d=_DERIVED: d.pop(key, None))
-        _DERIVED[key] = ((first, *(weakref.ref(a) for a in key_arrays[1:])), value)
-    except TypeError:  # not weakly referenceable: not cached
-        pass
-    return value
 
 
 def activation_args(kind: str | None, params) -> tuple[int, float, float] | None:
@@ -93,9 +49,9 @@ def _f32(*arrays) -> bool:
 def depthwise_conv2d(x, w, b, strides, begin, end, dilations, out_shape,
                      activation=None, params=None) -> np.ndarray | None:
     """Depthwise (group == C, one filter per channel) 2-D conv in C, or None if the C kernel
-    does not apply (disabled, not float32, not 2-D). A 1x1 one (stride 1, no pads) is a
-    per-channel affine map: one vectorised pass (channel_affine)."""
-    if not _enabled or x.ndim != 4 or not _f32(x, w, b) or w.shape[1] != 1 or \
+    does not apply (not float32, not 2-D). A 1x1 one (stride 1, no pads) is a per-channel
+    affine map: one vectorised pass (channel_affine)."""
+    if x.ndim != 4 or not _f32(x, w, b) or w.shape[1] != 1 or \
             w.shape[0] != x.shape[1]:
         return None
     act = activation_args(activation, params)
@@ -117,7 +73,7 @@ def depthwise_conv2d(x, w, b, strides, begin, end, dilations, out_shape,
 
 def max_pool2d(x, k, strides, begin, dilations, out_shape) -> np.ndarray | None:
     """2-D max pooling in C (no Indices output), or None if the C kernel does not apply."""
-    if not _enabled or x.ndim != 4 or x.dtype != np.float32:
+    if x.ndim != 4 or x.dtype != np.float32:
         return None
     y = np.empty((x.shape[0], x.shape[1], *out_shape), np.float32)
     _ckernels.max_pool2d(np.ascontiguousarray(x), y, k[0], k[1], strides[0], strides[1],
@@ -156,29 +112,35 @@ def sconv_mode(mode: int | None = None) -> int:
     return _ckernels.sconv_mode() if mode is None else _ckernels.sconv_mode(int(mode))
 
 
+def pack_conv_weights(w: np.ndarray, group: int) -> np.ndarray:
+    """A float32 conv's filters (M, Cg, kh, kw) packed for sconv2d, each group's
+    (M/group, Cg*kh*kw) matrix in panels (pack_panels)."""
+    m, cg, kh, kw = w.shape
+    return pack_panels(w.reshape(group, m // group, cg * kh * kw))
+
+
 class Conv2dCall:
     """A float32 2-D conv's C call (sconv2d) with everything but its arrays resolved once --
     geometry, activation code, packed weights -- for one input shape: what conv2d does on
-    every call, less its checks and conversions (a small FusedConv: 20 -> 9 us a call). The
-    C function and the thread count are looked up on each call (benchmarks switch builds);
-    the caller checks simd_conv_on() before each (tests switch the C kernels and SIMD levels
-    off). None from __call__ where the arrays do not fit the fast path: the caller goes the
-    general way."""
+    every call, less its checks and conversions. The C function is looked up on each call
+    (benchmarks switch builds); the caller checks simd_float() before each (tests switch the
+    SIMD levels). None from __call__ where the arrays do not fit the fast path: the caller
+    goes the general way."""
 
     __slots__ = ("packed", "geometry", "y_shape")
 
-    def __init__(self, x_shape, w, strides, begin, dilations, group, out_shape, act):
+    def __init__(self, x_shape, w, strides, begin, dilations, group, out_shape, act,
+                 packed: np.ndarray | None = None):
         n, c, h, wd = x_shape
         m, cg, kh, kw = w.shape
-        self.packed = derived((w,), lambda: pack_panels(w.reshape(group, m // group,
-                                                                  cg * kh * kw)))
+        self.packed = pack_conv_weights(w, group) if packed is None else packed
         self.y_shape = (n, m, *out_shape)
         self.geometry = (n, c, h, wd, group, m // group, kh, kw, strides[0], strides[1],
                          begin[0], begin[1], dilations[0], dilations[1], out_shape[0],
                          out_shape[1], *act)
 
-    def __call__(self, x, b, res) -> np.ndarray | None:
-        """y, or None where the arrays do not fit; the caller checks simd_conv_on() first."""
+    def __call__(self, x, b, res, threads: int = 1) -> np.ndarray | None:
+        """y, or None where the arrays do not fit; the caller checks simd_float() first."""
         if x.dtype != np.float32 or not x.flags.c_contiguous:
             return None
         if b is not None and (b.dtype != np.float32 or not b.flags.c_contiguous):
@@ -188,62 +150,63 @@ class Conv2dCall:
             return None
         y = np.empty(self.y_shape, np.float32)
         _ckernels.sconv2d(x, self.packed, None if b is None else b.reshape(-1), res, y,
-                          *self.geometry, _threads)
+                          *self.geometry, threads)
         return y
 
 
-def simd_conv_on() -> bool:
-    """Whether conv2d runs in C now (the extension on, a SIMD float32 GEMM in use)."""
-    return _enabled and _ckernels.ssimd() >= 1
+def simd_float() -> bool:
+    """Whether the float32 GEMM in use has SIMD kernels (else NumPy's BLAS beats the
+    portable C, and the float convs stay in NumPy)."""
+    return AVAILABLE and _ckernels.ssimd() >= 1
 
 
 def conv2d_call(x, w, b, strides, begin, dilations, group, out_shape, activation=None,
-                params=None) -> Conv2dCall | None:
-    """conv2d's call resolved for x's shape (Conv2dCall), or None where conv2d would not run
-    (see there)."""
-    if not _enabled or x.ndim != 4 or not _f32(x, w, b) or _ckernels.ssimd() < 1:
+                params=None, packed: np.ndarray | None = None) -> Conv2dCall | None:
+    """conv2d's call resolved for x's shape (Conv2dCall; ``packed``: the weights already
+    packed, pack_conv_weights), or None where conv2d would not run (see there)."""
+    if x.ndim != 4 or not _f32(x, w, b) or not simd_float():
         return None
     act = activation_args(activation, params)
     if act is None:
         return None
-    return Conv2dCall(x.shape, w, strides, begin, dilations, group, out_shape, act)
+    return Conv2dCall(x.shape, w, strides, begin, dilations, group, out_shape, act, packed)
 
 
-def batched_matmul(a: np.ndarray, b: np.ndarray, packed: np.ndarray | None = None
-                   ) -> np.ndarray:
+def batched_matmul(a: np.ndarray, b: np.ndarray, packed: np.ndarray | None = None,
+                   threads: int = 1) -> np.ndarray:
     """a (batch, M, K) @ b (batch, K, N) in float32: by sgemm.c on ``packed`` (a's panels,
     pack_panels(a), made once by the caller for constant weights) where it has SIMD kernels,
     else by NumPy (whose BLAS beats the portable C)."""
-    if not _enabled or _ckernels.ssimd() < 1 or not _f32(a, b):
+    if not simd_float() or not _f32(a, b):
         return np.matmul(a, b)
     batch, m, k = a.shape
     n = b.shape[2]
     c = np.empty((batch, m, n), np.float32)
     _ckernels.sgemm_batch(pack_panels(a) if packed is None else packed,
-                          np.ascontiguousarray(b), c, batch, m, n, k, _threads)
+                          np.ascontiguousarray(b), c, batch, m, n, k, threads)
     return c
 
 
 def conv2d(x, w, b, strides, begin, dilations, group, out_shape, activation=None, params=None,
-           res=None) -> np.ndarray | None:
+           res=None, threads: int = 1, packed: np.ndarray | None = None) -> np.ndarray | None:
     """float32 2-D conv (any groups) in C, y = act(conv(x) + b + res): blocks of im2col'd
-    pixels through sgemm.c's GEMM on the filters packed once per weight array (derived), the
+    pixels through sgemm.c's GEMM on the packed filters (``packed``, or packed here), the
     bias, the residual input ``res`` (y's shape, or None) and the activation fused into its
-    store. None where it does not apply: disabled, no SIMD GEMM (NumPy's BLAS is faster than
-    the portable C), not float32, not 2-D, an activation the C kernels do not know. The call
+    store. None where it does not apply: no SIMD GEMM (NumPy's BLAS is faster than the
+    portable C), not float32, not 2-D, an activation the C kernels do not know. The call
     resolved once per node and kept (conv2d_call) is the same minus the conversions."""
     call = conv2d_call(x, w, b, strides, begin, dilations, group, out_shape, activation,
-                       params)
+                       params, packed)
     if call is None or (res is not None and res.shape != call.y_shape):
         return None
     return call(np.ascontiguousarray(x), None if b is None else np.ascontiguousarray(b),
-                None if res is None else np.ascontiguousarray(res))
+                None if res is None else np.ascontiguousarray(res), threads)
 
 
 def lrn(x, size, alpha, beta, bias) -> np.ndarray | None:
     """LRN across channels in C (float32, any rank >= 3); None if the C kernel does not
     apply."""
-    if not _enabled or x.ndim < 3 or x.dtype != np.float32 or size < 1:
+    if x.ndim < 3 or x.dtype != np.float32 or size < 1:
         return None
     y = np.empty(x.shape, np.float32)
     n, c = x.shape[:2]
@@ -257,7 +220,7 @@ def avg_pool2d(x, k, strides, begin, dilations, out_shape, count_rows, count_col
     """2-D average pooling in C, dividing by the window's cells inside ``count_rows`` x
     ``count_cols`` ((lo, hi) bounds of input coordinates); None if the C kernel does not
     apply."""
-    if not _enabled or x.ndim != 4 or x.dtype != np.float32:
+    if x.ndim != 4 or x.dtype != np.float32:
         return None
     y = np.empty((x.shape[0], x.shape[1], *out_shape), np.float32)
     _ckernels.avg_pool2d(np.ascontiguousarray(x), y, k[0], k[1], strides[0], strides[1],
@@ -267,14 +230,15 @@ def avg_pool2d(x, k, strides, begin, dilations, out_shape, count_rows, count_col
 
 
 def winograd_blocked(x, u, b, m, th, tw, pads, out_shape, activation=None, params=None,
-                     res=None) -> np.ndarray | None:
+                     res=None, threads: int = 1, packed: np.ndarray | None = None
+                     ) -> np.ndarray | None:
     """Winograd F(m x m, 3 x 3) of the unpadded x, all in C (winograd.c's w_conv): a block of
     tile rows at a time is transformed, multiplied by the filters u (a*a, M, C; packed once)
     and transformed back while its intermediates are in L2, plus the bias, the residual input
-    ``res`` and the activation. None where it does not apply: the C kernels or their SIMD
-    GEMM off, not float32, an activation the C kernels do not know, or fewer blocks than
+    ``res`` and the activation (``packed``: pack_panels(u), made once by the caller). None
+    where it does not apply: no SIMD GEMM, not float32, an activation the C kernels do not know, or fewer blocks than
     threads (winograd_conv then shares each GEMM among them)."""
-    if not _enabled or _ckernels.ssimd() < 1 or not _f32(x, u, b, res):
+    if not simd_float() or not _f32(x, u, b, res):
         return None
     act = activation_args(activation, params)
     if act is None:
@@ -284,24 +248,24 @@ def winograd_blocked(x, u, b, m, th, tw, pads, out_shape, activation=None, param
     if res is not None and res.shape != (n, mo, *out_shape):
         return None
     rows = _ckernels.wblock_rows(c, mo, m, th, tw)
-    if _threads > 1 and n * -(-th // rows) < _threads:
+    if threads > 1 and n * -(-th // rows) < threads:
         return None
-    packed = derived((u,), lambda: pack_panels(u))
+    packed = pack_panels(u) if packed is None else packed
     y = np.empty((n, mo, *out_shape), np.float32)
     _ckernels.winograd_conv2d(np.ascontiguousarray(x), packed,
                               None if b is None else np.ascontiguousarray(b),
                               None if res is None else np.ascontiguousarray(res), y, m, th, tw,
-                              int(pads[0]), int(pads[1]), *act, _threads)
+                              int(pads[0]), int(pads[1]), *act, threads)
     return y
 
 
-def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None, res=None
-                  ) -> np.ndarray | None:
+def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None, res=None,
+                  threads: int = 1, packed: np.ndarray | None = None) -> np.ndarray | None:
     """Winograd F(m x m, 3 x 3) with the transforms in C and the a*a GEMMs by sgemm.c on the
     weights packed once (batched_matmul), plus the bias and the residual input ``res`` (the
     output's shape) before the activation: xp is the input padded to whole tiles (N, C,
     th*m + 2, tw*m + 2); None if the C path does not apply."""
-    if not _enabled or not _f32(xp, u, b, res):
+    if not AVAILABLE or not _f32(xp, u, b, res):
         return None
     act = activation_args(activation, params)
     if act is None:
@@ -312,8 +276,9 @@ def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None, 
     a = m + 2
     v = np.empty((a * a, c, n * th * tw), np.float32)
     _ckernels.winograd_input(np.ascontiguousarray(xp), v, m, th, tw)
-    packed = derived((u,), lambda: pack_panels(u)) if _ckernels.ssimd() >= 1 else None
-    prod = batched_matmul(u, v, packed)  # (a*a, M, tiles)
+    if packed is None and simd_float():
+        packed = pack_panels(u)
+    prod = batched_matmul(u, v, packed, threads)  # (a*a, M, tiles)
     y = np.empty((n, u.shape[1], *out_shape), np.float32)
     _ckernels.winograd_output(prod, y, m, th, tw,
                               None if b is None else np.ascontiguousarray(b), *act,
@@ -400,7 +365,7 @@ class QConvPlan:
         sum in int32 without overflow. ``portable``: also when only the portable C GEMM
         would run (the tests compare it)."""
         k = int(np.prod(w.shape[2:])) * (w.shape[1] + 3) // 4 * 4  # packed taps
-        ok = (_enabled and len(x_shape) == 4 and x_dtype in (np.uint8, np.int8) and
+        ok = (AVAILABLE and len(x_shape) == 4 and x_dtype in (np.uint8, np.int8) and
               w.dtype == np.int8 and np.dtype(y_dtype) in (np.uint8, np.int8) and
               255 * 128 * k < 2 ** 31)
         # without SIMD (no AVX2) the portable GEMM is slower than NumPy's float GEMMs: only
@@ -408,19 +373,19 @@ class QConvPlan:
         depthwise = w.shape[1] == 1 and x_shape[1] == w.shape[0]
         return ok and (depthwise or portable or _ckernels.qsimd() > 0)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
         y = np.empty(self.y_shape, self.y_dtype)
         # the module looked up per call: benchmarks/ab_builds.py swaps builds under a plan
         if self.depthwise:
             _ckernels.qlinear_depthwise2d(np.ascontiguousarray(x), *self.pre, y, *self.post,
-                                          _threads)
+                                          threads)
         else:
             avx2 = _ckernels.qsimd() == 1
             if avx2 and self.panels is None:  # the AVX2 GEMM's, made once
                 self.panels = avx2_panels(self.packed, self.mg)
             _ckernels.qlinear_conv2d(np.ascontiguousarray(x), self.packed,
                                      self.panels if avx2 else None, *self.pre, y, *self.post,
-                                     _threads)
+                                     threads)
         return y
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from optc.errors import OptcError
+from optc.runtime.config import DEFAULT
 from optc.runtime.kernels import native
 from optc.runtime.registry import kernel
 
@@ -81,10 +82,11 @@ def softmax(x, *, axis=-1):
 
 # --- LRN ----------------------------------------------------------------------------------------
 @kernel("LRN", (1, 13))
-def lrn(x, *, size, alpha=0.0001, beta=0.75, bias=1.0):
-    y = native.lrn(x, size, alpha, beta, bias)
-    if y is not None:
-        return y
+def lrn(x, *, size, alpha=0.0001, beta=0.75, bias=1.0, _config=None):
+    if (_config or DEFAULT).native:
+        y = native.lrn(x, size, alpha, beta, bias)
+        if y is not None:
+            return y
     # square_sum[c] = sum over channels c - floor((size-1)/2) .. c + ceil((size-1)/2)
     c = x.shape[1]
     lo, hi = (size - 1) // 2, -(-(size - 1) // 2)

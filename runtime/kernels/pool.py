@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from optc.runtime.config import DEFAULT
 from optc.runtime.kernels import native
 from optc.runtime.kernels.conv import out_size, resolve_pads, windows
 from optc.runtime.registry import kernel
@@ -33,11 +34,11 @@ def _lowest(dtype):
 
 
 def _maxpool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides,
-             outputs):
+             outputs, config=None):
     nd = x.ndim - 2
     k, strides, dilations, begin, end, extra, out = _geometry(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
-    if outputs < 2 and min(out) > 0:
+    if outputs < 2 and min(out) > 0 and (config or DEFAULT).native:
         y = native.max_pool2d(x, k, strides, begin, dilations, out)
         if y is not None:
             return y
@@ -72,25 +73,26 @@ def _maxpool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_orde
 
 
 @kernel("MaxPool", (1,))
-def max_pool1(x, *, auto_pad="NOTSET", kernel_shape, pads=None, strides=None):
-    return _maxpool(x, auto_pad, 0, None, kernel_shape, pads, 0, strides, 1)
+def max_pool1(x, *, auto_pad="NOTSET", kernel_shape, pads=None, strides=None, _config=None):
+    return _maxpool(x, auto_pad, 0, None, kernel_shape, pads, 0, strides, 1, _config)
 
 
 @kernel("MaxPool", (8,))
 def max_pool8(x, *, auto_pad="NOTSET", kernel_shape, pads=None, storage_order=0, strides=None,
-              _outputs=1):
-    return _maxpool(x, auto_pad, 0, None, kernel_shape, pads, storage_order, strides, _outputs)
+              _outputs=1, _config=None):
+    return _maxpool(x, auto_pad, 0, None, kernel_shape, pads, storage_order, strides, _outputs,
+                    _config)
 
 
 @kernel("MaxPool", (10, 11, 12, 22))
 def max_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None,
-             storage_order=0, strides=None, _outputs=1):
+             storage_order=0, strides=None, _outputs=1, _config=None):
     return _maxpool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order,
-                    strides, _outputs)
+                    strides, _outputs, _config)
 
 
 def _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape, pads,
-             strides):
+             strides, config=None):
     nd = x.ndim - 2
     k, strides, dilations, begin, end, extra, out = _geometry(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
@@ -98,7 +100,7 @@ def _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape,
     if out == [1] * nd and k == list(x.shape[2:]) and not any(begin + end + extra):
         # one window over the whole map (ResNet-50's 7x7 average pool): the global mean
         return global_average_pool(x)
-    if nd == 2 and min(out) > 0:
+    if nd == 2 and min(out) > 0 and (config or DEFAULT).native:
         # the divisor counts the cells inside the input, or inside it and its explicit pads
         bounds = [(-begin[i], x.shape[2 + i] + end[i]) if include else (0, x.shape[2 + i])
                   for i in range(2)]
@@ -122,35 +124,35 @@ def _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape,
 
 
 @kernel("AveragePool", (1,))
-def average_pool1(x, *, auto_pad="NOTSET", kernel_shape, pads=None, strides=None):
-    return _avgpool(x, auto_pad, 0, 0, None, kernel_shape, pads, strides)
+def average_pool1(x, *, auto_pad="NOTSET", kernel_shape, pads=None, strides=None, _config=None):
+    return _avgpool(x, auto_pad, 0, 0, None, kernel_shape, pads, strides, _config)
 
 
 @kernel("AveragePool", (7,))
 def average_pool7(x, *, auto_pad="NOTSET", count_include_pad=0, kernel_shape, pads=None,
-                  strides=None):
-    return _avgpool(x, auto_pad, 0, count_include_pad, None, kernel_shape, pads, strides)
+                  strides=None, _config=None):
+    return _avgpool(x, auto_pad, 0, count_include_pad, None, kernel_shape, pads, strides,
+                    _config)
 
 
 @kernel("AveragePool", (10, 11))
 def average_pool10(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, kernel_shape,
-                   pads=None, strides=None):
+                   pads=None, strides=None, _config=None):
     return _avgpool(x, auto_pad, ceil_mode, count_include_pad, None, kernel_shape, pads,
-                    strides)
+                    strides, _config)
 
 
 @kernel("AveragePool", (19, 22))
 def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None,
-                 kernel_shape, pads=None, strides=None):
+                 kernel_shape, pads=None, strides=None, _config=None):
     return _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape, pads,
-                    strides)
+                    strides, config=_config)
 
 
 @kernel("GlobalAveragePool", (1, 22))
 def global_average_pool(x):
     """The mean of each channel's pixels. float32: one matrix-vector product of the (N * C,
-    pixels) rows with a vector of 1 / pixels (BLAS): 11 us on 2048 x 7 x 7, where np.mean took
-    79 us (and onnxruntime 37 us)."""
+    pixels) rows with a vector of 1 / pixels (BLAS), much faster than np.mean."""
     pixels = math.prod(x.shape[2:])
     if x.dtype == np.float32 and x.ndim >= 3 and pixels > 0:
         weights = np.full(pixels, 1 / pixels, np.float32)

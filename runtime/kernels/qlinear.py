@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from optc.errors import OptcError
+from optc.runtime.config import DEFAULT, RuntimeConfig
 from optc.runtime.kernels import native
 from optc.runtime.kernels.conv import _defaults as conv_defaults
 from optc.runtime.kernels.conv import conv, out_size, resolve_pads
@@ -98,22 +99,54 @@ def _scalar_zp(zp, name: str) -> int:
     return int(zp.reshape(()))
 
 
-def _native_conv(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy, y_dtype, B, attrs):
+class QConvState:
+    """What a QLinearConv node keeps in the session's plan (its prepare step): its constant
+    inputs, and the C kernel's plan (native.QConvPlan, or None where it does not apply) per
+    input shape and type."""
+
+    __slots__ = ("constants", "plans")
+
+    def __init__(self, constants: tuple):
+        self.constants = constants
+        self.plans: dict[tuple, native.QConvPlan | None] = {}
+
+    def holds(self, arrays: tuple) -> bool:
+        return len(arrays) == len(self.constants) and \
+            all(a is b for a, b in zip(arrays, self.constants))
+
+
+#: the inputs of QLinearConv a plan depends on: x_scale, w, w_scale, w_zero_point, y_scale, B
+_PLAN_INPUTS = (1, 3, 4, 5, 6, 8)
+
+
+def prepare_qlinear_conv(config: RuntimeConfig, constants: list, attrs: dict
+                         ) -> QConvState | None:
+    """A QConvState when the session runs the C kernels and every input a plan depends on
+    (but the optional bias, when absent) is constant."""
+    if not config.native:
+        return None
+    arrays = tuple(constants[i] if i < len(constants) else None for i in _PLAN_INPUTS)
+    if any(a is None for a in arrays[:5]):
+        return None
+    return QConvState(arrays)
+
+
+def _native_conv(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy, y_dtype, B, attrs,
+                 state: QConvState | None, config: RuntimeConfig):
     """The C kernel (native.QConvPlan) for a 2-D conv with int8 weights of zero point 0
     (optc's symmetric quantization); None where it does not apply. The plan is made once per
-    node (its constants are the same arrays on every run) and input shape."""
-    if not native.enabled() or x.ndim != 4:
+    node and input shape, kept in the node's ``state`` (made per call without one)."""
+    if not config.native or x.ndim != 4:
         return None
-    constants = tuple(a for a in (w, w_scale, x_scale, y_scale, w_zero_point, B)
-                      if isinstance(a, np.ndarray))
-    plans = native.derived(constants, dict)
-    # per input: (attrs, plan) pairs, compared as dicts (one pair unless nodes share weights)
-    made = plans.setdefault((x.shape, x.dtype, zx, zy, y_dtype), [])
-    plan = next((p for a, p in made if a == attrs), False)
-    if plan is False:
+    key = (x.shape, x.dtype, zx, zy, y_dtype)
+    if state is not None and state.holds((x_scale, w, w_scale, w_zero_point, y_scale, B)):
+        if key not in state.plans:
+            state.plans[key] = _plan(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy,
+                                     y_dtype, B, attrs)
+        plan = state.plans[key]
+    else:
         plan = _plan(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy, y_dtype, B, attrs)
-        made.append((attrs, plan))
-    return None if plan is None else plan(x)
+    return None if plan is None else plan(x, config.threads)
 
 
 def _plan(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy, y_dtype, B, attrs,
@@ -139,10 +172,10 @@ def _plan(x, zx, x_scale, w, w_scale, w_zero_point, y_scale, zy, y_dtype, B, att
                             begin, dilations, k, out)
 
 
-@kernel("QLinearConv", (10,))
+@kernel("QLinearConv", (10,), prepare=prepare_qlinear_conv)
 def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_zero_point,
                  B=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
-                 pads=None, strides=None):
+                 pads=None, strides=None, _config=None, _state=None):
     if x.dtype.kind not in "iu" or w.dtype.kind not in "iu":
         raise OptcError("QLinearConv takes 8-bit integer inputs and weights")
     m = w.shape[0]
@@ -151,7 +184,7 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
                  kernel_shape=kernel_shape, pads=pads, strides=strides)
     y = _native_conv(x, zx, x_scale, w, w_scale, w_zero_point, y_scale,
                      _scalar_zp(y_zero_point, "y_zero_point"), np.asarray(y_zero_point).dtype,
-                     B, attrs)
+                     B, attrs, _state, _config or DEFAULT)
     if y is not None:
         return y
     wzp = np.asarray(w_zero_point, np.int64).reshape(-1)
@@ -167,7 +200,8 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
 
 
 @kernel("QLinearAdd", (1,), domain="com.microsoft")
-def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point=None):
+def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point=None,
+                *, _config=None):
     """onnxruntime's contrib QLinearAdd (what qlinear writes for a QDQ residual Add): c =
     saturate(rint((a - za) * (sa / sc) + (b - zb) * (sb / sc)) + zc), in float32 as
     onnxruntime computes it (its ratios of scales, rounding half to even); per-tensor scales
@@ -182,7 +216,7 @@ def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_z
     sc = np.float32(np.asarray(c_scale).reshape(()))
     ra = np.float32(np.float32(np.asarray(a_scale).reshape(())) / sc)
     rb = np.float32(np.float32(np.asarray(b_scale).reshape(())) / sc)
-    if native.enabled() and a.shape == b.shape:
+    if (_config or DEFAULT).native and a.shape == b.shape:
         y = np.empty(a.shape, a.dtype)
         native.qlinear_add(a, b, y, zps[0], zps[1], float(ra), float(rb), zps[2])
         return y

@@ -12,6 +12,7 @@ import numpy as np
 from onnx import helper
 
 from optc.errors import OptcError
+from optc.runtime.config import DEFAULT
 from optc.runtime.kernels import native
 from optc.runtime.registry import kernel
 
@@ -60,14 +61,15 @@ def _c_params(scale, zero_point) -> tuple[float, int] | None:
     return scale.item(), 0 if zero_point is None else int(np.asarray(zero_point).item())
 
 
-def _quantize(x, scale, zero_point, axis, block_size, output_dtype, precision=0):
+def _quantize(x, scale, zero_point, axis, block_size, output_dtype, precision=0, config=None):
     if zero_point is not None:
         dtype = _check_int(zero_point.dtype)
     elif output_dtype:
         dtype = _check_int(helper.tensor_dtype_to_np_dtype(output_dtype))
     else:
         dtype = np.dtype(np.uint8)
-    params = _c_params(scale, zero_point) if native.enabled() and x.dtype.char == "f" and \
+    params = _c_params(scale, zero_point) if (config or DEFAULT).native and \
+        x.dtype.char == "f" and \
         dtype.char in "bB" and precision in (0, 1) else None
     if params is not None:
         # per tensor, float32 to 8 bits: the C loop (the same float32 division and rounding)
@@ -83,8 +85,9 @@ def _quantize(x, scale, zero_point, axis, block_size, output_dtype, precision=0)
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def _dequantize(x, scale, zero_point, axis, block_size, output_dtype=0):
-    params = _c_params(scale, zero_point) if native.enabled() and x.dtype.char in "bB" and \
+def _dequantize(x, scale, zero_point, axis, block_size, output_dtype=0, config=None):
+    params = _c_params(scale, zero_point) if (config or DEFAULT).native and \
+        x.dtype.char in "bB" and \
         output_dtype in (0, 1) else None
     if params is not None:
         y = np.empty(x.shape, np.float32)
@@ -99,34 +102,36 @@ def _dequantize(x, scale, zero_point, axis, block_size, output_dtype=0):
 
 
 @kernel("QuantizeLinear", (10,))
-def quantize10(x, y_scale, y_zero_point=None):
-    return _quantize(x, y_scale, y_zero_point, 1, 0, 0)
+def quantize10(x, y_scale, y_zero_point=None, *, _config=None):
+    return _quantize(x, y_scale, y_zero_point, 1, 0, 0, config=_config)
 
 
 @kernel("QuantizeLinear", (13, 19))
-def quantize13(x, y_scale, y_zero_point=None, *, axis=1, saturate=1):
-    return _quantize(x, y_scale, y_zero_point, axis, 0, 0)
+def quantize13(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, _config=None):
+    return _quantize(x, y_scale, y_zero_point, axis, 0, 0, config=_config)
 
 
 @kernel("QuantizeLinear", (21, 23, 24, 25, 28))
 def quantize(x, y_scale, y_zero_point=None, *, axis=1, block_size=0, output_dtype=0,
-             precision=0, saturate=1):
-    return _quantize(x, y_scale, y_zero_point, axis, block_size, output_dtype, precision)
+             precision=0, saturate=1, _config=None):
+    return _quantize(x, y_scale, y_zero_point, axis, block_size, output_dtype, precision,
+                     _config)
 
 
 @kernel("DequantizeLinear", (10,))
-def dequantize10(x, x_scale, x_zero_point=None):
-    return _dequantize(x, x_scale, x_zero_point, 1, 0)
+def dequantize10(x, x_scale, x_zero_point=None, *, _config=None):
+    return _dequantize(x, x_scale, x_zero_point, 1, 0, config=_config)
 
 
 @kernel("DequantizeLinear", (13, 19))
-def dequantize13(x, x_scale, x_zero_point=None, *, axis=1):
-    return _dequantize(x, x_scale, x_zero_point, axis, 0)
+def dequantize13(x, x_scale, x_zero_point=None, *, axis=1, _config=None):
+    return _dequantize(x, x_scale, x_zero_point, axis, 0, config=_config)
 
 
 @kernel("DequantizeLinear", (21, 23, 24, 25, 28))
-def dequantize(x, x_scale, x_zero_point=None, *, axis=1, block_size=0, output_dtype=0):
-    return _dequantize(x, x_scale, x_zero_point, axis, block_size, output_dtype)
+def dequantize(x, x_scale, x_zero_point=None, *, axis=1, block_size=0, output_dtype=0,
+               _config=None):
+    return _dequantize(x, x_scale, x_zero_point, axis, block_size, output_dtype, _config)
 
 
 @kernel("DynamicQuantizeLinear", (11,))

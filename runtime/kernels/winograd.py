@@ -29,6 +29,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from optc.errors import OptcError
+from optc.runtime.config import DEFAULT, RuntimeConfig
 from optc.runtime.kernels import native
 from optc.runtime.kernels.fused import apply_activation
 from optc.runtime.registry import OPTC_DOMAIN, kernel
@@ -69,9 +70,29 @@ def output_size(h: int, w: int, pads) -> tuple[int, int]:
     return h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2
 
 
-@kernel("WinogradConv", (1,), domain=OPTC_DOMAIN)
+class WinogradState:
+    """What a WinogradConv node keeps in the session's plan: its constant transformed
+    weights u, packed once for the C GEMM (native.pack_panels)."""
+
+    __slots__ = ("u", "packed")
+
+    def __init__(self, u: np.ndarray):
+        self.u = u
+        self.packed = native.pack_panels(u)
+
+
+def prepare_winograd(config: RuntimeConfig, constants: list, attrs: dict
+                     ) -> WinogradState | None:
+    u = constants[1] if len(constants) > 1 else None
+    if not config.native or not native.simd_float() or u is None or u.ndim != 3 or \
+            u.dtype != np.float32:
+        return None
+    return WinogradState(u)
+
+
+@kernel("WinogradConv", (1,), domain=OPTC_DOMAIN, prepare=prepare_winograd)
 def winograd_conv(x, u, b=None, z=None, *, tile, pads=(0, 0, 0, 0), activation=None,
-                  activation_params=None):
+                  activation_params=None, _config=None, _state=None):
     m = int(tile)
     a = m + 2
     bt, _, at = matrices(m)
@@ -82,15 +103,21 @@ def winograd_conv(x, u, b=None, z=None, *, tile, pads=(0, 0, 0, 0), activation=N
     pads = list(pads)
     ho, wo = output_size(h, w, pads)
     th, tw = -(-ho // m), -(-wo // m)
-    y = native.winograd_blocked(x, u, b, m, th, tw, pads, (ho, wo), activation,
-                                activation_params, z)
-    if y is not None:  # all in C, a block of tiles at a time
+    config = _config or DEFAULT
+    packed = _state.packed if _state is not None and _state.u is u else None
+    y = None
+    if config.native:  # all in C, a block of tiles at a time
+        y = native.winograd_blocked(x, u, b, m, th, tw, pads, (ho, wo), activation,
+                                    activation_params, z, config.threads, packed)
+    if y is not None:
         return y
     # pad so that th x tw tiles (each m x m outputs from a x a inputs) fit exactly
     xp = np.pad(x, ((0, 0), (0, 0), (pads[0], th * m + 2 - h - pads[0]),
                     (pads[1], tw * m + 2 - w - pads[1])))
-    y = native.winograd_conv(xp, u, b, m, th, tw, (ho, wo), activation, activation_params, z)
-    if y is not None:  # transforms in C, the GEMMs shared among threads
+    if config.native:  # transforms in C, the GEMMs shared among threads
+        y = native.winograd_conv(xp, u, b, m, th, tw, (ho, wo), activation, activation_params,
+                                 z, config.threads, packed)
+    if y is not None:
         return y
     sn, sc, sh, sw = xp.strides
     tiles = as_strided(xp, (n, c, th, tw, a, a), (sn, sc, m * sh, m * sw, sh, sw),

@@ -8,7 +8,6 @@ import optc
 from optc.ir import serialize
 from optc.passes import FuseActivation
 from optc.runtime import InferenceSession
-from optc.runtime.kernels import native
 from optc.validate import ort_session, random_feeds, run
 from tests.util import check_pass, load, op_types, run_pass
 
@@ -54,18 +53,14 @@ ACTIVATIONS = {
 def _optc_and_numpy_match_ort(original, fused_model):
     """optc.runtime matches onnxruntime with its C kernels and with the NumPy fallback."""
     _optc_matches_ort(original, fused_model)
-    previous = native.use_native(False)
-    try:
-        _optc_matches_ort(original, fused_model)
-    finally:
-        native.use_native(previous)
+    _optc_matches_ort(original, fused_model, native=False)
 
 
-def _optc_matches_ort(original, fused_model):
+def _optc_matches_ort(original, fused_model, native=True):
     s = ort_session(original.SerializeToString())
     feeds = random_feeds(s, seed=4)
     ref = run(s, feeds)
-    got = InferenceSession(serialize(fused_model)).run(None, feeds)
+    got = InferenceSession(serialize(fused_model), native=native).run(None, feeds)
     for r, o in zip(ref.values(), got):
         np.testing.assert_allclose(o, r, rtol=1e-5, atol=1e-6 * np.abs(r).max())
 
@@ -331,11 +326,7 @@ def test_target_optc_fuses_a_quantized_channel_affine_map(chain, zp_type, zp):
     feeds, ref = ort_outputs_q(model)
     step = 0.05
     for on in (True, False):  # the C loop and the NumPy reference
-        previous = native.use_native(on)
-        try:
-            got = InferenceSession(serialize(m)).run(None, feeds)[0]
-        finally:
-            native.use_native(previous)
+        got = InferenceSession(serialize(m), native=on).run(None, feeds)[0]
         # the same float32 steps as onnxruntime's Mul, Add and QuantizeLinear: bit-equal
         np.testing.assert_array_equal(got, ref, err_msg=f"C kernels {on}")
         assert np.abs(ref).max() > 4 * step  # not all one value

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from optc.runtime.config import DEFAULT, RuntimeConfig
 from optc.runtime.kernels import native
 from optc.runtime.kernels.conv import conv
 from optc.runtime.kernels.fused import apply_activation, fused_conv
@@ -18,25 +19,13 @@ ACTS = [(None, None), ("Relu", None), ("Clip", [0.0, 6.0]), ("LeakyRelu", [0.1])
         ("SiLU", None)]
 
 
-def _numpy(compute):
-    """compute() with the C kernels off: the NumPy reference."""
-    previous = native.use_native(False)
-    try:
-        return compute()
-    finally:
-        native.use_native(previous)
-
-
-@pytest.fixture
-def numpy_only():
-    previous = native.use_native(False)
-    yield
-    native.use_native(previous)
+#: the NumPy reference: a kernel called with _config=NUMPY runs without the C kernels
+NUMPY = RuntimeConfig(native=False)
 
 
 def test_the_extension_is_built():
     # pip install builds it wherever a C compiler exists, as on every machine CI runs on
-    assert native.AVAILABLE and native.enabled()
+    assert native.AVAILABLE and DEFAULT.native
 
 
 @settings(max_examples=60, deadline=None)
@@ -52,8 +41,8 @@ def test_depthwise_matches_numpy(n, c, h, w, k, stride, dil, pads, bias, act, se
     wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
     b = rng.standard_normal(c).astype(np.float32) if bias else None
     attrs = dict(group=c, pads=pads, strides=[stride, stride], dilations=[dil, dil])
-    ref = _numpy(lambda: apply_activation(act[0], act[1], conv(x, wt, b, **attrs))
-                 if act[0] else conv(x, wt, b, **attrs))
+    ref = (apply_activation(act[0], act[1], conv(x, wt, b, **attrs, _config=NUMPY))
+                 if act[0] else conv(x, wt, b, **attrs, _config=NUMPY))
     got = fused_conv(x, wt, b, activation=act[0], activation_params=act[1], **attrs) \
         if act[0] else conv(x, wt, b, **attrs)
     assert got.shape == ref.shape
@@ -74,7 +63,7 @@ def test_wide_depthwise_matches_numpy_across_bands(shape, k, stride, dil, pads):
     wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
     b = rng.standard_normal(c).astype(np.float32)
     attrs = dict(group=c, pads=pads, strides=[stride, stride], dilations=[dil, dil])
-    ref = _numpy(lambda: np.clip(conv(x, wt, b, **attrs), 0, 6))
+    ref = (np.clip(conv(x, wt, b, **attrs, _config=NUMPY), 0, 6))
     got = fused_conv(x, wt, b, activation="Clip", activation_params=[0.0, 6.0], **attrs)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
@@ -88,10 +77,10 @@ def _winograd_case(n, c, m, h, w, pads, tile, act, bias, residual, seed):
     b = rng.standard_normal(m).astype(np.float32) if bias else None
     ho, wo = h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2
     z = rng.standard_normal((n, m, ho, wo)).astype(np.float32) if residual else None
-    ref, pre = _numpy(lambda: (
+    ref, pre = ((
         winograd_conv(x, u, b, z, tile=tile, pads=pads, activation=act[0],
-                      activation_params=act[1]),
-        winograd_conv(x, u, b, z, tile=tile, pads=pads)))
+                      activation_params=act[1], _config=NUMPY),
+        winograd_conv(x, u, b, z, tile=tile, pads=pads, _config=NUMPY)))
     return x, u, b, z, ref, pre
 
 
@@ -149,17 +138,14 @@ def test_winograd_blocks_match_numpy(n, c, m, h, w, pads, tile, act, bias, resid
     x, u, b, z, ref, pre = _winograd_case(n, c, m, h, w, pads, tile, act, bias, residual, seed)
     ho, wo = h + pads[0] + pads[2] - 2, w + pads[1] + pads[3] - 2
     th, tw = -(-ho // tile), -(-wo // tile)
-    previous = native.set_threads(threads)
-    try:
-        with winograd_blocks(1, 1):
-            assert _ckernels.wblock_rows(c, m, tile, th, tw) == 1
-            blocked = native.winograd_blocked(x, u, b, tile, th, tw, pads, (ho, wo), act[0],
-                                              act[1], z)
-            # through the kernel: the blocked path, or the unblocked one where it declines
-            kernel = winograd_conv(x, u, b, z, tile=tile, pads=pads, activation=act[0],
-                                   activation_params=act[1])
-    finally:
-        native.set_threads(previous)
+    with winograd_blocks(1, 1):
+        assert _ckernels.wblock_rows(c, m, tile, th, tw) == 1
+        blocked = native.winograd_blocked(x, u, b, tile, th, tw, pads, (ho, wo), act[0],
+                                          act[1], z, threads)
+        # through the kernel: the blocked path, or the unblocked one where it declines
+        kernel = winograd_conv(x, u, b, z, tile=tile, pads=pads, activation=act[0],
+                               activation_params=act[1],
+                               _config=RuntimeConfig(threads=threads))
     scale = (1.5 if act[0] else 1.0) * max(np.abs(pre).max(), 1)
     np.testing.assert_allclose(kernel, ref, rtol=1e-5, atol=1e-5 * scale)
     if n * th < threads:  # fewer blocks than threads: the unblocked path shares the GEMMs
@@ -199,8 +185,8 @@ def test_quantize_affine_matches_numpy(n, c, p, signed, zp, scale, act, seed):
     b = rng.standard_normal(c).astype(np.float32)
     zp = np.int8(min(max(zp, -128), 127)) if signed else np.uint8(max(zp, 0))
     ys = np.float32(scale)
-    ref = _numpy(lambda: quantize_affine(x, s, b, ys, zp, activation=act[0],
-                                         activation_params=act[1]))
+    ref = (quantize_affine(x, s, b, ys, zp, activation=act[0],
+                                         activation_params=act[1], _config=NUMPY))
     got = quantize_affine(x, s, b, ys, zp, activation=act[0], activation_params=act[1])
     assert got.dtype == zp.dtype and got.shape == x.shape
     np.testing.assert_array_equal(got, ref)
@@ -216,7 +202,7 @@ def test_quantize_affine_refuses_parameters_not_one_a_channel():
                         np.uint8(0))
 
 
-def test_numpy_fallback_gives_the_same_model_outputs(numpy_only):
+def test_numpy_fallback_gives_the_same_model_outputs():
     from optc.runtime import InferenceSession
     from optc.validate import ort_session, random_feeds, run
     from tests.util import MODELS
@@ -225,8 +211,9 @@ def test_numpy_fallback_gives_the_same_model_outputs(numpy_only):
     ref_s = ort_session(path)
     feeds = random_feeds(ref_s, 0, batch=2)
     ref = list(run(ref_s, feeds).values())[0]
-    assert not native.enabled()
-    got = InferenceSession(path).run(None, feeds)[0]
+    session = InferenceSession(path, native=False)
+    assert not session.config.native
+    got = session.run(None, feeds)[0]
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
@@ -239,8 +226,9 @@ def test_c_kernels_give_the_same_model_outputs():
     ref_s = ort_session(path)
     feeds = random_feeds(ref_s, 0, batch=2)
     ref = list(run(ref_s, feeds).values())[0]
-    assert native.enabled()
-    got = InferenceSession(path).run(None, feeds)[0]
+    session = InferenceSession(path)
+    assert session.config.native
+    got = session.run(None, feeds)[0]
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
@@ -256,7 +244,7 @@ def test_max_pool_matches_numpy(n, c, h, w, k, stride, dil, pad, ceil, seed):
     x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
     attrs = dict(kernel_shape=[k, k], strides=[stride, stride], dilations=[dil, dil],
                  pads=[pad] * 4, ceil_mode=ceil)
-    ref = _numpy(lambda: max_pool(x, **attrs))
+    ref = (max_pool(x, **attrs, _config=NUMPY))
     np.testing.assert_array_equal(max_pool(x, **attrs), ref)
 
 
@@ -282,7 +270,7 @@ def test_average_pool_matches_numpy(n, c, h, w, kh, kw, stride, dil, pads, ceil,
     x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
     attrs = dict(kernel_shape=[kh, kw], strides=[stride, stride], dilations=[dil, dil],
                  pads=pads, ceil_mode=ceil, count_include_pad=include)
-    ref = _numpy(lambda: average_pool(x, **attrs))
+    ref = (average_pool(x, **attrs, _config=NUMPY))
     np.testing.assert_allclose(average_pool(x, **attrs), ref, rtol=1e-6, atol=1e-6)
 
 
@@ -300,7 +288,7 @@ def test_lrn_matches_numpy_and_onnxruntime(shape, size, alpha, beta, bias, seed)
 
     x = (np.random.default_rng(seed).standard_normal(shape) * 4).astype(np.float32)
     attrs = dict(size=size, alpha=alpha, beta=beta, bias=bias)
-    ref = _numpy(lambda: lrn(x, **attrs))
+    ref = (lrn(x, **attrs, _config=NUMPY))
     got = lrn(x, **attrs)
     assert native.lrn(x, **attrs) is not None  # the C kernel ran
     np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-7)
@@ -331,7 +319,8 @@ def test_wide_pools_match_numpy_across_bands(shape, k, stride, dil, pads, ceil):
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     attrs = dict(kernel_shape=[k, k], strides=[stride, stride], dilations=[dil, dil],
                  pads=pads, ceil_mode=ceil)
-    ref_max, ref_avg = _numpy(lambda: (max_pool(x, **attrs), average_pool(x, **attrs)))
+    ref_max, ref_avg = (max_pool(x, **attrs, _config=NUMPY),
+                        average_pool(x, **attrs, _config=NUMPY))
     np.testing.assert_array_equal(max_pool(x, **attrs), ref_max)
     np.testing.assert_allclose(average_pool(x, **attrs), ref_avg, rtol=1e-6, atol=1e-6)
 
@@ -354,8 +343,8 @@ def test_strided_pools_on_wide_rows_match_numpy(n, c, h, w, kh, kw, stride, dil,
     x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
     attrs = dict(kernel_shape=[kh, kw], strides=[stride, stride], dilations=[dil, dil],
                  pads=pads, ceil_mode=ceil)
-    ref_max, ref_avg = _numpy(lambda: (max_pool(x, **attrs),
-                                       average_pool(x, count_include_pad=include, **attrs)))
+    ref_max, ref_avg = (max_pool(x, **attrs, _config=NUMPY),
+                        average_pool(x, count_include_pad=include, **attrs, _config=NUMPY))
     np.testing.assert_array_equal(max_pool(x, **attrs), ref_max)
     np.testing.assert_allclose(average_pool(x, count_include_pad=include, **attrs), ref_avg,
                                rtol=1e-6, atol=1e-6)
@@ -435,9 +424,9 @@ def test_int8_conv_kernels_match_numpy_bit_for_bit(shape, seed):
     from optc.runtime.kernels.qlinear import qlinear_conv
 
     args, b, attrs = _qconv_case(shape, seed)
-    _assert_int8_paths_match(args, b, attrs, _numpy(lambda: qlinear_conv(*args, b, **attrs)))
-    assert np.array_equal(qlinear_conv(*args, b, **attrs), _numpy(
-        lambda: qlinear_conv(*args, b, **attrs)))  # the kernel entry point
+    _assert_int8_paths_match(args, b, attrs, (qlinear_conv(*args, b, **attrs, _config=NUMPY)))
+    assert np.array_equal(qlinear_conv(*args, b, **attrs),
+                          qlinear_conv(*args, b, **attrs, _config=NUMPY))  # the entry point
 
 
 def _assert_int8_paths_match(args, b, attrs, ref):
@@ -458,11 +447,8 @@ def _assert_int8_paths_match(args, b, attrs, ref):
                 assert plan is not None
                 where = f"simd level {level}, block {size}"
                 np.testing.assert_array_equal(plan(a[0]), ref, err_msg=where)
-                previous = native.set_threads(3)  # blocks of pixels or of filters per thread
-                try:
-                    np.testing.assert_array_equal(plan(a[0]), ref, err_msg=f"3 threads, {where}")
-                finally:
-                    native.set_threads(previous)
+                # blocks of pixels or of filters per thread
+                np.testing.assert_array_equal(plan(a[0], 3), ref, err_msg=f"3 threads, {where}")
     finally:
         native.qsimd(top)
         native._ckernels.qblock(block)
@@ -504,7 +490,7 @@ def test_int8_conv_avx2_edges(case):
             np.zeros(m, np.int8), y_scale, np.uint8(100))
     attrs = dict(group=c if depthwise else 1, pads=[1, 1, 1, 1], strides=[1, 1],
                  dilations=[1, 1])
-    ref = _numpy(lambda: qlinear_conv(*args, bias, **attrs))
+    ref = (qlinear_conv(*args, bias, **attrs, _config=NUMPY))
     if case.startswith("pairs"):
         packed = native.pack_qweights(w, 1)[0]
         assert native.avx2_panels(packed, m).dtype == np.int8
@@ -616,7 +602,7 @@ def test_float_conv_kernel_matches_numpy_at_every_simd_level(shape, seed):
     wt = rng.standard_normal((m, c // group, k, k)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32) if bias else None
     attrs = dict(group=group, pads=pads, strides=[stride, stride], dilations=[dil, dil])
-    ref = _numpy(lambda: conv(x, wt, b, **attrs))
+    ref = (conv(x, wt, b, **attrs, _config=NUMPY))
     z = rng.standard_normal(ref.shape).astype(np.float32) if res else None
     pre = ref + z if res else ref
     ref = apply_activation(act[0], act[1], pre.copy()) if act[0] else pre
@@ -658,7 +644,7 @@ def test_float_strided_1x1_conv_matches_numpy(shape):
     wt = rng.standard_normal((24, c, 1, 1)).astype(np.float32)
     b = rng.standard_normal(24).astype(np.float32)
     attrs = dict(strides=[stride, stride])
-    ref = _numpy(lambda: conv(x, wt, b, **attrs))
+    ref = (conv(x, wt, b, **attrs, _config=NUMPY))
     z = rng.standard_normal(ref.shape).astype(np.float32) if res else None
     ref = np.maximum(ref + z, 0) if res else np.maximum(ref, 0)
     packed = native.pack_panels(wt.reshape(1, 24, c))
@@ -674,7 +660,7 @@ def test_float_strided_1x1_conv_matches_numpy(shape):
         native.sconv_mode(mode)
 
 
-def _conv_calls_on(w, b, rng):
+def _conv_calls_on(w, b, rng, state=None):
     """FusedConv and Conv with weight w on two input shapes and five sets of attributes (the
     first three differing in one attribute each), each against NumPy, twice (the call
     resolved, then the kept one)."""
@@ -685,46 +671,47 @@ def _conv_calls_on(w, b, rng):
                       dict(pads=[1, 1, 1, 1], activation="Relu"),
                       dict(pads=[2, 1, 0, 1], dilations=[2, 1], activation="Clip",
                            activation_params=[0.0, 0.5])):
-            ref = _numpy(lambda: fused_conv(x, w, b, **attrs))
+            ref = (fused_conv(x, w, b, **attrs, _config=NUMPY))
             for _ in range(2):
-                np.testing.assert_allclose(fused_conv(x, w, b, **attrs), ref, rtol=1e-4,
-                                           atol=1e-4, err_msg=str(attrs))
+                np.testing.assert_allclose(fused_conv(x, w, b, **attrs, _state=state), ref,
+                                           rtol=1e-4, atol=1e-4, err_msg=str(attrs))
                 if "activation" not in attrs:
-                    np.testing.assert_allclose(conv(x, w, b, **attrs), ref, rtol=1e-4,
-                                               atol=1e-4, err_msg=str(attrs))
+                    np.testing.assert_allclose(conv(x, w, b, **attrs, _state=state), ref,
+                                               rtol=1e-4, atol=1e-4, err_msg=str(attrs))
     return x
 
 
 def test_conv_calls_are_resolved_per_weight_attributes_and_shape():
-    # FusedConv and Conv keep each node's resolved C call (conv.cached_conv2d): one weight
-    # shared by nodes of other pads, strides and activations, and inputs of other shapes,
-    # each get their own; the NumPy switch and bad channel counts still take effect; the
-    # calls go when the weight does
-    import gc
-
+    # FusedConv and Conv keep each node's resolved C call in the node's prepared state
+    # (conv.prepare_conv, made by the session when it plans): one weight shared by nodes of
+    # other pads, strides and activations, and inputs of other shapes, each get their own;
+    # a NumPy session and bad channel counts still take effect; a state prepared for another
+    # weight array is never used
     from optc.errors import OptcError
-    from optc.runtime.kernels import conv as conv_module
+    from optc.runtime.kernels.conv import prepare_conv
 
     rng = np.random.default_rng(5)
     w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
     b = rng.standard_normal(6).astype(np.float32)
-    x = _conv_calls_on(w, b, rng)
-    if native.ssimd() >= 1:  # 2 shapes x (5 FusedConv + 3 Conv keys), none kept while off
-        assert len(conv_module._CALLS[id(w)]) == 16
-        assert all(call is not None for _, _, call in conv_module._CALLS[id(w)])
-    previous = native.use_native(False)  # the kept calls step aside: NumPy runs
-    try:
-        assert native.conv2d(x, w, b, [1, 1], [1, 1], [1, 1], 1, [5, 7]) is None
-        np.testing.assert_allclose(fused_conv(x, w, b, pads=[1, 1, 1, 1]),
-                                   conv(x, w, b, pads=[1, 1, 1, 1]), rtol=1e-5)
-    finally:
-        native.use_native(previous)
+    state = prepare_conv(DEFAULT, [None, w, b], {})
+    assert prepare_conv(NUMPY, [None, w, b], {}) is None  # nothing to keep without C
+    x = _conv_calls_on(w, b, rng, state)
+    if native.ssimd() >= 1:  # 2 shapes x (5 FusedConv + 3 Conv keys)
+        assert len(state.calls) == 16
+        assert all(call is not None for _, call in state.calls)
+        assert list(state.packed) == [1]  # the weight packed once
+    np.testing.assert_allclose(fused_conv(x, w, b, pads=[1, 1, 1, 1], _config=NUMPY,
+                                          _state=state),
+                               conv(x, w, b, pads=[1, 1, 1, 1], _config=NUMPY), rtol=1e-5)
     with pytest.raises(OptcError, match="channels"):
-        conv(rng.standard_normal((1, 3, 9, 9)).astype(np.float32), w, b, pads=[1, 1, 1, 1])
-    key = id(w)
-    del w
-    gc.collect()
-    assert key not in conv_module._CALLS
+        conv(rng.standard_normal((1, 3, 9, 9)).astype(np.float32), w, b, pads=[1, 1, 1, 1],
+             _state=state)
+    other = w.copy()
+    kept = len(state.calls)
+    np.testing.assert_allclose(conv(x, other * 2, b, pads=[1, 1, 1, 1], _state=state),
+                               conv(x, other * 2, b, pads=[1, 1, 1, 1], _config=NUMPY),
+                               rtol=1e-4, atol=1e-4)
+    assert len(state.calls) == kept
 
 
 @pytest.mark.parametrize("shape, dtype", [((1, 2048, 7, 7), np.float32),
@@ -799,13 +786,9 @@ def test_quantize_and_dequantize_match_numpy(n, scale, zp, signed, seed):
         x[4:7] = [np.nan, np.inf, -np.inf]
     q = rng.integers(info.min, info.max + 1, n).astype(dtype)
     got_q, got_d = quantize13(x, s, zp), dequantize13(q, s, zp)
-    previous = native.use_native(False)
-    try:
-        with np.errstate(invalid="ignore"):
-            ref_q = quantize13(x, s, zp)
-        ref_d = dequantize13(q, s, zp)
-    finally:
-        native.use_native(previous)
+    with np.errstate(invalid="ignore"):
+        ref_q = quantize13(x, s, zp, _config=NUMPY)
+    ref_d = dequantize13(q, s, zp, _config=NUMPY)
     np.testing.assert_array_equal(got_q, ref_q)
     np.testing.assert_array_equal(got_d, ref_d)
     assert got_q.dtype == dtype and got_d.dtype == np.float32
@@ -854,7 +837,7 @@ def test_qlinear_add_matches_onnxruntime(signed, shape, broadcast, seed):
             results.append(qlinear_add(*args))
     finally:
         native.qsimd(top)
-    for got in results + [_numpy(lambda: qlinear_add(*args))]:
+    for got in results + [(qlinear_add(*args, _config=NUMPY))]:
         assert got.dtype == dt and got.shape == ref.shape
         assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
 
@@ -871,5 +854,5 @@ def test_int8_conv_plans_per_attributes_on_shared_weights():
             np.zeros(8, np.int8), np.float32(0.2), np.uint8(5))
     for attrs in (dict(pads=[1, 1, 1, 1]), dict(pads=[0, 0, 0, 0], strides=[2, 2]),
                   dict(pads=[1, 1, 1, 1])):
-        ref = _numpy(lambda: qlinear_conv(*args, None, **attrs))
+        ref = (qlinear_conv(*args, None, **attrs, _config=NUMPY))
         np.testing.assert_array_equal(qlinear_conv(*args, None, **attrs), ref)
