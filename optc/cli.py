@@ -262,9 +262,9 @@ def distill(teachers: tuple[Path, ...], student: Path, data_path: Path, output: 
         return
     result = run_distill(t_models, s_model, data, config, val=val,
                          progress=_stderr.is_terminal, log=lambda line: _stderr.print(line))
-    from optc.distill.train import _dist_env
+    from optc.distill.train import dist_env
 
-    if _dist_env()[0] != 0:
+    if dist_env()[0] != 0:
         return  # under torchrun only rank 0 writes
     save(result.model, output)
     per_epoch = sum(h.seconds for h in result.history) / max(len(result.history), 1)

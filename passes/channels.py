@@ -10,6 +10,24 @@ from optc.ir import Graph, Node, Value
 from optc.passes._common import is_standard
 
 
+def layer_weight(graph: Graph, n: Node, ops: tuple[str, ...]) -> np.ndarray | None:
+    """The weight (input 1) of ``n`` when ``n`` is a standard op of ``ops`` (Conv,
+    ConvTranspose, Gemm, MatMul) whose float weight is a constant a pass may rewrite per
+    channel -- a Gemm without transA and a MatMul with a 2-D one; None otherwise (the
+    layers both prune and quantize work on)."""
+    if not is_standard(n) or n.op_type not in ops or len(n.inputs) < 2:
+        return None
+    w = n.inputs[1]
+    if w is None or not graph.is_constant(w) or w.const_value.dtype.kind != "f":
+        return None
+    arr = w.const_value
+    if n.op_type == "Gemm" and (n.attr("transA", 0) or arr.ndim != 2):
+        return None
+    if n.op_type == "MatMul" and arr.ndim != 2:
+        return None
+    return arr
+
+
 def out_axis(layer: Node) -> int:
     """Axis of the output channels in a layer's weight."""
     if layer.op_type == "Conv":
@@ -22,14 +40,8 @@ def out_axis(layer: Node) -> int:
 
 
 def in_axis(layer: Node) -> int:
-    """Axis of the input channels in a layer's weight."""
-    if layer.op_type == "Conv":
-        return 1
-    if layer.op_type == "ConvTranspose":
-        return 0
-    if layer.op_type == "Gemm":
-        return 1 if layer.attr("transB", 0) else 0
-    return 0  # MatMul
+    """Axis of the input channels in a layer's weight (the other of the two leading axes)."""
+    return 1 - out_axis(layer)
 
 
 def per_channel(graph: Graph, value: Value | None, channels: int, rank: int | None,
@@ -100,21 +112,31 @@ def conv_has_padding(conv: Node) -> bool:
     return auto_pad != "VALID" and any(p != 0 for p in (conv.attr("pads") or []))
 
 
+def _owned_layer(graph: Graph, conv: Node, ops: tuple[str, ...]
+                 ) -> tuple[Value, Value | None, np.ndarray] | None:
+    """Weight, bias and the weight's data in float64 of a standard ``ops`` layer whose weight
+    and bias only it reads; None otherwise."""
+    if conv.op_type not in ops or not is_standard(conv):
+        return None
+    owned = owned_weight_and_bias(graph, conv)
+    if owned is None:
+        return None
+    w, b = owned
+    return w, b, w.const_value.astype(np.float64)
+
+
 def affine_into_conv_input(graph: Graph, conv: Node, s: np.ndarray, t: np.ndarray) -> bool:
     """Make ``conv`` compute Conv(s * x + t) from x (s, t per input channel):
         W'[m, c] = W[m, c] s[c],   b'[m] = b[m] + sum_{c, k} W[m, c, k] t[c]
     Exact only when the conv does not pad or t is zero (padding zeros are not shifted by t), so
     it refuses otherwise. Returns whether it rewrote the conv; the caller reconnects its input.
     """
-    if conv.op_type != "Conv" or not is_standard(conv):
-        return False
     if np.any(t != 0) and conv_has_padding(conv):
         return False
-    owned = owned_weight_and_bias(graph, conv)
+    owned = _owned_layer(graph, conv, ("Conv",))
     if owned is None:
         return False
-    w, b = owned
-    weight = w.const_value.astype(np.float64)
+    w, b, weight = owned
     group = conv.attr("group", 1)
     m, cg = weight.shape[:2]
     if cg * group != len(s):
@@ -136,13 +158,10 @@ def affine_into_conv_output(graph: Graph, conv: Node, s: np.ndarray, t: np.ndarr
     (a ConvTranspose weight is (Cin, M/g, k...): output channel g*M/g + j scales W[c, j] for the
     input channels c of group g). The weight and bias must be constants only ``conv`` reads.
     A bias is added only when one is needed. Returns whether it rewrote the conv."""
-    if conv.op_type not in ("Conv", "ConvTranspose") or not is_standard(conv):
-        return False
-    owned = owned_weight_and_bias(graph, conv)
+    owned = _owned_layer(graph, conv, ("Conv", "ConvTranspose"))
     if owned is None:
         return False
-    w, b = owned
-    weight = w.const_value.astype(np.float64)
+    w, b, weight = owned
     m = len(s)
     if conv.op_type == "Conv":
         if weight.shape[0] != m:

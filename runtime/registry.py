@@ -24,7 +24,10 @@ import onnx
 
 from optc.errors import OptcError
 
+#: optc's own ops (fused layers, Winograd, FFT; run by optc.runtime only)
 OPTC_DOMAIN = "ai.optc"
+#: onnxruntime's contrib ops (FusedConv, QLinearAdd)
+ORT_DOMAIN = "com.microsoft"
 
 
 @dataclass(frozen=True)

@@ -314,8 +314,7 @@ _CONTROLLER = None
 
 def _blas_controller():
     """threadpoolctl's view of the loaded BLAS libraries, made once: building it scans every
-    loaded library (0.3 ms, as long as a whole small model's run), limiting through it is
-    cheap (13 us)."""
+    loaded library (as long as a whole small model's run), limiting through it is cheap."""
     global _CONTROLLER
     if _CONTROLLER is None:
         from threadpoolctl import ThreadpoolController

@@ -38,7 +38,7 @@ from torch import nn
 from optc.distill import ops as tops
 from optc.errors import OptcError, at_node
 from optc.ir import Model, Node, Value, clone, load
-from optc.runtime.kernels.quant import _dequantize, _quantize
+from optc.runtime.kernels.quant import dequantize_array, quantize_array
 from optc.runtime.registry import lookup, since_version
 
 _WEIGHT_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "FusedConv": (1, 2),
@@ -124,7 +124,7 @@ class TorchGraph(nn.Module):
                 for name, dq in self._latent.items():
                     scale, zp = self._qparams(dq, env)
                     w = g.initializers[name].const_value
-                    real = _dequantize(w, scale, zp, dq.attr("axis", 1), 0)
+                    real = dequantize_array(w, scale, zp, dq.attr("axis", 1), 0)
                     self.params[self._param_index[name]].copy_(torch.from_numpy(real))
 
     # --- building ---------------------------------------------------------------------------
@@ -387,7 +387,7 @@ class TorchGraph(nn.Module):
         dq = self._latent[name]
         scale, zp = self._qparams(dq, env)
         dtype = self.model.graph.initializers[name].const_value.dtype
-        return _quantize(w.astype(scale.dtype), scale, zp, dq.attr("axis", 1), 0,
+        return quantize_array(w.astype(scale.dtype), scale, zp, dq.attr("axis", 1), 0,
                          helper.np_dtype_to_tensor_dtype(dtype))
 
     def trainable_names(self) -> list[str]:

@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from optc.errors import OptcError
+from optc.runtime.activations import activation_params
 from optc.runtime.kernels.conv import resolve_pads, transpose_geometry
-from optc.runtime.kernels.pool import _geometry
+from optc.runtime.kernels.pool import pool_geometry
 from optc.runtime.kernels.resize import resize_plan
 from optc.runtime.kernels.tensor import pad_amounts
 
@@ -74,25 +75,25 @@ def torch_dtype(onnx_type: int) -> torch.dtype:
 
 # --- activations --------------------------------------------------------------------------------
 def apply_activation(kind: str, params, y: torch.Tensor) -> torch.Tensor:
-    """optc's fused activations (see optc.runtime.kernels.fused)."""
-    p = [float(v) for v in (params or [])]
+    """optc's fused activations (the table: optc.runtime.activations), in torch."""
+    p = activation_params(kind, params)
     if kind == "Relu":
         return F.relu(y)
     if kind == "Clip":
         return torch.clamp(y, p[0], p[1])
     if kind == "LeakyRelu":
-        return F.leaky_relu(y, p[0] if p else 0.01)
+        return F.leaky_relu(y, p[0])
     if kind == "Sigmoid":
         return torch.sigmoid(y)
     if kind == "Tanh":
         return torch.tanh(y)
     if kind == "HardSigmoid":
-        alpha, beta = p if len(p) == 2 else (0.2, 0.5)
+        alpha, beta = p
         return torch.clamp(y * alpha + beta, 0, 1)
     if kind == "HardSwish":
         return y * torch.clamp(y / 6 + 0.5, 0, 1)
     if kind == "SiLU":
-        return F.silu(y)
+        return y / (1 + torch.exp(-y))  # the table's form, as optc.runtime computes it
     raise OptcError(f"unknown fused activation '{kind}'")
 
 
@@ -322,7 +323,7 @@ def max_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape,
     if _outputs > 1:
         raise OptcError("MaxPool's Indices output is not supported by the torch executor")
     nd = x.ndim - 2
-    k, strides, dilations, begin, end, extra, _ = _geometry(
+    k, strides, dilations, begin, end, extra, _ = pool_geometry(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     xp = _pad_spatial(x, begin, [e + x_ for e, x_ in zip(end, extra)], _lowest(x))
     fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[nd]
@@ -340,7 +341,7 @@ def _window_sum(x, k, strides, dilations):
 @op("AveragePool")
 def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None,
                  kernel_shape, pads=None, strides=None):
-    k, strides, dilations, begin, end, extra, _ = _geometry(
+    k, strides, dilations, begin, end, extra, _ = pool_geometry(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     total = _window_sum(_pad_spatial(x, begin, [e + x_ for e, x_ in zip(end, extra)]),
                         k, strides, dilations)

@@ -97,7 +97,7 @@ class _Student(nn.Module):
         return self.graph(feeds, capture)
 
 
-def _dist_env() -> tuple[int, int, int]:
+def dist_env() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -168,7 +168,7 @@ def distill(teachers: Sequence, student, data: dict[str, np.ndarray],
     optional ``labels``}) against ``teachers``; returns the student with the best weights."""
     config = config or DistillConfig()
     config.check()
-    rank, world, local_rank = _dist_env()
+    rank, world, local_rank = dist_env()
     if log is None or rank != 0:  # under torchrun only rank 0 reports
         def log(_msg: str) -> None:
             return None

@@ -600,6 +600,15 @@ class Model:
         # model-level fields optc does not model (functions, training_info, ...) are carried
         # by serde in a copy of the loaded ModelProto without its graph
 
+    def use_domain(self, domain: str, version: int = 1) -> None:
+        """Declare operator set ``domain`` (at ``version``) if the model does not yet import
+        it, as a pass must before it writes an op of that domain; the IR version is raised to
+        7 (what onnxruntime needs for ops of several domains) if it is older."""
+        if domain not in self.opset_imports:
+            self.opset_imports[domain] = version
+        if self.ir_version < 7:
+            self.ir_version = 7
+
     @property
     def opset(self) -> int:
         """The default-domain (ai.onnx) opset version."""

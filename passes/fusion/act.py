@@ -48,10 +48,9 @@ from optc.ir import Graph, Model, Node, Value, infer_shapes
 from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import const_input, drop_unused_constants, is_standard, sweep
 from optc.passes.channels import per_channel, sole_reader
+from optc.runtime.activations import ORT_ACTIVATIONS
+from optc.runtime.registry import OPTC_DOMAIN, ORT_DOMAIN
 
-ORT_DOMAIN = "com.microsoft"
-OPTC_DOMAIN = "ai.optc"
-_ORT_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh"}
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 _CONV_T_ATTRS = _CONV_ATTRS + ("output_padding", "output_shape")
 _GEMM_ATTRS = ("alpha", "beta", "transA", "transB")
@@ -212,7 +211,7 @@ class FuseActivation(Pass):
         layer_type = layer.op_type
         fusable = layer_type == "Conv" and (self.target == "optc" or
                                             (self.target == "ort" and
-                                             act.kind in _ORT_ACTIVATIONS))
+                                             act.kind in ORT_ACTIVATIONS))
         fusable |= layer_type in ("Gemm", "ConvTranspose") and self.target == "optc"
         if fusable and g.can_substitute(act.output, layer.outputs[0]):
             domain = OPTC_DOMAIN if self.target == "optc" else ORT_DOMAIN
@@ -227,7 +226,7 @@ class FuseActivation(Pass):
                          attributes=attrs)
             g.insert_before(layer, fused)
             self._replace(model, act, out, [layer])
-            _ensure_opset(model, domain)
+            model.use_domain(domain)
             return True
         # standard form: only decomposed patterns need rewriting
         if len(act.nodes) == 1:
@@ -401,12 +400,7 @@ def _put_fused(model: Model, op: str, inputs: list, attrs: dict, result: Value, 
     old = [v for n in doomed for v in n.inputs if v is not None]
     g.remove_nodes(doomed)
     drop_unused_constants(g, old)
-    _ensure_opset(model, OPTC_DOMAIN)
+    model.use_domain(OPTC_DOMAIN)
     return True
 
 
-def _ensure_opset(model: Model, domain: str) -> None:
-    if domain not in model.opset_imports:
-        model.opset_imports[domain] = 1
-    if model.ir_version < 7:
-        model.ir_version = 7

@@ -80,7 +80,7 @@ def finish(model: Model, stats: dict[str, int], lowered: str, portable: bool) ->
     with ``lowered``), the ai.optc domain declared when the lowering used its ops."""
     modified = any(k.startswith(lowered) for k in stats)
     if modified and not portable:
-        model.opset_imports.setdefault(OPTC_DOMAIN, 1)
+        model.use_domain(OPTC_DOMAIN)
     return PassResult(model, modified, stats)
 
 

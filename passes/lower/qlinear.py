@@ -42,7 +42,7 @@ from optc.ir import Model, Node, Value
 from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes._common import drop_unused_constants, is_standard
 from optc.passes.channels import sole_reader
-from optc.passes.fusion.act import ORT_DOMAIN
+from optc.runtime.registry import ORT_DOMAIN
 
 
 def _dq(v: Value | None) -> Node | None:
@@ -141,8 +141,7 @@ class QLinear(Pass):
         if not g.substitute(reader.outputs[0], out):
             g.remove(new)
             return "output cannot be replaced"
-        if ORT_DOMAIN not in model.opset_imports:
-            model.opset_imports[ORT_DOMAIN] = 1
+        model.use_domain(ORT_DOMAIN)
         g.remove_nodes([reader] + ([relu] if relu is not None else []) + [add])
         self._drop_dead(model, dqs)
         return None

@@ -44,7 +44,7 @@ import numpy as np
 
 from optc.ir import Graph, Node, Value
 from optc.passes._common import is_standard
-from optc.passes.channels import out_axis
+from optc.passes.channels import layer_weight, out_axis
 
 #: ops whose output has the channels of their first input, index for index
 PASS_THROUGH = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
@@ -183,15 +183,8 @@ def _rank(v: Value) -> int | None:
 
 def _layer_kind(g: Graph, n: Node) -> str | None:
     """'layer' (creates channels), 'depthwise', 'grouped', or None (not a prunable layer)."""
-    if not is_standard(n) or n.op_type not in LAYERS or len(n.inputs) < 2:
-        return None
-    w = n.inputs[1]
-    if w is None or not g.is_constant(w) or w.const_value.dtype.kind != "f":
-        return None
-    arr = w.const_value
-    if n.op_type == "Gemm" and (n.attr("transA", 0) or arr.ndim != 2):
-        return None
-    if n.op_type == "MatMul" and arr.ndim != 2:
+    arr = layer_weight(g, n, LAYERS)
+    if arr is None:
         return None
     group = n.attr("group", 1) if n.op_type in ("Conv", "ConvTranspose") else 1
     if group == 1:

@@ -1,9 +1,10 @@
 """Per-layer latency probe: does onnxruntime run a layer faster in int8 (QDQ) or in float?
 
-Whether int8 pays off depends on the layer's shape and on the CPU: on this machine dense convs
-run 3-4x faster in int8 while on some mobile nets the int8 depthwise convs and the
-Quantize/Dequantize pairs around them cost more than they save (../shared/NOTES.md). So the
-quantizer asks onnxruntime, per layer, instead of trusting a list of quantizable op types.
+Whether int8 pays off depends on the layer's shape and on the CPU: dense convs usually run
+several times faster in int8, while on some mobile nets the int8 depthwise convs and the
+Quantize/Dequantize pairs around them cost more than they save (measured figures:
+../shared/NOTES.md). So the quantizer asks onnxruntime, per layer, on the CPU it runs on,
+instead of trusting a list of quantizable op types.
 
 For each candidate layer (Conv/Gemm/MatMul with its following Relu/Clip) ``probe`` builds
 three one-layer models and times them in onnxruntime (graph optimizations on, one thread,

@@ -15,7 +15,7 @@ import numpy as np
 
 from optc.ir import Graph, Model, Node, Value
 from optc.passes._common import is_standard
-from optc.passes.channels import sole_reader
+from optc.passes.channels import layer_weight, sole_reader
 from optc.passes.quant import dynamic
 
 LAYERS = ("Conv", "Gemm", "MatMul")
@@ -32,20 +32,11 @@ def key(n: Node) -> str:
 
 def quantizable(model: Model, n: Node) -> bool:
     g = model.graph
-    if not is_standard(n) or n.op_type not in LAYERS or len(n.inputs) < 2:
+    w = layer_weight(g, n, LAYERS)
+    if w is None or w.dtype != np.float32 or FLOAT_MARK in n.metadata_props:
         return False
-    if FLOAT_MARK in n.metadata_props:
-        return False
-    x, w = n.inputs[0], n.inputs[1]
-    if x is None or w is None or not g.is_constant(w) or g.is_constant(x):
-        return False
-    if w.const_value.dtype != np.float32:
-        return False
-    if n.op_type == "Gemm" and (n.attr("transA", 0) or w.const_value.ndim != 2):
-        return False
-    if n.op_type == "MatMul" and w.const_value.ndim != 2:
-        return False
-    return True
+    x = n.inputs[0]
+    return x is not None and not g.is_constant(x)
 
 
 def candidates(model: Model, mode: str) -> list[Node]:

@@ -144,8 +144,8 @@ static inline __attribute__((always_inline)) void band_rows(const float *xc, Py_
  * input rows the band reads zero padded (P), then every tap's product summed at every flat
  * position of the band's R rows at once -- one contiguous loop, nine taps per
  * element for 3x3 kernels -- and the kept rows and columns (oh * sh, ow * sw) written out
- * with the bias and activation. Looping over each output row and tap (short loops on
- * MobileNet's small maps) ran 5-10x slower. ws: 2 * bs floats. */
+ * with the bias and activation. Looping over each output row and tap instead gives short
+ * loops on small maps (MobileNet's), far slower. ws: 2 * bs floats. */
 #if defined(__GNUC__) && defined(__x86_64__)
 __attribute__((target_clones("avx2", "default")))
 #endif
@@ -292,8 +292,8 @@ static inline __attribute__((always_inline)) void pool_reduce(float *dst, const 
 }
 
 /* max_pool2d / avg_pool2d, separably over bands of whole rows, so that every loop is long and
- * contiguous however small the map (Inception's 13x13 and 6x6 pools ran 5-10x slower than
- * onnxruntime's when each output row looped over each tap): per band of output rows
+ * contiguous however small the map (looping each output row over each tap gives short loops
+ * on small maps such as Inception's 13x13 and 6x6): per band of output rows
  * [o0, o1) of a plane,
  *   P  the input rows the band reads, padded with the identity (-inf, or 0 for a sum) to
  *      Wp columns: every column any window reads;
@@ -436,9 +436,9 @@ static PyObject *pool2d(PyObject *args, int avg) {
         Py_RETURN_NONE;
     }
     const band_shape g = band_geometry(WO, kh, kw, sh, sw, dh, dw);
-    /* pool_strided on rows of 48 or more pixels: ResNet-50's 3x3 stride-2 max pool at 112x112
-     * 477 -> 306 us, DenseNet's 2x2 average pools at 56x56 184 -> 149 us; on narrower rows its
-     * per-row loops cost more than the bands' extra rows (Inception's at 28x28: 242 -> 287) */
+    /* pool_strided on rows of 48 or more pixels (ResNet-50's 3x3 stride-2 max pool at 112x112,
+     * DenseNet's 2x2 average pools at 56x56); on narrower rows its per-row loops cost more
+     * than the bands' extra rows (benchmarks/ measures both) */
     const int strided = (sh > 1 || sw > 1) && W >= 48;
     float *colcount = malloc(sizeof(float) * (size_t)(WO + HO));
     float *ws = malloc(sizeof(float) * (size_t)(strided ? g.Wp + WO : 3 * g.bs));

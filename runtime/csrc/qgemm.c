@@ -41,11 +41,10 @@
 static int simd_level = -1; /* what the CPU has: 0 portable C, 1 AVX2, 2 AVX-512 VNNI */
 static int simd_max = 2;    /* the highest level allowed (tests lower it) */
 
-/* packed activations per GEMM pass (q_conv): half the L2 cache, where every filter row passes
- * over the block (256 KB where the size is unknown; 0 until first asked). 256 KB blocks on a
- * 1 MB L2 (Zen 4) cut ResNet-50's 256 -> 256 3x3 conv at 14x14 into 96 + 96 + 4 pixels,
- * each block streaming all the filters: 0.92 ms, against 0.65 as one block of 196 pixels
- * (512 KB); 256 KB is half of Zen 3's L2, where it was tuned. */
+/* packed activations per GEMM pass (q_conv): half the L2 cache the CPU reports, where every
+ * filter row passes over the block (256 KB where the size is unknown; 0 until first asked).
+ * Read from the CPU rather than fixed: a block smaller than the cache allows cuts a layer
+ * into more passes, each streaming all the filters again. */
 static size_t block_bytes = 0;
 
 static size_t default_block_bytes(void) {

@@ -7,8 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* act codes (optc.runtime.kernels.native.ACTIVATIONS): 0 none, 1 Relu, 2 Clip(a, b),
- * 3 LeakyRelu(a), 4 Sigmoid, 5 HardSigmoid(a, b), 6 HardSwish, 7 Tanh, 8 SiLU. */
+/* act: 0 none, else a code of optc.runtime.activations.ACTIVATIONS (the table and the
+ * function of each; a, b its parameters). */
 static inline float activate(float v, int act, float a, float b) {
     switch (act) {
     case 1: return v > 0.f ? v : 0.f;

@@ -286,10 +286,9 @@ typedef struct {
     const cols_fn (*cols)[COLS_N]; /* column kernels, [panels - 1][columns - 1] (or NULL) */
 } kernels;
 
-/* AVX-512 takes the AVX2 column kernels too: a last strip of 1-4 columns spent a whole
- * 16-wide vector (N = 49, every 7x7 layer: 64 columns computed for 49; 2048 x 512 x 49 ran
- * at 87 GFLOP/s against 106 for whole strips), and 256-bit FMAs lose nothing on CPUs that
- * split 512-bit ones in two (Zen 4) */
+/* AVX-512 takes the AVX2 column kernels too: a last strip of 1-4 columns would spend a
+ * whole 16-wide vector (N = 49, every 7x7 layer: 64 columns computed for 49), and 256-bit
+ * FMAs lose nothing on CPUs that split 512-bit ones in two */
 static const kernels K512 = {16, 8, 24, {NULL, t512_8x16, t512_8x32, t512_8x48}, t512_24x16,
                              t512_8x48_taps, C256};
 static const kernels K256 = {8, 4, 8, {NULL, t256_4x8, t256_4x16, t256_4x24}, t256_8x8,

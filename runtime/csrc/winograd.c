@@ -9,8 +9,8 @@
  *
  * Why blocks of tiles: done for every tile at once, V and P are a*a times the input and
  * output (64 -> 64 channels at 56x56 with F(4x4): 1.8 MB each), written by one step and read
- * back by the next from memory. In a network their buffers are cold, and the conv took
- * 2.2x as long as with them in cache (2.6 against 1.2 ms). w_conv instead transforms a few
+ * back by the next from memory. In a network their buffers are cold, and the conv then runs
+ * at memory speed rather than cache speed. w_conv instead transforms a few
  * rows of tiles, multiplies them and transforms them back while V and P are in L2 -- as
  * NNPACK's and ncnn's Winograd convolutions work through tile blocks -- and reads the
  * unpadded input itself, a strip of a rows at a time with the zero padding written into the

@@ -64,7 +64,7 @@ def windows(x, kernel_shape, strides, dilations, out_shape):
     return as_strided(x, shape=shape, strides=strides_, writeable=False)
 
 
-def _defaults(w_or_k, strides, dilations):
+def conv_defaults(w_or_k, strides, dilations):
     nd = len(w_or_k)
     return (list(strides) if strides else [1] * nd, list(dilations) if dilations else [1] * nd)
 
@@ -78,7 +78,7 @@ def depthwise_native(x, w, b, *, auto_pad="NOTSET", dilations=None, group=1,
             not config.native:
         return None
     k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
-    strides, dilations = _defaults(k, strides, dilations)
+    strides, dilations = conv_defaults(k, strides, dilations)
     begin, end = resolve_pads(x.shape[2:], k, strides, dilations, pads, auto_pad)
     out = [out_size(x.shape[2 + i], k[i], strides[i], dilations[i], begin[i], end[i])
            for i in range(2)]
@@ -136,7 +136,7 @@ def cached_conv2d(x, w, b, key: tuple, state: ConvState | None, config: RuntimeC
     if x.ndim == 4 and n_ch == w.shape[1] * group and \
             not (group != 1 and group == n_ch and w.shape[0] == group):
         k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
-        strides_, dilations_ = _defaults(k, strides, dilations)
+        strides_, dilations_ = conv_defaults(k, strides, dilations)
         begin, end = resolve_pads(x.shape[2:], k, strides_, dilations_, pads, auto_pad)
         out = [out_size(x.shape[2 + i], k[i], strides_[i], dilations_[i], begin[i], end[i])
                for i in range(2)]
@@ -175,7 +175,7 @@ def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_sha
         if y is not None:
             return y
     k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
-    strides, dilations = _defaults(k, strides, dilations)
+    strides, dilations = conv_defaults(k, strides, dilations)
     begin, end = resolve_pads(x.shape[2:], k, strides, dilations, pads, auto_pad)
     n, c = x.shape[:2]
     m = w.shape[0]
@@ -251,7 +251,7 @@ def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
     nd = x.ndim - 2
     n, c = x.shape[:2]
     k = list(kernel_shape) if kernel_shape else list(w.shape[2:])
-    strides, dilations = _defaults(k, strides, dilations)
+    strides, dilations = conv_defaults(k, strides, dilations)
     out_pad = list(output_padding) if output_padding else [0] * nd
     mg = w.shape[1]
     m = mg * group

@@ -69,7 +69,7 @@ def clip(x, min=None, max=None):  # noqa: A002
 
 
 # --- binary arithmetic --------------------------------------------------------------------------
-def _legacy_broadcast(a, b, broadcast, axis):
+def legacy_broadcast(a, b, broadcast, axis):
     """Opset < 7 broadcasting: B's shape matches a contiguous run of A's dims starting at
     ``axis`` (default: the trailing dims)."""
     if not broadcast or b.shape == a.shape:
@@ -83,7 +83,7 @@ def _legacy_broadcast(a, b, broadcast, axis):
 
 def _binary(op):
     def legacy(a, b, *, broadcast=0, axis=None, consumed_inputs=None):
-        return np.asarray(op(a, _legacy_broadcast(a, b, broadcast, axis)))
+        return np.asarray(op(a, legacy_broadcast(a, b, broadcast, axis)))
 
     def modern(a, b):
         return np.asarray(op(a, b))

@@ -7,9 +7,8 @@ y = saturate(round_half_to_even(act(X * scale[c] + shift[c]) / y_scale) + y_zero
 each step rounded to float32 as the four ops would (an unfolded BatchNormalization before a
 quantized conv: DenseNet's pre-activations).
 
-Attributes: the layer's own, plus ``activation`` (Relu, Clip, LeakyRelu, Sigmoid, HardSigmoid,
-HardSwish, Tanh, SiLU) and ``activation_params`` (Clip: min, max; LeakyRelu: alpha;
-HardSigmoid: alpha, beta), as in onnxruntime's com.microsoft.FusedConv.
+Attributes: the layer's own, plus ``activation`` and ``activation_params``, as in
+onnxruntime's com.microsoft.FusedConv (the table: optc.runtime.activations).
 """
 
 from __future__ import annotations
@@ -17,10 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 from optc.errors import OptcError
-from optc.runtime.kernels.conv import _defaults as conv_defaults
+from optc.runtime.activations import activation_params
 from optc.runtime.config import DEFAULT
-from optc.runtime.kernels.conv import (cached_conv2d, conv, conv_transpose, depthwise_native,
-                                       native_conv2d, prepare_conv, resolve_pads)
+from optc.runtime.kernels.conv import (cached_conv2d, conv, conv_defaults, conv_transpose,
+                                       depthwise_native, native_conv2d, prepare_conv,
+                                       resolve_pads)
 from optc.runtime.kernels import native
 from optc.runtime.kernels.nn import gemm
 from optc.runtime.kernels.quant import quantize10
@@ -28,21 +28,21 @@ from optc.runtime.registry import OPTC_DOMAIN, kernel
 
 
 def apply_activation(kind: str, params, y: np.ndarray) -> np.ndarray:
-    """``kind`` applied to ``y`` in place where NumPy allows it."""
-    p = [float(v) for v in (params or [])]
+    """``kind`` (optc.runtime.activations) applied to ``y`` in place where NumPy allows it."""
+    p = activation_params(kind, params)
     t = y.dtype.type
     if kind == "Relu":
         return np.maximum(y, t(0), out=y)
     if kind == "Clip":
         return np.clip(y, t(p[0]), t(p[1]), out=y)
     if kind == "LeakyRelu":
-        return np.where(y >= 0, y, y * t(p[0] if p else 0.01))
+        return np.where(y >= 0, y, y * t(p[0]))
     if kind == "Sigmoid":
         return (1 / (1 + np.exp(-y))).astype(y.dtype)
     if kind == "Tanh":
         return np.tanh(y, out=y)
     if kind == "HardSigmoid":
-        alpha, beta = p if len(p) == 2 else (0.2, 0.5)
+        alpha, beta = p
         return np.clip(y * t(alpha) + t(beta), t(0), t(1))
     if kind == "HardSwish":
         return y * np.clip(y * t(1 / 6) + t(0.5), t(0), t(1))

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from optc.errors import OptcError
-from optc.runtime.kernels.elementwise import _legacy_broadcast, cast
+from optc.runtime.kernels.elementwise import legacy_broadcast, cast
 from optc.runtime.registry import kernel
 
 _erf_vec = np.vectorize(math.erf, otypes=[np.float64])
@@ -44,7 +44,7 @@ def not_(x):
 
 def _compare(name, legacy_versions, versions, op):
     def legacy(a, b, *, broadcast=0, axis=None):
-        return op(a, _legacy_broadcast(a, b, broadcast, axis))
+        return op(a, legacy_broadcast(a, b, broadcast, axis))
 
     def modern(a, b):
         return op(a, b)
@@ -66,7 +66,7 @@ for _name, _legacy_v, _versions, _op in (
 
 @kernel("Pow", (1,))
 def pow_legacy(x, y, *, broadcast=0, axis=None):
-    return np.power(x, _legacy_broadcast(x, y, broadcast, axis)).astype(x.dtype)
+    return np.power(x, legacy_broadcast(x, y, broadcast, axis)).astype(x.dtype)
 
 
 @kernel("Pow", (7, 12, 13, 15))

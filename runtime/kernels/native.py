@@ -16,6 +16,8 @@ import warnings
 
 import numpy as np
 
+from optc.runtime.activations import ACTIVATIONS
+
 try:
     from optc.runtime import _ckernels
 except ImportError:  # pragma: no cover - depends on the install
@@ -24,11 +26,6 @@ except ImportError:  # pragma: no cover - depends on the install
                   "using the NumPy kernels", RuntimeWarning, stacklevel=2)
 
 AVAILABLE = _ckernels is not None
-
-#: fused activation -> (code, default parameters) understood by ckernels.c
-ACTIVATIONS = {"Relu": (1, ()), "Clip": (2, ()), "LeakyRelu": (3, (0.01,)),
-               "Sigmoid": (4, ()), "HardSigmoid": (5, (0.2, 0.5)), "HardSwish": (6, ()),
-               "Tanh": (7, ()), "SiLU": (8, ())}
 
 
 def activation_args(kind: str | None, params) -> tuple[int, float, float] | None:

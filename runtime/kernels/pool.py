@@ -14,7 +14,7 @@ from optc.runtime.kernels.conv import out_size, resolve_pads, windows
 from optc.runtime.registry import kernel
 
 
-def _geometry(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
+def pool_geometry(x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode):
     nd = x.ndim - 2
     k = list(kernel_shape)
     strides = list(strides) if strides else [1] * nd
@@ -36,7 +36,7 @@ def _lowest(dtype):
 def _maxpool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order, strides,
              outputs, config=None):
     nd = x.ndim - 2
-    k, strides, dilations, begin, end, extra, out = _geometry(
+    k, strides, dilations, begin, end, extra, out = pool_geometry(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     if outputs < 2 and min(out) > 0 and (config or DEFAULT).native:
         y = native.max_pool2d(x, k, strides, begin, dilations, out)
@@ -94,7 +94,7 @@ def max_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape,
 def _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape, pads,
              strides, config=None):
     nd = x.ndim - 2
-    k, strides, dilations, begin, end, extra, out = _geometry(
+    k, strides, dilations, begin, end, extra, out = pool_geometry(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     include = count_include_pad and auto_pad in ("NOTSET", "", None)
     if out == [1] * nd and k == list(x.shape[2:]) and not any(begin + end + extra):

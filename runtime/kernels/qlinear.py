@@ -26,9 +26,8 @@ import numpy as np
 from optc.errors import OptcError
 from optc.runtime.config import DEFAULT, RuntimeConfig
 from optc.runtime.kernels import native
-from optc.runtime.kernels.conv import _defaults as conv_defaults
-from optc.runtime.kernels.conv import conv, out_size, resolve_pads
-from optc.runtime.registry import kernel
+from optc.runtime.kernels.conv import conv, conv_defaults, out_size, resolve_pads
+from optc.runtime.registry import ORT_DOMAIN, kernel
 
 
 def fixed_point(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,7 +198,7 @@ def qlinear_conv(x, x_scale, x_zero_point, w, w_scale, w_zero_point, y_scale, y_
                       np.asarray(y_zero_point).dtype)
 
 
-@kernel("QLinearAdd", (1,), domain="com.microsoft")
+@kernel("QLinearAdd", (1,), domain=ORT_DOMAIN)
 def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, c_scale, c_zero_point=None,
                 *, _config=None):
     """onnxruntime's contrib QLinearAdd (what qlinear writes for a QDQ residual Add): c =
