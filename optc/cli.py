@@ -129,7 +129,9 @@ def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
     if validate:
         # ai.optc ops (fused, Winograd, FFT) run in optc.runtime only; the reference always
         # runs in onnxruntime
-        runtime = "optc" if any(n.domain == "ai.optc" for n in m.graph.nodes) else "ort"
+        from optc.runtime.registry import OPTC_DOMAIN
+
+        runtime = "optc" if any(n.domain == OPTC_DOMAIN for n in m.graph.nodes) else "ort"
         results = _validate(model, m, pipeline.lossless, seed, runtime)
     save(m, output)
     if report_dir is not None:
