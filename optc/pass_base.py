@@ -69,6 +69,9 @@ class Pass:
     lossless: ClassVar[bool] = True
     #: True when the pass reads ``PassContext.calibration_data``.
     uses_calibration: ClassVar[bool] = False
+    #: the lowest ai.onnx opset the pass works at; run_pipeline runs convert-opset first on
+    #: an older model (and the pipeline text records it)
+    min_opset: ClassVar[int] = 1
 
     def requires(self, model: Model, ctx: PassContext) -> None:
         """Raise OptcError if a precondition of this pass does not hold."""

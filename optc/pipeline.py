@@ -191,22 +191,37 @@ def run_pipeline(
     ctx = PassContext(calibration_data=calib, collect_report=collect_report,
                       instruments=active)
     nodes_before = len(model.graph)
-    for i, p in enumerate(pipeline.passes):
+    ran: list[Pass] = []  # the passes as run: with any convert-opset run_pipeline inserted
+    for p in pipeline.passes:
+        if model.opset < p.min_opset:
+            from optc.passes.cleanup.opset import ConvertOpset
+
+            _run_one(ConvertOpset(to=p.min_opset), len(ran), model, ctx, active, reproducer)
+            ran.append(ConvertOpset(to=p.min_opset))
+        _run_one(p, len(ran), model, ctx, active, reproducer)
+        ran.append(p)
+    text = str(Pipeline(ran))
+    model.metadata_props[METADATA_KEY] = text
+    return RunReport(text, timing.records, nodes_before, len(model.graph))
+
+
+def _run_one(p: Pass, i: int, model: Model, ctx: PassContext, active: list[Instrument],
+             reproducer: Reproducer | None) -> None:
+    """Run one pass with its instruments; errors become one-line OptcErrors or PassFailed
+    with a reproducer."""
+    for inst in active:
+        inst.before_pass(p, model, ctx)
+    try:
+        p.requires(model, ctx)
+        result = p.run(model, ctx)
         for inst in active:
-            inst.before_pass(p, model, ctx)
-        try:
-            p.requires(model, ctx)
-            result = p.run(model, ctx)
-            for inst in active:
-                inst.after_pass(p, model, result)
-        except (VerificationError, IRError) as e:  # the pass misused or broke the IR: a bug
-            raise _pass_bug(p, i, e, active, reproducer) from e
-        except OptcError as e:  # bad input or an unsupported case: the user's one-line error
-            raise OptcError(f"pass '{p.name}': {e}") from e
-        except Exception as e:  # a bug in the pass: keep what is needed to reproduce it
-            raise _pass_bug(p, i, e, active, reproducer) from e
-    model.metadata_props[METADATA_KEY] = str(pipeline)
-    return RunReport(str(pipeline), timing.records, nodes_before, len(model.graph))
+            inst.after_pass(p, model, result)
+    except (VerificationError, IRError) as e:  # the pass misused or broke the IR: a bug
+        raise _pass_bug(p, i, e, active, reproducer) from e
+    except OptcError as e:  # bad input or an unsupported case: the user's one-line error
+        raise OptcError(f"pass '{p.name}': {e}") from e
+    except Exception as e:  # a bug in the pass: keep what is needed to reproduce it
+        raise _pass_bug(p, i, e, active, reproducer) from e
 
 
 def _pass_bug(p: Pass, index: int, error: Exception, active: list[Instrument],

@@ -14,6 +14,7 @@ from optc.passes.cleanup.fold import FoldConstants
 from optc.passes.cleanup.freeze import FreezeInitializers
 from optc.passes.cleanup.identity import EliminateIdentity
 from optc.passes.cleanup.noop import EliminateNoop
+from optc.passes.cleanup.opset import ConvertOpset
 from optc.passes.fusion import FUSE
 from optc.passes.fusion.act import FuseActivation
 from optc.passes.fusion.affine import FuseBias, FuseScale
@@ -30,7 +31,7 @@ PRESETS["fuse"] = FUSE
 #: the lossless default: cleanup with every fusion in the middle of it
 PRESETS["default"] = f"{CLEANUP_BEFORE},fuse,{CLEANUP_AFTER}"
 
-__all__ = ["CSE", "ConstantToInitializer", "DCE", "DedupInitializers", "EliminateIdentity",
+__all__ = ["CSE", "ConstantToInitializer", "ConvertOpset", "DCE", "DedupInitializers", "EliminateIdentity",
            "EliminateNoop", "FoldBatchNorm", "FoldConstants",
            "FoldPreprocess", "FreezeInitializers",
            "FuseActivation", "FuseBias", "FusePad", "FuseScale", "FuseLayout", "Equalize",

@@ -1,6 +1,7 @@
 """Cleanup passes: constant folding, dead code, no-op elimination, CSE, and friends."""
 
-from optc.passes.cleanup import constants, cse, dce, dedup, fold, freeze, identity, noop  # noqa: F401
+from optc.passes.cleanup import (  # noqa: F401
+    constants, cse, dce, dedup, fold, freeze, identity, noop, opset)
 
 #: cleanup that exposes fusions (constants folded, no-ops, duplicates and dead readers gone) ...
 CLEANUP_BEFORE = ("freeze-initializers,constant-to-initializer,fold-constants,"

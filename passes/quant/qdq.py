@@ -84,6 +84,7 @@ class Quantize(Pass):
     name: ClassVar[str] = "quantize"
     lossless: ClassVar[bool] = False
     uses_calibration: ClassVar[bool] = True
+    min_opset: ClassVar[int] = 13
     mode: Literal["static", "dynamic", "weight-only"] = field(default="static", metadata={
         "help": "static: calibrated int8 activations; dynamic: MatMul/Gemm activations "
                 "quantized at run time (DynamicQuantizeLinear + MatMulInteger), no "
@@ -130,10 +131,10 @@ class Quantize(Pass):
             from optc.passes.quant.config import load_rules
 
             load_rules(self.config)  # a bad file fails before any work
-        if model.opset < 13:
-            raise OptcError(f"quantize needs opset >= 13 (per-channel DequantizeLinear); the "
-                            f"model is opset {model.opset}: convert it first "
-                            f"(onnx.version_converter)")
+        if model.opset < self.min_opset:  # run_pipeline converts first; a direct call does not
+            raise OptcError(f"quantize needs opset >= {self.min_opset} (per-channel "
+                            f"DequantizeLinear); the model is opset {model.opset}: run "
+                            f"convert-opset{{to={self.min_opset}}} first")
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         if self.plan:
