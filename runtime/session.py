@@ -81,10 +81,14 @@ class InferenceSession:
     """
 
     def __init__(self, model: str | os.PathLike | bytes | onnx.ModelProto | Model | Graph,
-                 threads: int | None = None, *, native: bool = True):
+                 threads: int | None = None, *, native: bool = True,
+                 _captured: Sequence = ()):
         if isinstance(model, Graph):
             model = Model(model)
         self._model = load(model)
+        # a control-flow body (runtime/control.py): the outer-scope values it reads are fed
+        # like inputs
+        self._captured = list(_captured)
         self.threads = threads
         self.config = RuntimeConfig(native=native, threads=threads or os.cpu_count() or 1)
         self.peak_bytes = 0
@@ -108,7 +112,8 @@ class InferenceSession:
         for v in g.initializers.values():
             self._constants[slot(v)] = v.const_value
         overridable = {v.name for v in g.inputs if g.is_initializer(v)}
-        self._inputs = [v for v in g.inputs if v.name not in overridable]
+        self._inputs = [v for v in g.inputs if v.name not in overridable] + [
+            v for v in self._captured if v not in set(g.inputs)]
         self._optional_inputs = [v for v in g.inputs if v.name in overridable]
         # what run() checks a feed against, read from the IR once: (dtype name, NumPy dtype
         # or None, shape or None) per input name
@@ -118,7 +123,7 @@ class InferenceSession:
             self._feed_specs[v.name] = (
                 _TYPE_NAMES[v.dtype] if known_type else None,
                 helper.tensor_dtype_to_np_dtype(v.dtype) if known_type else None, v.shape)
-        self._input_slots = {v.name: slot(v) for v in g.inputs}
+        self._input_slots = {v.name: slot(v) for v in list(g.inputs) + self._captured}
         self._steps: list[_Step] = []
         for node in g.nodes:
             label = f"node '{node.name}' ({node.op_type})" if node.name else \
@@ -127,13 +132,29 @@ class InferenceSession:
                                              model.opset_imports.get("ai.onnx", 1))
             if node.domain not in ("", "ai.onnx") and node.domain not in model.opset_imports:
                 opset = 1
+            inputs = list(node.inputs)
+            if node.subgraphs:  # If / Loop: bodies as sessions, their captures as inputs
+                from optc.runtime.control import captured, control_kernel, reference_kernel
+
+                k = control_kernel(node, model, self.threads, self.config.native) or \
+                    reference_kernel(node, opset, label)
+                inputs += captured(node)
+                self._steps.append(_Step(label, k, [slot(v) for v in inputs],
+                                         [slot(v) for v in node.outputs], {}, [],
+                                         node.op_type))
+                continue
             try:
                 k = lookup(node.op_type, node.domain, opset)
             except OptcError as e:
-                raise OptcError(f"{label}: {e}") from e
-            if node.subgraphs:
-                raise OptcError(f"{label}: ops with subgraphs are not supported by "
-                                f"optc.runtime")
+                if node.domain not in ("", "ai.onnx"):
+                    raise OptcError(f"{label}: {e}") from e
+                from optc.runtime.control import reference_kernel
+
+                self._steps.append(_Step(label, reference_kernel(node, opset, label),
+                                         [slot(v) for v in inputs],
+                                         [slot(v) for v in node.outputs], {}, [],
+                                         node.op_type))
+                continue
             attrs = {}
             for name in node.attributes:
                 if name not in k.attributes:
@@ -299,7 +320,8 @@ class InferenceSession:
                     raise OptcError(f"input '{name}' must have rank {len(shape)} "
                                     f"({_fmt(shape)}), got shape {list(arr.shape)}")
                 for i, (want, got) in enumerate(zip(shape, arr.shape)):
-                    if isinstance(want, int) and want != got:
+                    # -1 / 0 (paddle2onnx, some tf2onnx exports): a dynamic dim
+                    if isinstance(want, int) and want > 0 and want != got:
                         raise OptcError(f"input '{name}' dim {i} must be {want} "
                                         f"({_fmt(shape)}), got shape {list(arr.shape)}")
             out[name] = arr

@@ -146,8 +146,8 @@ class Value:
 
     @property
     def shape(self) -> tuple[Dim, ...] | None:
-        """Shape with ints for static dims, str for symbolic ones, None for unknown; None if
-        the rank is unknown."""
+        """Shape with ints for static dims, str for symbolic ones, None for unknown (an unnamed
+        or negative dim); None if the rank is unknown."""
         if self._array is not None:
             return tuple(self._array.shape)
         if self._tensor is not None:
@@ -160,7 +160,9 @@ class Value:
         out: list[Dim] = []
         for d in tt.shape.dim:
             if d.HasField("dim_value"):
-                out.append(d.dim_value)
+                # -1 is what paddle2onnx (and some tf2onnx exports) write for a dynamic dim:
+                # read as unknown (the TypeProto itself is kept as written)
+                out.append(d.dim_value if d.dim_value >= 0 else None)
             elif d.HasField("dim_param"):
                 out.append(d.dim_param)
             else:

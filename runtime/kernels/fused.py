@@ -38,7 +38,8 @@ def apply_activation(kind: str, params, y: np.ndarray) -> np.ndarray:
     if kind == "LeakyRelu":
         return np.where(y >= 0, y, y * t(p[0]))
     if kind == "Sigmoid":
-        return (1 / (1 + np.exp(-y))).astype(y.dtype)
+        with np.errstate(over="ignore"):  # exp(-y) = inf at very negative y: the result is 0
+            return (1 / (1 + np.exp(-y))).astype(y.dtype)
     if kind == "Tanh":
         return np.tanh(y, out=y)
     if kind == "HardSigmoid":
@@ -47,7 +48,8 @@ def apply_activation(kind: str, params, y: np.ndarray) -> np.ndarray:
     if kind == "HardSwish":
         return y * np.clip(y * t(1 / 6) + t(0.5), t(0), t(1))
     if kind == "SiLU":
-        return (y / (1 + np.exp(-y))).astype(y.dtype)
+        with np.errstate(over="ignore"):  # as Sigmoid: y / inf = -0 at very negative y
+            return (y / (1 + np.exp(-y))).astype(y.dtype)
     raise OptcError(f"unknown fused activation '{kind}'")
 
 
