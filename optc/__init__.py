@@ -20,18 +20,19 @@ __version__ = "0.1.0"
 def optimize(model, passes: str = "default", calib=None, **kwargs):
     """Run a pipeline (text or Pipeline) over ``model`` (path, bytes, ModelProto or Model).
 
-    ``calib``: calibration DATA for quantize: a path (.npz, or a folder of .npy/.npz) or a
-    dict of input name -> samples. Returns ``(model, report)``; a Model given in is edited in
-    place.
+    ``calib``: calibration DATA for quantize: a path (.npz, a folder of .npy/.npz, a folder
+    of per-run feeds, see optc.data), a dict of input name -> samples, or a list of feeds (one
+    run each: models whose inputs are not all batched). Other keywords go to
+    ``optc.pipeline.run_pipeline`` (``engine``, ``input_shapes``, ``collect_report``, ...).
+    Returns ``(model, report)``; a Model given in is edited in place.
     """
     from optc.pipeline import run_pipeline
 
     model = load(model)
-    if calib is not None and not isinstance(calib, dict):
-        from optc.data import read_data
+    if calib is not None and not isinstance(calib, (dict, list, tuple)):
+        from optc.data import read_calibration
 
-        inputs = [v.name for v in model.graph.inputs if not model.graph.is_initializer(v)]
-        calib = read_data(calib, inputs)
+        calib = read_calibration(calib, model)
     report = run_pipeline(model, passes, calib=calib, **kwargs)
     return model, report
 

@@ -50,14 +50,18 @@ class PassResult:
 class PassContext:
     """What a pipeline run hands every pass besides the model.
 
-    ``calibration_data``: DATA (input name -> samples along axis 0) for the passes that
+    ``calibration_data``: DATA (input name -> samples along axis 0), or a list of feeds (one
+    run each, for models whose inputs are not all batched), for the passes that
     calibrate (``uses_calibration``); ``collect_report``: a report is wanted, so passes may
     measure more (quantize's per-layer SQNR); ``instruments``: the pipeline's instruments
-    (optc.instruments), which passes never call themselves."""
+    (optc.instruments), which passes never call themselves; ``engine``: where passes run the
+    model for their own analyses (calibration, pruning's sample run): optc.engine's ``auto``
+    (optc.runtime where it runs the model, else onnxruntime), ``optc`` or ``ort``."""
 
-    calibration_data: Mapping[str, Any] | None = None
+    calibration_data: Mapping[str, Any] | list[Mapping[str, Any]] | None = None
     collect_report: bool = False
     instruments: list[Any] = field(default_factory=list)
+    engine: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,8 @@ def run_pipeline(
     calib: Any = None,
     collect_report: bool = False,
     instruments: Sequence[Instrument] = (),
+    engine: str = "auto",
+    input_shapes: dict[str, Sequence[int]] | None = None,
 ) -> RunReport:
     """Run ``pipeline`` over ``model`` in place.
 
@@ -169,8 +171,14 @@ def run_pipeline(
     ``calib``: calibration DATA (input name -> samples), in the PassContext of the passes that
     use it (``uses_calibration``, e.g. quantize). ``collect_report``: passes may measure more
     for a report (``PassContext.collect_report``). ``instruments``: more instruments, run
-    after the built-in ones.
+    after the built-in ones. ``engine``: where passes run the model for their analyses
+    (optc.engine: auto, optc or ort). ``input_shapes``: input name -> static dims, fixed in
+    the model before the first pass (``--input-shape``, optc.ir.set_input_shapes).
     """
+    from optc.engine import ENGINES
+
+    if engine not in ENGINES:
+        raise OptcError(f"unknown engine '{engine}' (one of {', '.join(ENGINES)})")
     if isinstance(pipeline, str):
         pipeline = Pipeline.parse(pipeline)
     if print_ir_after and print_ir_after != "all" and \
@@ -189,7 +197,11 @@ def run_pipeline(
         active.append(reproducer)
     active += list(instruments)
     ctx = PassContext(calibration_data=calib, collect_report=collect_report,
-                      instruments=active)
+                      instruments=active, engine=engine)
+    if input_shapes:
+        from optc.ir import set_input_shapes
+
+        set_input_shapes(model, {k: tuple(v) for k, v in input_shapes.items()})
     nodes_before = len(model.graph)
     ran: list[Pass] = []  # the passes as run: with any convert-opset run_pipeline inserted
     for p in pipeline.passes:

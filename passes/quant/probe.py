@@ -61,14 +61,14 @@ def _best_ms(sess, feeds: dict[str, np.ndarray], budget_s: float = 0.03,
     return best * 1e3
 
 
-def faster(sessions, budget_s: float = 1.0, min_rounds: int = 20) -> list[float]:
-    """Median ms per run of each onnxruntime session on the same seeded inputs, the sessions
+def faster(sessions, feeds: dict[str, np.ndarray], budget_s: float = 1.0,
+           min_rounds: int = 20) -> list[float]:
+    """Median ms per run of each onnxruntime session on the same ``feeds``, the sessions
     interleaved round by round so that machine noise hits them alike."""
     import statistics
 
-    from optc.validate import random_feeds
-
-    feeds = random_feeds(sessions[0], seed=0)
+    names = {i.name for i in sessions[0].get_inputs()}
+    feeds = {k: v for k, v in feeds.items() if k in names}
     times: list[list[float]] = [[] for _ in sessions]
     for sess in sessions:
         sess.run(None, feeds)
@@ -278,15 +278,16 @@ WHOLE_MODEL_MARGIN = 0.03
 
 
 def select(model: Model, candidates: list[Node], observers: dict, max_float_weights: float,
-           variant: Callable[[list[Node]], bytes]
+           variant: Callable[[list[Node]], bytes], feeds: dict[str, np.ndarray]
            ) -> tuple[list[Node], dict[Node, tuple[bool, str]]]:
     """The candidates to quantize and, for each candidate, (int8?, why): each layer timed
     (Prober), the set chosen exactly (choose) within the ``max_float_weights`` size budget,
     then checked on the whole model (``variant(layers)``: the model with those layers
-    quantized, serialized) against all-int8."""
+    quantized, serialized) against all-int8, on ``feeds`` (the first calibration batch: the
+    model's real input sizes)."""
     chosen, decisions = _per_layer(model, candidates, observers, max_float_weights)
     if len(chosen) < len(candidates):
-        chosen = _check_whole_model(candidates, chosen, decisions, variant)
+        chosen = _check_whole_model(candidates, chosen, decisions, variant, feeds)
     return chosen, decisions
 
 
@@ -348,7 +349,8 @@ def _per_layer(model: Model, candidates: list[Node], observers: dict,
 
 def _check_whole_model(candidates: list[Node], chosen: list[Node],
                        decisions: dict[Node, tuple[bool, str]],
-                       variant: Callable[[list[Node]], bytes]) -> list[Node]:
+                       variant: Callable[[list[Node]], bytes],
+                       feeds: dict[str, np.ndarray]) -> list[Node]:
     """The per-layer probe models onnxruntime's fusions only roughly (e.g. it runs a
     residual Add between int8 layers in int8), so its choice is checked against quantizing
     every candidate on the whole model, both timed in onnxruntime the same way, interleaved;
@@ -356,7 +358,7 @@ def _check_whole_model(candidates: list[Node], chosen: list[Node],
     a smaller file for a gain lost in the noise)."""
     sessions = [ort_session(variant(subset), optimize=True, threads=1)
                 for subset in (candidates, chosen)]
-    times = faster(sessions)
+    times = faster(sessions, feeds)
     if times[1] > times[0] * (1 - WHOLE_MODEL_MARGIN):
         for n in candidates:
             ok, why = decisions[n]

@@ -36,14 +36,21 @@ def sqnr_db(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> flo
 
 
 class Evaluator:
-    """SQNR of model variants (serialized ONNX) against the float model's outputs."""
+    """SQNR of model variants (serialized ONNX) against the float model's outputs, over one
+    feed or several (the runs of a stateful model: signal and noise summed over all)."""
 
-    def __init__(self, float_model: bytes, feeds: dict[str, np.ndarray]):
-        self.feeds = feeds
-        self.reference = ort_session(float_model, optimize=True).run(None, feeds)
+    def __init__(self, float_model: bytes, feeds: dict[str, np.ndarray] | list[dict]):
+        self.feeds = [feeds] if isinstance(feeds, dict) else list(feeds)
+        self.reference = self._outputs(float_model)
+
+    def _outputs(self, model: bytes) -> list[np.ndarray]:
+        sess = ort_session(model, optimize=True)
+        names = {i.name for i in sess.get_inputs()}
+        return [out for f in self.feeds
+                for out in sess.run(None, {k: v for k, v in f.items() if k in names})]
 
     def __call__(self, model: bytes) -> float:
-        return sqnr_db(self.reference, ort_session(model, optimize=True).run(None, self.feeds))
+        return sqnr_db(self.reference, self._outputs(model))
 
 
 def layer_sqnr(layers: Sequence[L], build: Callable[[list[L]], bytes], evaluate: Evaluator
