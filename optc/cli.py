@@ -26,6 +26,18 @@ class _Group(click.Group):
     """Turns exceptions into one-line errors unless --debug."""
 
     def invoke(self, ctx: click.Context):
+        import warnings
+
+        from optc.errors import OptcWarning
+
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, OptcWarning):
+                click.echo(f"optc: warning: {message}", err=True)
+            else:
+                _show_other(message, category, *args, **kwargs)
+
+        _show_other = warnings.showwarning
+        warnings.showwarning = show
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -44,6 +56,8 @@ class _Group(click.Group):
             click.echo(f"optc: internal error: {type(e).__name__}: {' '.join(str(e).split())} "
                        f"(run with --debug for the traceback)", err=True)
             ctx.exit(2)
+        finally:
+            warnings.showwarning = _show_other
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,9 +109,18 @@ def _report_md(model: Path, output: Path, report, results, sections: list[str]) 
 @click.option("--target", type=click.Choice(["onnx", "ort", "optc"]), default=None,
               help="Runtime the output is for: sets fuse-act's target (onnx: standard ops; ort: "
                    "com.microsoft fused ops; optc: ai.optc fused ops for optc.runtime).")
+@click.option("--engine", type=click.Choice(["auto", "optc", "ort"]), default="auto",
+              show_default=True,
+              help="Where passes run the model for calibration and pruning's sample run: "
+                   "optc.runtime, onnxruntime, or auto (optc.runtime where it has every op).")
+@click.option("--input-shape", multiple=True, metavar="NAME=D0,D1,...",
+              help="Fix an input's dims (repeatable; NAME= may be left out for a one-input "
+                   "model), as onnxsim's --overwrite-input-shape; the output then takes only "
+                   "that size.")
 def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
              report_dir: Path | None, timing: bool, print_ir_after: str | None, seed: int,
-             calib_path: Path | None, target: str | None) -> None:
+             calib_path: Path | None, target: str | None, engine: str,
+             input_shape: tuple[str, ...]) -> None:
     """Run a pass pipeline over MODEL and write the result to OUTPUT."""
     from optc.ir import load, save
     from optc.passes import FuseActivation
@@ -115,15 +138,21 @@ def optimize(model: Path, output: Path, pipeline_text: str, validate: bool,
         raise OptcError(f"{output}: directory '{output.parent}' does not exist")
     start = time.perf_counter()
     m = load(model)
+    shapes = None
+    if input_shape:
+        from optc.ir.shapes import parse_input_shapes
+
+        shapes = parse_input_shapes(input_shape, [v.name for v in m.graph.inputs
+                                                  if not m.graph.is_initializer(v)])
     calib = None
     if calib_path is not None:
-        from optc.data import read_data
+        from optc.data import read_calibration
 
-        calib = read_data(calib_path, [v.name for v in m.graph.inputs
-                                       if not m.graph.is_initializer(v)])
+        calib = read_calibration(calib_path, m)
     report = run_pipeline(m, pipeline, print_ir_after=print_ir_after,
                           printer=lambda text: click.echo(text), repro_source=model,
-                          calib=calib, collect_report=report_dir is not None)
+                          calib=calib, collect_report=report_dir is not None,
+                          engine=engine, input_shapes=shapes)
     elapsed = time.perf_counter() - start
     results = None
     if validate:

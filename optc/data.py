@@ -13,6 +13,12 @@ per channel (defaults 0 and 1); ``layout`` NCHW (default) or NHWC; ``mode`` RGB 
 for grey; ``input`` names the model input, needed only when the model has several). Images in
 sub-folders are labelled by sub-folder (class folders, sorted: the first is label 0), as
 torchvision's ImageFolder. The key ``labels``, where present, is kept apart.
+
+Calibration DATA may also be a folder of per-run feeds, for models whose inputs are not all
+batched (a recurrent state ``[2, batch, 128]``, a scalar sample rate): files named
+``*.feed.npz``, each holding one run's inputs at exactly the shapes the model takes (no
+sample axis added), run in file-name order (``read_calibration``; ``optc.optimize`` also
+takes the same as a list of dicts).
 """
 
 from __future__ import annotations
@@ -66,8 +72,68 @@ def read_data(path: str | Path, input_names: Sequence[str], labels_key: str = LA
     counts = {k: len(v) if v.ndim else 0 for k, v in data.items()}
     if len(set(counts.values())) > 1:
         raise OptcError(f"{path}: inputs have different sample counts: "
-                        + ", ".join(f"{k}={c}" for k, c in counts.items()))
+                        + ", ".join(f"{k}={c}" for k, c in counts.items())
+                        + f" (for inputs that are not all batched, give a folder of per-run "
+                          f"feeds: one *{FEED_SUFFIX} per run, at the model's input shapes)")
     return data
+
+
+FEED_SUFFIX = ".feed.npz"
+
+
+def read_calibration(path: str | Path, model) -> dict[str, np.ndarray] | list[dict]:
+    """Calibration DATA for ``model`` (an optc Model): samples (``read_data``, checked by
+    ``check_samples``) or, from a folder of ``*.feed.npz``, a list of per-run feeds, each
+    checked against the model's inputs (dtype, rank, static dims)."""
+    g = model.graph
+    names = [v.name for v in g.inputs if not g.is_initializer(v)]
+    path = Path(path)
+    feeds = sorted(path.glob("*" + FEED_SUFFIX)) if path.is_dir() else []
+    if not feeds:
+        data = read_data(path, names)
+        check_samples(model, data, str(path))
+        return data
+    others = [p.name for p in path.iterdir()
+              if p.suffix in (".npy", ".npz") and not p.name.endswith(FEED_SUFFIX)]
+    if others:
+        raise OptcError(f"{path}: mixes per-run feeds (*{FEED_SUFFIX}) with sample files "
+                        f"({', '.join(sorted(others)[:3])})")
+    runs = []
+    for f in feeds:
+        run = _read_file(f)
+        missing = [n for n in names if n not in run]
+        extra = [k for k in run if k not in names]
+        if missing or extra:
+            raise OptcError(f"{f}: " + (f"no value for model input(s) {', '.join(missing)}"
+                                        if missing else
+                                        f"key(s) {', '.join(extra)} match no model input")
+                            + f" (inputs: {', '.join(names)})")
+        check_feed(model, run, str(f))
+        runs.append(run)
+    return runs
+
+
+def check_feed(model, feeds: dict[str, np.ndarray], where: str) -> None:
+    """One run's inputs against ``model``'s inputs: dtype, rank, static dims, finite."""
+    from onnx import helper
+
+    g = model.graph
+    for v in g.inputs:
+        if g.is_initializer(v) or v.name not in feeds:
+            continue
+        arr = np.asarray(feeds[v.name])
+        if v.dtype:
+            want = helper.tensor_dtype_to_np_dtype(v.dtype)
+            if arr.dtype != want:
+                raise OptcError(f"{where}: input '{v.name}' is {arr.dtype}, the model takes "
+                                f"{want}")
+        if v.shape is not None and (arr.ndim != len(v.shape) or any(
+                isinstance(d, int) and d > 0 and d != n for d, n in zip(v.shape, arr.shape))):
+            dims = [d if isinstance(d, int) and d > 0 else "?" for d in v.shape]
+            raise OptcError(f"{where}: input '{v.name}' has shape {list(arr.shape)}, the "
+                            f"model takes {dims}")
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise OptcError(f"{where}: input '{v.name}' holds NaN or Inf")
 
 
 PREPROCESS = "preprocess.json"
@@ -174,9 +240,10 @@ def check_samples(model, data: dict[str, np.ndarray], where: str) -> None:
                 raise OptcError(f"{where}: input '{v.name}' is {arr.dtype}, the model takes "
                                 f"{want}")
         if v.shape is not None:
-            dims = ["?" if not isinstance(d, int) else d for d in v.shape]
+            dims = ["?" if not isinstance(d, int) or d <= 0 else d for d in v.shape]
             bad = arr.ndim != len(v.shape) or any(
-                isinstance(d, int) and d != n for d, n in zip(v.shape[1:], arr.shape[1:]))
+                isinstance(d, int) and d > 0 and d != n
+                for d, n in zip(v.shape[1:], arr.shape[1:]))
             if bad:
                 raise OptcError(f"{where}: input '{v.name}' has samples of shape "
                                 f"{list(arr.shape)}, the model takes {dims}")

@@ -356,9 +356,9 @@ def test_quantize_report(tmp_path):
     (lambda p: np.savez(p, other=np.zeros((4, 1, 8, 8), np.float32)),
      "no data for model input(s) input"),
     (lambda p: np.savez(p, input=np.full((4, 1, 8, 8), np.inf, np.float32)),
-     "calibration saw NaN or Inf"),
+     "input 'input' holds NaN or Inf"),
     (lambda p: np.savez(p, input=np.zeros((4, 8, 8), np.float32)),
-     "input 'input' must have rank 4"),
+     "input 'input' has samples of shape [4, 8, 8], the model takes"),
     (lambda p: np.savez(p, input=np.zeros((0, 1, 8, 8), np.float32)),
      "calibration data is empty"),
 ])
