@@ -12,6 +12,12 @@ class OptcError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class OptcWarning(UserWarning):
+    """Something the user should know about a result that was still written (an int8 model
+    below the SQNR floor, a fold left approximate): one line, printed by the CLI as
+    ``optc: warning: <message>``."""
+
+
 class IRError(OptcError):
     """Misuse of the IR API (a node inserted twice, an output given two producers, a value
     removed while still read): always a bug in the code that called it, so the pass manager

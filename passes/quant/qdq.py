@@ -56,13 +56,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from optc.errors import OptcError
+from optc.errors import OptcError, OptcWarning
 from optc.ir import Model, Node, clone, serialize
 from optc.pass_base import Pass, PassContext, PassResult, register
 from optc.passes.quant import selection
@@ -74,6 +75,17 @@ from optc.passes.quant.rewrite import (Planned, QDQRewrite, activation_params,
 from optc.passes.quant.selection import FLOAT_MARK
 
 __all__ = ["FLOAT_MARK", "Quantize", "activation_params"]
+
+
+def _layers_in_bodies(g) -> int:
+    """Conv/Gemm/MatMul nodes inside the If/Loop/Scan bodies of ``g`` (any depth)."""
+    def count(graph, inside: bool) -> int:
+        total = 0
+        for n in graph.nodes:
+            total += inside and n.op_type in ("Conv", "Gemm", "MatMul")
+            total += sum(count(b, True) for b in n.all_subgraphs())
+        return total
+    return count(g, False)
 
 
 @register
@@ -116,6 +128,9 @@ class Quantize(Pass):
     min_sqnr: float = field(default=0.0, metadata={
         "help": "error budget in dB: return the most sensitive layers to float until the "
                 "output SQNR vs float on the first calibration batch reaches it (0: off)"})
+    warn_sqnr: float = field(default=20.0, metadata={
+        "help": "warn, naming the most sensitive layers, when the output SQNR vs float on the "
+                "first calibration batch is below this many dB (0: no check)"})
     plan: str = field(default="", metadata={
         "help": "replay a quantization plan (the quantize_plan.json that --report writes): "
                 "no calibration, probe or budget; the plan's options win"})
@@ -140,9 +155,13 @@ class Quantize(Pass):
         if self.plan:
             plan, observers = QuantPlan.read(self.plan), {}
         else:
-            decided = self.decide(model, ctx)
+            notes: dict[str, Any] = {}
+            decided = self.decide(model, ctx, notes)
             if decided is None:
-                return PassResult(model, False, {"layers": 0})
+                stats = {"layers": 0}
+                if notes.get("in_subgraphs"):
+                    stats["in_subgraphs"] = notes["in_subgraphs"]
+                return PassResult(model, False, stats)
             plan, observers = decided
         rewrite = self.apply(model, plan)
         stats: dict[str, Any] = {"layers": sum(ok for ok, _ in plan.layers.values())}
@@ -153,23 +172,41 @@ class Quantize(Pass):
                          float=len(plan.layers) - stats["layers"])
             if plan.model_sqnr is not None:
                 stats["sqnr_db"] = round(plan.model_sqnr, 2)
+            if not self.plan and notes.get("in_subgraphs"):
+                stats["in_subgraphs"] = notes["in_subgraphs"]
+            if not self.plan and notes.get("engine") == "ort":
+                stats["engine"] = "ort"  # calibrated in onnxruntime (notes["why"])
         artifacts = {"plan": plan, "observers": observers,
                      "activations": rewrite.activations if rewrite is not None else {}}
         return PassResult(model, bool(plan.layers), stats, artifacts)
 
     # --- decide ----------------------------------------------------------------------------
-    def decide(self, model: Model, ctx: PassContext
+    def decide(self, model: Model, ctx: PassContext, notes: dict[str, Any] | None = None
                ) -> tuple[QuantPlan, dict[str, Observer]] | None:
         """(the plan of this run, the calibration observers); None when no layer qualifies.
-        Calibrates, probes and measures on clones: ``model`` is left as it is."""
+        Calibrates, probes and measures on clones: ``model`` is left as it is. ``notes``, if
+        given, receives the engine calibration ran on (``engine``, ``why``)."""
         candidates = selection.candidates(model, self.mode)
+        inside = _layers_in_bodies(model.graph)
+        if notes is not None:
+            notes["in_subgraphs"] = inside
+        if inside:
+            warnings.warn(OptcWarning(
+                f"quantize: {inside} Conv/Gemm/MatMul node(s) inside If/Loop/Scan bodies are "
+                f"left float (quantize works on the main graph only)"), stacklevel=2)
         if not candidates:
             return None
+        for n in candidates:  # before calibration, which would only see the NaN downstream
+            w = n.inputs[1]
+            if w.const_value.dtype.kind == "f" and not np.all(np.isfinite(w.const_value)):
+                raise OptcError(f"node '{n.name}' ({n.op_type}): its weight '{w.name}' holds "
+                                f"NaN or Inf")
         options = {o: getattr(self, o) for o in REWRITE_OPTIONS}
         if self.mode != "static":
             return QuantPlan(self.mode, options, {selection.key(n): (True, "quantized")
                                                   for n in candidates}), {}
-        observers = calibrate(model, ctx.calibration_data, batch_size=self.batch_size)
+        observers = calibrate(model, ctx.calibration_data, batch_size=self.batch_size,
+                              engine=ctx.engine, runner_info=notes)
         rules = []
         if self.config:
             from optc.passes.quant.config import load_rules
@@ -186,10 +223,13 @@ class Quantize(Pass):
         if self.probe:
             from optc.passes.quant.probe import select
 
+            from optc.passes.quant.calibrate import first_batch
+
             layers, decisions = select(model, candidates, observers, self.max_float_weights,
-                                       variant)
+                                       variant, first_batch(model, ctx.calibration_data,
+                                                            self.batch_size))
         model_sqnr, layer_sqnr = None, {}
-        if self.min_sqnr > 0 or ctx.collect_report:
+        if self.min_sqnr > 0 or ctx.collect_report or self.warn_sqnr > 0:
             layers, model_sqnr, layer_sqnr = self._sensitivity(model, ctx, layers, decisions,
                                                                variant)
         # the rewrite of the chosen layers, on a copy, asks for exactly the parameters the
@@ -220,19 +260,33 @@ class Quantize(Pass):
                      decisions: dict[Node, tuple[bool, str]], variant):
         """(layers kept, whole-model SQNR, per-layer SQNR); with ``min_sqnr``, the most
         sensitive layers back to float (their decisions say so)."""
-        from optc.passes.quant.calibrate import first_batch
+        from optc.passes.quant.calibrate import evaluation_feeds
         from optc.passes.quant.sensitivity import Evaluator, fall_back, layer_sqnr
 
-        evaluate = Evaluator(serialize(model), first_batch(model, ctx.calibration_data,
-                                                           self.batch_size))
-        sqnr = layer_sqnr(layers, variant, evaluate)
+        evaluate = Evaluator(serialize(model), evaluation_feeds(model, ctx.calibration_data,
+                                                                self.batch_size))
+        per_layer = self.min_sqnr > 0 or ctx.collect_report
+        sqnr = layer_sqnr(layers, variant, evaluate) if per_layer else {}
         if self.min_sqnr <= 0:
-            return layers, evaluate(variant(layers)), sqnr
-        kept, dropped, model_sqnr = fall_back(layers, sqnr, self.min_sqnr, variant, evaluate)
-        for n, after in dropped:
-            decisions[n] = (False, f"back to float for accuracy: {sqnr[n]:.1f} dB with only "
-                                   f"this layer int8; the model reached {after:.1f} dB "
-                                   f"(budget {self.min_sqnr:g} dB)")
+            kept, model_sqnr = layers, evaluate(variant(layers))
+        else:
+            kept, dropped, model_sqnr = fall_back(layers, sqnr, self.min_sqnr, variant,
+                                                  evaluate)
+            for n, after in dropped:
+                decisions[n] = (False, f"back to float for accuracy: {sqnr[n]:.1f} dB with "
+                                       f"only this layer int8; the model reached "
+                                       f"{after:.1f} dB (budget {self.min_sqnr:g} dB)")
+        if self.warn_sqnr > 0 and model_sqnr < self.warn_sqnr and kept:
+            if not sqnr:
+                sqnr = layer_sqnr(kept, variant, evaluate)
+            worst = sorted((n for n in kept if n in sqnr), key=lambda n: sqnr[n])[:3]
+            names = ", ".join(f"'{n.name or n.op_type}' ({sqnr[n]:.1f} dB alone)"
+                              for n in worst)
+            warnings.warn(OptcWarning(
+                f"quantize: output SQNR {model_sqnr:.1f} dB vs float on the first calibration "
+                f"batch, below {self.warn_sqnr:g} dB; most sensitive layers: {names}. "
+                f"quantize{{min-sqnr={self.warn_sqnr:g}}} returns such layers to float "
+                f"until the budget holds"), stacklevel=2)
         return kept, model_sqnr, sqnr
 
     # --- apply -----------------------------------------------------------------------------

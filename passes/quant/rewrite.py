@@ -27,6 +27,11 @@ from optc.passes.quant.plan import ActivationParams, QuantPlan
 from optc.passes.quant.selection import PASS_THROUGH, Layers, activation_after
 
 
+#: below this a threshold counts as zero: its scale (t / 255) and the bias scales made from it
+#: (s_x * s_w) would be subnormal in float32
+_TINY = 1e-20
+
+
 def activation_params(t: float, lo: float, hi: float, *, symmetric: bool = True,
                       signed: bool = False) -> tuple[float, int]:
     """(scale, zero point) of an activation with clipping threshold ``t`` and observed range
@@ -35,7 +40,9 @@ def activation_params(t: float, lo: float, hi: float, *, symmetric: bool = True,
     onto 255 of them (zero point 128, or 0 for int8). Asymmetric: [max(lo, -t), min(hi, t)]
     (widened to contain 0) onto the 256 levels, zero point rounded."""
     offset = -128 if signed else 0  # int8 levels are the uint8 ones shifted down by 128
-    if t <= 0:  # an all-zero tensor
+    if not (np.isfinite(t) and np.isfinite(lo) and np.isfinite(hi)):
+        raise OptcError(f"activation range is not finite (threshold {t}, range [{lo}, {hi}])")
+    if t <= _TINY:  # an all-zero tensor (or one so close that its scale would underflow)
         return 1.0, offset if lo >= 0 else 128 + offset
     if symmetric:
         if lo >= 0:
@@ -61,7 +68,11 @@ def quantized_weight(layer: Node, *, per_channel: bool = True, reduce_range: boo
         peak = np.abs(weight).max(axis=other)
     else:
         peak = np.array([np.abs(weight).max()])
-    s_w = (np.where(peak > 0, peak, 1.0) / float(top)).astype(np.float32)
+    if not np.all(np.isfinite(peak)):
+        raise OptcError(f"node '{layer.name}' ({layer.op_type}): its weight "
+                        f"'{layer.inputs[1].name}' holds NaN or Inf")
+    # an all-zero (or subnormal) channel gets scale 1/top: its levels are all 0 either way
+    s_w = (np.where(peak > _TINY, peak, 1.0) / float(top)).astype(np.float32)
     shape = [1] * weight.ndim
     shape[axis] = -1
     wq = np.clip(np.round(weight / s_w.reshape(shape)), -top, top).astype(np.int8)
@@ -168,10 +179,24 @@ class QDQRewrite:
         axis, wq, s_w = quantized_weight(layer, per_channel=self.per_channel,
                                          reduce_range=self.reduce_range)
         weight = w.const_value
-        layer.replace_input(1, dequantized_constant(model, layer, w.name + "_q", wq, s_w, axis))
-        drop_unused_constants(g, [w])
         b = layer.inputs[2] if len(layer.inputs) > 2 else None
         shift = self.params.bias_shift(layer, w.name, x_name, weight, wq, s_w, axis)
+        if b is not None and g.is_constant(b) and b.const_value.ndim == 1 and \
+                b.const_value.shape[0] == wq.shape[axis]:
+            # an int32 bias of scale s_x * s_w must hold the bias: where it cannot (a tiny
+            # input scale, a huge bias) that channel's weight scale grows until it does, as
+            # onnxruntime's quantizer does, rather than writing an overflowed or NaN bias
+            total = b.const_value.astype(np.float64) + (shift if shift is not None else 0.0)
+            need = np.abs(total) / (float(s_x) * (2**31 - 1) * 0.999)
+            if np.any(need > s_w):
+                top = 63 if self.reduce_range else 127
+                s_w = np.maximum(s_w, need).astype(np.float32)
+                shape = [1] * weight.ndim
+                shape[axis] = -1
+                wq = np.clip(np.round(weight / s_w.reshape(shape)), -top, top).astype(np.int8)
+                shift = self.params.bias_shift(layer, w.name, x_name, weight, wq, s_w, axis)
+        layer.replace_input(1, dequantized_constant(model, layer, w.name + "_q", wq, s_w, axis))
+        drop_unused_constants(g, [w])
         if shift is not None and b is None and layer.op_type in ("Conv", "Gemm"):
             b = g.add_initializer(w.name + "_bias", np.zeros(wq.shape[axis], np.float32))
             layer.set_inputs([*layer.inputs[:2], b])
@@ -181,7 +206,9 @@ class QDQRewrite:
             if shift is not None:
                 bias = (bias.astype(np.float64) + shift).astype(np.float32)
             s_b = (np.float32(s_x) * s_w).astype(np.float32)
-            bq = np.clip(np.round(bias / s_b), -2**31, 2**31 - 1).astype(np.int32)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(s_b > 0, bias / s_b, 0.0)
+            bq = np.clip(np.round(ratio), -2**31, 2**31 - 1).astype(np.int32)
             # the bias scale is s_x * s_w by definition: computed in the graph from the two
             # scales rather than stored a third time (onnxruntime folds the Mul and still
             # runs the layer as QLinearConv / QGemm)

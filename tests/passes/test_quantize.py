@@ -355,3 +355,98 @@ def test_plan_for_another_model_is_refused(tmp_path):
     plan.write(path)
     with pytest.raises(OptcError, match="no_such_layer are not quantizable layers"):
         optc.optimize(DIGITS, passes=f"quantize{{plan={path}}}")
+
+
+def _gemm_chain(x_scale: float, bias: float, weight_nan: bool = False):
+    """x -> Gemm(W, B) -> Relu -> Gemm: inputs scaled by ``x_scale`` (1e-30: an almost-zero
+    activation whose bias scale s_x * s_w underflows), first bias ``bias``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((8, 6)).astype(np.float32)
+    if weight_nan:
+        w1[0, 0] = np.nan
+    inits = [numpy_helper.from_array(w1, "w1"),
+             numpy_helper.from_array(np.full(6, bias, np.float32), "b1"),
+             numpy_helper.from_array(rng.standard_normal((6, 3)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.float32(x_scale), "k")]
+    nodes = [helper.make_node("Mul", ["x", "k"], ["xs"]),
+             helper.make_node("Gemm", ["xs", "w1", "b1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w2"], ["y"], name="fc2")]
+    m = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits),
+        opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+CHAIN_DATA = {"x": np.random.default_rng(1).standard_normal((16, 8)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("x_scale, bias", [(1e-30, 0.5), (1e-8, 1e4), (0.0, 0.5)])
+def test_tiny_ranges_and_big_biases_never_give_nan_or_overflowed_parameters(x_scale, bias):
+    """An (almost) all-zero input and a bias the int32 grid of s_x * s_w cannot hold: every
+    written parameter is finite, the int32 bias is in range, and the output matches float."""
+    import warnings
+
+    from onnx import numpy_helper
+
+    from optc.errors import OptcWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # "invalid value in cast" included
+        warnings.simplefilter("ignore", OptcWarning)
+        model, _ = optc.optimize(_gemm_chain(x_scale, bias), passes="quantize{probe=false}",
+                                 calib=CHAIN_DATA)
+    data = serialize(model)
+    proto = onnx.load_from_string(data)
+    onnx.checker.check_model(proto, full_check=True)
+    for t in proto.graph.initializer:
+        arr = numpy_helper.to_array(t)
+        if arr.dtype.kind == "f":
+            assert np.all(np.isfinite(arr)) and np.all(arr[arr != 0] != 0), t.name
+    ref = ort_session(_gemm_chain(x_scale, bias).SerializeToString()).run(None, CHAIN_DATA)[0]
+    got = ort_session(data).run(None, CHAIN_DATA)[0]
+    assert np.all(np.isfinite(got))
+    assert np.abs(got - ref).max() <= 0.02 * np.abs(ref).max()
+
+
+def test_nan_weight_is_a_clear_error():
+    with pytest.raises(OptcError, match="node 'fc1' \\(Gemm\\): its weight 'w1' holds NaN"):
+        optc.optimize(_gemm_chain(1.0, 0.5, weight_nan=True), passes="quantize{probe=false}",
+                      calib=CHAIN_DATA)
+
+
+def test_sqnr_below_the_floor_warns_naming_layers_and_the_fix():
+    from optc.errors import OptcWarning
+
+    with pytest.warns(OptcWarning, match=r"output SQNR [\d.]+ dB .* below 60 dB; most "
+                                         r"sensitive layers: 'fc\d' \([\d.]+ dB alone\).*"
+                                         r"quantize\{min-sqnr=60\}"):
+        optc.optimize(_gemm_chain(1.0, 0.5), passes="quantize{probe=false warn-sqnr=60}",
+                      calib=CHAIN_DATA)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OptcWarning)
+        optc.optimize(_gemm_chain(1.0, 0.5), passes="quantize{probe=false warn-sqnr=10}",
+                      calib=CHAIN_DATA)
+        optc.optimize(_gemm_chain(1.0, 0.5), passes="quantize{probe=false warn-sqnr=0}",
+                      calib=CHAIN_DATA)
+
+
+def test_cli_prints_the_sqnr_warning_on_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from optc.cli import main
+
+    src, out, calib = tmp_path / "m.onnx", tmp_path / "q.onnx", tmp_path / "c.npz"
+    src.write_bytes(_gemm_chain(1.0, 0.5).SerializeToString())
+    np.savez(calib, **CHAIN_DATA)
+    r = CliRunner().invoke(main, ["optimize", str(src), "-o", str(out), "--passes",
+                                  "quantize{probe=false warn-sqnr=60}", "--calib", str(calib)])
+    assert r.exit_code == 0 and out.exists()
+    lines = [x for x in r.stderr.splitlines() if "warning" in x]
+    assert len(lines) == 1 and lines[0].startswith("optc: warning: quantize: output SQNR")
