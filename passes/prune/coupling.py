@@ -25,7 +25,9 @@ the model computes or cannot be expressed: its channels reach a graph output, me
 input or another unanalysed tensor in an element-wise op, meet part of another layer's
 channels, reach a grouped conv that reads several layers' channels, a Reshape/Transpose
 that mixes the channel axis, a strided Slice or a Pad of the channel axis, or any op the
-analysis does not know.
+analysis does not know. A MatMul whose output is not 2-D (a transformer's (batch, tokens,
+features) projections: channels on the last axis) is blocked: channel axes other than 1 are
+not followed.
 
 A channel shuffle (Reshape to (N, t, C/t, H, W), Transpose (0, 2, 1, 3, 4), Reshape back:
 ShuffleNet) of one layer's channels permutes its layout: position k * t + i holds channel
@@ -220,6 +222,9 @@ def analyse(g: Graph) -> Coupling:
             if x is not None:
                 if x.inner != 1 and n.op_type not in ("Gemm", "MatMul"):
                     c.block(x, f"flattened channels read by {_name(n)}")
+                elif n.op_type == "MatMul" and _rank(n.inputs[0]) != 2:
+                    c.block(x, f"{_name(n)} contracts the last axis of a rank-"
+                               f"{_rank(n.inputs[0]) or '?'} tensor, not its channels")
                 elif grouped and id(x) in c.shuffled:
                     # a shuffled layer's channels: column k of the shuffle (the same offset
                     # k in each of its t chunks) lands in this conv's group k // (C/t/group)
@@ -246,6 +251,11 @@ def analyse(g: Graph) -> Coupling:
                                                           if n.op_type == "ConvTranspose" else 1))
             if grouped:
                 c.require_multiple(out.segments[0].source, group)
+            elif n.op_type == "MatMul" and _rank(n.outputs[0]) != 2:
+                # (batch, tokens, features): the channels are the last axis, which this
+                # analysis (channels on axis 1) does not follow through the graph
+                c.block(out, f"{_name(n)} makes features on the last axis of a rank-"
+                             f"{_rank(n.outputs[0]) or '?'} tensor (not analysed)")
             elif kind == "grouped":
                 c.block(out, f"grouped {_name(n)} (group={n.attr('group')})")
             if len(n.inputs) > 2 and n.inputs[2] is not None and \

@@ -23,6 +23,10 @@ scores) and the groups left alone with their reasons -- and ``apply`` cuts the g
 plan alone; the plan is the run's ``artifacts["plan"]``. ``--report DIR`` writes it as
 DIR/prune_plan.json, which ``prune{plan=FILE}`` replays on the same graph (groups matched by
 their layers' names).
+The fold of the removed channels' constants runs the masked model once on two inputs: at the
+sizes of the calibration data (``--calib``) where given, else at the model's input sizes (a
+symbolic batch as 1); a model that leaves other dims open needs one of --calib or
+--input-shape, and says so. The run is on the pipeline's engine (``--engine``).
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ class Prune(Pass):
 
     name: ClassVar[str] = "prune"
     lossless: ClassVar[bool] = False
+    #: calibration data, where given, sets the sizes of the masked-model run (surgery.py)
+    uses_calibration: ClassVar[bool] = True
     ratio: float = field(default=0.3, metadata={"help": "fraction of channels to remove"})
     criterion: Literal["l1", "l2", "bn-scale", "random", "taylor"] = field(
         default="l1", metadata={"help": "channel importance"})
@@ -135,17 +141,17 @@ class Prune(Pass):
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         taylor = read_scores(self.scores) if self.criterion == "taylor" else None
         if self.steps > 1 and not self.plan and not self.target_macs:
-            return self._iterate(model, taylor)
+            return self._iterate(model, taylor, ctx)
         if self.plan:
             plan, stats = self._read_plan(), {}
         else:
             plan, stats = self.decide(model, self.ratio, taylor)
-        done, _ = self.apply(model, plan, self.plan or "the pruning plan")
+        done, _ = self.apply(model, plan, self.plan or "the pruning plan", ctx)
         stats.update(done)
         return PassResult(model, stats["pruned"] > 0, stats,
                           {"plan": plan, "ratio": stats.get("ratio", self.ratio)})
 
-    def _iterate(self, model: Model, taylor) -> PassResult:
+    def _iterate(self, model: Model, taylor, ctx: PassContext) -> PassResult:
         """``steps`` rounds, the kept fraction of the original channels falling linearly to
         1 - ratio; channels are re-scored on the pruned weights each round (a filter's norm
         loses the input channels the round before removed). Each round decides, then
@@ -158,7 +164,7 @@ class Prune(Pass):
             before, after = 1 - self.ratio * (s - 1) / self.steps, 1 - self.ratio * s / self.steps
             plan, stats = self.decide(model, 1 - after / before, taylor,
                                       (sizes, self.ratio * s / self.steps))
-            done, kept = self.apply(model, plan, "the pruning plan")
+            done, kept = self.apply(model, plan, "the pruning plan", ctx)
             stats.update(done)
             for key, (size, idx) in kept.items():
                 sizes.setdefault(key, size)
@@ -216,14 +222,20 @@ class Prune(Pass):
             stats["ratio"] = applied_ratio
         return self._record(c, groups, scores, keep), stats
 
-    def apply(self, model: Model, plan: dict[str, Any], source: str
+    def apply(self, model: Model, plan: dict[str, Any], source: str,
+              ctx: PassContext | None = None
               ) -> tuple[dict[str, Any], dict[frozenset, tuple[int, np.ndarray]]]:
         """Cut ``model`` as ``plan`` says (groups matched by their layers' names; deterministic):
-        (surgery stats, {group layers: (channels before, kept indices)})."""
+        (surgery stats, {group layers: (channels before, kept indices)}). ``ctx`` gives the
+        sample run its sizes (calibration data) and engine."""
+        ctx = ctx if ctx is not None else PassContext()
         c, groups = self._analyse(model)
         prunable = {r: m for r, m in groups.items() if not c.is_blocked(r)}
         keep = self._replay(c, prunable, plan.get("groups", []), source)
-        constants = surgery.removed_constants(model, c, keep)
+        constants = {}
+        if keep and c.consumers:
+            constants = surgery.removed_constants(
+                model, c, keep, surgery.sample_feeds(model, ctx.calibration_data), ctx.engine)
         approximate = surgery.apply(model, c, keep, constants)
         removed = sum(c.sources[m[0]].size - len(keep[r]) for r, m in prunable.items()
                       if r in keep)

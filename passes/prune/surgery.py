@@ -14,9 +14,12 @@ Given the kept channel indices of each pruned group (coupling.py), this
   cut off from the input, a removed channel is a fixed map, the same for every sample. A
   Gemm/MatMul consumer's bias takes W[:, removed] @ c; a conv's contribution is the conv of
   the removed maps: a bias when it is uniform over space, else (zero padding at the borders,
-  a depthwise chain before) a constant map added after the conv (an extra Add). Only a
-  ConvTranspose consumer or a removed channel that still depends on the input is left
-  approximate, and counted (``approximate_folds``).
+  a depthwise chain before) a constant map added after the conv (an extra Add) -- where the
+  model fixes that conv's output size; where it leaves it open (dynamic spatial dims) the
+  map's interior value goes into the bias and the borders stay approximate. A ConvTranspose
+  consumer or a removed channel that still depends on the input is left approximate too;
+  each approximate fold is counted (``approximate_folds``). The masked run takes its input
+  sizes from the calibration data or the model (``sample_feeds``), on the pipeline's engine.
 The value types of the sliced tensors are recomputed by shape inference afterwards.
 """
 
@@ -180,7 +183,9 @@ def _fold_removed(g: Graph, node: Node, layout: Layout, kept: np.ndarray,
     """Fold what the removed input channels still feed ``node`` (``values``: each input
     channel's value in the masked model, the same for every sample; NaN where it is not) into
     its bias, or into a map added after it. Returns True (done exactly), the map's Value
-    (exact, to be sliced with the node's output channels), or None (not folded: approximate).
+    (exact, to be sliced with the node's output channels), or None (approximate: not folded,
+    or, where the model leaves the conv's output size open, only the map's interior value
+    folded into the bias -- a map of the sample's size would fix the model to it).
     """
     if values is None:
         return True
@@ -194,6 +199,7 @@ def _fold_removed(g: Graph, node: Node, layout: Layout, kept: np.ndarray,
         return True
     if node.op_type == "ConvTranspose":
         return None  # not handled: it would need a transposed-conv map
+    approximate = False
     if node.op_type == "Conv":
         # the removed channels are fixed maps (cut off from the input); through the conv's
         # window and zero padding they give a fixed (out, H', W') contribution: a bias when
@@ -209,8 +215,17 @@ def _fold_removed(g: Graph, node: Node, layout: Layout, kept: np.ndarray,
         # uniform up to float64 rounding (far below the float32 bias it folds into) is
         # uniform: a 1x1 conv of uniform maps differs in the last bits across positions
         if np.any(np.abs(flat - flat[:, :1]) > 1e-9 * max(1.0, float(np.abs(flat).max()))):
-            return _add_map(g, node, contribution)
-        contrib = flat[:, 0].astype(np.float32)
+            out_shape = node.outputs[0].shape
+            if out_shape is not None and all(isinstance(d, int) and d > 0
+                                             for d in out_shape[2:]):
+                return _add_map(g, node, contribution)
+            # the model takes any size here: a map of one size would fix it, so the interior
+            # value goes into the bias and the borders are left approximate (counted)
+            approximate = True
+            centre = tuple(d // 2 for d in contribution.shape[1:])
+            contrib = contribution[(slice(None), *centre)].astype(np.float32)
+        else:
+            contrib = flat[:, 0].astype(np.float32)
     else:  # Gemm / MatMul: features
         wr = np.moveaxis(np.take(w, removed, axis=axis), axis, -1)  # (out, removed)
         contrib = (wr @ vals.reshape(-1)).astype(np.float32)
@@ -228,7 +243,7 @@ def _fold_removed(g: Graph, node: Node, layout: Layout, kept: np.ndarray,
             node.replace_input(2, g.add_initializer(bias.name + "_pruned", new))
         else:
             bias.set_const(new)
-    return True
+    return None if approximate else True
 
 
 def _add_map(g: Graph, node: Node, contribution: np.ndarray):
@@ -247,15 +262,16 @@ def _add_map(g: Graph, node: Node, contribution: np.ndarray):
     return mapv
 
 
-def removed_constants(model: Model, c: Coupling, keep: dict[int, np.ndarray]
+def removed_constants(model: Model, c: Coupling, keep: dict[int, np.ndarray],
+                      samples: list[dict[str, np.ndarray]], engine: str = "auto"
                       ) -> dict[int, np.ndarray]:
     """id(consumer) -> the value of each of its input channels in the masked model (removed
     channels' source filters and biases zeroed), one sample's worth, NaN where a channel
-    differs between samples (it depends on the input). One run of optc.runtime on two seeded
-    random samples."""
-    from optc.ir import clone, serialize
-    from optc.runtime import InferenceSession
-    from optc.validate import random_feeds
+    differs between samples (it depends on the input). The masked model runs once per feed of
+    ``samples`` (two different inputs at the model's real sizes, ``sample_feeds``) on
+    ``engine`` (optc.engine)."""
+    from optc.engine import Runner
+    from optc.ir import clone
 
     if not keep or not c.consumers:
         return {}
@@ -281,17 +297,78 @@ def removed_constants(model: Model, c: Coupling, keep: dict[int, np.ndarray]
             arr[tuple(sl)] = 0
             n.replace_input(index, mg.add_initializer(v.name + "_masked", arr))
     wanted = {nodes[id(n)].inputs[0].name: n for n, _ in c.consumers}
-    seen: dict[int, np.ndarray] = {}
+    runs: list[dict[int, np.ndarray]] = []
 
     def look(name: str, value: np.ndarray) -> None:
         n = wanted.get(name)
-        if n is None or value.ndim < 2:
-            return
-        v = value.astype(np.float64)
-        fixed = np.all(v == v[:1], axis=tuple(i for i in range(v.ndim) if i != 1),
-                       keepdims=True)[0]  # (C, 1, ...): the same in every sample
-        seen[id(n)] = np.where(fixed, v[0], np.nan)
+        if n is not None and value.ndim >= 2:
+            runs[-1][id(n)] = value.astype(np.float64)
 
-    session = InferenceSession(serialize(masked))
-    session.run(None, random_feeds(session, seed=0, batch=2), on_value=look)
+    runner = Runner(masked, engine, observe=set(wanted))
+    for feeds in samples:
+        runs.append({})
+        runner.run(feeds, on_value=look)
+    seen: dict[int, np.ndarray] = {}
+    for key, first in runs[0].items():
+        values = [first] + [r[key] for r in runs[1:] if key in r]
+        if any(v.shape != first.shape for v in values):
+            seen[key] = np.full(first.shape[1:], np.nan)  # the size follows the input
+            continue
+        stacked = np.concatenate(values)  # every sample of every run along axis 0
+        fixed = np.all(stacked == stacked[:1], axis=tuple(i for i in range(stacked.ndim)
+                                                          if i != 1),
+                       keepdims=True)[0]  # (C, 1, ...): the same in every sample
+        seen[key] = np.where(fixed, stacked[0], np.nan)
     return seen
+
+
+def sample_feeds(model: Model, calibration=None) -> list[dict[str, np.ndarray]]:
+    """Two different seeded inputs for the masked-model run, at the model's real sizes: those
+    of the calibration data's samples where given (DATA: one sample each; per-run feeds:
+    the first run's shapes), else the model's input shapes, a symbolic leading (batch) dim
+    as 1. A symbolic dim the model leaves open beyond the batch has no size to take: one
+    clear error naming the input and the options that give it (never a made-up size)."""
+    from onnx import helper
+
+    from optc.errors import OptcError
+
+    g = model.graph
+    inputs = [v for v in g.inputs if not g.is_initializer(v)]
+    shapes: dict[str, tuple[int, ...]] = {}
+    if isinstance(calibration, dict):
+        shapes = {k: (1, *np.shape(calibration[k])[1:]) for k in (v.name for v in inputs)
+                  if k in calibration}
+    elif isinstance(calibration, (list, tuple)) and calibration:
+        shapes = {k: np.shape(a) for k, a in calibration[0].items()}
+    feeds: list[dict[str, np.ndarray]] = [{}, {}]
+    for v in inputs:
+        shape = shapes.get(v.name)
+        if shape is None:
+            dims = v.shape if v.shape is not None else ()
+            if v.shape is None:
+                raise OptcError(f"prune: input '{v.name}' has no known shape; give "
+                                f"--input-shape {v.name}=D0,D1,... or --calib DATA")
+            shape = tuple(d if isinstance(d, int) and d > 0 else 1 if i == 0 else None
+                          for i, d in enumerate(dims))
+            if None in shape:
+                shown = ", ".join(str(d) if isinstance(d, int) and d > 0 else
+                                  (d if isinstance(d, str) else "?") for d in dims)
+                raise OptcError(
+                    f"prune: input '{v.name}' has dims [{shown}] that the model leaves open, "
+                    f"and the run that folds the removed channels' constants needs sizes: "
+                    f"give --calib DATA (its sizes; the output keeps its dynamic dims) or "
+                    f"--input-shape {v.name}=... (the output is fixed to that size)")
+        dtype = helper.tensor_dtype_to_np_dtype(v.dtype) if v.dtype else np.float32
+        for seed, f in enumerate(feeds):
+            rng = np.random.default_rng(seed)
+            if np.issubdtype(dtype, np.floating):
+                f[v.name] = rng.standard_normal(shape).astype(dtype)
+            elif dtype == np.bool_:
+                f[v.name] = rng.integers(0, 2, shape).astype(np.bool_)
+            elif isinstance(calibration, (list, tuple)) and calibration:
+                f[v.name] = np.asarray(calibration[0][v.name])  # a sample rate, a length
+            elif isinstance(calibration, dict) and v.name in calibration:
+                f[v.name] = np.asarray(calibration[v.name][:1])
+            else:
+                f[v.name] = rng.integers(0, 8, shape).astype(dtype)
+    return feeds

@@ -194,9 +194,10 @@ def test_pruned_equals_masked(proto, ratio, criterion, scope):
     assume(result.stats["pruned"] > 0)
 
 
-def _bn_model(k2: int):
+def _bn_model(k2: int, shape=(2, 3, 6, 6)):
     """conv -> BN -> Relu -> conv(k2) -> Gemm: with BN unfolded, a masked channel leaves a
-    constant max(beta', 0) that the next conv must absorb."""
+    constant max(beta', 0) that the next conv must absorb. ``shape``: the input's dims
+    (strings: symbolic)."""
     rng = np.random.default_rng(3)
     inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
         ("w1", rng.standard_normal((6, 3, 3, 3))), ("s", rng.uniform(.5, 1.5, 6)),
@@ -210,8 +211,8 @@ def _bn_model(k2: int):
              helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("Gemm", ["f", "w3"], ["y"], name="head")]
     g = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, [2, 3, 6, 6])], [helper.make_tensor_value_info(
-            "y", TensorProto.FLOAT, [2, 3])], inits)
+        "x", TensorProto.FLOAT, list(shape))], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [shape[0], 3])], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -230,6 +231,67 @@ def test_padded_consumer_gets_an_exact_correction_map():
     assert "approximate_folds" not in result.stats
     adds = [n for n in model.graph.nodes if n.op_type == "Add"]
     assert len(adds) == 1 and adds[0].inputs[1].const_value.shape == (1, 2, 6, 6)
+
+
+DYNAMIC = ("N", 3, "H", "W")
+
+
+def test_dynamic_spatial_dims_need_sizes_for_the_sample_run():
+    """No made-up sizes: a model that leaves H and W open says which options give them."""
+    with pytest.raises(OptcError, match=r"input 'x' has dims \[N, 3, H, W\].*--calib.*"
+                                        r"--input-shape x="):
+        optc.optimize(_bn_model(1, DYNAMIC), passes="cleanup,prune{ratio=0.5}")
+
+
+@pytest.mark.parametrize("k2", [1, 3])
+def test_dynamic_model_pruned_with_calibration_sizes_keeps_its_dynamic_dims(k2):
+    """With --calib the sample run takes the data's sizes; the output still takes any batch
+    and image size. A 1x1 consumer folds exactly at every size; a padded 3x3 one would need
+    a map of one size, so its interior value goes into the bias and the fold is counted as
+    approximate (no fixed-size map in the output)."""
+    proto = _bn_model(k2, DYNAMIC)
+    calib = {"x": np.random.default_rng(0).standard_normal((4, 3, 6, 6)).astype(np.float32)}
+    original = optc.load(proto)
+    optc.optimize(original, passes="cleanup")
+    model, report = optc.optimize(proto, passes="cleanup,prune{ratio=0.5}", calib=calib)
+    stats = report.records[-1].stats
+    assert stats["pruned"] == 2  # conv1 (its BN constant folds into conv2) and conv2
+    assert model.graph.inputs[0].shape == ("N", 3, "H", "W")
+    assert not any(n.op_type == "Add" for n in model.graph.nodes)  # no size-bound map
+    data = serialize(model)
+    onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+    plan = report.records[-1].artifacts["plan"]
+    s_ref, s_new = ort_session(serialize(masked(original, plan))), ort_session(data)
+    for shape in ((1, 3, 6, 6), (3, 3, 9, 7)):
+        x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+        r, o = s_ref.run(None, {"x": x})[0], s_new.run(None, {"x": x})[0]
+        if k2 == 1:
+            assert "approximate_folds" not in stats
+            np.testing.assert_allclose(o, r, rtol=1e-4, atol=1e-5 * np.abs(r).max())
+        else:
+            assert stats["approximate_folds"] == 1
+            assert o.shape == r.shape and np.all(np.isfinite(o))
+
+
+def test_features_on_the_last_axis_are_not_pruned():
+    """A transformer's (batch, tokens, features) MatMul: the analysis follows channels on
+    axis 1 only, so the group is blocked with its reason rather than cut wrongly."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(a).astype(np.float32), n)
+             for n, a in (("w1", (8, 16)), ("b1", (16,)), ("w2", (16, 8)))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("Add", ["b1", "h"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
+    proto = helper.make_model(helper.make_graph(
+        nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "T", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["B", "T", 8])], inits),
+        opset_imports=[helper.make_opsetid("", 17)])
+    model = optc.load(proto)
+    result = Prune(ratio=0.5)(model)
+    assert result.stats["pruned"] == 0
+    reasons = [r for g in result.artifacts["plan"]["blocked"] for r in g["reasons"]]
+    assert any("last axis of a rank-3 tensor" in r for r in reasons), reasons
 
 
 def test_blocked_groups_and_reasons():
