@@ -26,6 +26,10 @@ from optc.ir import Graph, Model, Node, Value
 from optc.runtime.registry import Kernel
 
 
+#: the domains whose ops onnx.reference implements (the standard ops and the classic-ML ops)
+REFERENCE_DOMAINS = ("", "ai.onnx.ml")
+
+
 def captured(node: Node) -> list[Value]:
     """The outer-scope values ``node``'s bodies read, in a fixed (name) order."""
     return sorted(node.captured_values(), key=lambda v: v.name)
@@ -35,7 +39,8 @@ def control_kernel(node: Node, model: Model, threads: int | None, native: bool
                    ) -> Kernel | None:
     """The step of an If or Loop node (None for other ops). Its arguments are the node's
     inputs followed by the captured values (``captured``)."""
-    if node.domain not in ("", "ai.onnx") or node.op_type not in ("If", "Loop"):
+    if node.domain not in ("", "ai.onnx") or node.op_type not in (
+            "If", "Loop", "Scan", "SequenceMap"):
         return None
     outer = captured(node)
     names = [v.name for v in outer]
@@ -58,6 +63,11 @@ def control_kernel(node: Node, model: Model, threads: int | None, native: bool
 
     body = node.subgraphs["body"]
     body_s = body_session(body)
+    if node.op_type == "Scan":
+        return _scan_kernel(node, body, body_s, names, model.opset_imports.get(
+            "", model.opset_imports.get("ai.onnx", 1)))
+    if node.op_type == "SequenceMap":
+        return _sequence_map_kernel(node, body, body_s, names)
     n_in = len(node.inputs)
     n_carried = len(body.inputs) - 2
     n_scan = len(body.outputs) - 1 - n_carried
@@ -95,6 +105,94 @@ def control_kernel(node: Node, model: Model, threads: int | None, native: bool
     return _kernel(run_loop, "Loop")
 
 
+def _scan_kernel(node: Node, body: Graph, body_s, names: list[str], opset: int) -> Kernel:
+    """Scan (schema 9+: scan axes and directions per input/output; schema 8: a leading batch
+    axis and optional sequence_lens, run as one schema-9 scan per batch entry)."""
+    n_scan_in = int(node.attr("num_scan_inputs"))
+    n_in = len(node.inputs) - (1 if opset < 9 else 0)
+    n_state = n_in - n_scan_in
+    n_scan_out = len(body.outputs) - n_state
+    in_names = [v.name for v in body.inputs]
+
+    def attr(name, n):
+        v = node.attr(name) if name in node.attributes else None
+        return [int(a) for a in v] if v is not None else [0] * n
+
+    in_axes, in_dirs = attr("scan_input_axes", n_scan_in), attr("scan_input_directions",
+                                                                n_scan_in)
+    out_axes, out_dirs = attr("scan_output_axes", n_scan_out), attr("scan_output_directions",
+                                                                    n_scan_out)
+    if opset < 9:
+        in_dirs = attr("directions", n_scan_in)
+
+    def scan9(states, scans, values, axes_in, axes_out):
+        axes_in = [a + s.ndim if a < 0 else a for a, s in zip(axes_in, scans)]
+        steps = scans[0].shape[axes_in[0]] if scans else 0
+        if any(s.shape[a] != steps for s, a in zip(scans, axes_in)):
+            raise OptcError("Scan: the scan inputs differ in length along their scan axes")
+        outs: list[list[np.ndarray]] = [[] for _ in range(n_scan_out)]
+        states = list(states)
+        for i in range(steps):
+            feeds = dict(values)
+            feeds.update(zip(in_names[:n_state], states))
+            for name, s, a, rev in zip(in_names[n_state:], scans, axes_in, in_dirs):
+                feeds[name] = np.take(s, steps - 1 - i if rev else i, axis=a)
+            result = body_s.run(None, feeds)
+            states = result[:n_state]
+            for o, v in zip(outs, result[n_state:]):
+                o.append(v)
+        stacked = []
+        for o, a, rev in zip(outs, axes_out, out_dirs):
+            if rev:
+                o = o[::-1]
+            if not o:
+                raise OptcError("Scan: zero iterations (empty scan inputs) are not supported")
+            a = a + o[0].ndim + 1 if a < 0 else a
+            stacked.append(np.stack(o, axis=a))
+        return list(states) + stacked
+
+    def run_scan(*args):
+        values = dict(zip(names, args[len(node.inputs):]))
+        if opset >= 9:
+            ins = args[:n_in]
+            return tuple(scan9(ins[:n_state], ins[n_state:], values, in_axes, out_axes))
+        lens, ins = args[0], args[1:1 + n_in]
+        batch = ins[0].shape[0] if ins else 0
+        per = []
+        for b in range(batch):
+            scans = [s[b] for s in ins[n_state:]]
+            if lens is not None and int(np.asarray(lens).reshape(-1)[b]) != scans[0].shape[0]:
+                raise OptcError("Scan (opset 8): sequence_lens shorter than the sequence are "
+                                "not supported")
+            per.append(scan9([s[b] for s in ins[:n_state]], scans, values, [0] * n_scan_in,
+                             [0] * n_scan_out))
+        return tuple(np.stack([p[k] for p in per]) for k in range(n_state + n_scan_out))
+
+    return _kernel(run_scan, "Scan")
+
+
+def _sequence_map_kernel(node: Node, body: Graph, body_s, names: list[str]) -> Kernel:
+    """SequenceMap: the body once per element of the input sequence(s); a tensor among the
+    additional inputs goes to every iteration whole."""
+    in_names = [v.name for v in body.inputs]
+    n_in = len(node.inputs)
+
+    def run_map(*args):
+        values = dict(zip(names, args[n_in:]))
+        ins = args[:n_in]
+        n = len(ins[0])
+        outs: list[list[np.ndarray]] = [[] for _ in body.outputs]
+        for i in range(n):
+            feeds = dict(values)
+            for name, v in zip(in_names, ins):
+                feeds[name] = v[i] if isinstance(v, list) else v
+            for o, r in zip(outs, body_s.run(None, feeds)):
+                o.append(r)
+        return tuple(outs)
+
+    return _kernel(run_map, "SequenceMap")
+
+
 def reference_kernel(node: Node, opset: int, label: str) -> Kernel:
     """A step that runs onnx.reference's implementation of ``node`` (a standard op without a
     kernel of optc's own); OptcError naming the node where onnx.reference has none either."""
@@ -102,7 +200,8 @@ def reference_kernel(node: Node, opset: int, label: str) -> Kernel:
 
     from optc.ir.serde import node_to_proto
 
-    if node.domain not in ("", "ai.onnx"):
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    if domain not in REFERENCE_DOMAINS:
         raise OptcError(f"{label}: optc.runtime has no kernel for op {node.domain}."
                         f"{node.op_type}")
     if node.subgraphs:
@@ -110,11 +209,17 @@ def reference_kernel(node: Node, opset: int, label: str) -> Kernel:
                         f"subgraph other than If and Loop)")
     proto = node_to_proto(node)
     try:
-        cls = load_op("", node.op_type, opset, node=proto)
-        op = cls(proto, {"opsets": {"": opset}, "new_ops": None, "verbose": 0,
+        if domain == "ai.onnx.ml":
+            from onnx.reference.ops.aionnxml import load_op as load_ml_op
+
+            cls = load_ml_op(domain, node.op_type, opset)
+        else:
+            cls = load_op(domain, node.op_type, opset, node=proto)
+        op = cls(proto, {"opsets": {domain: opset}, "new_ops": None, "verbose": 0,
                          "log": lambda *a, **k: None})
     except Exception as e:  # noqa: BLE001 -- onnx.reference raises many types
-        raise OptcError(f"{label}: optc.runtime has no kernel for op ai.onnx.{node.op_type} "
+        raise OptcError(f"{label}: optc.runtime has no kernel for op {domain or 'ai.onnx'}."
+                        f"{node.op_type} "
                         f"(opset {opset}), and onnx.reference cannot run it either: "
                         f"{str(e).splitlines()[0][:160]}") from None
     n_out = len(node.outputs)
@@ -124,9 +229,19 @@ def reference_kernel(node: Node, opset: int, label: str) -> Kernel:
             result = op.run(*args)
         if not isinstance(result, tuple):
             result = (result,)
-        return tuple(np.asarray(r) if r is not None else None for r in result[:n_out])
+        return tuple(_value(r) for r in result[:n_out])
 
     return _kernel(run, node.op_type)
+
+
+def _value(r: Any) -> Any:
+    """A reference op's result as a session value: an array, a list (a sequence), or None
+    (an omitted output or an empty optional)."""
+    if r is None:
+        return None
+    if isinstance(r, list):
+        return [np.asarray(x) for x in r]
+    return np.asarray(r)
 
 
 def _kernel(fn: Callable[..., Any], op_type: str) -> Kernel:

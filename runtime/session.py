@@ -119,6 +119,10 @@ class InferenceSession:
         # or None, shape or None) per input name
         self._feed_specs = {}
         for v in self._inputs + self._optional_inputs:
+            if v.type is not None and v.type.WhichOneof("value") not in (None, "tensor_type"):
+                # a sequence, optional or map: passed through as given (a list, None, ...)
+                self._feed_specs[v.name] = (v.type.WhichOneof("value"), None, None)
+                continue
             known_type = v.dtype is not None and v.dtype in _TYPE_NAMES
             self._feed_specs[v.name] = (
                 _TYPE_NAMES[v.dtype] if known_type else None,
@@ -146,9 +150,10 @@ class InferenceSession:
             try:
                 k = lookup(node.op_type, node.domain, opset)
             except OptcError as e:
-                if node.domain not in ("", "ai.onnx"):
+                from optc.runtime.control import REFERENCE_DOMAINS, reference_kernel
+
+                if (node.domain or "") not in REFERENCE_DOMAINS + ("ai.onnx",):
                     raise OptcError(f"{label}: {e}") from e
-                from optc.runtime.control import reference_kernel
 
                 self._steps.append(_Step(label, reference_kernel(node, opset, label),
                                          [slot(v) for v in inputs],
@@ -254,7 +259,7 @@ class InferenceSession:
         live = 0
         for name, arr in self._check_feeds(input_feed).items():
             env[self._input_slots[name]] = arr
-            live += arr.nbytes
+            live += _nbytes(arr)
             if on_value is not None:
                 on_value(name, arr)
         total = peak = live
@@ -270,13 +275,7 @@ class InferenceSession:
         # hand out arrays the caller owns: never the session's constants, the caller's own
         # inputs, or views into either (as onnxruntime, which copies its outputs)
         shared = {id(a) for a in self._constants.values()} | {id(a) for a in input_feed.values()}
-        return [self._owned(env[s], shared) for s in wanted]
-
-    @staticmethod
-    def _owned(arr: np.ndarray, shared: set[int]) -> np.ndarray:
-        if id(arr) in shared or arr.base is not None:
-            return arr.copy()
-        return arr
+        return [_owned(env[s], shared) for s in wanted]
 
     def _execute(self, env: list, live: int, peak: int, total: int,
                  on_value: Callable[[str, np.ndarray], None] | None = None
@@ -292,14 +291,15 @@ class InferenceSession:
             for s, value in zip(step.outputs, result):
                 if s >= 0:
                     env[s] = value
-                    live += value.nbytes
-                    total += value.nbytes
+                    n = _nbytes(value)
+                    live += n
+                    total += n
                     if on_value is not None:
                         on_value(self._slot_names[s], value)
             peak = max(peak, live)
             for s in step.release:
                 if env[s] is not None:
-                    live -= env[s].nbytes
+                    live -= _nbytes(env[s])
                     env[s] = None
         return live, peak, total
 
@@ -310,8 +310,12 @@ class InferenceSession:
             if spec is None:
                 raise OptcError(f"unknown input '{name}'; the model's inputs are: "
                                 f"{', '.join(x.name for x in self._inputs) or 'none'}")
-            arr = np.asarray(arr)
             type_name, expected, shape = spec
+            if type_name in ("sequence_type", "optional_type", "map_type"):
+                out[name] = [np.asarray(a) for a in arr] if isinstance(arr, (list, tuple)) \
+                    else arr
+                continue
+            arr = np.asarray(arr)
             if expected is not None and arr.dtype != expected:
                 raise OptcError(f"input '{name}' must be {type_name} ({expected}), got "
                                 f"{arr.dtype}")
@@ -329,6 +333,24 @@ class InferenceSession:
         if missing:
             raise OptcError(f"missing input(s) {', '.join(missing)}")
         return out
+
+
+def _nbytes(value: Any) -> int:
+    """Bytes of a value: a tensor, a sequence (list) of tensors, or an empty optional."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    return getattr(value, "nbytes", 0)
+
+
+def _owned(value: Any, shared: set[int]) -> Any:
+    """``value`` as the caller's own: a copy where it is (or views) a constant or a feed."""
+    if isinstance(value, list):
+        return [_owned(v, shared) for v in value]
+    if isinstance(value, np.ndarray) and (id(value) in shared or value.base is not None):
+        return value.copy()
+    return value
 
 
 _CONTROLLER = None

@@ -8,6 +8,8 @@ import math
 import numpy as np
 
 from optc.errors import OptcError
+from optc.runtime.config import DEFAULT
+from optc.runtime.kernels import native
 from optc.runtime.kernels.elementwise import legacy_broadcast, cast
 from optc.runtime.registry import kernel
 
@@ -32,9 +34,18 @@ for _name, _versions, _fn in (
         ("Sqrt", (1, 6, 13), np.sqrt), ("Neg", (1, 6, 13), np.negative),
         ("Abs", (1, 6, 13), np.abs), ("Reciprocal", (1, 6, 13), np.reciprocal),
         ("Floor", (1, 6, 13), np.floor), ("Ceil", (1, 6, 13), np.ceil),
-        ("Erf", (9, 13), lambda x: _erf_vec(x)), ("Cos", (7, 22), np.cos),
+        ("Cos", (7, 22), np.cos),
         ("Sin", (7, 22), np.sin)):
     _unary(_name, _versions, _fn)
+
+
+@kernel("Erf", (9, 13))
+def erf(x, *, _config=None):
+    if (_config or DEFAULT).native:
+        y = native.map_f32(x, "erf")
+        if y is not None:
+            return y
+    return _erf_vec(x).astype(x.dtype, copy=False)
 
 
 @kernel("Not", (1,))

@@ -200,6 +200,18 @@ def conv2d(x, w, b, strides, begin, dilations, group, out_shape, activation=None
                 None if res is None else np.ascontiguousarray(res), threads)
 
 
+_MAPS = {"erf": 1, "gelu": 2, "gelu_tanh": 3, "mish": 4}
+
+
+def map_f32(x, kind: str) -> np.ndarray | None:
+    """An element-wise map of ``_MAPS`` in C (float32); None if the C kernel does not apply."""
+    if not AVAILABLE or x.dtype != np.float32:
+        return None
+    y = np.empty(x.shape, np.float32)
+    _ckernels.map_f32(np.ascontiguousarray(x), y, _MAPS[kind])
+    return y
+
+
 def lrn(x, size, alpha, beta, bias) -> np.ndarray | None:
     """LRN across channels in C (float32, any rank >= 3); None if the C kernel does not
     apply."""
