@@ -107,7 +107,11 @@ def _scatter_elements(data, indices, updates, axis, reduction):
     out = data.copy()
     idx = list(np.indices(indices.shape, sparse=True))
     idx[axis] = _fix(indices, data.shape[axis])
-    idx = tuple(idx)
+    return _put(out, tuple(idx), updates, reduction)
+
+
+def _put(out, idx, updates, reduction):
+    """out[idx] = updates, or combined with what is there by ``reduction``."""
     if reduction == "none":
         out[idx] = updates
     elif reduction in _REDUCE:
@@ -138,13 +142,7 @@ def _scatter_nd(data, indices, updates, reduction):
     ind = indices.reshape(-1, q)
     upd = updates.reshape((ind.shape[0],) + data.shape[q:])
     cols = tuple(_fix(ind[:, j], data.shape[j]) for j in range(q))
-    if reduction == "none":
-        out[cols] = upd
-    elif reduction in _REDUCE:
-        _REDUCE[reduction].at(out, cols, upd)
-    else:
-        raise OptcError(f"unknown reduction '{reduction}'")
-    return out
+    return _put(out, cols, upd, reduction)
 
 
 @kernel("ScatterND", (11, 13))
