@@ -126,6 +126,12 @@ def sum_(*xs):
 
 
 # --- Cast, Identity, Dropout --------------------------------------------------------------------
+#: element types NumPy lacks, which onnx maps to ml_dtypes' types
+_LOW_PRECISION = frozenset((
+    "bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+    "float8_e8m0fnu", "float4_e2m1fn", "int4", "uint4", "int2", "uint2"))
+
+
 @kernel("Cast", (1, 6, 9, 13, 19, 21, 23, 24, 25, 28))
 def cast(x, *, to, saturate=1, round_mode="up"):
     if isinstance(to, str):  # opset 1 spelled the type as a string
@@ -134,8 +140,13 @@ def cast(x, *, to, saturate=1, round_mode="up"):
         dtype = helper.tensor_dtype_to_np_dtype(to)
     except (KeyError, ValueError) as e:
         raise OptcError(f"Cast to element type {to} is not supported") from e
-    if dtype.kind not in "biuf" or dtype.itemsize == 0 or dtype.name.startswith(("float8", "int4",
-                                                                                 "uint4")):
+    if dtype.name in _LOW_PRECISION:
+        # bfloat16, float8, float4, int4, int2 (ml_dtypes types): onnx.reference's cast, which
+        # implements saturate (float8) and round_mode (float8e8m0)
+        from onnx.reference.ops.op_cast import cast_to
+
+        return cast_to(x, to, bool(saturate), round_mode)
+    if dtype.kind not in "biuf" or dtype.itemsize == 0:
         raise OptcError(f"Cast to {dtype} is not supported by optc.runtime")
     if x.dtype.kind == "U" or x.dtype == object:
         return x.astype(np.float64).astype(dtype) if dtype.kind == "f" else x.astype(dtype)

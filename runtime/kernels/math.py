@@ -168,4 +168,5 @@ def range_(start, limit, delta, *, stash_type=1):
 def cast_like(x, target_type, *, saturate=1, round_mode="up"):
     from onnx import helper
 
-    return cast(x, to=helper.np_dtype_to_tensor_dtype(target_type.dtype))
+    return cast(x, to=helper.np_dtype_to_tensor_dtype(target_type.dtype), saturate=saturate,
+                round_mode=round_mode)

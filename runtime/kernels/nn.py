@@ -57,7 +57,9 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
 
 @kernel("MatMul", (1, 9, 13))
 def matmul(a, b):
-    return np.matmul(a, b)
+    out = np.matmul(a, b)
+    # ml_dtypes' bfloat16/float8 matmul computes (and answers) in float32: back to the type
+    return out if out.dtype == a.dtype else out.astype(a.dtype)
 
 
 # --- Softmax ------------------------------------------------------------------------------------

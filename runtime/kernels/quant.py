@@ -9,6 +9,7 @@ and MatMulInteger for dynamically quantized models.
 from __future__ import annotations
 
 import numpy as np
+import onnx.numpy_helper
 from onnx import helper
 
 from optc.errors import OptcError
@@ -38,6 +39,11 @@ def _broadcast_param(p, x, axis, block_size):
     return p.reshape(shape)
 
 
+#: 4- and 2-bit integers (ml_dtypes types): their ranges
+_NARROW_INT = {"int4": (-8, 7), "uint4": (0, 15), "int2": (-2, 1), "uint2": (0, 3)}
+#: float8/float4 quantization targets (ml_dtypes types)
+_LOW_FLOAT = frozenset(("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+                        "float4_e2m1fn"))
 _SUPPORTED: set[np.dtype] = set()  # dtypes _check_int has passed (dtype.name is not free)
 
 
@@ -45,7 +51,10 @@ def _check_int(dtype) -> np.dtype:
     dtype = np.dtype(dtype)
     if dtype in _SUPPORTED:
         return dtype
-    if dtype.kind not in _INT_KINDS or dtype.name in ("int4", "uint4"):
+    if dtype.name in _NARROW_INT or dtype.name in _LOW_FLOAT:
+        _SUPPORTED.add(dtype)
+        return dtype
+    if dtype.kind not in _INT_KINDS:
         raise OptcError(f"quantization to {dtype} is not supported by optc.runtime")
     _SUPPORTED.add(dtype)
     return dtype
@@ -61,7 +70,8 @@ def _c_params(scale, zero_point) -> tuple[float, int] | None:
     return scale.item(), 0 if zero_point is None else int(np.asarray(zero_point).item())
 
 
-def quantize_array(x, scale, zero_point, axis, block_size, output_dtype, precision=0, config=None):
+def quantize_array(x, scale, zero_point, axis, block_size, output_dtype, precision=0, config=None,
+                   saturate=1):
     if zero_point is not None:
         dtype = _check_int(zero_point.dtype)
     elif output_dtype:
@@ -78,11 +88,20 @@ def quantize_array(x, scale, zero_point, axis, block_size, output_dtype, precisi
         return y
     s = _broadcast_param(scale, x, axis, block_size)
     compute = helper.tensor_dtype_to_np_dtype(precision) if precision else s.dtype
-    q = np.rint(x.astype(compute) / s.astype(compute))
+    q = x.astype(compute) / s.astype(compute)
+    if dtype.name in _LOW_FLOAT:
+        # float targets: no rounding to integers; float8 saturates to its largest finite value
+        # when asked (onnx.numpy_helper.saturate_cast), float4 has no inf and always does
+        if zero_point is not None:
+            q = q + _broadcast_param(zero_point, x, axis, block_size).astype(np.float32)
+        if saturate and dtype.name.startswith("float8"):
+            return onnx.numpy_helper.saturate_cast(q, dtype)
+        return q.astype(dtype)
+    q = np.rint(q)
     if zero_point is not None:
         q = q + _broadcast_param(zero_point, x, axis, block_size).astype(np.float64)
-    info = np.iinfo(dtype)
-    return np.clip(q, info.min, info.max).astype(dtype)
+    lo, hi = _NARROW_INT.get(dtype.name) or (np.iinfo(dtype).min, np.iinfo(dtype).max)
+    return np.clip(q, lo, hi).astype(dtype)
 
 
 def dequantize_array(x, scale, zero_point, axis, block_size, output_dtype=0, config=None):
@@ -108,14 +127,15 @@ def quantize10(x, y_scale, y_zero_point=None, *, _config=None):
 
 @kernel("QuantizeLinear", (13, 19))
 def quantize13(x, y_scale, y_zero_point=None, *, axis=1, saturate=1, _config=None):
-    return quantize_array(x, y_scale, y_zero_point, axis, 0, 0, config=_config)
+    return quantize_array(x, y_scale, y_zero_point, axis, 0, 0, config=_config,
+                          saturate=saturate)
 
 
 @kernel("QuantizeLinear", (21, 23, 24, 25, 28))
 def quantize(x, y_scale, y_zero_point=None, *, axis=1, block_size=0, output_dtype=0,
              precision=0, saturate=1, _config=None):
     return quantize_array(x, y_scale, y_zero_point, axis, block_size, output_dtype, precision,
-                     _config)
+                          _config, saturate)
 
 
 @kernel("DequantizeLinear", (10,))

@@ -10,10 +10,13 @@ from optc.runtime.registry import kernel
 
 
 def _identity(op: str, dtype: np.dtype):
-    if op == "max":
-        return -np.inf if dtype.kind == "f" else (False if dtype.kind == "b"
-                                                  else np.iinfo(dtype).min)
-    return np.inf if dtype.kind == "f" else (True if dtype.kind == "b" else np.iinfo(dtype).max)
+    """The identity of max/min for dtype: the integer limits, False/True, or -inf/+inf for
+    floats (NumPy's and ml_dtypes' bfloat16/float8, whose kind is "V")."""
+    if dtype.kind in "iu":
+        return np.iinfo(dtype).min if op == "max" else np.iinfo(dtype).max
+    if dtype.kind == "b":
+        return op != "max"
+    return -np.inf if op == "max" else np.inf
 
 
 def _reduce(op: str, x, axes, keepdims, noop_with_empty_axes=0):
