@@ -43,7 +43,7 @@ def bench(model: str | os.PathLike | bytes, *, runtime: str = "optc", threads: i
     feeds = random_feeds(ort_sess, seed, batch)
     sessions = {"ort": ort_sess}
     if runtime != "ort":
-        sessions[runtime] = session(model, runtime, threads=threads)
+        sessions[runtime] = session(model, runtime, threads=threads, optimize=True)
     if progress is None:
         progress = sys.stderr.isatty()
     with Progress(disable=not progress, transient=True) as bar:

@@ -55,7 +55,7 @@ class Runner:
             from optc.runtime import InferenceSession
 
             try:
-                self._optc = InferenceSession(model, threads=threads)
+                self._optc = InferenceSession(model, threads=threads, optimization="off")
             except OptcError as e:
                 if engine == "optc":
                     raise

@@ -52,13 +52,16 @@ def ort_session(model: str | os.PathLike | bytes | Model, *, optimize: bool = Fa
 
 def session(model: str | os.PathLike | bytes | Model, runtime: str = "ort", *,
             threads: int | None = 1, optimize: bool = False):
-    """A session of ``runtime`` ('ort' or 'optc'); both have get_inputs/get_outputs/run."""
+    """A session of ``runtime`` ('ort' or 'optc'); both have get_inputs/get_outputs/run.
+    ``optimize``: each runtime's graph optimizations at their highest level (onnxruntime's
+    ORT_ENABLE_ALL, optc's "all"); off otherwise, so the model runs as written."""
     if runtime == "ort":
         return ort_session(model, optimize=optimize, threads=threads)
     if runtime == "optc":
         from optc.runtime import InferenceSession
 
-        return InferenceSession(model, threads=threads)
+        return InferenceSession(model, threads=threads,
+                                optimization="all" if optimize else "off")
     raise OptcError(f"unknown runtime '{runtime}' (ort or optc)")
 
 

@@ -49,7 +49,8 @@ def control_kernel(node: Node, model: Model, threads: int | None, native: bool
         from optc.runtime.session import InferenceSession
 
         body = Model(g, opset_imports=dict(model.opset_imports))
-        return InferenceSession(body, threads=threads, native=native, _captured=outer)
+        return InferenceSession(body, threads=threads, native=native, optimization="off",
+                            _captured=outer)
 
     if node.op_type == "If":
         then_s = body_session(node.subgraphs["then_branch"])

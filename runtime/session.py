@@ -67,10 +67,25 @@ _NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUnifo
                "Multinomial", "Bernoulli", "Dropout"}
 
 
+#: the session's graph optimization levels (as onnxruntime's graph_optimization_level): the
+#: optc pipeline each runs over the session's own copy of the model before planning
+OPTIMIZATION_LEVELS = {
+    "off": None,
+    # lossless cleanup and fusions (constant folding, Conv+BN, ...): ORT's "basic"
+    "basic": "default",
+    # + optc's fused Conv/Gemm + activation ops and Winograd where its cost model picks it
+    "all": "default,fuse-act{target=optc},winograd",
+}
+
+
 class InferenceSession:
     """Executes an ONNX model with optc's kernels.
 
     ``model``: a path, serialized bytes, an onnx.ModelProto, or an optc Model/Graph.
+    ``optimization``: "off", "basic" or "all" (the default, as onnxruntime's default is its
+    highest level): the pipeline of OPTIMIZATION_LEVELS is run in memory on a copy of the
+    model (the caller's model is not changed). Sessions optc makes for its own analyses
+    (calibration, the pass engine, control-flow bodies, conformance checks) use "off".
     ``threads``: BLAS threads used during ``run`` (None: leave NumPy's default), and the
     threads the C kernels share their work among (None: one per CPU).
     ``native``: run the C kernels where they apply (False: NumPy only).
@@ -82,10 +97,22 @@ class InferenceSession:
 
     def __init__(self, model: str | os.PathLike | bytes | onnx.ModelProto | Model | Graph,
                  threads: int | None = None, *, native: bool = True,
-                 _captured: Sequence = ()):
+                 optimization: str = "all", _captured: Sequence = ()):
         if isinstance(model, Graph):
             model = Model(model)
+        if optimization not in OPTIMIZATION_LEVELS:
+            raise OptcError(f"unknown optimization level '{optimization}' (one of "
+                            f"{', '.join(OPTIMIZATION_LEVELS)})")
+        self.optimization = optimization
         self._model = load(model)
+        pipeline = OPTIMIZATION_LEVELS[optimization]
+        if pipeline is not None:
+            from optc.ir.serde import clone
+            from optc.pipeline import run_pipeline
+
+            if self._model is model:  # the caller's own Model: optimize a copy
+                self._model = clone(self._model)
+            run_pipeline(self._model, pipeline, engine="optc")
         # a control-flow body (runtime/control.py): the outer-scope values it reads are fed
         # like inputs
         self._captured = list(_captured)

@@ -56,7 +56,7 @@ def _activations(names, alphas, betas, defaults, n_dir):
     return [fns[d * k:(d + 1) * k] for d in range(n_dir)]
 
 
-def _prepare(x, sequence_lens, initial, layout, n_dir, hidden_size, batch_axis_state):
+def _prepare(x, sequence_lens, initial, layout, n_dir, hidden_size):
     if layout:
         x = np.swapaxes(x, 0, 1)  # -> [seq, batch, input]
         initial = [None if s is None else np.swapaxes(s, 0, 1) for s in initial]
@@ -83,9 +83,14 @@ def _run(x, w, r, bias, lens, states, direction, clip, step):
         if bias is not None:
             gx = gx + bias[d]
         cur = [s[d] for s in states]
+        full = bool(np.all(lens >= t))  # every sequence runs every step: no masks needed
         for i in (range(t - 1, -1, -1) if reverse else range(t)):
-            valid = (i < lens)[:, None]
             h, new = step(d, gx[i], cur, clip)
+            if full:
+                cur = list(new)
+                y[i, d] = h
+                continue
+            valid = (i < lens)[:, None]
             cur = [np.where(valid, n, c) for n, c in zip(new, cur)]
             y[i, d] = np.where(valid, h, 0)
         for f, c in zip(finals, cur):
@@ -121,8 +126,7 @@ def lstm(x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c=None, p=
     direction = _direction(direction, n_dir)
     acts = _activations(activations, activation_alpha, activation_beta,
                         ["Sigmoid", "Tanh", "Tanh"], n_dir)
-    x, lens, (h0, c0) = _prepare(x, sequence_lens, [initial_h, initial_c], layout, n_dir,
-                                 hs, 1)
+    x, lens, (h0, c0) = _prepare(x, sequence_lens, [initial_h, initial_c], layout, n_dir, hs)
     bias = None if b is None else (b[:, :4 * hs] + b[:, 4 * hs:]).astype(x.dtype)
     peep = None if p is None else p.astype(x.dtype)
 
@@ -155,7 +159,7 @@ def gru(x, w, r, b=None, sequence_lens=None, initial_h=None, *, activation_alpha
     direction = _direction(direction, n_dir)
     acts = _activations(activations, activation_alpha, activation_beta, ["Sigmoid", "Tanh"],
                         n_dir)
-    x, lens, (h0,) = _prepare(x, sequence_lens, [initial_h], layout, n_dir, hs, 1)
+    x, lens, (h0,) = _prepare(x, sequence_lens, [initial_h], layout, n_dir, hs)
     wb = None if b is None else b[:, :3 * hs].astype(x.dtype)
     rb = np.zeros((n_dir, 3 * hs), x.dtype) if b is None else b[:, 3 * hs:].astype(x.dtype)
 
@@ -187,7 +191,7 @@ def rnn(x, w, r, b=None, sequence_lens=None, initial_h=None, *, activation_alpha
     n_dir, hs = w.shape[0], r.shape[-1]
     direction = _direction(direction, n_dir)
     acts = _activations(activations, activation_alpha, activation_beta, ["Tanh"], n_dir)
-    x, lens, (h0,) = _prepare(x, sequence_lens, [initial_h], layout, n_dir, hs, 1)
+    x, lens, (h0,) = _prepare(x, sequence_lens, [initial_h], layout, n_dir, hs)
     bias = None if b is None else (b[:, :hs] + b[:, hs:]).astype(x.dtype)
 
     def step(d, gx, cur, clip):

@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import torch
@@ -21,13 +22,39 @@ import torch
 from optc.distill import TorchGraph
 from optc.distill.ops import OPS
 from optc.errors import OptcError
-from tests.runtime.test_backend_node import _dtypes, _graph_ops
 
 DTYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT32, TensorProto.INT64,
           TensorProto.INT8, TensorProto.UINT8,
           TensorProto.BOOL}
 REFUSED = ("training mode", "Indices output", "blocked quantization")
 QUANTIZERS = ("QuantizeLinear", "DynamicQuantizeLinear")
+
+
+def _graph_ops(graph: onnx.GraphProto) -> set[str]:
+    ops = set()
+    for n in graph.node:
+        ops.add(n.op_type)
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                ops |= _graph_ops(a.g)
+    return ops
+
+
+def _dtypes(graph: onnx.GraphProto) -> set[int]:
+    """Element types of the graph's inputs, outputs, initializers and tensor attributes (-1
+    for a sequence, optional or map)."""
+    types = set()
+    for vi in list(graph.input) + list(graph.output):
+        if vi.type.HasField("tensor_type"):
+            types.add(vi.type.tensor_type.elem_type)
+        else:
+            types.add(-1)
+    types.update(t.data_type for t in graph.initializer)
+    for n in graph.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                types.add(a.t.data_type)
+    return types
 
 
 def _cases():

@@ -257,7 +257,7 @@ def test_constant_subgraphs_run_once_at_load():
     g = helper.make_graph(nodes, "fold", inputs, [helper.make_tensor_value_info(
         "y", TensorProto.FLOAT, [2, 4])], [w, s, k])
     proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    sess = InferenceSession(proto.SerializeToString())
+    sess = InferenceSession(proto.SerializeToString(), optimization="off")
     # k is a graph input with a default: the Mul and the MatMul stay, the DequantizeLinear goes
     assert [st.op_type for st in sess._steps] == ["Mul", "MatMul"]
     x = np.ones((2, 3), np.float32)
@@ -267,3 +267,25 @@ def test_constant_subgraphs_run_once_at_load():
     np.testing.assert_allclose(y, ort_session(proto.SerializeToString()).run(None, {"x": x})[0])
     y2 = sess.run(None, {"x": x, "k": np.float32(1.0)})[0]  # the override is honoured
     np.testing.assert_allclose(y2, y / 3, rtol=1e-6)
+
+
+def test_optimization_levels_match_and_leave_the_model_alone():
+    """off / basic / all give the same outputs (within Winograd's error); the caller's Model
+    is not changed; an unknown level is one clear error."""
+    import optc
+    from optc.errors import OptcError
+
+    model = optc.load(str(MODELS / "resnet_mini.onnx"))
+    before = optc.ir.serialize(model)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    outs = {}
+    for level in ("off", "basic", "all"):
+        sess = InferenceSession(model, optimization=level)
+        assert sess.optimization == level
+        outs[level] = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert optc.ir.serialize(model) == before
+    scale = float(np.max(np.abs(outs["off"])))
+    for level in ("basic", "all"):
+        assert float(np.max(np.abs(outs[level] - outs["off"]))) <= 1e-4 * scale
+    with pytest.raises(OptcError, match="unknown optimization level 'max'"):
+        InferenceSession(model, optimization="max")
