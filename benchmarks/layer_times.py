@@ -66,15 +66,18 @@ def _timed_optc(path: str, by_op: bool) -> tuple[InferenceSession, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="resnet50", help="a light name or models/ stem")
+    parser.add_argument("--model", default="resnet50", help="a light name, a models/ stem or an .onnx path")
     parser.add_argument("--passes", default="default,fuse-act{target=optc},winograd")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--by-op", action="store_true", help="group by operator type")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        [path] = model_files(("resnet50", "vgg19", "densenet121", "inception_v1"),
-                             [args.model], d)
+        if Path(args.model).is_file():  # any .onnx (the wild corpus's, a user's)
+            path = Path(args.model)
+        else:
+            [path] = model_files(("resnet50", "vgg19", "densenet121", "inception_v1"),
+                                 [args.model], d)
         lowered, _ = optc.optimize(str(path), passes=args.passes)
         optc.save(lowered, Path(d) / "lowered.onnx")
         options = ort.SessionOptions()

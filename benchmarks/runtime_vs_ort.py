@@ -1,15 +1,17 @@
 """optc.runtime latency next to onnxruntime (same run, same inputs, 1 thread each by default),
 plus optc's peak activation memory, on the ResNet-50, VGG-19 and DenseNet-121 `light`
 architectures (and Inception v1, for its 5x5 convs) with seeded random weights (constant-folded
-by optc) and on the models/ models.
+by optc), on the models/ models and on any .onnx path given (the wild corpus's
+paddle_orientation.onnx, a mobile SE/HardSwish net).
 
-Each model runs in optc.runtime after ``default,fuse-act{target=optc}``, after that plus
-``winograd`` (tile=auto), and plus ``fft`` (5x5+ kernels: Inception v1); onnxruntime runs the
+optc.runtime runs each model as ``optc bench`` does: its session's "all" optimization, with
+the Winograd choice per layer from the cost model ("all") or timed on this CPU ("all + tune",
+optc.runtime.tune; cached per CPU, so the second run of a model times nothing), and "all +
+tune + fft" with the fft lowering first (5x5+ kernels: Inception v1). onnxruntime runs the
 model as given (its own graph optimizations on), and the geometric mean of the ratios is
-printed per variant.
+printed per variant, with the CPU it ran on.
 
-    python benchmarks/runtime_vs_ort.py [--repeat 10] [--threads 1] [--models vgg19 ...]
-"""
+    python benchmarks/runtime_vs_ort.py [--repeat 10] [--threads 1] [--models vgg19 ... PATH]
 
 from __future__ import annotations
 
@@ -23,13 +25,14 @@ from rich.table import Table
 
 import optc
 from optc.bench import bench
+from optc.runtime.tune import cpu_info
 
 from _models import model_files  # benchmarks/, run as a script
 
-#: what optc.runtime runs; onnxruntime always runs the model as given (its own optimizations on)
-VARIANTS = {"default": "default,fuse-act{target=optc}",
-            "default + winograd": "default,fuse-act{target=optc},winograd",
-            "default + winograd + fft": "default,fuse-act{target=optc},winograd,fft"}
+#: what optc.runtime runs: (a pipeline run before the session's own "all", tune); onnxruntime
+#: always runs the model as given (its own optimizations on)
+VARIANTS = {"all": (None, False), "all + tune": (None, True),
+            "all + tune + fft": ("default,fft", True)}
 LIGHT = ("resnet50", "vgg19", "densenet121", "inception_v1")
 
 
@@ -39,7 +42,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=None,
-                        help="light names (" + ", ".join(LIGHT) + ") and models/ stems")
+                        help="light names (" + ", ".join(LIGHT) + "), models/ stems and .onnx paths")
     args = parser.parse_args()
     console = Console()
     table = Table(title=f"optc.runtime vs onnxruntime ({args.threads} thread, median of "
@@ -49,19 +52,25 @@ def main() -> None:
     ratios: dict[str, list[float]] = {}
     wanted = args.models
     with tempfile.TemporaryDirectory() as d:
-        paths = model_files(LIGHT, wanted, d)
+        paths = model_files(LIGHT, wanted, d) + [Path(p) for p in wanted or ()
+                                                  if Path(p).is_file()]
         for path in paths:
-            for variant, passes in VARIANTS.items():
-                lowered, _ = optc.optimize(str(path), passes=passes)
-                target = Path(d) / f"{path.stem}_{len(passes)}.onnx"
-                optc.save(lowered, target)
+            for variant, (passes, tune) in VARIANTS.items():
+                target = path
+                if passes:
+                    lowered, _ = optc.optimize(str(path), passes=passes)
+                    target = Path(d) / f"{path.stem}_lowered.onnx"
+                    optc.save(lowered, target)
                 r = bench(target, runtime="optc", threads=args.threads, warmup=args.warmup,
-                          repeat=args.repeat, reference=path)
+                          repeat=args.repeat, reference=path, tune=tune)
                 ratios.setdefault(variant, []).append(r.ratio)
                 table.add_row(path.name, variant, f"{r.ort_median_ms:.2f}",
                               f"{r.median_ms:.2f}", f"{r.ratio:.2f}x",
                               f"{r.peak_bytes / 2**20:.2f}")
     console.print(table)
+    info = cpu_info()
+    console.print(f"CPU: {info.model} ({', '.join(info.flags[-6:])}; L1d {info.l1d >> 10} KiB, "
+                  f"L2 {info.l2 >> 10} KiB, L3 {info.l3 >> 20} MiB)")
     for variant, rs in ratios.items():
         geomean = math.exp(sum(map(math.log, rs)) / len(rs))
         console.print(f"geomean optc/ort ({variant}): {geomean:.2f}x")

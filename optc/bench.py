@@ -32,10 +32,12 @@ class BenchResult:
 
 def bench(model: str | os.PathLike | bytes, *, runtime: str = "optc", threads: int = 1,
           warmup: int = 3, repeat: int = 20, batch: int = 1, seed: int = 0,
-          progress: bool | None = None, reference: str | os.PathLike | bytes | None = None
-          ) -> BenchResult:
+          progress: bool | None = None, reference: str | os.PathLike | bytes | None = None,
+          tune: bool = True) -> BenchResult:
     """``reference``: the model onnxruntime runs (default: ``model`` itself); a lowered model
-    with ai.optc ops is compared with onnxruntime on the model it was lowered from."""
+    with ai.optc ops is compared with onnxruntime on the model it was lowered from. ``tune``:
+    optc's session times its per-layer choices on this CPU (cached per CPU: optc.runtime.tune)
+    before the timed runs."""
     from rich.progress import Progress
 
     ort_sess = session(reference if reference is not None else model, "ort", threads=threads,
@@ -43,7 +45,7 @@ def bench(model: str | os.PathLike | bytes, *, runtime: str = "optc", threads: i
     feeds = random_feeds(ort_sess, seed, batch)
     sessions = {"ort": ort_sess}
     if runtime != "ort":
-        sessions[runtime] = session(model, runtime, threads=threads, optimize=True)
+        sessions[runtime] = session(model, runtime, threads=threads, optimize=True, tune=tune)
     if progress is None:
         progress = sys.stderr.isatty()
     with Progress(disable=not progress, transient=True) as bar:

@@ -475,8 +475,11 @@ def run_model(model: Path, inputs: tuple[str, ...], output: Path | None, runtime
 @click.option("--passes", "pipeline_text", default=None,
               help="Optimize MODEL with this pipeline before optc runs it (e.g. "
                    "'default,fuse-act{target=optc},winograd'); onnxruntime runs MODEL as given.")
+@click.option("--tune/--no-tune", default=True, show_default=True,
+              help="Time optc's per-layer choices (Winograd or not) on this CPU first; the "
+                   "choices are cached per CPU in ~/.cache/optc/tune ($OPTC_TUNE_DIR).")
 def bench_model(model: Path, runtime: str, threads: int, warmup: int, repeat: int,
-                batch: int, pipeline_text: str | None) -> None:
+                batch: int, pipeline_text: str | None, tune: bool) -> None:
     """Median latency of MODEL in RUNTIME, with onnxruntime measured in the same run."""
     from optc.bench import bench
     from optc.ir import load, serialize
@@ -493,7 +496,7 @@ def bench_model(model: Path, runtime: str, threads: int, warmup: int, repeat: in
         run_pipeline(m, pipeline_text)
         target = serialize(m)
     r = bench(target, runtime=runtime, threads=threads, warmup=warmup, repeat=repeat,
-              batch=batch, reference=model)
+              batch=batch, reference=model, tune=tune)
     line = f"{model.name}: onnxruntime {r.ort_median_ms:.2f} ms"
     if runtime != "ort":
         line += f", {runtime} {r.median_ms:.2f} ms, ratio {runtime}/ort {r.ratio:.2f}x"

@@ -51,17 +51,18 @@ def ort_session(model: str | os.PathLike | bytes | Model, *, optimize: bool = Fa
 
 
 def session(model: str | os.PathLike | bytes | Model, runtime: str = "ort", *,
-            threads: int | None = 1, optimize: bool = False):
+            threads: int | None = 1, optimize: bool = False, tune: bool = False):
     """A session of ``runtime`` ('ort' or 'optc'); both have get_inputs/get_outputs/run.
     ``optimize``: each runtime's graph optimizations at their highest level (onnxruntime's
-    ORT_ENABLE_ALL, optc's "all"); off otherwise, so the model runs as written."""
+    ORT_ENABLE_ALL, optc's "all"); off otherwise, so the model runs as written. ``tune``:
+    optc's per-layer choices timed on this CPU (InferenceSession's ``tune``)."""
     if runtime == "ort":
         return ort_session(model, optimize=optimize, threads=threads)
     if runtime == "optc":
         from optc.runtime import InferenceSession
 
         return InferenceSession(model, threads=threads,
-                                optimization="all" if optimize else "off")
+                                optimization="all" if optimize else "off", tune=tune)
     raise OptcError(f"unknown runtime '{runtime}' (ort or optc)")
 
 

@@ -76,6 +76,8 @@ OPTIMIZATION_LEVELS = {
     # + optc's fused Conv/Gemm + activation ops and Winograd where its cost model picks it
     "all": "default,fuse-act{target=optc},winograd",
 }
+#: "all" with ``tune=True``: the Winograd choice per layer timed on this CPU (optc.runtime.tune)
+TUNED_ALL = "default,fuse-act{target=optc},winograd{tile=tune}"
 
 
 class InferenceSession:
@@ -86,6 +88,11 @@ class InferenceSession:
     highest level): the pipeline of OPTIMIZATION_LEVELS is run in memory on a copy of the
     model (the caller's model is not changed). Sessions optc makes for its own analyses
     (calibration, the pass engine, control-flow bodies, conformance checks) use "off".
+    ``tune``: with "all", time each 3x3 layer's candidates (direct, Winograd F(2x2), F(4x4))
+    on this CPU instead of trusting the cost model, and keep the choices in the per-CPU tuning
+    file (optc.runtime.tune), so a layer shape is timed once per machine (a fraction of a
+    second each; ResNet-50's four shapes: about 1 s). Off by default: the choice then depends
+    on the machine (within the Winograd error), and tests want one answer.
     ``threads``: BLAS threads used during ``run`` (None: leave NumPy's default), and the
     threads the C kernels share their work among (None: one per CPU).
     ``native``: run the C kernels where they apply (False: NumPy only).
@@ -97,7 +104,7 @@ class InferenceSession:
 
     def __init__(self, model: str | os.PathLike | bytes | onnx.ModelProto | Model | Graph,
                  threads: int | None = None, *, native: bool = True,
-                 optimization: str = "all", _captured: Sequence = ()):
+                 optimization: str = "all", tune: bool = False, _captured: Sequence = ()):
         if isinstance(model, Graph):
             model = Model(model)
         if optimization not in OPTIMIZATION_LEVELS:
@@ -105,7 +112,8 @@ class InferenceSession:
                             f"{', '.join(OPTIMIZATION_LEVELS)})")
         self.optimization = optimization
         self._model = load(model)
-        pipeline = OPTIMIZATION_LEVELS[optimization]
+        pipeline = TUNED_ALL if tune and optimization == "all" else \
+            OPTIMIZATION_LEVELS[optimization]
         if pipeline is not None:
             from optc.ir.serde import clone
             from optc.pipeline import run_pipeline

@@ -16,7 +16,11 @@ error), and stored as a new initializer of shape (a*a, M, C), a = m + 2.
   to the output size; Add of the bias. Needs static spatial sizes; FusedConv is not lowered.
 
 ``tile``: 2 (F(2x2,3x3), 2.25x fewer multiplications, exact transforms), 4 (F(4x4,3x3), 4x
-fewer, float32 error near 1e-5 relative), or ``auto``: per layer, the tile with the lowest
+fewer, float32 error near 1e-5 relative), ``tune``: per layer, the fastest of the direct conv,
+F(2x2) and F(4x4) *timed* on this CPU (each built as a one-node model and run in an
+InferenceSession on seeded data of the layer's shape, batch 1 for a symbolic batch), the
+choice kept in the per-CPU tuning file (optc.runtime.tune: a layer shape is timed once per
+machine; layers of unknown spatial size fall back to ``auto``), or ``auto``: per layer, the tile with the lowest
 modelled cost, counting the GEMM multiplications and the transforms' arithmetic (input:
 2*a^3 per tile and channel, output: (a*a*m + a*m*m) per tile and filter, at TRANSFORM_COST
 each), against the direct convolution's 9 multiplications per output and input channel (plus
@@ -37,6 +41,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
 from optc.errors import OptcError
 from optc.ir import Model, Node
@@ -96,6 +102,66 @@ def choose_tile(c: int, m: int, ho: int, wo: int, min_channels_f4: int = 16) -> 
     return min(costs, key=costs.get)
 
 
+def _one_node_model(node: Node, w: np.ndarray, shape, tile: int, pads) -> onnx.ModelProto:
+    """``node`` alone (tile 0), or lowered to WinogradConv F(tile x tile): its weight (or U),
+    bias and activation as they are, x (and FusedConv's residual z) graph inputs."""
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(shape))
+    inputs, inits, feeds = ["x", "w"], [], [x]
+    if tile:
+        inits.append(numpy_helper.from_array(transform_weights(w, tile), "w"))
+        attrs = [helper.make_attribute("tile", tile),
+                 helper.make_attribute("pads", [int(p) for p in pads])]
+        attrs += [node.attributes[k] for k in _ACT_ATTRS if k in node.attributes]
+        op, domain = "WinogradConv", OPTC_DOMAIN
+    else:
+        inits.append(numpy_helper.from_array(w, "w"))
+        attrs, op, domain = list(node.attributes.values()), node.op_type, node.domain
+    if len(node.inputs) > 2 and node.inputs[2] is not None:
+        inits.append(numpy_helper.from_array(node.inputs[2].const_value, "b"))
+        inputs.append("b")
+    if len(node.inputs) > 3 and node.inputs[3] is not None:
+        if len(inputs) == 2:
+            inputs.append("")
+        ho, wo = output_size(shape[2], shape[3], pads)
+        feeds.append(helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT,
+                                                   [shape[0], w.shape[0], ho, wo]))
+        inputs.append("z")
+    proto = helper.make_node(op, inputs, ["y"], domain=domain)
+    proto.attribute.extend(attrs)
+    graph = helper.make_graph([proto], "tune", feeds,
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid(OPTC_DOMAIN, 1)])
+
+
+def tuned_tile(cache, node: Node, w: np.ndarray, shape, pads) -> int:
+    """The fastest of the direct conv (0), F(2x2) and F(4x4) for this layer on this CPU, from
+    ``cache`` (optc.runtime.tune.TuningCache) or timed now."""
+    from optc.runtime import InferenceSession
+    from optc.runtime.tune import seeded
+
+    shape = [d if isinstance(d, int) else 1 for d in shape]  # a symbolic batch: 1
+    act = node.attr("activation", "") or ""
+    residual = len(node.inputs) > 3 and node.inputs[3] is not None
+    signature = (f"winograd3x3 c{w.shape[1]} m{w.shape[0]} in{'x'.join(map(str, shape))} "
+                 f"pads{'-'.join(map(str, pads))} act{act or '-'} res{int(residual)}")
+
+    def runs():
+        ho, wo = output_size(shape[2], shape[3], pads)
+        feeds = {"x": seeded(shape)}
+        if residual:
+            feeds["z"] = seeded([shape[0], w.shape[0], ho, wo], 1)
+        out = {}
+        for tile in (0, *TILES):
+            s = InferenceSession(_one_node_model(node, w, shape, tile, pads),
+                                 optimization="off")
+            out[str(tile)] = (lambda s=s: s.run(None, feeds))
+        return out
+
+    return int(cache.choose(signature, runs))
+
+
 @register
 @dataclass(frozen=True)
 class Winograd(Pass):
@@ -103,8 +169,9 @@ class Winograd(Pass):
 
     name: ClassVar[str] = "winograd"
     lossless: ClassVar[bool] = False  # F(4x4) changes float rounding measurably
-    tile: Literal["2", "4", "auto"] = field(default="auto", metadata={
-        "help": "output tile m of F(m x m, 3 x 3): 2, 4 or auto (cost model per layer)"})
+    tile: Literal["2", "4", "auto", "tune"] = field(default="auto", metadata={
+        "help": "output tile m of F(m x m, 3 x 3): 2, 4, auto (cost model per layer) or tune "
+                "(timed per layer on this CPU, cached per CPU)"})
     portable: bool = field(default=False, metadata={
         "help": "standard ONNX ops (runs in onnxruntime) instead of ai.optc WinogradConv"})
     min_channels_f4: int = field(default=16, metadata={
@@ -114,13 +181,23 @@ class Winograd(Pass):
         if self.portable and model.opset < 13:
             raise OptcError(f"winograd: portable=true writes opset-13 ops (Pad, Slice with "
                             f"inputs); the model is opset {model.opset}: convert it first")
-        if str(self.tile) not in ("2", "4", "auto"):
-            raise OptcError(f"winograd: tile must be 2, 4 or auto, got {self.tile}")
+        if str(self.tile) not in ("2", "4", "auto", "tune"):
+            raise OptcError(f"winograd: tile must be 2, 4, auto or tune, got {self.tile}")
+        if str(self.tile) == "tune" and self.portable:
+            raise OptcError("winograd: tile=tune times optc.runtime's kernels; portable=true "
+                            "runs in onnxruntime: give the tile (2 or 4)")
 
     def run(self, model: Model, ctx: PassContext) -> PassResult:
         stats: dict[str, int] = {}
+        cache = None
         for c in candidates(model, _reason, self.portable, stats):
-            tile = self._tile(c.weight, c.shape, c.pads, c.static)
+            if str(self.tile) == "tune" and c.static:
+                if cache is None:
+                    from optc.runtime.tune import TuningCache
+                    cache = TuningCache()
+                tile = tuned_tile(cache, c.node, c.weight, c.shape, c.pads)
+            else:
+                tile = self._tile(c.weight, c.shape, c.pads, c.static)
             if tile == 0:
                 count(stats, "kept: direct is cheaper")
                 continue
@@ -132,7 +209,7 @@ class Winograd(Pass):
         return finish(model, stats, "F(", self.portable)
 
     def _tile(self, w: np.ndarray, shape, pads, static: bool) -> int:
-        if str(self.tile) != "auto":
+        if str(self.tile) not in ("auto", "tune"):
             return int(self.tile)
         m, c = w.shape[:2]
         if static:

@@ -11,7 +11,7 @@
  * function of each; a, b its parameters). */
 static inline float activate(float v, int act, float a, float b) {
     switch (act) {
-    case 1: return v > 0.f ? v : 0.f;
+    case 1: return v < 0.f ? 0.f : v; /* NaN stays NaN, as np.maximum */
     case 2: return v < a ? a : (v > b ? b : v);
     case 3: return v >= 0.f ? v : v * a;
     case 4: return 1.f / (1.f + expf(-v));
@@ -84,6 +84,14 @@ int optc_parallel(job_fn fn, void *job, int T);
 /* The kernel in use: 2 AVX-512F, 1 AVX2 + FMA, 0 portable C; s_allow_simd caps it (tests). */
 int s_simd_level(void);
 void s_allow_simd(int level);
+/* p[i] = activate(p[i], act, a, b) for i < n, vectorised at s_simd_level (activate.c) */
+void activate_span(float *p, size_t n, int act, float a, float b);
+/* Depthwise conv of N images, the channels in the vector lanes (dwconv.c: small maps); ws of
+ * s_dw_cblock_floats(...) floats; 0 where the CPU has no AVX2 (nothing written), else 1. */
+size_t s_dw_cblock_floats(int KH, int KW, int HO, int WO, int sh, int sw, int dh, int dw);
+int s_dw_cblock(const float *x, const float *w, const float *b, float *y, int N, int C, int H,
+                int W, int KH, int KW, int HO, int WO, int sh, int sw, int pt, int pl, int dh,
+                int dw, int act, float aa, float ab, float *ws);
 /* What happens to c when its sums are complete: c = act(c + bias[m] + res[m, n]) (bias, res:
  * NULL when absent; res has row stride ldres). */
 typedef struct {

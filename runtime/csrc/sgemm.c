@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "qgemm.h"
+#include "vact.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define OPTC_X86 1
@@ -83,8 +84,11 @@ static void epilogue_rows(float *c, size_t ldc, int rows, int cols, const float 
         float *ci = c + (size_t)i * ldc;
         const float bi = bias ? bias[i] : 0.f;
         const float *ri = res ? res + (size_t)i * ldres : NULL;
-        for (int j = 0; j < cols; j++)
-            ci[j] = activate(ci[j] + bi + (ri ? ri[j] : 0.f), act, a, b);
+        if (ri)
+            for (int j = 0; j < cols; j++) ci[j] += bi + ri[j];
+        else if (bias)
+            for (int j = 0; j < cols; j++) ci[j] += bi;
+        activate_span(ci, (size_t)cols, act, a, b);
     }
 }
 
@@ -107,12 +111,13 @@ static void gemm_portable(const float *ap, const float *b, size_t ldb, float *c,
 }
 
 /* The epilogue a micro-kernel applies before its store: bias (rows), res (the tile's block,
- * row stride ldres), then clamp to [lo, hi] (ReLU: [0, inf)) when clamp is set. */
+ * row stride ldres), then the activation act (a code of activate(), 0: none; a, b its
+ * parameters), on the registers (vact.h). */
 typedef struct {
     const float *bias, *res;
     size_t ldres;
-    int clamp;
-    float lo, hi;
+    int act;
+    float a, b;
 } tile_epilogue;
 
 /* c[i, :cols] (+)= sum_k w_i[k] * bp[k, :cols] for i < rows: pa, row 0's weights in a packed
@@ -152,6 +157,9 @@ __attribute__((target("avx2,fma"))) static inline void m256_store(float *p, __m2
 
 /* every loop over registers is unrolled (constant bounds), so that acc[][] stays in registers */
 #define UNROLL _Pragma("GCC unroll 32")
+/* the register activation per vector width (LANES floats) */
+#define VACT_16 vact_512
+#define VACT_8 vact_256
 /* a vector of c (or of the residual) at column LANES * v of the strip: masked only where the
  * strip ends inside it (AMD's masked AVX2 stores are microcoded: slow) */
 #define LOADV(P, M, LANES, v, ptr) \
@@ -205,11 +213,9 @@ __attribute__((target("avx2,fma"))) static inline void m256_store(float *p, __m2
                                                                           v++)                \
                 acc[i][v] = P##_add_ps(acc[i][v], LOADV(P, M, LANES, v, e->res + (size_t)i *  \
                                                         e->ldres + LANES * v));               \
-        if (e && e->clamp) { /* max(lo, x) and min(hi, x) keep a NaN x */                     \
-            const VEC lo = P##_set1_ps(e->lo), hi = P##_set1_ps(e->hi);                       \
+        if (e && e->act) /* vact.h: NaN kept */                                               \
             UNROLL for (int i = 0; i < ROWS; i++) UNROLL for (int v = 0; v < NV; v++)        \
-                acc[i][v] = P##_min_ps(hi, P##_max_ps(lo, acc[i][v]));                        \
-        }                                                                                     \
+                acc[i][v] = VACT_##LANES(acc[i][v], e->act, e->a, e->b);                      \
         UNROLL for (int i = 0; i < ROWS; i++) if (i < rows) UNROLL for (int v = 0; v < NV;    \
                                                                       v++)                    \
             STOREV(P, M, LANES, v, c + (size_t)i * ldc + LANES * v, acc[i][v]);               \
@@ -322,19 +328,13 @@ static void run_tile(tile_fn fn, taps_fn tf, const int *boff, const float *pa, s
             fn(pa, pstride, bs, cs, ldc, kc, valid, w, load, NULL);
         return;
     }
-    tile_epilogue e = {ep->bias ? ep->bias + r0 : NULL,
-                       ep->res ? ep->res + (size_t)r0 * ep->ldres + n : NULL, ep->ldres, 0, 0.f,
-                       0.f};
-    if (ep->act == 1 || ep->act == 2) {
-        e.clamp = 1;
-        e.lo = ep->act == 1 ? 0.f : ep->a;
-        e.hi = ep->act == 1 ? INFINITY : ep->b;
-    }
+    const tile_epilogue e = {ep->bias ? ep->bias + r0 : NULL,
+                             ep->res ? ep->res + (size_t)r0 * ep->ldres + n : NULL, ep->ldres,
+                             ep->act, ep->a, ep->b};
     if (tf)
         tf(pa, pstride, bs, boff, cs, ldc, kc, valid, w, load, &e);
     else
         fn(pa, pstride, bs, cs, ldc, kc, valid, w, load, &e);
-    if (ep->act > 2) epilogue_rows(cs, ldc, valid, w, NULL, NULL, 0, ep->act, ep->a, ep->b);
 }
 
 /* The column kernels over rows r0 .. r1 (r0 a multiple of SMR) and columns n .. n + w of c,
@@ -692,8 +692,7 @@ static void compact(const float *t, size_t ldt, int M, int q0, int n, int Wq, in
                 for (int j = 0; j < len; j++) dst[j] = src[j] + bm + r[j];
             else
                 for (int j = 0; j < len; j++) dst[j] = src[j] + bm;
-            if (ep->act != 0)
-                for (int j = 0; j < len; j++) dst[j] = activate(dst[j], ep->act, ep->a, ep->b);
+            activate_span(dst, (size_t)len, ep->act, ep->a, ep->b);
         }
         q += len;
     }

@@ -204,8 +204,7 @@ static inline void store_row(const float *R out, const float *R res, float *R y,
         for (ptrdiff_t q = 0; q < n; q++) y[q] = out[q] + bias + res[q];
     else
         for (ptrdiff_t q = 0; q < n; q++) y[q] = out[q] + bias;
-    if (act > 1)
-        for (ptrdiff_t q = 0; q < n; q++) y[q] = activate(y[q], act, aa, ab);
+    if (act > 1) activate_span(y, (size_t)n, act, aa, ab);
 }
 #undef R
 

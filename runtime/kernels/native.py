@@ -109,6 +109,15 @@ def sconv_mode(mode: int | None = None) -> int:
     return _ckernels.sconv_mode() if mode is None else _ckernels.sconv_mode(int(mode))
 
 
+def dw_mode(mode: int | None = None) -> int:
+    """The float32 depthwise conv's path: 0 chosen per shape, 1 one channel's plane at a time,
+    2 a vector of channels at a time (runtime/csrc/dwconv.c, small maps; AVX2 or better) wherever
+    it can run; ``mode`` sets it (tests reach both paths). -1: no extension."""
+    if not AVAILABLE:
+        return -1
+    return _ckernels.sdw_mode() if mode is None else _ckernels.sdw_mode(int(mode))
+
+
 def pack_conv_weights(w: np.ndarray, group: int) -> np.ndarray:
     """A float32 conv's filters (M, Cg, kh, kw) packed for sconv2d, each group's
     (M/group, Cg*kh*kw) matrix in panels (pack_panels)."""

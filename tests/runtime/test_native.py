@@ -28,12 +28,28 @@ def test_the_extension_is_built():
     assert native.AVAILABLE and DEFAULT.native
 
 
+@contextlib.contextmanager
+def c_paths(**modes):
+    """The C library's process-wide switches (native.ssimd, native.sconv_mode,
+    native.dw_mode: keyword = the value to set) for the with block, restored after it."""
+    before = {name: getattr(native, name)() for name in modes}
+    try:
+        for name, value in modes.items():
+            getattr(native, name)(value)
+        yield
+    finally:
+        for name, value in before.items():
+            getattr(native, name)(value)
+
+
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 2), c=st.integers(1, 6), h=st.integers(1, 12), w=st.integers(1, 12),
+@given(n=st.integers(1, 2), c=st.integers(1, 20), h=st.integers(1, 12), w=st.integers(1, 12),
        k=st.integers(1, 5), stride=st.integers(1, 3), dil=st.integers(1, 2),
        pads=st.lists(st.integers(0, 2), min_size=4, max_size=4), bias=st.booleans(),
        act=st.sampled_from(ACTS), seed=st.integers(0, 2 ** 16))
 def test_depthwise_matches_numpy(n, c, h, w, k, stride, dil, pads, bias, act, seed):
+    # every path: one channel's plane at a time (dw_mode 1) and a vector of channels at a time
+    # (2: dwconv.c, 8 or 16 lanes, a partial last block past 8 or 16 channels), per SIMD level
     if h + pads[0] + pads[2] < dil * (k - 1) + 1 or w + pads[1] + pads[3] < dil * (k - 1) + 1:
         return  # no output
     rng = np.random.default_rng(seed)
@@ -43,10 +59,56 @@ def test_depthwise_matches_numpy(n, c, h, w, k, stride, dil, pads, bias, act, se
     attrs = dict(group=c, pads=pads, strides=[stride, stride], dilations=[dil, dil])
     ref = (apply_activation(act[0], act[1], conv(x, wt, b, **attrs, _config=NUMPY))
                  if act[0] else conv(x, wt, b, **attrs, _config=NUMPY))
-    got = fused_conv(x, wt, b, activation=act[0], activation_params=act[1], **attrs) \
-        if act[0] else conv(x, wt, b, **attrs)
-    assert got.shape == ref.shape
-    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    for level in range(native.ssimd(), -1, -1):
+        for path in (1, 2):
+            with c_paths(ssimd=level, dw_mode=path):
+                got = fused_conv(x, wt, b, activation=act[0], activation_params=act[1],
+                                 **attrs) if act[0] else conv(x, wt, b, **attrs)
+            assert got.shape == ref.shape
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5,
+                                       err_msg=f"level {level}, path {path}")
+
+
+#: values where the activations' vector forms (runtime/csrc/vact.h) are easiest to get wrong:
+#: NaN, infinities, signed zeros, tiny values, Tanh's switch at 0.625, exp's overflow and
+#: underflow (and subnormal results) near +-88 and -104
+EDGES = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -1e-30, 1e-8, -3e-6, 0.3, 0.6249,
+                  0.6251, -0.7, 1.0, -2.5, 5.0, -5.0, 9.0, 20.0, -20.0, 44.0, 87.0, -87.0, 88.5,
+                  -88.5, 89.0, -89.0, 100.0, -100.0, -103.0, -104.5, -120.0, 1e30, -1e30],
+                 np.float32)
+
+
+@pytest.mark.parametrize("act", [a for a in ACTS if a[0]], ids=lambda a: a[0])
+def test_vector_activations_match_numpy_on_edge_values(act):
+    # a 1x1 depthwise conv of weight 1 is act(x) alone (channel_affine -> activate_span), and
+    # a 1x1 conv of one input channel goes through the GEMM micro-kernels' register epilogue;
+    # both against NumPy in float64 rounded to float32 (2 ulp), at every SIMD level
+    x = np.concatenate([EDGES, np.linspace(-12, 12, 61, dtype=np.float32)]).reshape(1, -1, 1, 1)
+    c = x.shape[1]
+    with np.errstate(all="ignore"):
+        ref = apply_activation(act[0], act[1], x.astype(np.float64)).astype(np.float32)
+    ones = np.ones((c, 1, 1, 1), np.float32)
+    plane = x.reshape(1, 1, 1, c)  # one channel: the values along a row of the GEMM's output
+    for level in range(native.ssimd(), -1, -1):
+        with c_paths(ssimd=level), np.errstate(all="ignore"):
+            got = [fused_conv(x, ones, None, group=c, activation=act[0],
+                              activation_params=act[1]),
+                   fused_conv(plane, np.ones((1, 1, 1, 1), np.float32), None,
+                              activation=act[0], activation_params=act[1]).reshape(x.shape)]
+        for path, y in zip(("span", "micro-kernel"), got):
+            where = f"level {level}, {path}, {act[0]}"
+            np.testing.assert_array_equal(np.isnan(y), np.isnan(ref), err_msg=where)
+            # 2 ulp; float32 overflow of exp(89) is inf where float64 still has e^89 (SiLU(-89):
+            # -0 against -4e-37, both 0 to float32's precision: 1e-36); the Hard* affine
+            # v * alpha + beta rounds to an ulp of beta, which its cancellation near the lower
+            # knee makes relative (HardSwish then multiplies it by v): 1.2e-7 * |v|
+            tol = 2.5e-7 * np.abs(ref) + 1e-36
+            if act[0].startswith("Hard"):
+                tol = tol + 1.2e-7 * np.abs(np.where(np.isfinite(x), x, 0))
+            finite = np.isfinite(ref)
+            np.testing.assert_array_equal(y[~finite], ref[~finite], err_msg=where)
+            bad = np.abs(y[finite] - ref[finite]) > tol[finite]
+            assert not bad.any(), (where, x[finite][bad], y[finite][bad], ref[finite][bad])
 
 
 @pytest.mark.parametrize("shape, k, stride, dil, pads", [
