@@ -12,6 +12,7 @@ model as given (its own graph optimizations on), and the geometric mean of the r
 printed per variant, with the CPU it ran on.
 
     python benchmarks/runtime_vs_ort.py [--repeat 10] [--threads 1] [--models vgg19 ... PATH]
+"""
 
 from __future__ import annotations
 

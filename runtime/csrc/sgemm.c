@@ -195,6 +195,12 @@ __attribute__((target("avx2,fma"))) static inline void m256_store(float *p, __m2
                                          : P##_setzero_ps();                                  \
         KLOOP_##MODE for (int k = 0; k < K; k++) {                                           \
             VEC bv[NV];                                                                       \
+            /* the next tile's weights (the panels after this tile's): in a network they come \
+             * from memory, and a tile with one strip of columns uses them once */            \
+            if ((k & 1) == 0)                                                                 \
+                UNROLL for (int p = 0; p < (ROWS + SMR - 1) / SMR; p++)                       \
+                    _mm_prefetch((const char *)(pa + ((ROWS + SMR - 1) / SMR + p) * pstride +  \
+                                                (size_t)k * SMR), _MM_HINT_T0);                \
             const float *brow = BROW_##MODE(k, NV, LANES);                                    \
             UNROLL for (int v = 0; v < NV; v++) bv[v] = P##_loadu_ps(brow + LANES * v);       \
             UNROLL for (int i = 0; i < ROWS; i++) {                                           \
