@@ -291,10 +291,14 @@ static void store_row_avx512(const int32_t *acc, int P, int64_t corr, int32_t m0
 #define VNNI_UNROLL _Pragma("GCC unroll 8")
 #define DEFINE_VNNI(NAME, R)                                                                  \
     __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void NAME(                  \
-        const uint8_t *xb, const int8_t *w, int Kq, int Pp, int32_t *acc) {                   \
+        const uint8_t *xb, const int8_t *w, int Kq, int Pp, int32_t *acc, const int8_t *pf) { \
         __m512i a[R][2];                                                                      \
         VNNI_UNROLL for (int r = 0; r < R; r++) a[r][0] = a[r][1] = _mm512_setzero_si512();   \
         for (int kq = 0; kq < Kq; kq++) {                                                     \
+            /* pf: the next rows' weights (NULL: none), a line of each row every 16 quads */  \
+            if (pf && (kq & 15) == 0)                                                         \
+                VNNI_UNROLL for (int r = 0; r < 8; r++)                                       \
+                    _mm_prefetch((const char *)(pf + ((size_t)r * Kq + kq) * 4), _MM_HINT_T0); \
             const uint8_t *xk = xb + (size_t)kq * Pp * 4;                                     \
             const __m512i x0 = _mm512_loadu_si512((const void *)xk);                          \
             const __m512i x1 = _mm512_loadu_si512((const void *)(xk + 64));                   \
@@ -327,10 +331,13 @@ static void gemm_vnni(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P
         const int rows = Mg - mb > 4 ? 8 : 4;
         const int8_t *w = wp + (size_t)mb * Kq * 4;
         for (int p0 = 0; p0 < Pp; p0 += 32) {
+            /* the first pixel tile streams this block's weights from memory (in a network
+             * they are cold): it prefetches the next block's meanwhile */
+            const int8_t *pf = p0 == 0 && mb + rows < Mg ? w + (size_t)rows * Kq * 4 : NULL;
             if (rows == 8)
-                vnni_8x32(xp + (size_t)p0 * 4, w, Kq, Pp, acc + p0);
+                vnni_8x32(xp + (size_t)p0 * 4, w, Kq, Pp, acc + p0, pf);
             else
-                vnni_4x32(xp + (size_t)p0 * 4, w, Kq, Pp, acc + p0);
+                vnni_4x32(xp + (size_t)p0 * 4, w, Kq, Pp, acc + p0, pf);
         }
         for (int r = 0; r < rows && mb + r < Mg; r++)
             store_row_avx512(acc + (size_t)r * Pp, P, corr[mb + r], m0[mb + r], shift[mb + r],
