@@ -1,5 +1,24 @@
 """Session-wide test hooks."""
 
+import os
+import tempfile
+
+
+def pytest_configure(config):
+    """The per-CPU tuning files (optc.runtime.tune) of this run go to a directory of its own,
+    never the user's ~/.cache/optc/tune: `optc bench` tunes by default, and a test must not
+    read a choice some earlier run left (nor leave one)."""
+    if "OPTC_TUNE_DIR" not in os.environ:
+        config._optc_tune = tempfile.TemporaryDirectory(prefix="optc-tune-")
+        os.environ["OPTC_TUNE_DIR"] = config._optc_tune.name
+
+
+def pytest_unconfigure(config):
+    tune = getattr(config, "_optc_tune", None)
+    if tune is not None:
+        os.environ.pop("OPTC_TUNE_DIR", None)
+        tune.cleanup()
+
 
 def pytest_terminal_summary(terminalreporter):
     """Print how the ONNX backend node tests went on optc.runtime: matched onnx's expected
