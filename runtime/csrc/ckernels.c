@@ -301,15 +301,19 @@ static void depthwise_planes(const float *x, const float *w, const float *b, flo
  * blocks (dwconv.c) wherever the CPU has AVX2; tests and benchmarks set it. */
 static int dw_mode = 0;
 
-/* Channel blocks for small maps: outputs at most DW_CBLOCK_WIDTH wide, where a plane's rows
- * are a few vectors long (see dwconv.c), with at least 8 channels. Measured on AMD Zen 5
- * (AVX-512), HardSwish fused: 256 channels 5x5 at 14x14 0.59x the planes' time, stride 2 0.31x,
- * 512 at 7x7 0.35-0.39x, 128 3x3 at 28x28 0.95x (stride 2 0.51x); 64 at 56x56 1.54x, 16 at
- * 112x112 2.3x. */
+/* Channel blocks (dwconv.c) or the planes. With AVX-512 the blocks move in and out of the
+ * interleaved layout by 16x16 transposes in registers, and win on every map but wide stride-1
+ * ones (AMD Zen 5, HardSwish fused, blocks / planes: 16 channels at 112x112 1.16x, 64 at 56x56
+ * 0.90x, 32 at 112x112 stride 2 0.71x, 128 at 28x28 0.60x, 256 5x5 at 14x14 0.55x, 512 at 7x7
+ * 0.35-0.39x): at least 16 channels, outputs at most DW_CBLOCK_WIDE wide or strided. With
+ * AVX2 they move by gathers, which cost as much as the arithmetic: at least 8 channels and
+ * outputs at most DW_CBLOCK_WIDTH wide (128 channels at 28x28 0.95x, 64 at 56x56 1.54x). */
+#define DW_CBLOCK_WIDE 64
 #define DW_CBLOCK_WIDTH 28
-static int use_cblock(Py_ssize_t C, Py_ssize_t WO) {
+static int use_cblock(Py_ssize_t C, Py_ssize_t WO, int sw) {
     if (dw_mode == 1) return 0;
     if (dw_mode == 2) return 1;
+    if (s_simd_level() >= 2) return C >= 16 && (WO <= DW_CBLOCK_WIDE || sw > 1);
     return C >= 8 && WO <= DW_CBLOCK_WIDTH;
 }
 
@@ -345,7 +349,7 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     Py_ssize_t HO = yd[2];
     const Py_ssize_t WO = yd[3];
     float *ws = NULL;
-    if (N * C > 0 && HO > 0 && WO > 0 && use_cblock(C, WO)) {
+    if (N * C > 0 && HO > 0 && WO > 0 && use_cblock(C, WO, sw)) {
         ws = malloc(sizeof(float) * s_dw_cblock_floats((int)KH, (int)KW, (int)HO, (int)WO, sh, sw,
                                                        dh, dw));
         if (ws == NULL) {

@@ -5,14 +5,16 @@
  * strided) its per-row loops are a few vectors long and their set-up costs more than the
  * arithmetic (256 channels, 5x5, stride 2, 14x14 -> 7x7: 8x onnxruntime's time). Here a block
  * of LANES channels is transposed into an interleaved buffer xb[(r * Wp + q) * LANES + c] (the
- * padded input, zeros outside), and every output is LANES channels at once: one FMA per tap,
+ * padded input, zeros outside; AVX-512: 16x16 transposes in registers, AVX2: gathers), and every output is LANES channels at once: one FMA per tap,
  * the weights of a tap one vector wb[tap * LANES + c], four output columns per pass so that
  * each weight vector loaded serves four FMAs; bias and activation (vact.h) on the registers;
  * the block's outputs transposed back. This is onnxruntime's / XNNPACK's NCHWc way of running
  * depthwise convs, done inside one op on an NCHW tensor.
  *
  * ws: s_dw_cblock_floats(...) floats. */
+#include <stddef.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "qgemm.h"
 #include "vact.h"
@@ -23,43 +25,49 @@ size_t s_dw_cblock_floats(int KH, int KW, int HO, int WO, int sh, int sw, int dh
     return 16 * (Hp * Wp + (size_t)KH * KW + (size_t)HO * WO);
 }
 
+/* Output rows per band: the band's interleaved input rows within a quarter of the L2 cache
+ * the CPU reports (sysconf; 256 KiB where it reports none), at least one row. A whole 112x112
+ * map (817 KiB a block of 16 channels) ran from L3: 32 channels 3x3 stride 2 at 112x112 took
+ * twice its time alone inside a network. */
+static int cblock_band(int KH, int WO, int Wp, int sh, int dh) {
+    static long budget = 0; /* bytes */
+    if (budget == 0) {
+        long l2 = 0;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+        l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+        budget = l2 > 0 ? l2 / 4 : 256 * 1024;
+    }
+    const long rows = budget / (16 * (long)sizeof(float) * Wp); /* input rows that fit */
+    long band = (rows - (long)(KH - 1) * dh - 1) / sh + 1;
+    (void)WO;
+    return band < 1 ? 1 : (band > 1 << 20 ? 1 << 20 : (int)band);
+}
+
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define DEFINE_CBLOCK(NAME, TARGET, P, VEC, LANES, BITS, IVEC, MASK, MASKOF, GATHER)                                                \
+#define DEFINE_CBLOCK(NAME, TARGET, P, VEC, LANES, PACKIN, UNPACKOUT)                                                \
     __attribute__((target(TARGET))) static void NAME(                                           \
         const float *x, const float *w, const float *b, float *y, int C, int H, int W, int KH,  \
         int KW, int HO, int WO, int sh, int sw, int pt, int pl, int dh, int dw, int act,        \
         float aa, float ab, float *ws) {                                                        \
         const int Hp = (HO - 1) * sh + (KH - 1) * dh + 1, Wp = (WO - 1) * sw + (KW - 1) * dw + 1; \
         float *xb = ws, *wb = ws + (size_t)16 * Hp * Wp, *yb = wb + (size_t)16 * KH * KW;        \
+        const int band = cblock_band(KH, WO, Wp, sh, dh);                                       \
         for (int c0 = 0; c0 < C; c0 += LANES) {                                                 \
             const int nc = C - c0 < LANES ? C - c0 : LANES;                                     \
-            /* the block's padded planes, interleaved: one gather of the LANES channels per  \
-             * input position (lanes past nc read nothing: masked) */                         \
-            int ci[LANES];                                                                      \
-            for (int c = 0; c < LANES; c++) ci[c] = c < nc ? c * H * W : 0;                     \
-            const IVEC idx = P##_loadu_si##BITS((const void *)ci);                              \
-            const MASK keep = MASKOF(nc);                                                       \
-            const float *xc = x + (size_t)c0 * H * W;                                           \
-            for (int r = 0; r < Hp; r++) {                                                      \
-                const int ih = r - pt;                                                          \
-                float *d = xb + (size_t)r * Wp * LANES;                                         \
-                for (int q = 0; q < Wp; q++) {                                                  \
-                    const int iw = q - pl;                                                      \
-                    P##_storeu_ps(d + (size_t)q * LANES,                                        \
-                                  ih >= 0 && ih < H && iw >= 0 && iw < W                        \
-                                      ? GATHER(xc + (size_t)ih * W + iw, idx, keep)             \
-                                      : P##_setzero_ps());                                      \
-                }                                                                               \
-            }                                                                                   \
             for (int t = 0; t < KH * KW; t++)                                                   \
                 for (int c = 0; c < LANES; c++)                                                 \
                     wb[t * LANES + c] = c < nc ? w[(size_t)(c0 + c) * KH * KW + t] : 0.f;       \
             float bl[LANES];                                                                    \
             for (int c = 0; c < LANES; c++) bl[c] = b && c < nc ? b[c0 + c] : 0.f;              \
             const VEC bias = P##_loadu_ps(bl);                                                  \
-            for (int oh = 0; oh < HO; oh++) {                                                   \
-                const float *xr = xb + (size_t)oh * sh * Wp * LANES;                            \
-                float *yr = yb + (size_t)oh * WO * LANES;                                       \
+            for (int o0 = 0; o0 < HO; o0 += band) { /* bands of rows: xb and yb stay in L2 */   \
+            const int o1 = o0 + band < HO ? o0 + band : HO;                                     \
+            PACKIN(x + (size_t)c0 * H * W, nc, H, W, (o1 - o0 - 1) * sh + (KH - 1) * dh + 1, Wp, \
+                   pt - o0 * sh, pl, xb);                                                       \
+            for (int oh = o0; oh < o1; oh++) {                                                  \
+                const float *xr = xb + (size_t)(oh - o0) * sh * Wp * LANES;                     \
+                float *yr = yb + (size_t)(oh - o0) * WO * LANES;                                \
                 int ow = 0;                                                                     \
                 for (; ow + 4 <= WO; ow += 4) {                                                 \
                     VEC a0 = bias, a1 = bias, a2 = bias, a3 = bias;                             \
@@ -92,34 +100,128 @@ size_t s_dw_cblock_floats(int KH, int KW, int HO, int WO, int sh, int sw, int dh
                     P##_storeu_ps(yr + (size_t)ow * LANES, vact_##LANES##x(a0, act, aa, ab));   \
                 }                                                                               \
             }                                                                                   \
-            /* back to planes: LANES outputs of a channel a gather (stride LANES in yb) */      \
-            int pi[LANES];                                                                      \
-            for (int c = 0; c < LANES; c++) pi[c] = c * LANES;                                  \
-            const IVEC pidx = P##_loadu_si##BITS((const void *)pi);                             \
-            const int PO = HO * WO;                                                             \
-            for (int c = 0; c < nc; c++) {                                                      \
-                float *restrict yc = y + (size_t)(c0 + c) * PO;                                 \
-                const float *src = yb + c;                                                      \
-                int p = 0;                                                                      \
-                for (; p + LANES <= PO; p += LANES)                                             \
-                    P##_storeu_ps(yc + p, GATHER(src + (size_t)p * LANES, pidx, MASKOF(LANES))); \
-                for (; p < PO; p++) yc[p] = src[(size_t)p * LANES];                             \
+            UNPACKOUT(yb, nc, (o1 - o0) * WO, (size_t)HO * WO,                                 \
+                      y + (size_t)c0 * HO * WO + (size_t)o0 * WO);                              \
             }                                                                                   \
         }                                                                                       \
     }
 
 #define vact_16x vact_512
 #define vact_8x vact_256
-/* lanes < n set, and the masked gathers (masked-off lanes 0) */
-#define MASK512(n) ((__mmask16)((1u << (n)) - 1))
-#define MASK256(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-#define GATHER512(base, idx, m) _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, base, 4)
-#define GATHER256(base, idx, m)                                                                 \
-    _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base, idx, _mm256_castsi256_ps(m), 4)
-DEFINE_CBLOCK(cblock512, "avx512f", _mm512, __m512, 16, 512, __m512i, __mmask16, MASK512,
-              GATHER512)
-DEFINE_CBLOCK(cblock256, "avx2,fma", _mm256, __m256, 8, 256, __m256i, __m256i, MASK256,
-              GATHER256)
+
+/* AVX2: the block's padded planes interleaved by one masked gather of the nc channels per input
+ * position, and back by one gather of 8 positions of a channel (stride 8 in yb) */
+__attribute__((target("avx2,fma"))) static void pack_in256(const float *xc, int nc, int H, int W,
+                                                            int Hp, int Wp, int pt, int pl,
+                                                            float *xb) {
+    int ci[8];
+    for (int c = 0; c < 8; c++) ci[c] = c < nc ? c * H * W : 0;
+    const __m256i idx = _mm256_loadu_si256((const __m256i *)ci);
+    const __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(nc),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int r = 0; r < Hp; r++) {
+        const int ih = r - pt;
+        float *d = xb + (size_t)r * Wp * 8;
+        for (int q = 0; q < Wp; q++) {
+            const int iw = q - pl;
+            _mm256_storeu_ps(d + (size_t)q * 8,
+                             ih >= 0 && ih < H && iw >= 0 && iw < W
+                                 ? _mm256_mask_i32gather_ps(_mm256_setzero_ps(),
+                                                            xc + (size_t)ih * W + iw, idx,
+                                                            _mm256_castsi256_ps(keep), 4)
+                                 : _mm256_setzero_ps());
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void unpack_out256(const float *yb, int nc, int PO,
+                                                               size_t stride, float *y) {
+    const __m256i pidx = _mm256_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56);
+    for (int c = 0; c < nc; c++) {
+        float *yc = y + (size_t)c * stride;
+        const float *src = yb + c;
+        int p = 0;
+        for (; p + 8 <= PO; p += 8)
+            _mm256_storeu_ps(yc + p, _mm256_i32gather_ps(src + (size_t)p * 8, pidx, 4));
+        for (; p < PO; p++) yc[p] = src[(size_t)p * 8];
+    }
+}
+
+/* r[i] lane j <- r[j] lane i: the 16x16 transpose in registers (unpack, then 64-bit unpack,
+ * then two rounds of 128-bit lane shuffles) */
+__attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+#define PD(v) _mm512_castps_pd(v)
+#define PS(v) _mm512_castpd_ps(v)
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = PS(_mm512_unpacklo_pd(PD(t[i]), PD(t[i + 2])));
+        r[i + 1] = PS(_mm512_unpackhi_pd(PD(t[i]), PD(t[i + 2])));
+        r[i + 2] = PS(_mm512_unpacklo_pd(PD(t[i + 1]), PD(t[i + 3])));
+        r[i + 3] = PS(_mm512_unpackhi_pd(PD(t[i + 1]), PD(t[i + 3])));
+    }
+#undef PD
+#undef PS
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
+            t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+/* AVX-512: 16 columns of the 16 channels' row loaded (masked: the padding and the channels
+ * past nc read as zeros), transposed in registers, stored as 16 positions of 16 channels --
+ * a fraction of the gathers' cost (they took half the time of a 5x5 layer at 14x14) */
+__attribute__((target("avx512f"))) static void pack_in512(const float *xc, int nc, int H, int W,
+                                                           int Hp, int Wp, int pt, int pl,
+                                                           float *xb) {
+    for (int r = 0; r < Hp; r++) {
+        const int ih = r - pt;
+        float *d = xb + (size_t)r * Wp * 16;
+        if (ih < 0 || ih >= H) {
+            memset(d, 0, sizeof(float) * (size_t)Wp * 16);
+            continue;
+        }
+        for (int q0 = 0; q0 < Wp; q0 += 16) {
+            const int iw0 = q0 - pl, n = Wp - q0 < 16 ? Wp - q0 : 16;
+            int lo = -iw0, hi = W - iw0;
+            if (lo < 0) lo = 0;
+            if (hi > n) hi = n;
+            const __mmask16 m =
+                hi <= lo ? 0 : (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+            __m512 v[16];
+            for (int c = 0; c < 16; c++)
+                v[c] = c < nc ? _mm512_maskz_loadu_ps(m, xc + (size_t)c * H * W +
+                                                             (ptrdiff_t)ih * W + iw0)
+                              : _mm512_setzero_ps();
+            transpose16(v);
+            for (int q = 0; q < n; q++) _mm512_storeu_ps(d + (size_t)(q0 + q) * 16, v[q]);
+        }
+    }
+}
+
+__attribute__((target("avx512f"))) static void unpack_out512(const float *yb, int nc, int PO,
+                                                              size_t stride, float *y) {
+    for (int p0 = 0; p0 < PO; p0 += 16) {
+        const int n = PO - p0 < 16 ? PO - p0 : 16;
+        __m512 v[16];
+        for (int q = 0; q < 16; q++)
+            v[q] = q < n ? _mm512_loadu_ps(yb + (size_t)(p0 + q) * 16) : _mm512_setzero_ps();
+        transpose16(v);
+        const __mmask16 m = (__mmask16)((1u << n) - 1);
+        for (int c = 0; c < nc; c++) _mm512_mask_storeu_ps(y + (size_t)c * stride + p0, m, v[c]);
+    }
+}
+
+DEFINE_CBLOCK(cblock512, "avx512f", _mm512, __m512, 16, pack_in512, unpack_out512)
+DEFINE_CBLOCK(cblock256, "avx2,fma", _mm256, __m256, 8, pack_in256, unpack_out256)
 #endif
 
 int s_dw_cblock(const float *x, const float *w, const float *b, float *y, int N, int C, int H,

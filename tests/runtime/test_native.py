@@ -111,14 +111,19 @@ def test_vector_activations_match_numpy_on_edge_values(act):
             assert not bad.any(), (where, x[finite][bad], y[finite][bad], ref[finite][bad])
 
 
+@pytest.mark.parametrize("path", [1, 2], ids=["planes", "channel-blocks"])
 @pytest.mark.parametrize("shape, k, stride, dil, pads", [
     ((1, 3, 40, 700), 3, 2, 1, [1, 0, 1, 1]),  # bands of a few rows
     ((1, 2, 9, 3000), 5, 1, 2, [2, 1, 0, 2]),  # one row wider than a band
     ((2, 4, 30, 100), 3, 1, 1, [1, 1, 1, 1]),  # two bands
     ((1, 2, 33, 90), 2, 3, 1, [0, 1, 1, 0]),  # a kernel other than 3x3
+    ((1, 20, 60, 900), 3, 2, 1, [1, 1, 1, 1]),  # channel blocks of 16 + 4, bands of rows
+    ((2, 17, 25, 2500), 5, 1, 1, [2, 2, 2, 2]),  # a band of one output row
 ])
-def test_wide_depthwise_matches_numpy_across_bands(shape, k, stride, dil, pads):
-    # the C depthwise conv works through bands of whole rows sized to L1 (as the pools)
+def test_wide_depthwise_matches_numpy_across_bands(shape, k, stride, dil, pads, path):
+    # the C depthwise conv works through bands of whole rows sized to the caches: L1 for
+    # the planes (as the pools), L2 for the channel blocks (without AVX2 they fall back to
+    # the planes)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(np.float32)
     c = shape[1]
@@ -126,7 +131,8 @@ def test_wide_depthwise_matches_numpy_across_bands(shape, k, stride, dil, pads):
     b = rng.standard_normal(c).astype(np.float32)
     attrs = dict(group=c, pads=pads, strides=[stride, stride], dilations=[dil, dil])
     ref = (np.clip(conv(x, wt, b, **attrs, _config=NUMPY), 0, 6))
-    got = fused_conv(x, wt, b, activation="Clip", activation_params=[0.0, 6.0], **attrs)
+    with c_paths(dw_mode=path):
+        got = fused_conv(x, wt, b, activation="Clip", activation_params=[0.0, 6.0], **attrs)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 
