@@ -76,8 +76,9 @@ OPTIMIZATION_LEVELS = {
     # + optc's fused Conv/Gemm + activation ops and Winograd where its cost model picks it
     "all": "default,fuse-act{target=optc},winograd",
 }
-#: "all" with ``tune=True``: the Winograd choice per layer timed on this CPU (optc.runtime.tune)
-TUNED_ALL = "default,fuse-act{target=optc},winograd{tile=tune}"
+#: "all" with ``tune=True``: the Winograd choice and the depthwise conv's C path per layer
+#: timed on this CPU (optc.runtime.tune)
+TUNED_ALL = "default,fuse-act{target=optc},winograd{tile=tune},tune-depthwise"
 
 
 class InferenceSession:
@@ -89,7 +90,8 @@ class InferenceSession:
     model (the caller's model is not changed). Sessions optc makes for its own analyses
     (calibration, the pass engine, control-flow bodies, conformance checks) use "off".
     ``tune``: with "all", time each 3x3 layer's candidates (direct, Winograd F(2x2), F(4x4))
-    on this CPU instead of trusting the cost model, and keep the choices in the per-CPU tuning
+    and each depthwise conv's two C paths on this CPU instead of trusting the fixed rules
+    fitted on one machine, and keep the choices in the per-CPU tuning
     file (optc.runtime.tune), so a layer shape is timed once per machine (a fraction of a
     second each; ResNet-50's four shapes: about 1 s). Off by default: the choice then depends
     on the machine (within the Winograd error), and tests want one answer.

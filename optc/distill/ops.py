@@ -299,8 +299,8 @@ def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1,
 
 @op("FusedConv")
 def fused_conv(x, w, b=None, z=None, *, activation=None, activation_params=None,
-               **conv_attrs):
-    y = conv(x, w, b, **conv_attrs)
+               depthwise_path=None, **conv_attrs):
+    y = conv(x, w, b, **conv_attrs)  # depthwise_path: which C kernel optc.runtime runs
     if z is not None:  # a residual Add fused by fuse-act
         y = y + z
     return apply_activation(activation, activation_params, y) if activation else y

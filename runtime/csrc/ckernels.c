@@ -2,10 +2,11 @@
  * buffers through the buffer protocol (no copies, no NumPy headers needed to build).
  *
  *   depthwise_conv2d(x, w, b_or_None, y, stride_h, stride_w, pad_t, pad_l, dil_h, dil_w,
- *                    act, act_a, act_b)
+ *                    act, act_a, act_b[, path])
  *       y[n, c] = act(b[c] + sum_{i,j} w[c, 0, i, j] * x[n, c, oh*sh - pt + i*dh,
  *                                                        ow*sw - pl + j*dw])
- *       (zero padding); one output row at a time so the inner loop over the row vectorises.
+ *       (zero padding); path 0: planes or channel blocks as use_cblock decides, 1 the
+ *       planes, 2 the channel blocks (the tuner's choice, optc.runtime.tune).
  *   max_pool2d(x, y, kh, kw, sh, sw, pad_t, pad_l, dil_h, dil_w)
  *       y[n, c, oh, ow] = max over the window's cells inside x (-inf if none), the output
  *       size (pads, ceil_mode) decided by the caller.
@@ -310,19 +311,19 @@ static int dw_mode = 0;
  * outputs at most DW_CBLOCK_WIDTH wide (128 channels at 28x28 0.95x, 64 at 56x56 1.54x). */
 #define DW_CBLOCK_WIDE 64
 #define DW_CBLOCK_WIDTH 28
-static int use_cblock(Py_ssize_t C, Py_ssize_t WO, int sw) {
-    if (dw_mode == 1) return 0;
-    if (dw_mode == 2) return 1;
+static int use_cblock(Py_ssize_t C, Py_ssize_t WO, int sw, int path) {
+    if (dw_mode == 1 || (dw_mode == 0 && path == 1)) return 0; /* dw_mode (tests) first */
+    if (dw_mode == 2 || (dw_mode == 0 && path == 2)) return 1; /* path: the tuner's choice */
     if (s_simd_level() >= 2) return C >= 16 && (WO <= DW_CBLOCK_WIDE || sw > 1);
     return C >= 8 && WO <= DW_CBLOCK_WIDTH;
 }
 
 static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     PyObject *xo, *wo, *bo, *yo;
-    int sh, sw, pt, pl, dh, dw, act;
+    int sh, sw, pt, pl, dh, dw, act, path = 0;
     float aa, ab;
-    if (!PyArg_ParseTuple(args, "OOOOiiiiiiiff", &xo, &wo, &bo, &yo, &sh, &sw, &pt, &pl, &dh,
-                          &dw, &act, &aa, &ab))
+    if (!PyArg_ParseTuple(args, "OOOOiiiiiiiff|i", &xo, &wo, &bo, &yo, &sh, &sw, &pt, &pl, &dh,
+                          &dw, &act, &aa, &ab, &path))
         return NULL;
     Py_buffer xv, wv, bv, yv;
     Py_ssize_t xd[4], wd[4], yd[4];
@@ -349,7 +350,7 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     Py_ssize_t HO = yd[2];
     const Py_ssize_t WO = yd[3];
     float *ws = NULL;
-    if (N * C > 0 && HO > 0 && WO > 0 && use_cblock(C, WO, sw)) {
+    if (N * C > 0 && HO > 0 && WO > 0 && use_cblock(C, WO, sw, path)) {
         ws = malloc(sizeof(float) * s_dw_cblock_floats((int)KH, (int)KW, (int)HO, (int)WO, sh, sw,
                                                        dh, dw));
         if (ws == NULL) {

@@ -71,9 +71,11 @@ def conv_defaults(w_or_k, strides, dilations):
 
 def depthwise_native(x, w, b, *, auto_pad="NOTSET", dilations=None, group=1,
                      kernel_shape=None, pads=None, strides=None, activation=None,
-                     activation_params=None, config: RuntimeConfig = DEFAULT):
+                     activation_params=None, config: RuntimeConfig = DEFAULT,
+                     path: int = 0):
     """A depthwise 2-D conv (group == channels == filters) by the C kernel, the activation
-    fused; None when the C kernel does not apply."""
+    fused; None when the C kernel does not apply. ``path``: native.DEPTHWISE_PATHS (0: the
+    kernel's own rule)."""
     if x.ndim != 4 or group == 1 or group != x.shape[1] or w.shape[0] != group or \
             not config.native:
         return None
@@ -85,7 +87,7 @@ def depthwise_native(x, w, b, *, auto_pad="NOTSET", dilations=None, group=1,
     if min(out) <= 0:
         return None
     return native.depthwise_conv2d(x, w, b, strides, begin, end, dilations, out, activation,
-                                   activation_params)
+                                   activation_params, path)
 
 
 class ConvState:

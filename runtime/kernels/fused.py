@@ -56,10 +56,15 @@ def apply_activation(kind: str, params, y: np.ndarray) -> np.ndarray:
 @kernel("FusedConv", (1,), domain=OPTC_DOMAIN, prepare=prepare_conv)
 def fused_conv(x, w, b=None, z=None, *, activation=None, activation_params=None,
                auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
-               strides=None, _config=None, _state=None):
+               strides=None, depthwise_path="auto", _config=None, _state=None):
     """act(conv(x) + b + z): z, the optional residual input (an Add fused by fuse-act),
-    broadcast like Add; no activation when ``activation`` is absent."""
+    broadcast like Add; no activation when ``activation`` is absent. ``depthwise_path``: for a
+    depthwise conv, which C path runs (native.DEPTHWISE_PATHS: auto, planes, blocks; written
+    by the tune-depthwise pass), the same result either way."""
     config = _config or DEFAULT
+    if depthwise_path not in native.DEPTHWISE_PATHS:
+        raise OptcError(f"FusedConv depthwise_path must be one of "
+                        f"{', '.join(native.DEPTHWISE_PATHS)}, got '{depthwise_path}'")
     call = cached_conv2d(x, w, b, (x.shape, activation, activation_params, auto_pad,
                                    dilations, group, kernel_shape, pads, strides), _state,
                          config, activation, activation_params, auto_pad, dilations, group,
@@ -72,7 +77,7 @@ def fused_conv(x, w, b=None, z=None, *, activation=None, activation_params=None,
         y = depthwise_native(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
                              kernel_shape=kernel_shape, pads=pads, strides=strides,
                              activation=activation, activation_params=activation_params,
-                             config=config)
+                             config=config, path=native.DEPTHWISE_PATHS.get(depthwise_path, 0))
         if y is not None:
             return y
     if x.ndim == 4:

@@ -43,8 +43,12 @@ def _f32(*arrays) -> bool:
     return all(a is None or (a.dtype == np.float32) for a in arrays)
 
 
+#: depthwise_conv2d's paths: one channel's plane at a time, or a vector of channels at a time
+DEPTHWISE_PATHS = {"auto": 0, "planes": 1, "blocks": 2}
+
+
 def depthwise_conv2d(x, w, b, strides, begin, end, dilations, out_shape,
-                     activation=None, params=None) -> np.ndarray | None:
+                     activation=None, params=None, path: int = 0) -> np.ndarray | None:
     """Depthwise (group == C, one filter per channel) 2-D conv in C, or None if the C kernel
     does not apply (not float32, not 2-D). A 1x1 one (stride 1, no pads) is a per-channel
     affine map: one vectorised pass (channel_affine)."""
@@ -64,7 +68,7 @@ def depthwise_conv2d(x, w, b, strides, begin, end, dilations, out_shape,
     _ckernels.depthwise_conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w),
                                None if b is None else np.ascontiguousarray(b), y,
                                strides[0], strides[1], begin[0], begin[1], dilations[0],
-                               dilations[1], *act)
+                               dilations[1], *act, int(path))
     return y
 
 

@@ -172,3 +172,81 @@ def test_a_tuned_session_records_its_choices_and_computes_the_same(tune_dir):
     assert "in1x24x20x20" in signature  # a symbolic batch is timed at 1
     np.testing.assert_allclose(tuned.run(None, x)[0], plain, rtol=1e-4,
                                atol=1e-4 * np.abs(plain).max())
+
+
+def _depthwise_model(c, h, w, k, stride, pads, act, seed, fused_act=True):
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.standard_normal((c, 1, k, k)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(c).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y" if not act else "c"], group=c,
+                              strides=[stride, stride], pads=pads)]
+    if act:
+        nodes.append(helper.make_node(act, ["c"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", c, h, w])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@settings(max_examples=15, deadline=None)
+@given(c=st.integers(2, 40), h=st.integers(3, 30), w=st.integers(3, 30),
+       k=st.sampled_from([3, 5]), stride=st.integers(1, 2),
+       pads=st.lists(st.integers(0, 2), min_size=4, max_size=4),
+       act=st.sampled_from([None, "Relu", "HardSwish"]), seed=st.integers(0, 2 ** 16))
+def test_every_depthwise_path_the_tuner_can_choose_matches_numpy(c, h, w, k, stride, pads, act,
+                                                                 seed):
+    if h + pads[0] + pads[2] < k or w + pads[1] + pads[3] < k:
+        return  # no output
+    model = _depthwise_model(c, h, w, k, stride, pads, act, seed)
+    x = {"x": np.random.default_rng(seed).standard_normal((2, c, h, w)).astype(np.float32)}
+    ref = InferenceSession(model, native=False, optimization="off").run(None, x)[0]
+
+    class Forced:
+        def __init__(self, choice):
+            self.choice, self.ran = choice, []
+
+        def choose(self, signature, runs):
+            assert signature.startswith(f"depthwise c{c} k{k}x{k} in1x{c}x{h}x{w}")
+            for name, run in runs().items():
+                run()
+                self.ran.append(name)
+            return self.choice
+
+    real = tune.TuningCache
+    try:
+        for choice in ("planes", "blocks"):
+            forced = Forced(choice)
+            tune.TuningCache = lambda: forced
+            out, report = optc.optimize(model, passes="fuse-act{target=optc},tune-depthwise")
+            assert forced.ran == ["planes", "blocks"]
+            [node] = [n for n in out.graph.nodes if n.op_type == "FusedConv"]
+            assert node.attr("depthwise_path") == choice
+            got = InferenceSession(out, optimization="off").run(None, x)[0]
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=choice)
+    finally:
+        tune.TuningCache = real
+
+
+def test_tune_depthwise_rewrites_a_plain_conv_and_skips_what_it_cannot_time(tune_dir):
+    model = _depthwise_model(16, 20, 20, 3, 1, [1, 1, 1, 1], None, 0)
+    out, report = optc.optimize(model, passes="tune-depthwise")
+    [node] = out.graph.nodes
+    assert (node.op_type, node.domain) == ("FusedConv", "ai.optc")
+    assert node.attr("depthwise_path") in ("planes", "blocks")
+    _, data = _file(tune_dir)
+    [entry] = data["choices"].values()
+    assert entry["choice"] == node.attr("depthwise_path")
+    # a regular conv is not a candidate, and a dynamic spatial size is counted, not timed
+    dyn = _depthwise_model(16, 20, 20, 3, 1, [1, 1, 1, 1], None, 0)
+    dyn.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
+    out, report = optc.optimize(dyn, passes="tune-depthwise")
+    assert [n.op_type for n in out.graph.nodes] == ["Conv"]
+    assert "kept: unknown input size" in str(report)
+
+
+def test_an_unknown_depthwise_path_is_an_error():
+    from optc.runtime.kernels.fused import fused_conv
+
+    x = np.zeros((1, 4, 5, 5), np.float32)
+    with pytest.raises(OptcError, match="depthwise_path must be one of auto, planes, blocks"):
+        fused_conv(x, np.zeros((4, 1, 3, 3), np.float32), group=4, depthwise_path="fast")

@@ -1,0 +1,137 @@
+"""tune-depthwise: per depthwise conv, the faster of optc.runtime's two C paths on this CPU.
+
+optc.runtime runs a depthwise 2-D conv (group == input channels == filters) one channel's
+plane at a time ("planes": long loops over padded bands of rows, best on wide maps) or a
+vector of channels at a time ("blocks": the channels in the SIMD lanes, best on small maps
+and strided convs; runtime/csrc/dwconv.c). The kernel's own rule between them was measured on
+one CPU. This pass times both for each layer shape -- each as a one-node FusedConv model run in
+an InferenceSession on seeded data, batch 1 for a symbolic batch -- keeps the choice in the
+per-CPU tuning file (optc.runtime.tune: a shape is timed once per machine), and writes it as
+the layer's ``depthwise_path`` attribute (a plain depthwise Conv becomes the equivalent
+ai.optc FusedConv to carry it). Both paths compute the same sums (the tests compare them with
+NumPy), so the choice changes speed, not results beyond float rounding order.
+
+Layers of unknown spatial size, non-constant weights, 1-D/3-D convs and 1x1 depthwise convs
+(a per-channel affine map: one path) are left as they are, counted by reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from optc.ir import Model, Node
+from optc.pass_base import Pass, PassContext, PassResult, register
+from optc.passes._common import const_input
+from optc.passes.lower._emit import count, input_shapes
+from optc.runtime.registry import OPTC_DOMAIN
+
+#: the two C paths, as FusedConv's depthwise_path values
+PATHS = ("planes", "blocks")
+
+
+def _reason(node: Node, w: np.ndarray | None, shape) -> str | None:
+    if w is None:
+        return "non-constant weight"
+    if w.ndim != 4:
+        return "not a 2-D conv"
+    if shape is None or len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+        return "unknown input size"
+    group = node.attr("group", 1)
+    if not (group == shape[1] == w.shape[0] and w.shape[1] == 1) or group == 1:
+        return "not depthwise"
+    if tuple(w.shape[2:]) == (1, 1):
+        return "1x1 (one path)"
+    if len(node.inputs) > 2 and node.inputs[2] is not None and \
+            node.inputs[2].const_value is None:
+        return "non-constant bias"
+    if len(node.inputs) > 3 and node.inputs[3] is not None:
+        return "residual input"
+    return None
+
+
+def _one_node_model(node: Node, w: np.ndarray, b, shape, path: str) -> onnx.ModelProto:
+    attrs = [a for k, a in node.attributes.items() if k != "depthwise_path"]
+    attrs.append(helper.make_attribute("depthwise_path", path))
+    inputs, inits = ["x", "w"], [numpy_helper.from_array(w, "w")]
+    if b is not None:
+        inputs.append("b")
+        inits.append(numpy_helper.from_array(b, "b"))
+    proto = helper.make_node("FusedConv", inputs, ["y"], domain=OPTC_DOMAIN)
+    proto.attribute.extend(attrs)
+    graph = helper.make_graph(
+        [proto], "tune", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid(OPTC_DOMAIN, 1)])
+
+
+def tuned_path(cache, node: Node, w: np.ndarray, b, shape) -> str:
+    """"planes" or "blocks": the faster for this layer on this CPU, from ``cache``
+    (optc.runtime.tune.TuningCache) or timed now."""
+    from optc.runtime import InferenceSession
+    from optc.runtime.tune import seeded
+
+    shape = [1] + list(shape[1:])  # a symbolic batch: 1
+    attrs = {k: node.attr(k) for k in ("strides", "pads", "dilations", "auto_pad",
+                                       "activation")}
+    signature = (f"depthwise c{w.shape[0]} k{w.shape[2]}x{w.shape[3]} "
+                 f"in{'x'.join(map(str, shape))} " +
+                 " ".join(f"{k}{v}" for k, v in attrs.items() if v not in (None, "", [])))
+
+    def runs():
+        feeds = {"x": seeded(shape)}
+        out = {}
+        for path in PATHS:
+            s = InferenceSession(_one_node_model(node, w, b, shape, path), optimization="off")
+            out[path] = (lambda s=s: s.run(None, feeds))
+        return out
+
+    return cache.choose(signature, runs)
+
+
+@register
+@dataclass(frozen=True)
+class TuneDepthwise(Pass):
+    """Depthwise convs: the faster C path (planes or channel blocks) timed on this CPU."""
+
+    name: ClassVar[str] = "tune-depthwise"
+    lossless: ClassVar[bool] = True  # both paths compute the same convolution
+
+    def run(self, model: Model, ctx: PassContext) -> PassResult:
+        from optc.runtime.tune import TuningCache
+
+        g = model.graph
+        shapes = input_shapes(model)
+        stats: dict[str, int] = {}
+        cache = None
+        for node in list(g.nodes):
+            fused = node.domain == OPTC_DOMAIN and node.op_type == "FusedConv"
+            if not (fused or node.op_type == "Conv" and node.domain in ("", "ai.onnx")):
+                continue
+            w = const_input(g, node, 1)
+            reason = _reason(node, w, shapes.get(node.inputs[0].name))
+            if reason is not None:
+                if reason != "not depthwise":
+                    count(stats, f"kept: {reason}")
+                continue
+            if w.dtype != np.float32:
+                count(stats, "kept: not float32")
+                continue
+            b = node.inputs[2].const_value if len(node.inputs) > 2 and \
+                node.inputs[2] is not None else None
+            if cache is None:
+                cache = TuningCache()
+            path = tuned_path(cache, node, w, b, shapes[node.inputs[0].name])
+            if not fused:  # a standard Conv carries no optc attribute: the same op as FusedConv
+                node.op_type, node.domain = "FusedConv", OPTC_DOMAIN
+            node.set_attr("depthwise_path", path)
+            count(stats, path)
+        modified = any(k in PATHS for k in stats)
+        if modified:
+            model.use_domain(OPTC_DOMAIN)
+        return PassResult(model, modified, stats)
