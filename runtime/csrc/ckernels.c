@@ -351,7 +351,7 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     const Py_ssize_t WO = yd[3];
     float *ws = NULL;
     if (N * C > 0 && HO > 0 && WO > 0 && use_cblock(C, WO, sw, path)) {
-        ws = malloc(sizeof(float) * s_dw_cblock_floats((int)KH, (int)KW, (int)HO, (int)WO, sh, sw,
+        ws = malloc(sizeof(float) * s_dw_cblock_floats((int)KH, (int)KW, (int)HO, (int)WO, (int)W, sh, sw,
                                                        dh, dw));
         if (ws == NULL) {
             PyBuffer_Release(&xv); PyBuffer_Release(&wv); if (has_b) PyBuffer_Release(&bv);
