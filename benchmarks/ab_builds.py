@@ -68,7 +68,9 @@ def main() -> None:
             builds.append(_load(str(copy)))
         previous = native._ckernels
         try:
-            for path in model_files(LIGHT, args.models, d, opset=17 if args.int8 else None):
+            paths = model_files(LIGHT, args.models, d, opset=17 if args.int8 else None)
+            paths += [Path(m) for m in args.models or () if Path(m).is_file()]  # any .onnx
+            for path in paths:
                 if args.int8:
                     options = "probe=false" + (" reduce-range=true" if args.reduce_range else "")
                     qdq, _ = optc.optimize(str(path), passes=f"default,quantize{{{options}}}",
