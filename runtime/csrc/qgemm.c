@@ -980,11 +980,44 @@ static size_t add_avx2(const void *a, const void *b, size_t n, int xsigned, int 
 }
 #endif
 
+#ifdef OPTC_X86
+/* The same 16 at a time (AVX-512F/BW: 8-bit loads widened, vpmovs/usdb narrowing): ResNet-50's
+ * sixteen residual QLinearAdds took 1.0 ms of its 14.4 with AVX2 on Zen 5 */
+__attribute__((target("avx512f,avx512bw")))
+static size_t add_avx512(const void *a, const void *b, size_t n, int xsigned, int za, int zb,
+                         float ra, float rb, int zy, void *y) {
+    const __m512i vza = _mm512_set1_epi32(za), vzb = _mm512_set1_epi32(zb);
+    const __m512 vra = _mm512_set1_ps(ra), vrb = _mm512_set1_ps(rb), vzy = _mm512_set1_ps(zy);
+    const __m512 lo = _mm512_set1_ps(xsigned ? -128.f : 0.f);
+    const __m512 hi = _mm512_set1_ps(xsigned ? 127.f : 255.f);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m128i pa = _mm_loadu_si128((const __m128i *)((const char *)a + i));
+        const __m128i pb = _mm_loadu_si128((const __m128i *)((const char *)b + i));
+        const __m512i ia = xsigned ? _mm512_cvtepi8_epi32(pa) : _mm512_cvtepu8_epi32(pa);
+        const __m512i ib = xsigned ? _mm512_cvtepi8_epi32(pb) : _mm512_cvtepu8_epi32(pb);
+        /* two products and a sum, each rounded, as the C loop (no fused multiply-add) */
+        const __m512 fa = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(ia, vza)), vra);
+        const __m512 fb = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(ib, vzb)), vrb);
+        __m512 v = _mm512_roundscale_ps(_mm512_add_ps(fa, fb),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vzy), lo), hi);
+        const __m512i q = _mm512_cvtps_epi32(v); /* integral and in range: exact */
+        _mm_storeu_si128((__m128i *)((char *)y + i),
+                         xsigned ? _mm512_cvtsepi32_epi8(q) : _mm512_cvtusepi32_epi8(q));
+    }
+    return i;
+}
+#endif
+
 void q_add(const void *a, const void *b, size_t n, int xsigned, int za, int zb, float ra,
            float rb, int zy, void *y) {
     size_t i = 0;
 #ifdef OPTC_X86
-    if (q_simd_level() >= 1) i = add_avx2(a, b, n, xsigned, za, zb, ra, rb, zy, y);
+    if (q_simd_level() >= 2)
+        i = add_avx512(a, b, n, xsigned, za, zb, ra, rb, zy, y);
+    else if (q_simd_level() >= 1)
+        i = add_avx2(a, b, n, xsigned, za, zb, ra, rb, zy, y);
 #endif
     add_tail(a, b, i, n, xsigned, za, zb, ra, rb, zy, y);
 }

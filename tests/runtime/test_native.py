@@ -866,7 +866,7 @@ def test_quantize_and_dequantize_match_numpy(n, scale, zp, signed, seed):
 @given(signed=st.booleans(), shape=st.lists(st.integers(1, 9), min_size=1, max_size=4),
        broadcast=st.booleans(), seed=st.integers(0, 2 ** 16))
 def test_qlinear_add_matches_onnxruntime(signed, shape, broadcast, seed):
-    # com.microsoft QLinearAdd (qlinear's residual Add): the C loops (one shape; AVX2 and
+    # com.microsoft QLinearAdd (qlinear's residual Add): the C loops (one shape; AVX-512, AVX2 and
     # plain) and the NumPy one (broadcast, or no extension) against onnxruntime's contrib
     # kernel
     import onnx
@@ -900,7 +900,7 @@ def test_qlinear_add_matches_onnxruntime(signed, shape, broadcast, seed):
     top = native.qsimd()
     try:
         results = []
-        for level in range(top, -1, -1):  # AVX2 eight at a time, and the C loop alone
+        for level in range(top, -1, -1):  # AVX-512 16 at a time, AVX2 eight, the C loop
             native.qsimd(level)
             results.append(qlinear_add(*args))
     finally:
