@@ -255,6 +255,13 @@ static void gemm_portable(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, i
     }
 }
 
+/* Whether requant8 (below) is exact for a row: a multiplier below 1 (shift in [31, 62]: the
+ * result fits in 31 bits) and |acc + corr| < 2^30 for every |acc| <= bound (so acc + corr,
+ * and that plus the zero point, stay in int32). */
+static int requant8_exact(int64_t corr, int32_t shift, int64_t bound) {
+    return shift >= 31 && shift <= 62 && (corr < 0 ? -corr : corr) + bound < ((int64_t)1 << 30);
+}
+
 #ifdef OPTC_X86
 /* store_row with 8 outputs per step in int64 lanes: the same arithmetic (clamp to int32, the
  * signed 32 x 32 -> 64 product, rounding shift half away from zero, zero point, saturation) */
@@ -319,6 +326,40 @@ DEFINE_VNNI(vnni_8x32, 8)
 DEFINE_VNNI(vnni_4x32, 4)
 #undef DEFINE_VNNI
 
+/* requant8's arithmetic 16 sums at a time (AVX-512 has no vpsignd: a masked negate), where it
+ * is exact (requant8_exact); 0 where it is not (nothing written). The int64 lanes of
+ * store_row_avx512 take 8 sums a step: with few taps a sum (64 channels 3x3: 9 vpdpbusd per
+ * 16 sums) the requantization cost more than the products. */
+__attribute__((target("avx512f,avx512bw")))
+static int store_row_avx512_32(const int32_t *acc, int P, int64_t corr, int32_t m0,
+                               int32_t shift, int zp, int ysigned, void *y, int64_t bound) {
+    if (!requant8_exact(corr, shift, bound)) return 0;
+    const __m512i vcorr = _mm512_set1_epi32((int32_t)corr), vm0 = _mm512_set1_epi32(m0);
+    const __m512i half = _mm512_set1_epi64((int64_t)1 << (shift - 1)), vzp = _mm512_set1_epi32(zp);
+    const __m512i lo = _mm512_set1_epi32(ysigned ? -128 : 0);
+    const __m512i hi = _mm512_set1_epi32(ysigned ? 127 : 255);
+    const __m512i zero = _mm512_setzero_si512();
+    const __m128i count = _mm_cvtsi32_si128(shift);
+    char *o = y;
+    int p = 0;
+    for (; p + 16 <= P; p += 16) {
+        const __m512i a = _mm512_add_epi32(_mm512_loadu_si512((const void *)(acc + p)), vcorr);
+        const __m512i mag32 = _mm512_abs_epi32(a);
+        /* |a| * m0 in 64 bits, even and odd lanes; rounded and shifted they fit in 31 bits */
+        const __m512i even = _mm512_srl_epi64(
+            _mm512_add_epi64(_mm512_mul_epu32(mag32, vm0), half), count);
+        const __m512i odd = _mm512_srl_epi64(
+            _mm512_add_epi64(_mm512_mul_epu32(_mm512_srli_epi64(mag32, 32), vm0), half), count);
+        __m512i v = _mm512_mask_blend_epi32((__mmask16)0xAAAA, even, _mm512_slli_epi64(odd, 32));
+        v = _mm512_mask_sub_epi32(v, _mm512_cmplt_epi32_mask(a, zero), zero, v);
+        v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, vzp), lo), hi);
+        _mm_storeu_si128((__m128i *)(o + p),
+                         ysigned ? _mm512_cvtsepi32_epi8(v) : _mm512_cvtusepi32_epi8(v));
+    }
+    if (p < P) store_row(acc + p, P - p, corr, m0, shift, zp, ysigned, o + p);
+    return 1;
+}
+
 /* acc: VNNI_ROWS rows of Pp int32. The rows in tiles of 8 (4 where at most 4 are left: the
  * weights' rows are padded to a multiple of 4, so 5-7 left still read 8 rows), each a pass
  * of 32-pixel tiles over the block, then requantized row by row. */
@@ -327,6 +368,7 @@ static void gemm_vnni(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P
                       int ystride,
                       const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
                       int ysigned, void *y, int32_t *acc) {
+    const int64_t bound = (int64_t)Kq * 4 * 255 * 128; /* |sum| of a row's products */
     for (int mb = 0; mb < Mg;) {
         const int rows = Mg - mb > 4 ? 8 : 4;
         const int8_t *w = wp + (size_t)mb * Kq * 4;
@@ -339,20 +381,17 @@ static void gemm_vnni(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P
             else
                 vnni_4x32(xp + (size_t)p0 * 4, w, Kq, Pp, acc + p0, pf);
         }
-        for (int r = 0; r < rows && mb + r < Mg; r++)
-            store_row_avx512(acc + (size_t)r * Pp, P, corr[mb + r], m0[mb + r], shift[mb + r],
-                             zp, ysigned, (char *)y + (size_t)(mb + r) * ystride);
+        for (int r = 0; r < rows && mb + r < Mg; r++) {
+            const int32_t *a = acc + (size_t)r * Pp;
+            char *o = (char *)y + (size_t)(mb + r) * ystride;
+            if (!store_row_avx512_32(a, P, corr[mb + r], m0[mb + r], shift[mb + r], zp, ysigned,
+                                     o, bound))
+                store_row_avx512(a, P, corr[mb + r], m0[mb + r], shift[mb + r], zp, ysigned, o);
+        }
         mb += rows;
     }
 }
 #endif
-
-/* Whether requant8 (below) is exact for a row: a multiplier below 1 (shift in [31, 62]: the
- * result fits in 31 bits) and |acc + corr| < 2^30 for every |acc| <= bound (so acc + corr,
- * and that plus the zero point, stay in int32). */
-static int requant8_exact(int64_t corr, int32_t shift, int64_t bound) {
-    return shift >= 31 && shift <= 62 && (corr < 0 ? -corr : corr) + bound < ((int64_t)1 << 30);
-}
 
 #ifdef OPTC_X86
 __attribute__((target("avx2"))) static inline void requant8(__m256i acc, int32_t corr,
@@ -380,7 +419,8 @@ static void store(const int32_t *acc, int P, int64_t corr, int32_t m0, int32_t s
                   int ysigned, void *y, int64_t bound) {
 #ifdef OPTC_X86
     if (q_simd_level() == 2) {
-        store_row_avx512(acc, P, corr, m0, shift, zp, ysigned, y);
+        if (!store_row_avx512_32(acc, P, corr, m0, shift, zp, ysigned, y, bound))
+            store_row_avx512(acc, P, corr, m0, shift, zp, ysigned, y);
         return;
     }
     if (q_simd_level() == 1 && store_row_avx2(acc, P, corr, m0, shift, zp, ysigned, y, bound))
