@@ -263,6 +263,19 @@ class InferenceSession:
                     self._constants[s] = value
                     self._folded.append(s)
         self._steps = kept
+        # a kernel's prepare step saw only the graph's constants: where folding made more of
+        # a step's inputs constant (the DequantizeLinear of a float layer's int8 weight), it
+        # prepares again with them, so that, e.g., a conv packs those weights once, not on
+        # every run (DenseNet-121's int8 classifier conv: 0.85 ms a run repacking 4 MB)
+        folded = set(self._folded)
+        for step in kept:
+            if step.kernel.prepare is None or not folded.intersection(step.inputs):
+                continue
+            constants = [self._constants.get(s) if s >= 0 and s not in overridable else None
+                         for s in step.inputs]
+            step.attrs["_state"] = step.kernel.prepare(
+                self.config, constants,
+                {a: v for a, v in step.attrs.items() if a in step.kernel.attributes})
 
     # --- onnxruntime-shaped API ---------------------------------------------------------------
     def get_inputs(self) -> list[NodeArg]:

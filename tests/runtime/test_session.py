@@ -269,6 +269,29 @@ def test_constant_subgraphs_run_once_at_load():
     np.testing.assert_allclose(y2, y / 3, rtol=1e-6)
 
 
+def test_a_weight_folded_at_load_is_prepared_once():
+    # a Conv whose weight is the DequantizeLinear of an int8 initializer: once the
+    # DequantizeLinear is folded, the Conv's prepare step sees the weight as a constant and
+    # keeps it (packed once), as it does for a float initializer
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.integers(-100, 100, (8, 4, 3, 3)).astype(np.int8), "w")
+    s = numpy_helper.from_array(np.float32(0.02), "s")
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s"], ["wf"]),
+             helper.make_node("Conv", ["x", "wf"], ["y"], pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 4, 9, 9])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)], [w, s])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    sess = InferenceSession(proto.SerializeToString(), optimization="off")
+    [step] = sess._steps
+    wslot = step.inputs[1]
+    assert step.attrs["_state"].w is sess._constants[wslot]
+    x = rng.standard_normal((1, 4, 9, 9)).astype(np.float32)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0],
+                               ort_session(proto.SerializeToString()).run(None, {"x": x})[0],
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_optimization_levels_match_and_leave_the_model_alone():
     """off / basic / all give the same outputs (within Winograd's error); the caller's Model
     is not changed; an unknown level is one clear error."""
