@@ -47,37 +47,37 @@ static int cblock_band(int KH, int WO, int Wp, int sh, int dh) {
 }
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-/* Four outputs of a row (stride SW) over every kernel row, KW and SW known when compiled: a
- * kernel row's 3 SW + KW input vectors loaded once for its 4 KW FMAs (neighbouring outputs
- * share them), where the general loop loads one per FMA -- the loads, not the FMAs, bound it. */
-#define ROW4(NAME, KW, SW) NAME##_row4_##KW##_##SW
-#define DEFINE_ROW4(NAME, TARGET, P, VEC, LANES, KWC, SWC)                                    \
-    __attribute__((target(TARGET), always_inline)) static inline void ROW4(NAME, KWC, SWC)(   \
-        const float *xo, const float *wb, int KH, size_t rs, VEC *o0, VEC *o1, VEC *o2,        \
-        VEC *o3) {                                                                             \
-        VEC a0 = *o0, a1 = *o1, a2 = *o2, a3 = *o3;                                            \
+/* OUTS outputs of a row (stride SW) over every kernel row, KW, SW and OUTS known when
+ * compiled: a kernel row's (OUTS - 1) SW + KW input vectors loaded once for its OUTS KW FMAs
+ * (neighbouring outputs share them; the general loop loads one per FMA), and OUTS independent
+ * sums, so that the FMA latency is covered (AVX-512: 8 -- four chains ran at one FMA a
+ * cycle, half the rate; AVX2: 4, its 16 registers). acc: OUTS sums, in and out. */
+#define ROWK(NAME, KW, SW) NAME##_row_##KW##_##SW
+#define DEFINE_ROWK(NAME, TARGET, P, VEC, LANES, OUTS, KWC, SWC)                              \
+    __attribute__((target(TARGET), always_inline)) static inline void ROWK(NAME, KWC, SWC)(   \
+        const float *xo, const float *wb, int KH, size_t rs, VEC *acc) {                       \
+        VEC a[OUTS];                                                                           \
+        _Pragma("GCC unroll 16") for (int t = 0; t < OUTS; t++) a[t] = acc[t];                \
         for (int i = 0; i < KH; i++) {                                                         \
             const float *xi = xo + (size_t)i * rs, *wi = wb + (size_t)i * KWC * LANES;         \
-            VEC xv[3 * SWC + KWC];                                                             \
-            _Pragma("GCC unroll 16") for (int t = 0; t < 3 * SWC + KWC; t++)                  \
+            VEC xv[(OUTS - 1) * SWC + KWC];                                                    \
+            _Pragma("GCC unroll 32") for (int t = 0; t < (OUTS - 1) * SWC + KWC; t++)         \
                 xv[t] = P##_loadu_ps(xi + (size_t)t * LANES);                                  \
             _Pragma("GCC unroll 16") for (int j = 0; j < KWC; j++) {                          \
                 const VEC wv = P##_loadu_ps(wi + (size_t)j * LANES);                           \
-                a0 = P##_fmadd_ps(wv, xv[j], a0);                                              \
-                a1 = P##_fmadd_ps(wv, xv[SWC + j], a1);                                        \
-                a2 = P##_fmadd_ps(wv, xv[2 * SWC + j], a2);                                    \
-                a3 = P##_fmadd_ps(wv, xv[3 * SWC + j], a3);                                    \
+                _Pragma("GCC unroll 16") for (int t = 0; t < OUTS; t++)                       \
+                    a[t] = P##_fmadd_ps(wv, xv[t * SWC + j], a[t]);                            \
             }                                                                                  \
         }                                                                                      \
-        *o0 = a0, *o1 = a1, *o2 = a2, *o3 = a3;                                                \
+        _Pragma("GCC unroll 16") for (int t = 0; t < OUTS; t++) acc[t] = a[t];                \
     }
-#define DEFINE_ROW4S(NAME, TARGET, P, VEC, LANES)                                             \
-    DEFINE_ROW4(NAME, TARGET, P, VEC, LANES, 3, 1)                                            \
-    DEFINE_ROW4(NAME, TARGET, P, VEC, LANES, 3, 2)                                            \
-    DEFINE_ROW4(NAME, TARGET, P, VEC, LANES, 5, 1)                                            \
-    DEFINE_ROW4(NAME, TARGET, P, VEC, LANES, 5, 2)
+#define DEFINE_ROWKS(NAME, TARGET, P, VEC, LANES, OUTS)                                       \
+    DEFINE_ROWK(NAME, TARGET, P, VEC, LANES, OUTS, 3, 1)                                      \
+    DEFINE_ROWK(NAME, TARGET, P, VEC, LANES, OUTS, 3, 2)                                      \
+    DEFINE_ROWK(NAME, TARGET, P, VEC, LANES, OUTS, 5, 1)                                      \
+    DEFINE_ROWK(NAME, TARGET, P, VEC, LANES, OUTS, 5, 2)
 
-#define DEFINE_CBLOCK(NAME, TARGET, P, VEC, LANES, PACKIN, UNPACKOUT)                                                \
+#define DEFINE_CBLOCK(NAME, TARGET, P, VEC, LANES, OUTS, PACKIN, UNPACKOUT)                                                \
     __attribute__((target(TARGET))) static void NAME(                                           \
         const float *x, const float *w, const float *b, float *y, int C, int H, int W, int KH,  \
         int KW, int HO, int WO, int sh, int sw, int pt, int pl, int dh, int dw, int act,        \
@@ -102,19 +102,29 @@ static int cblock_band(int KH, int WO, int Wp, int sh, int dh) {
                 const float *xr = xb + (size_t)(oh - o0) * sh * Wp * LANES;                     \
                 float *yr = yb + (size_t)(oh - o0) * WO * LANES;                                \
                 int ow = 0;                                                                     \
-                for (; ow + 4 <= WO; ow += 4) {                                                 \
-                    VEC a0 = bias, a1 = bias, a2 = bias, a3 = bias;                             \
+                const size_t rs = (size_t)Wp * LANES;                                           \
+                const int rowk = dh == 1 && dw == 1 && (KW == 3 || KW == 5) && sw <= 2;         \
+                /* the compiled rows: OUTS outputs a step; the last step of a row whose width  \
+                 * is not a multiple moves back to end at the row's end (recomputing a few:  \
+                 * a lone output's taps are one dependent chain of FMAs) */                  \
+                for (; rowk && WO >= OUTS && ow < WO; ow += OUTS) {                             \
+                    if (ow + OUTS > WO) ow = WO - OUTS;                                         \
+                    VEC a[OUTS];                                                                \
+                    for (int t = 0; t < OUTS; t++) a[t] = bias;                                 \
                     const float *xo = xr + (size_t)ow * sw * LANES;                             \
-                    const size_t rs = (size_t)Wp * LANES;                                       \
-                    if (dh == 1 && dw == 1 && KW == 3 && sw == 1)                               \
-                        ROW4(NAME, 3, 1)(xo, wb, KH, rs, &a0, &a1, &a2, &a3);                   \
-                    else if (dh == 1 && dw == 1 && KW == 3 && sw == 2)                          \
-                        ROW4(NAME, 3, 2)(xo, wb, KH, rs, &a0, &a1, &a2, &a3);                   \
-                    else if (dh == 1 && dw == 1 && KW == 5 && sw == 1)                          \
-                        ROW4(NAME, 5, 1)(xo, wb, KH, rs, &a0, &a1, &a2, &a3);                   \
-                    else if (dh == 1 && dw == 1 && KW == 5 && sw == 2)                          \
-                        ROW4(NAME, 5, 2)(xo, wb, KH, rs, &a0, &a1, &a2, &a3);                   \
-                    else                                                                        \
+                    if (KW == 3 && sw == 1) ROWK(NAME, 3, 1)(xo, wb, KH, rs, a);                \
+                    else if (KW == 3) ROWK(NAME, 3, 2)(xo, wb, KH, rs, a);                      \
+                    else if (sw == 1) ROWK(NAME, 5, 1)(xo, wb, KH, rs, a);                      \
+                    else ROWK(NAME, 5, 2)(xo, wb, KH, rs, a);                                   \
+                    for (int t = 0; t < OUTS; t++)                                              \
+                        P##_storeu_ps(yr + (size_t)(ow + t) * LANES,                            \
+                                      vact_##LANES##x(a[t], act, aa, ab));                      \
+                }                                                                               \
+                /* other kernels (and rows narrower than OUTS): four outputs a step, the     \
+                 * same way */                                                                 \
+                for (; (!rowk || WO < OUTS) && WO >= 4 && ow < WO; ow += 4) {                  \
+                    if (ow + 4 > WO) ow = WO - 4;                                               \
+                    VEC a0 = bias, a1 = bias, a2 = bias, a3 = bias;                             \
                     for (int i = 0; i < KH; i++) {                                              \
                         const float *xi = xr + ((size_t)i * dh * Wp + (size_t)ow * sw) * LANES; \
                         const float *wi = wb + (size_t)i * KW * LANES;                          \
@@ -250,17 +260,20 @@ __attribute__((target("avx512f"))) static void pack_flat512(const float *xc, int
     if (q0 < 0) q0 = 0;
     if (q1 > Wp) q1 = Wp;
     if (q1 < q0) q1 = q0;
-    for (int r = 0; r < Hp; r++) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (int r = 0; r < Hp; r++) { /* vector moves: a row is a few dozen of them (rep movs
+                                    * and its start-up, where memcpy was inlined, cost more) */
         const int ih = r - pt;
         float *d = xb + (size_t)r * Wp * 16;
         if (ih < i0 || ih >= i1) {
-            memset(d, 0, sizeof(float) * (size_t)Wp * 16);
+            for (int q = 0; q < Wp; q++) _mm512_storeu_ps(d + (size_t)q * 16, zero);
             continue;
         }
-        memset(d, 0, sizeof(float) * (size_t)q0 * 16);
-        memcpy(d + (size_t)q0 * 16, tb + ((size_t)(ih - i0) * W + (q0 - pl)) * 16,
-               sizeof(float) * (size_t)(q1 - q0) * 16);
-        memset(d + (size_t)q1 * 16, 0, sizeof(float) * (size_t)(Wp - q1) * 16);
+        const float *t = tb + ((size_t)(ih - i0) * W - pl) * 16;
+        for (int q = 0; q < q0; q++) _mm512_storeu_ps(d + (size_t)q * 16, zero);
+        for (int q = q0; q < q1; q++)
+            _mm512_storeu_ps(d + (size_t)q * 16, _mm512_loadu_ps(t + (size_t)q * 16));
+        for (int q = q1; q < Wp; q++) _mm512_storeu_ps(d + (size_t)q * 16, zero);
     }
 }
 
@@ -319,10 +332,10 @@ __attribute__((target("avx512f"))) static void unpack_out512(const float *yb, in
     }
 }
 
-DEFINE_ROW4S(cblock512, "avx512f", _mm512, __m512, 16)
-DEFINE_ROW4S(cblock256, "avx2,fma", _mm256, __m256, 8)
-DEFINE_CBLOCK(cblock512, "avx512f", _mm512, __m512, 16, pack_in512, unpack_out512)
-DEFINE_CBLOCK(cblock256, "avx2,fma", _mm256, __m256, 8, pack_in256, unpack_out256)
+DEFINE_ROWKS(cblock512, "avx512f", _mm512, __m512, 16, 8)
+DEFINE_ROWKS(cblock256, "avx2,fma", _mm256, __m256, 8, 4)
+DEFINE_CBLOCK(cblock512, "avx512f", _mm512, __m512, 16, 8, pack_in512, unpack_out512)
+DEFINE_CBLOCK(cblock256, "avx2,fma", _mm256, __m256, 8, 4, pack_in256, unpack_out256)
 #endif
 
 int s_dw_cblock(const float *x, const float *w, const float *b, float *y, int N, int C, int H,
