@@ -23,8 +23,8 @@ size_t s_dw_cblock_floats(int KH, int KW, int HO, int WO, int W, int sh, int sw,
                           int dw) {
     const size_t Hp = (size_t)(HO - 1) * sh + (size_t)(KH - 1) * dh + 1;
     const size_t Wp = (size_t)(WO - 1) * sw + (size_t)(KW - 1) * dw + 1;
-    /* xb, the weights, yb, and the unpadded interleaved rows pack_in512 transposes into */
-    return 16 * (Hp * Wp + (size_t)KH * KW + (size_t)HO * WO + Hp * (size_t)W);
+    (void)W;
+    return 16 * (Hp * Wp + (size_t)KH * KW + (size_t)HO * WO); /* xb, the weights, yb */
 }
 
 /* Output rows per band: the band's interleaved input rows within a quarter of the L2 cache
@@ -84,7 +84,6 @@ static int cblock_band(int KH, int WO, int Wp, int sh, int dh) {
         float aa, float ab, float *ws) {                                                        \
         const int Hp = (HO - 1) * sh + (KH - 1) * dh + 1, Wp = (WO - 1) * sw + (KW - 1) * dw + 1; \
         float *xb = ws, *wb = ws + (size_t)16 * Hp * Wp, *yb = wb + (size_t)16 * KH * KW;        \
-        float *tb = yb + (size_t)16 * HO * WO; /* pack_in512's scratch */                       \
         const int band = cblock_band(KH, WO, Wp, sh, dh);                                       \
         for (int c0 = 0; c0 < C; c0 += LANES) {                                                 \
             const int nc = C - c0 < LANES ? C - c0 : LANES;                                     \
@@ -97,7 +96,7 @@ static int cblock_band(int KH, int WO, int Wp, int sh, int dh) {
             for (int o0 = 0; o0 < HO; o0 += band) { /* bands of rows: xb and yb stay in L2 */   \
             const int o1 = o0 + band < HO ? o0 + band : HO;                                     \
             PACKIN(x + (size_t)c0 * H * W, nc, H, W, (o1 - o0 - 1) * sh + (KH - 1) * dh + 1, Wp, \
-                   pt - o0 * sh, pl, xb, tb);                                                   \
+                   pt - o0 * sh, pl, xb);                                                       \
             for (int oh = o0; oh < o1; oh++) {                                                  \
                 const float *xr = xb + (size_t)(oh - o0) * sh * Wp * LANES;                     \
                 float *yr = yb + (size_t)(oh - o0) * WO * LANES;                                \
@@ -167,8 +166,7 @@ static int cblock_band(int KH, int WO, int Wp, int sh, int dh) {
  * position, and back by one gather of 8 positions of a channel (stride 8 in yb) */
 __attribute__((target("avx2,fma"))) static void pack_in256(const float *xc, int nc, int H, int W,
                                                             int Hp, int Wp, int pt, int pl,
-                                                            float *xb, float *tb) {
-    (void)tb;
+                                                            float *xb) {
     int ci[8];
     for (int c = 0; c < 8; c++) ci[c] = c < nc ? c * H * W : 0;
     const __m256i idx = _mm256_loadu_si256((const __m256i *)ci);
@@ -231,20 +229,50 @@ __attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16]) 
     }
 }
 
+/* v[0 .. n) to d, d + 16, ...: unrolled where all 16 go (a loop of unknown count over the
+ * array became a memcpy from the stack: rep movsq, a tenth of a stride-2 layer's time) */
+__attribute__((target("avx512f"), always_inline)) static inline void store16(float *d,
+                                                                            const __m512 *v,
+                                                                            int n) {
+    if (n == 16) {
+        _Pragma("GCC unroll 16") for (int q = 0; q < 16; q++)
+            _mm512_storeu_ps(d + (size_t)q * 16, v[q]);
+        return;
+    }
+    for (int q = 0; q < n; q++) _mm512_storeu_ps(d + (size_t)q * 16, v[q]);
+}
+
 /* AVX-512: the band's rows of the 16 channels, as one flat run of positions per channel (the
- * rows of a plane are contiguous), transposed 16 positions at a time in registers into tb, then
- * placed row by row into the padded layout (a vector move per position, zeros around) --
- * transposing the padded rows instead spent a whole transpose on each row's last few columns
- * (18-wide rows: 2 of 16). The transposes and the gathers they replaced took half the time of
- * a 5x5 layer at 14x14. */
+ * rows of a plane are contiguous), transposed 16 positions at a time in registers, each
+ * position's vector stored straight to its place in the padded layout; the padding zeroed
+ * apart. Transposing the padded rows instead spent a whole transpose on each row's last few
+ * columns (18-wide rows: 2 of 16); the transposes and the gathers before them took half the
+ * time of a 5x5 layer at 14x14. */
 __attribute__((target("avx512f"))) static void pack_flat512(const float *xc, int nc, int H,
                                                              int W, int Hp, int Wp, int pt,
-                                                             int pl, float *xb, float *tb) {
+                                                             int pl, float *xb) {
     int i0 = -pt, i1 = Hp - pt; /* the band's image rows */
     if (i0 < 0) i0 = 0;
     if (i1 > H) i1 = H;
+    /* columns q of a padded row read image column q - pl: those in [q0, q1) */
+    int q0 = pl, q1 = pl + W;
+    if (q0 < 0) q0 = 0;
+    if (q1 > Wp) q1 = Wp;
+    if (q1 < q0) q1 = q0;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int r = 0; r < Hp; r++) { /* the padding */
+        const int ih = r - pt;
+        float *d = xb + (size_t)r * Wp * 16;
+        if (ih < i0 || ih >= i1) {
+            for (int q = 0; q < Wp; q++) _mm512_storeu_ps(d + (size_t)q * 16, zero);
+            continue;
+        }
+        for (int q = 0; q < q0; q++) _mm512_storeu_ps(d + (size_t)q * 16, zero);
+        for (int q = q1; q < Wp; q++) _mm512_storeu_ps(d + (size_t)q * 16, zero);
+    }
     const int P = i1 > i0 ? (i1 - i0) * W : 0;
     const float *src = xc + (size_t)i0 * W;
+    int ih = i0, iw = 0; /* of position p0 */
     for (int p0 = 0; p0 < P; p0 += 16) {
         const int n = P - p0 < 16 ? P - p0 : 16;
         const __mmask16 m = (__mmask16)((1u << n) - 1);
@@ -253,27 +281,15 @@ __attribute__((target("avx512f"))) static void pack_flat512(const float *xc, int
             v[c] = c < nc ? _mm512_maskz_loadu_ps(m, src + (size_t)c * H * W + p0)
                           : _mm512_setzero_ps();
         transpose16(v);
-        for (int q = 0; q < n; q++) _mm512_storeu_ps(tb + (size_t)(p0 + q) * 16, v[q]);
-    }
-    /* columns q of a padded row read image column q - pl: those in [q0, q1) */
-    int q0 = pl, q1 = pl + W;
-    if (q0 < 0) q0 = 0;
-    if (q1 > Wp) q1 = Wp;
-    if (q1 < q0) q1 = q0;
-    const __m512 zero = _mm512_setzero_ps();
-    for (int r = 0; r < Hp; r++) { /* vector moves: a row is a few dozen of them (rep movs
-                                    * and its start-up, where memcpy was inlined, cost more) */
-        const int ih = r - pt;
-        float *d = xb + (size_t)r * Wp * 16;
-        if (ih < i0 || ih >= i1) {
-            for (int q = 0; q < Wp; q++) _mm512_storeu_ps(d + (size_t)q * 16, zero);
-            continue;
+        for (int q = 0; q < n; q++) {
+            const int col = iw + pl;
+            if (col >= 0 && col < Wp)
+                _mm512_storeu_ps(xb + ((size_t)(ih + pt) * Wp + col) * 16, v[q]);
+            if (++iw == W) {
+                iw = 0;
+                ih++;
+            }
         }
-        const float *t = tb + ((size_t)(ih - i0) * W - pl) * 16;
-        for (int q = 0; q < q0; q++) _mm512_storeu_ps(d + (size_t)q * 16, zero);
-        for (int q = q0; q < q1; q++)
-            _mm512_storeu_ps(d + (size_t)q * 16, _mm512_loadu_ps(t + (size_t)q * 16));
-        for (int q = q1; q < Wp; q++) _mm512_storeu_ps(d + (size_t)q * 16, zero);
     }
 }
 
@@ -302,21 +318,22 @@ __attribute__((target("avx512f"))) static void pack_rows512(const float *xc, int
                                                              (ptrdiff_t)ih * W + iw0)
                               : _mm512_setzero_ps();
             transpose16(v);
-            for (int q = 0; q < n; q++) _mm512_storeu_ps(d + (size_t)(q0 + q) * 16, v[q]);
+            store16(d + (size_t)q0 * 16, v, n);
         }
     }
 }
 
-/* Rows of whole vectors, or wide ones (over 64 columns: the copy would cost more than the
- * partly used last transpose), go as they are; others flat (Zen 5: 64 channels at 56x56
- * 0.83x the row-wise time, 5x5 at 14x14 0.92x; 3x3 at 14x14, 16 columns: 1.3x) */
+/* Wide rows (over 64 columns) go as they are: their transposes are nearly full, and flat
+ * placement stores each position alone (Zen 5, rows / flat: 16 channels at 112x112 0.90x, 32
+ * stride 2 0.77x); narrower ones flat (a 16-wide row alike: 256 channels 3x3 at 14x14, flat /
+ * rows 0.86x). */
 __attribute__((target("avx512f"))) static void pack_in512(const float *xc, int nc, int H, int W,
                                                            int Hp, int Wp, int pt, int pl,
-                                                           float *xb, float *tb) {
-    if (Wp % 16 == 0 || Wp > 64)
+                                                           float *xb) {
+    if (Wp > 64)
         pack_rows512(xc, nc, H, W, Hp, Wp, pt, pl, xb);
     else
-        pack_flat512(xc, nc, H, W, Hp, Wp, pt, pl, xb, tb);
+        pack_flat512(xc, nc, H, W, Hp, Wp, pt, pl, xb);
 }
 
 __attribute__((target("avx512f"))) static void unpack_out512(const float *yb, int nc, int PO,

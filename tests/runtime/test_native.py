@@ -119,6 +119,8 @@ def test_vector_activations_match_numpy_on_edge_values(act):
     ((1, 2, 33, 90), 2, 3, 1, [0, 1, 1, 0]),  # a kernel other than 3x3
     ((1, 20, 60, 900), 3, 2, 1, [1, 1, 1, 1]),  # channel blocks of 16 + 4, bands of rows
     ((2, 17, 25, 2500), 5, 1, 1, [2, 2, 2, 2]),  # a band of one output row
+    ((1, 20, 400, 40), 3, 1, 1, [1, 1, 1, 1]),  # narrow rows placed flat, in several bands
+    ((1, 33, 300, 30), 5, 2, 1, [2, 1, 2, 0]),  # the same strided, uneven padding
 ])
 def test_wide_depthwise_matches_numpy_across_bands(shape, k, stride, dil, pads, path):
     # the C depthwise conv works through bands of whole rows sized to the caches: L1 for
