@@ -926,3 +926,22 @@ def test_int8_conv_plans_per_attributes_on_shared_weights():
                   dict(pads=[1, 1, 1, 1])):
         ref = (qlinear_conv(*args, None, **attrs, _config=NUMPY))
         np.testing.assert_array_equal(qlinear_conv(*args, None, **attrs), ref)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 70), m=st.integers(1, 40), bias=st.booleans(),
+       res=st.booleans(), act=st.sampled_from(ACTS), seed=st.integers(0, 2 ** 16))
+def test_one_pixel_conv_matches_numpy(n, c, m, bias, res, act, seed):
+    # a 1x1 conv over a 1x1 map (squeeze-excitation, classifier heads) runs as a
+    # matrix-vector product on the packed panels (sgemm.c's gemv), at every SIMD level
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, 1, 1)).astype(np.float32)
+    wt = rng.standard_normal((m, c, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32) if bias else None
+    z = rng.standard_normal((n, m, 1, 1)).astype(np.float32) if res else None
+    ref = fused_conv(x, wt, b, z, activation=act[0], activation_params=act[1], _config=NUMPY)
+    for level in range(native.ssimd(), -1, -1):
+        with c_paths(ssimd=level):
+            got = fused_conv(x, wt, b, z, activation=act[0], activation_params=act[1])
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(ref).max()),
+                                   err_msg=f"level {level}")
