@@ -990,6 +990,18 @@ static void add_tail(const void *a, const void *b, size_t i0, size_t n, int xsig
 }
 
 #ifdef OPTC_X86
+/* QLinearAdd's value from the widened inputs ia, ib (the vza .. hi constants in scope): two
+ * products and a sum, each rounded, as the C loop (no fused multiply-add), rounded half to
+ * even, plus the zero point, clamped -- integral and in range, so the conversion is exact */
+#define QADD(P, ROUND, ia, ib)                                                                 \
+    P##_min_ps(P##_max_ps(P##_add_ps(ROUND(P##_add_ps(                                         \
+                                             P##_mul_ps(P##_cvtepi32_ps(P##_sub_epi32(ia, vza)), vra), \
+                                             P##_mul_ps(P##_cvtepi32_ps(P##_sub_epi32(ib, vzb)), vrb)), \
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),       \
+                                   vzy),                                                       \
+                          lo),                                                                 \
+               hi)
+
 __attribute__((target("avx2")))
 static size_t add_avx2(const void *a, const void *b, size_t n, int xsigned, int za, int zb,
                        float ra, float rb, int zy, void *y) {
@@ -1004,13 +1016,7 @@ static size_t add_avx2(const void *a, const void *b, size_t n, int xsigned, int 
         const __m128i pb = _mm_loadl_epi64((const __m128i *)((const char *)b + i));
         const __m256i ia = xsigned ? _mm256_cvtepi8_epi32(pa) : _mm256_cvtepu8_epi32(pa);
         const __m256i ib = xsigned ? _mm256_cvtepi8_epi32(pb) : _mm256_cvtepu8_epi32(pb);
-        /* two products and a sum, each rounded, as the C loop (no fused multiply-add) */
-        const __m256 fa = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(ia, vza)), vra);
-        const __m256 fb = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(ib, vzb)), vrb);
-        __m256 v = _mm256_round_ps(_mm256_add_ps(fa, fb),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        v = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v, vzy), lo), hi);
-        __m256i q = _mm256_cvtps_epi32(v); /* integral and in range: exact */
+        __m256i q = _mm256_cvtps_epi32(QADD(_mm256, _mm256_round_ps, ia, ib));
         q = _mm256_packs_epi32(q, q);
         q = xsigned ? _mm256_packs_epi16(q, q) : _mm256_packus_epi16(q, q);
         q = _mm256_permutevar8x32_epi32(q, order);
@@ -1036,13 +1042,7 @@ static size_t add_avx512(const void *a, const void *b, size_t n, int xsigned, in
         const __m128i pb = _mm_loadu_si128((const __m128i *)((const char *)b + i));
         const __m512i ia = xsigned ? _mm512_cvtepi8_epi32(pa) : _mm512_cvtepu8_epi32(pa);
         const __m512i ib = xsigned ? _mm512_cvtepi8_epi32(pb) : _mm512_cvtepu8_epi32(pb);
-        /* two products and a sum, each rounded, as the C loop (no fused multiply-add) */
-        const __m512 fa = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(ia, vza)), vra);
-        const __m512 fb = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(ib, vzb)), vrb);
-        __m512 v = _mm512_roundscale_ps(_mm512_add_ps(fa, fb),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, vzy), lo), hi);
-        const __m512i q = _mm512_cvtps_epi32(v); /* integral and in range: exact */
+        const __m512i q = _mm512_cvtps_epi32(QADD(_mm512, _mm512_roundscale_ps, ia, ib));
         _mm_storeu_si128((__m128i *)((char *)y + i),
                          xsigned ? _mm512_cvtsepi32_epi8(q) : _mm512_cvtusepi32_epi8(q));
     }
