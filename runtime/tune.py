@@ -172,3 +172,37 @@ class TuningCache:
 def seeded(shape, seed: int = 0) -> np.ndarray:
     """float32 standard-normal data of ``shape`` for timing a candidate."""
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def one_node_model(op: str, domain: str, attributes, inputs: list[str],
+                   shapes: dict[str, list[int]], constants: dict[str, np.ndarray]):
+    """A candidate as a model of one node: ``op`` of ``domain`` with ``attributes``
+    (AttributeProtos) reading ``inputs`` by name ("" for an omitted optional one), those in
+    ``shapes`` float32 graph inputs of those shapes, those in ``constants`` initializers; its
+    output "y"."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from optc.runtime.registry import OPTC_DOMAIN
+
+    node = helper.make_node(op, inputs, ["y"], domain=domain)
+    node.attribute.extend(attributes)
+    graph = helper.make_graph(
+        [node], "tune",
+        [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, list(s))
+         for n, s in shapes.items()],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(a, n) for n, a in constants.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid(OPTC_DOMAIN, 1)])
+
+
+def session_runs(models: dict, shapes: dict[str, list[int]]) -> dict[str, Callable[[], object]]:
+    """TuningCache.choose's candidates: each model (name -> ModelProto) in an
+    InferenceSession as written (optimization "off"), run on seeded data of ``shapes`` (the
+    same arrays for every candidate)."""
+    from optc.runtime import InferenceSession
+
+    feeds = {n: seeded(s, i) for i, (n, s) in enumerate(shapes.items())}
+    sessions = {name: InferenceSession(m, optimization="off") for name, m in models.items()}
+    return {name: (lambda s=s: s.run(None, feeds)) for name, s in sessions.items()}

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from optc.ir import Model, Node
 from optc.pass_base import Pass, PassContext, PassResult, register
@@ -54,27 +53,20 @@ def _reason(node: Node, w: np.ndarray | None, shape) -> str | None:
     return None
 
 
-def _one_node_model(node: Node, w: np.ndarray, b, shape, path: str) -> onnx.ModelProto:
+def _one_node_model(node: Node, w: np.ndarray, b, shape, path: str):
+    """``node`` alone as a FusedConv taking ``path``, its weight and bias as they are."""
+    from optc.runtime.tune import one_node_model
+
     attrs = [a for k, a in node.attributes.items() if k != "depthwise_path"]
     attrs.append(helper.make_attribute("depthwise_path", path))
-    inputs, inits = ["x", "w"], [numpy_helper.from_array(w, "w")]
-    if b is not None:
-        inputs.append("b")
-        inits.append(numpy_helper.from_array(b, "b"))
-    proto = helper.make_node("FusedConv", inputs, ["y"], domain=OPTC_DOMAIN)
-    proto.attribute.extend(attrs)
-    graph = helper.make_graph(
-        [proto], "tune", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                   helper.make_opsetid(OPTC_DOMAIN, 1)])
+    consts = {"w": w} if b is None else {"w": w, "b": b}
+    return one_node_model("FusedConv", OPTC_DOMAIN, attrs, ["x", *consts], {"x": shape}, consts)
 
 
 def tuned_path(cache, node: Node, w: np.ndarray, b, shape) -> str:
     """"planes" or "blocks": the faster for this layer on this CPU, from ``cache``
     (optc.runtime.tune.TuningCache) or timed now."""
-    from optc.runtime import InferenceSession
-    from optc.runtime.tune import seeded
+    from optc.runtime.tune import session_runs
 
     shape = [1] + list(shape[1:])  # a symbolic batch: 1
     attrs = {k: node.attr(k) for k in ("strides", "pads", "dilations", "auto_pad",
@@ -84,12 +76,8 @@ def tuned_path(cache, node: Node, w: np.ndarray, b, shape) -> str:
                  " ".join(f"{k}{v}" for k, v in attrs.items() if v not in (None, "", [])))
 
     def runs():
-        feeds = {"x": seeded(shape)}
-        out = {}
-        for path in PATHS:
-            s = InferenceSession(_one_node_model(node, w, b, shape, path), optimization="off")
-            out[path] = (lambda s=s: s.run(None, feeds))
-        return out
+        return session_runs({p: _one_node_model(node, w, b, shape, p) for p in PATHS},
+                            {"x": shape})
 
     return cache.choose(signature, runs)
 

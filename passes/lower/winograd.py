@@ -41,8 +41,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from optc.errors import OptcError
 from optc.ir import Model, Node
@@ -102,44 +101,35 @@ def choose_tile(c: int, m: int, ho: int, wo: int, min_channels_f4: int = 16) -> 
     return min(costs, key=costs.get)
 
 
-def _one_node_model(node: Node, w: np.ndarray, shape, tile: int, pads) -> onnx.ModelProto:
+def _one_node_model(node: Node, w: np.ndarray, shape, tile: int, pads):
     """``node`` alone (tile 0), or lowered to WinogradConv F(tile x tile): its weight (or U),
     bias and activation as they are, x (and FusedConv's residual z) graph inputs."""
-    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(shape))
-    inputs, inits, feeds = ["x", "w"], [], [x]
+    from optc.runtime.tune import one_node_model
+
+    shapes, consts = {"x": list(shape)}, {}
     if tile:
-        inits.append(numpy_helper.from_array(transform_weights(w, tile), "w"))
+        consts["w"] = transform_weights(w, tile)
         attrs = [helper.make_attribute("tile", tile),
                  helper.make_attribute("pads", [int(p) for p in pads])]
         attrs += [node.attributes[k] for k in _ACT_ATTRS if k in node.attributes]
         op, domain = "WinogradConv", OPTC_DOMAIN
     else:
-        inits.append(numpy_helper.from_array(w, "w"))
+        consts["w"] = w
         attrs, op, domain = list(node.attributes.values()), node.op_type, node.domain
+    inputs = ["x", "w"]
     if len(node.inputs) > 2 and node.inputs[2] is not None:
-        inits.append(numpy_helper.from_array(node.inputs[2].const_value, "b"))
+        consts["b"] = node.inputs[2].const_value
         inputs.append("b")
     if len(node.inputs) > 3 and node.inputs[3] is not None:
-        if len(inputs) == 2:
-            inputs.append("")
-        ho, wo = output_size(shape[2], shape[3], pads)
-        feeds.append(helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT,
-                                                   [shape[0], w.shape[0], ho, wo]))
-        inputs.append("z")
-    proto = helper.make_node(op, inputs, ["y"], domain=domain)
-    proto.attribute.extend(attrs)
-    graph = helper.make_graph([proto], "tune", feeds,
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
-                              inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                   helper.make_opsetid(OPTC_DOMAIN, 1)])
+        inputs += [""] * (3 - len(inputs)) + ["z"]
+        shapes["z"] = [shape[0], w.shape[0], *output_size(shape[2], shape[3], pads)]
+    return one_node_model(op, domain, attrs, inputs, shapes, consts)
 
 
 def tuned_tile(cache, node: Node, w: np.ndarray, shape, pads) -> int:
     """The fastest of the direct conv (0), F(2x2) and F(4x4) for this layer on this CPU, from
     ``cache`` (optc.runtime.tune.TuningCache) or timed now."""
-    from optc.runtime import InferenceSession
-    from optc.runtime.tune import seeded
+    from optc.runtime.tune import session_runs
 
     shape = [d if isinstance(d, int) else 1 for d in shape]  # a symbolic batch: 1
     act = node.attr("activation", "") or ""
@@ -148,16 +138,11 @@ def tuned_tile(cache, node: Node, w: np.ndarray, shape, pads) -> int:
                  f"pads{'-'.join(map(str, pads))} act{act or '-'} res{int(residual)}")
 
     def runs():
-        ho, wo = output_size(shape[2], shape[3], pads)
-        feeds = {"x": seeded(shape)}
+        models = {str(t): _one_node_model(node, w, shape, t, pads) for t in (0, *TILES)}
+        shapes = {"x": shape}
         if residual:
-            feeds["z"] = seeded([shape[0], w.shape[0], ho, wo], 1)
-        out = {}
-        for tile in (0, *TILES):
-            s = InferenceSession(_one_node_model(node, w, shape, tile, pads),
-                                 optimization="off")
-            out[str(tile)] = (lambda s=s: s.run(None, feeds))
-        return out
+            shapes["z"] = [shape[0], w.shape[0], *output_size(shape[2], shape[3], pads)]
+        return session_runs(models, shapes)
 
     return int(cache.choose(signature, runs))
 
