@@ -30,6 +30,7 @@ import platform
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -135,6 +136,7 @@ class TuningCache:
         self.path = Path(directory or tune_dir()) / f"{cpu_key(self.info)}.json"
         self.choices: dict[str, dict] = {}
         self.timed = 0  # signatures timed (not found in the file) by this object
+        self._warned = False
         try:
             data = json.loads(self.path.read_text())
             if isinstance(data, dict) and isinstance(data.get("choices"), dict):
@@ -153,7 +155,13 @@ class TuningCache:
         self.choices[signature] = {"choice": choice,
                                    "ms": {k: round(v, 4) for k, v in times.items()}}
         self.timed += 1
-        self._save()
+        try:
+            self._save()
+        except OSError as e:  # the choice still holds for this model; later runs time again
+            if not self._warned:
+                warnings.warn(f"optc: cannot write the tuning file {self.path} ({e.strerror or e}"
+                              f"); tuning choices are not kept", RuntimeWarning, stacklevel=2)
+                self._warned = True
         return choice
 
     def _save(self) -> None:

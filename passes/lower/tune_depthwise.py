@@ -101,6 +101,9 @@ class TuneDepthwise(Pass):
             fused = node.domain == OPTC_DOMAIN and node.op_type == "FusedConv"
             if not (fused or node.op_type == "Conv" and node.domain in ("", "ai.onnx")):
                 continue
+            if fused and node.attr("depthwise_path") in PATHS:
+                count(stats, "kept: path already chosen")  # a second run changes nothing
+                continue
             w = const_input(g, node, 1)
             reason = _reason(node, w, shapes.get(node.inputs[0].name))
             if reason is not None:

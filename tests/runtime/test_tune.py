@@ -250,3 +250,26 @@ def test_an_unknown_depthwise_path_is_an_error():
     x = np.zeros((1, 4, 5, 5), np.float32)
     with pytest.raises(OptcError, match="depthwise_path must be one of auto, planes, blocks"):
         fused_conv(x, np.zeros((4, 1, 3, 3), np.float32), group=4, depthwise_path="fast")
+
+
+def test_tune_depthwise_twice_is_once(tune_dir):
+    model = _depthwise_model(16, 20, 20, 3, 1, [1, 1, 1, 1], "Relu", 0)
+    once, r1 = optc.optimize(model, passes="fuse-act{target=optc},tune-depthwise")
+    twice, r2 = optc.optimize(once, passes="tune-depthwise")
+    assert "kept: path already chosen" in str(r2)
+    assert [(n.op_type, n.attr("depthwise_path")) for n in twice.graph.nodes] == \
+        [(n.op_type, n.attr("depthwise_path")) for n in once.graph.nodes]
+
+
+def test_an_unwritable_tuning_directory_warns_and_still_tunes(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("OPTC_TUNE_DIR", str(blocker / "tune"))
+    model = _conv_model(8, 8, 6, 6, [1, 1, 1, 1])
+    with pytest.warns(RuntimeWarning, match="cannot write the tuning file .*choices are not kept"):
+        out, _ = optc.optimize(model, passes="winograd{tile=tune}")
+    x = {"x": np.random.default_rng(0).standard_normal((1, 8, 6, 6)).astype(np.float32)}
+    ref = InferenceSession(model, optimization="off").run(None, x)[0]
+    np.testing.assert_allclose(InferenceSession(out, optimization="off").run(None, x)[0], ref,
+                               rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    assert blocker.read_text() == ""  # nothing written where it cannot go
