@@ -347,27 +347,25 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     const float *x = xv.buf, *w = wv.buf, *b = has_b ? bv.buf : NULL;
     float *y = yv.buf;
     const Py_ssize_t N = xd[0], C = xd[1], H = xd[2], W = xd[3], KH = wd[2], KW = wd[3];
-    Py_ssize_t HO = yd[2];
-    const Py_ssize_t WO = yd[3];
+    const Py_ssize_t HO = yd[2], WO = yd[3];
     float *ws = NULL;
-    if (N * C > 0 && HO > 0 && WO > 0 && use_cblock(C, WO, sw, path)) {
-        ws = malloc(sizeof(float) * s_dw_cblock_floats((int)KH, (int)KW, (int)HO, (int)WO, (int)W, sh, sw,
+    int done = N * C <= 0 || HO <= 0 || WO <= 0; /* nothing to write */
+    if (!done && use_cblock(C, WO, sw, path)) {
+        ws = malloc(sizeof(float) * s_dw_cblock_floats((int)KH, (int)KW, (int)HO, (int)WO, sh, sw,
                                                        dh, dw));
         if (ws == NULL) {
             PyBuffer_Release(&xv); PyBuffer_Release(&wv); if (has_b) PyBuffer_Release(&bv);
             PyBuffer_Release(&yv);
             return PyErr_NoMemory();
         }
-        int done;
         Py_BEGIN_ALLOW_THREADS
         done = s_dw_cblock(x, w, b, y, (int)N, (int)C, (int)H, (int)W, (int)KH, (int)KW, (int)HO,
                            (int)WO, sh, sw, pt, pl, dh, dw, act, aa, ab, ws);
         Py_END_ALLOW_THREADS
         free(ws);
-        ws = NULL;
-        if (done) HO = 0; /* written: skip the plane path below */
+        ws = NULL; /* done: written (0 where the CPU has no AVX2: the planes below) */
     }
-    if (N * C > 0 && HO > 0 && WO > 0) {
+    if (!done) {
         const dw_shape g = dw_geometry(WO, KH, KW, sh, sw, dh, dw);
         ws = malloc(sizeof(float) * (size_t)(g.planes + g.band * g.Wq));
         if (ws == NULL) {

@@ -19,11 +19,9 @@
 #include "qgemm.h"
 #include "vact.h"
 
-size_t s_dw_cblock_floats(int KH, int KW, int HO, int WO, int W, int sh, int sw, int dh,
-                          int dw) {
+size_t s_dw_cblock_floats(int KH, int KW, int HO, int WO, int sh, int sw, int dh, int dw) {
     const size_t Hp = (size_t)(HO - 1) * sh + (size_t)(KH - 1) * dh + 1;
     const size_t Wp = (size_t)(WO - 1) * sw + (size_t)(KW - 1) * dw + 1;
-    (void)W;
     return 16 * (Hp * Wp + (size_t)KH * KW + (size_t)HO * WO); /* xb, the weights, yb */
 }
 
@@ -31,7 +29,7 @@ size_t s_dw_cblock_floats(int KH, int KW, int HO, int WO, int W, int sh, int sw,
  * the CPU reports (sysconf; 256 KiB where it reports none), at least one row. A whole 112x112
  * map (817 KiB a block of 16 channels) ran from L3: 32 channels 3x3 stride 2 at 112x112 took
  * twice its time alone inside a network. */
-static int cblock_band(int KH, int WO, int Wp, int sh, int dh) {
+static int cblock_band(int KH, int Wp, int sh, int dh) {
     static long budget = 0; /* bytes */
     if (budget == 0) {
         long l2 = 0;
@@ -42,7 +40,6 @@ static int cblock_band(int KH, int WO, int Wp, int sh, int dh) {
     }
     const long rows = budget / (16 * (long)sizeof(float) * Wp); /* input rows that fit */
     long band = (rows - (long)(KH - 1) * dh - 1) / sh + 1;
-    (void)WO;
     return band < 1 ? 1 : (band > 1 << 20 ? 1 << 20 : (int)band);
 }
 
@@ -84,7 +81,7 @@ static int cblock_band(int KH, int WO, int Wp, int sh, int dh) {
         float aa, float ab, float *ws) {                                                        \
         const int Hp = (HO - 1) * sh + (KH - 1) * dh + 1, Wp = (WO - 1) * sw + (KW - 1) * dw + 1; \
         float *xb = ws, *wb = ws + (size_t)16 * Hp * Wp, *yb = wb + (size_t)16 * KH * KW;        \
-        const int band = cblock_band(KH, WO, Wp, sh, dh);                                       \
+        const int band = cblock_band(KH, Wp, sh, dh);                                       \
         for (int c0 = 0; c0 < C; c0 += LANES) {                                                 \
             const int nc = C - c0 < LANES ? C - c0 : LANES;                                     \
             for (int t = 0; t < KH * KW; t++)                                                   \

@@ -88,8 +88,7 @@ void s_allow_simd(int level);
 void activate_span(float *p, size_t n, int act, float a, float b);
 /* Depthwise conv of N images, the channels in the vector lanes (dwconv.c: small maps); ws of
  * s_dw_cblock_floats(...) floats; 0 where the CPU has no AVX2 (nothing written), else 1. */
-size_t s_dw_cblock_floats(int KH, int KW, int HO, int WO, int W, int sh, int sw, int dh,
-                          int dw);
+size_t s_dw_cblock_floats(int KH, int KW, int HO, int WO, int sh, int sw, int dh, int dw);
 int s_dw_cblock(const float *x, const float *w, const float *b, float *y, int N, int C, int H,
                 int W, int KH, int KW, int HO, int WO, int sh, int sw, int pt, int pl, int dh,
                 int dw, int act, float aa, float ab, float *ws);
