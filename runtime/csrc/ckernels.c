@@ -31,8 +31,9 @@
  *   qlinear_conv2d(x, w, panels_or_None, corr, m0, shift, y, N, C, H, W, G, Mg, Mgp, Kq, kh, kw,
  *                  sh, sw, pt, pl, dh, dw, OH, OW, pad, flip, zp, ysigned[, threads])
  *       int8 convolution (QLinearConv) of uint8 data (int8 flipped to uint8 by `flip`), the
- *       weights packed by optc/runtime/kernels/native.py (panels: the AVX2 GEMM's, int16 or
- *       int8 by their dtype; None: the portable loop instead), requantization fused
+ *       weights packed by optc/runtime/kernels/native.py (panels: at simd level 1 the AVX2
+ *       GEMM's, int16 or int8 by their dtype, None: the portable loop instead; at level 3
+ *       the AMX GEMM's filters, None: the VNNI GEMM instead), requantization fused
  *       (qgemm.c).
  *
  *   sgemm_batch(packed_a, b, c, batch, M, N, K[, threads])
@@ -918,9 +919,14 @@ static PyObject *qlinear_conv2d(PyObject *self, PyObject *args) {
     }
     Py_buffer xv, wv, cv, mv, sv, yv, pv;
     Py_buffer *views[7] = {&xv, &wv, &cv, &mv, &sv, &yv, &pv};
-    const Py_ssize_t panel_quads = (Py_ssize_t)((Mg + QMR - 1) / QMR) * Kq * QMR; /* a group's */
-    int wide = 1; /* the panels' taps: int16 (1) or int8 (0) */
-    if (po != Py_None) {
+    /* a group's quads of panels: the AMX filters at level 3, else the AVX2 panels */
+    const int amx = q_simd_level() == 3;
+    const Py_ssize_t panel_quads =
+        amx ? (Py_ssize_t)((Mg + AMX_ROWS - 1) / AMX_ROWS * AMX_ROWS) *
+                  ((Kq + AMX_QUADS - 1) / AMX_QUADS * AMX_QUADS)
+            : (Py_ssize_t)((Mg + QMR - 1) / QMR) * Kq * QMR;
+    int wide = !amx; /* the AVX2 panels' taps: int16 (1) or int8 (0); AMX's are int8 */
+    if (po != Py_None && !amx) {
         if (PyObject_GetBuffer(po, &pv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
         wide = pv.itemsize == 2;
         PyBuffer_Release(&pv);
@@ -1313,7 +1319,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ckernels",
 
 PyMODINIT_FUNC PyInit__ckernels(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "QMR", QMR) < 0) { /* the AVX2 panel rows */
+    if (m != NULL && (PyModule_AddIntConstant(m, "QMR", QMR) < 0 || /* the AVX2 panel rows */
+                      PyModule_AddIntConstant(m, "AMX_ROWS", AMX_ROWS) < 0 ||
+                      PyModule_AddIntConstant(m, "AMX_QUADS", AMX_QUADS) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

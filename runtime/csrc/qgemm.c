@@ -35,11 +35,17 @@
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define OPTC_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
+#if defined(OPTC_X86) && defined(__linux__) && defined(__x86_64__)
+#define OPTC_AMX 1 /* Linux hands out the AMX tile state on request (arch_prctl) */
+#include <sys/syscall.h>
+#endif
 
-static int simd_level = -1; /* what the CPU has: 0 portable C, 1 AVX2, 2 AVX-512 VNNI */
-static int simd_max = 2;    /* the highest level allowed (tests lower it) */
+/* what the CPU has: 0 portable C, 1 AVX2, 2 AVX-512 VNNI, 3 AMX-INT8 (with AVX-512 VNNI) */
+static int simd_level = -1;
+static int simd_max = 3; /* the highest level allowed (tests lower it) */
 
 /* packed activations per GEMM pass (q_conv): half the L2 cache the CPU reports, where every
  * filter row passes over the block (256 KB where the size is unknown; 0 until first asked).
@@ -62,6 +68,19 @@ size_t q_block_bytes(size_t bytes) {
     return block_bytes;
 }
 
+/* AMX-INT8: CPUID leaf 7 EDX bits 24 (AMX-TILE) and 25 (AMX-INT8), and the kernel's
+ * permission for this process to use the tile data state (XFEATURE_XTILEDATA, 18; Linux
+ * 5.16 and later: ARCH_REQ_XCOMP_PERM, 0x1023), which every thread of it then has. */
+static int amx_int8_usable(void) {
+#ifdef OPTC_AMX
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d >> 24 & 1) || !(d >> 25 & 1)) return 0;
+    return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+    return 0;
+#endif
+}
+
 int q_simd_level(void) {
     if (simd_level < 0) {
         simd_level = 0;
@@ -71,6 +90,7 @@ int q_simd_level(void) {
         if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
             __builtin_cpu_supports("avx512vnni"))
             simd_level = 2;
+        if (simd_level == 2 && amx_int8_usable()) simd_level = 3;
 #endif
     }
     return simd_level < simd_max ? simd_level : simd_max;
@@ -393,6 +413,73 @@ static void gemm_vnni(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P
 }
 #endif
 
+#ifdef OPTC_AMX
+/* AMX-INT8 (tdpbsud: 16 x 16 int32 sums += a 16 x 64 int8 tile of filter rows times a
+ * 16 x 64 uint8 tile of 16 quads by 16 pixels, four taps to a 32-bit lane as the packed block
+ * already holds them). The filters come packed for it once per plan (native.amx_weights):
+ * AMX_ROWS rows at a time, zero rows up to a multiple of 32, Kqa = Kq rounded up to a
+ * multiple of 16 quads with zero quads; the block has Kqa rows of quads (the ones past Kq
+ * zero). Tiles 0-3 hold 32 rows x 32 pixels of sums, 4-5 two 16-row filter tiles, 6-7 two
+ * 16-pixel tiles: each tile loaded serves two products. The sums go through a 32 x 32
+ * buffer in L1 to the AVX-512 requantization, as gemm_vnni's. */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+__attribute__((target("amx-tile,amx-int8,avx512f,avx512bw")))
+static void gemm_amx(const uint8_t *xp, const int8_t *wa, int Mg, int Kqa, int P, int Pp,
+                     int ystride, const int64_t *corr, const int32_t *m0, const int32_t *shift,
+                     int zp, int ysigned, void *y) {
+    amx_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    int32_t acc[AMX_ROWS * 32] __attribute__((aligned(64)));
+    const size_t ldw = (size_t)Kqa * 4, ldx = (size_t)Pp * 4;
+    const int64_t bound = (int64_t)Kqa * 4 * 255 * 128;
+    for (int mb = 0; mb < Mg; mb += AMX_ROWS) {
+        const int8_t *w0 = wa + (size_t)mb * ldw, *w1 = w0 + 16 * ldw;
+        for (int p0 = 0; p0 < P; p0 += 32) {
+            const uint8_t *x0 = xp + (size_t)p0 * 4;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int kq = 0; kq < Kqa; kq += 16) {
+                _tile_loadd(4, w0 + (size_t)kq * 4, ldw);
+                _tile_loadd(5, w1 + (size_t)kq * 4, ldw);
+                _tile_loadd(6, x0 + (size_t)kq * ldx, ldx);
+                _tile_loadd(7, x0 + (size_t)kq * ldx + 64, ldx);
+                _tile_dpbsud(0, 4, 6);
+                _tile_dpbsud(1, 4, 7);
+                _tile_dpbsud(2, 5, 6);
+                _tile_dpbsud(3, 5, 7);
+            }
+            _tile_stored(0, acc, 128);
+            _tile_stored(1, acc + 16, 128);
+            _tile_stored(2, acc + 16 * 32, 128);
+            _tile_stored(3, acc + 16 * 32 + 16, 128);
+            const int rows = Mg - mb < AMX_ROWS ? Mg - mb : AMX_ROWS;
+            const int n = P - p0 < 32 ? P - p0 : 32;
+            for (int r = 0; r < rows; r++) {
+                const int m = mb + r;
+                char *o = (char *)y + (size_t)m * ystride + p0;
+                if (!store_row_avx512_32(acc + r * 32, n, corr[m], m0[m], shift[m], zp,
+                                         ysigned, o, bound))
+                    store_row_avx512(acc + r * 32, n, corr[m], m0[m], shift[m], zp, ysigned, o);
+            }
+        }
+    }
+    _tile_release();
+}
+#endif
+
 #ifdef OPTC_X86
 __attribute__((target("avx2"))) static inline void requant8(__m256i acc, int32_t corr,
                                                             int32_t m0, int32_t shift, int zp,
@@ -418,7 +505,7 @@ static int store_row_avx2(const int32_t *acc, int P, int64_t corr, int32_t m0, i
 static void store(const int32_t *acc, int P, int64_t corr, int32_t m0, int32_t shift, int zp,
                   int ysigned, void *y, int64_t bound) {
 #ifdef OPTC_X86
-    if (q_simd_level() == 2) {
+    if (q_simd_level() >= 2) {
         if (!store_row_avx512_32(acc, P, corr, m0, shift, zp, ysigned, y, bound))
             store_row_avx512(acc, P, corr, m0, shift, zp, ysigned, y);
         return;
@@ -848,15 +935,24 @@ static void gemm_avx2(const uint8_t *xp, const avx2_rows *rw, int r0, int rows, 
 #endif
 
 /* Rows [r0, r0 + rows) of the filters over one packed block of P pixels (r0: a multiple of
- * QMR where the AVX2 panels run, avx2 not NULL, the block in tiles of 8 pixels; else a
- * multiple of 4, the block row-major with row stride Pp) */
-static int q_gemm(const uint8_t *xp, const int8_t *wp, const avx2_rows *avx2, int r0, int rows,
-                  int Kq, int P, int Pp, int ystride, const int64_t *corr, const int32_t *m0,
-                  const int32_t *shift, int zp, int ysigned, char *y) {
+ * QMR where the AVX2 panels run, avx2 not NULL, the block in tiles of 8 pixels; a multiple of
+ * AMX_ROWS where the AMX filters do, amx not NULL, the block row-major with Kq padded rows;
+ * else a multiple of 4, the block row-major with row stride Pp) */
+static int q_gemm(const uint8_t *xp, const int8_t *wp, const avx2_rows *avx2,
+                  const int8_t *amx, int r0, int rows, int Kq, int P, int Pp, int ystride,
+                  const int64_t *corr, const int32_t *m0, const int32_t *shift, int zp,
+                  int ysigned, char *y) {
     y += (size_t)r0 * ystride;
     corr += r0;
     m0 += r0;
     shift += r0;
+#ifdef OPTC_AMX
+    if (amx != NULL) { /* r0 a multiple of AMX_ROWS, Kq the padded Kqa */
+        gemm_amx(xp, amx + (size_t)r0 * Kq * 4, rows, Kq, P, Pp, ystride, corr, m0, shift, zp,
+                 ysigned, y);
+        return 0;
+    }
+#endif
 #ifdef OPTC_X86
     if (avx2 != NULL) {
         const avx2_out out = {corr, avx2->corr + r0, avx2->vec + r0, m0, shift, zp, ysigned,
@@ -869,7 +965,7 @@ static int q_gemm(const uint8_t *xp, const int8_t *wp, const avx2_rows *avx2, in
     if (acc == NULL) return -1;
     wp += (size_t)r0 * Kq * 4;
 #ifdef OPTC_X86
-    if (q_simd_level() == 2) {
+    if (q_simd_level() >= 2) {
         gemm_vnni(xp, wp, rows, Kq, P, Pp, ystride, corr, m0, shift, zp, ysigned, y, acc);
         free(acc);
         return 0;
@@ -1072,7 +1168,9 @@ typedef struct {
     int zp, ysigned;
     char *y;
     const avx2_rows *avx2; /* the AVX2 panels, NULL at the other levels */
-    int unit;              /* rows per share of filters: QMR with the panels, else 4 */
+    const int8_t *amx;     /* the AMX filters, NULL at the other levels */
+    int Kqa;               /* rows of quads per packed block: Kq, or Kq padded for AMX */
+    int unit;              /* rows per share of filters: QMR, AMX_ROWS or 4 */
 } conv_job;
 
 /* Share t of T: blocks of pixels t, t + T, ... when there are at least T of them; else every
@@ -1089,8 +1187,10 @@ static int conv_share(void *p, int t, int T) {
         u1 = (int)((long)units * (t + 1) / T);
         if (u0 >= u1) return 0;
     }
-    uint32_t *packed = malloc(sizeof(uint32_t) * (size_t)j->Kq * j->pc);
+    uint32_t *packed = malloc(sizeof(uint32_t) * (size_t)j->Kqa * j->pc);
     if (packed == NULL) return -1;
+    /* AMX's padding quads: zero, and never written by im2col_range */
+    memset(packed + (size_t)j->Kq * j->pc, 0, sizeof(uint32_t) * (size_t)(j->Kqa - j->Kq) * j->pc);
     const int r0 = u0 * j->unit, rows = (u1 * j->unit < j->Mg ? u1 * j->unit : j->Mg) - r0;
     int status = 0;
     for (int b = b0; b < blocks && status == 0; b += bstep) {
@@ -1101,7 +1201,7 @@ static int conv_share(void *p, int t, int T) {
         else
             im2col_range(j->x4, j->Cq, j->H, j->W, j->kh, j->kw, j->sh, j->sw, j->pt, j->pl,
                          j->dh, j->dw, j->OW, j->pad, p0, n, j->pc, packed);
-        status = q_gemm((const uint8_t *)packed, j->wp, j->avx2, r0, rows, j->Kq, n, j->pc,
+        status = q_gemm((const uint8_t *)packed, j->wp, j->avx2, j->amx, r0, rows, j->Kqa, n, j->pc,
                         j->P, j->corr, j->m0, j->shift, j->zp, j->ysigned, j->y + p0);
     }
     free(packed);
@@ -1120,11 +1220,19 @@ int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int s
         avx2 = &rows;
     }
 #endif
-    /* pixels per block: the packed block (Kq x pc words) stays within block_bytes of cache,
+    const int8_t *amx = NULL;
+    int Kqa = Kq;
+#ifdef OPTC_AMX
+    if (q_simd_level() == 3 && panels != NULL) {
+        amx = panels;
+        Kqa = (Kq + AMX_QUADS - 1) / AMX_QUADS * AMX_QUADS;
+    }
+#endif
+    /* pixels per block: the packed block (Kqa x pc words) stays within block_bytes of cache,
      * where every filter panel reuses it; pc a multiple of the GEMM's step (8 for AVX2, else
      * 32), the blocks as even as that allows: each block streams all the filters once */
     const int step = avx2 != NULL ? 8 : 32;
-    int pc = (int)(q_block_bytes(0) / ((size_t)Kq * 4)) / step * step;
+    int pc = (int)(q_block_bytes(0) / ((size_t)Kqa * 4)) / step * step;
     if (pc < step) pc = step;
     const int nblocks = (P + pc - 1) / pc;
     pc = ((P + nblocks - 1) / nblocks + step - 1) / step * step;
@@ -1134,9 +1242,9 @@ int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int s
         return -1;
     }
     interleave(x, cg, H, W, pad, flip, x4);
-    const int unit = avx2 != NULL ? QMR : 4;
+    const int unit = avx2 != NULL ? QMR : amx != NULL ? AMX_ROWS : 4;
     conv_job job = {x4, Cq, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OW, P, Kq, pc, Mg, pad, wp,
-                    corr, m0, shift, zp, ysigned, (char *)y, avx2, unit};
+                    corr, m0, shift, zp, ysigned, (char *)y, avx2, amx, Kqa, unit};
     /* no more threads than there is work for: blocks of pixels, or units of filter rows, and
      * at least WORK_PER_THREAD multiply-adds each (starting a thread costs tens of us) */
     const int blocks = (P + pc - 1) / pc, units = (Mg + unit - 1) / unit;

@@ -24,8 +24,8 @@ static inline float activate(float v, int act, float a, float b) {
 }
 
 
-/* The int8 GEMM that runs: 2 AVX-512 VNNI, 1 AVX2, 0 portable C (what the CPU has, capped
- * by q_allow_simd). */
+/* The int8 GEMM that runs: 3 AMX-INT8, 2 AVX-512 VNNI, 1 AVX2, 0 portable C (what the CPU
+ * has, capped by q_allow_simd). */
 int q_simd_level(void);
 /* Cap the level (0: portable C only): tests compare every path on one machine. */
 void q_allow_simd(int level);
@@ -36,6 +36,11 @@ size_t q_block_bytes(size_t bytes);
 
 /* Rows per panel of the AVX2 int8 GEMM's filters. */
 #define QMR 6
+/* The AMX GEMM's filters (simd level 3): rows padded to a multiple of AMX_ROWS, each row's
+ * quads to a multiple of AMX_QUADS (zeros), one group after another: quad kq of row m at
+ * (m * Kqa + kq) * 4, Kqa = Kq rounded up. */
+#define AMX_ROWS 32
+#define AMX_QUADS 16
 
 /* One image's group of a conv: y[m, p] = requant(sum_k x_k,p * wp[m, k] + corr[m]) for
  * m < Mg, p < OH * OW (y: Mg rows of OH * OW bytes, int8 if ysigned else uint8); x: cg
@@ -45,7 +50,8 @@ size_t q_block_bytes(size_t bytes);
  * panels of QMR rows, quad kq of row m = panel * QMR + r at index (panel * Kq + kq) * QMR + r
  * (zeros for m >= Mg), its four taps widened to int16 (wide 1: vpmaddwd) or as they are
  * (wide 0: vpmaddubsw, only where no pair of taps can saturate 16 bits, see
- * native.avx2_panels) -- without them the portable loop runs where AVX2 would; threads: how
+ * native.avx2_panels) -- without them the portable loop runs where AVX2 would -- or, at
+ * level 3, the AMX filters (AMX_ROWS above; without them the VNNI GEMM runs); threads: how
  * many threads share the work (POSIX threads; 1 elsewhere). Returns -1 when out of memory. */
 int q_conv(const uint8_t *x, int cg, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
            int dh, int dw, int OH, int OW, uint8_t pad, uint8_t flip, const int8_t *wp,

@@ -309,8 +309,9 @@ def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None, 
 
 
 def qsimd(level: int | None = None) -> int:
-    """The int8 GEMM in use: 2 AVX-512 VNNI, 1 AVX2, 0 portable C (-1: no extension);
-    ``level`` caps it (tests run every path the CPU has; 2 restores the default)."""
+    """The int8 GEMM in use: 3 AMX-INT8, 2 AVX-512 VNNI, 1 AVX2, 0 portable C (-1: no
+    extension); ``level`` caps it (tests run every path the CPU has; 3 restores the
+    default)."""
     if not AVAILABLE:
         return -1
     return _ckernels.qsimd() if level is None else _ckernels.qsimd(int(level))
@@ -348,6 +349,18 @@ def avx2_panels(packed: np.ndarray, mg: int) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(g, panels, rows, k4 // 4, 4).transpose(0, 1, 3, 2, 4))
 
 
+def amx_weights(packed: np.ndarray, mg: int) -> np.ndarray:
+    """The AMX int8 GEMM's filters (qgemm.h, AMX_ROWS): pack_qweights' (G, Mgp, Kq * 4)
+    rows, the first ``mg`` of each group, with zero rows up to a multiple of AMX_ROWS and
+    zero quads up to a multiple of AMX_QUADS: (G, rows, Kqa * 4) int8."""
+    g, _, k4 = packed.shape
+    rows = -(-mg // _ckernels.AMX_ROWS) * _ckernels.AMX_ROWS
+    quads = -(-(k4 // 4) // _ckernels.AMX_QUADS) * _ckernels.AMX_QUADS
+    w = np.zeros((g, rows, quads * 4), np.int8)
+    w[:, :mg, :k4] = packed[:, :mg]
+    return w
+
+
 class QConvPlan:
     """A QLinearConv of one node on one input shape, prepared once: the packed weights, the
     per-channel constants (int32 bias minus the input zero point times the weight row sums,
@@ -376,7 +389,8 @@ class QConvPlan:
         else:
             packed, mgp, kq, rowsum = pack_qweights(w, group)
             self.depthwise = False
-            self.packed, self.mg, self.panels = packed, m // group, None
+            self.packed, self.mg = packed, m // group
+            self.panels: dict[int, np.ndarray] = {}  # per simd level, made on first use
             self.pre = (bias - zu * rowsum, m0, shift)
             self.post = (n, c, h, wd, group, m // group, mgp, kq, *geometry, zu, flip, zy,
                          signed)
@@ -402,12 +416,13 @@ class QConvPlan:
             _ckernels.qlinear_depthwise2d(np.ascontiguousarray(x), *self.pre, y, *self.post,
                                           threads)
         else:
-            avx2 = _ckernels.qsimd() == 1
-            if avx2 and self.panels is None:  # the AVX2 GEMM's, made once
-                self.panels = avx2_panels(self.packed, self.mg)
-            _ckernels.qlinear_conv2d(np.ascontiguousarray(x), self.packed,
-                                     self.panels if avx2 else None, *self.pre, y, *self.post,
-                                     threads)
+            level = _ckernels.qsimd()
+            panels = self.panels.get(level)
+            if panels is None and level in (1, 3):  # the AVX2 or AMX GEMM's, made once
+                make = avx2_panels if level == 1 else amx_weights
+                panels = self.panels[level] = make(self.packed, self.mg)
+            _ckernels.qlinear_conv2d(np.ascontiguousarray(x), self.packed, panels, *self.pre,
+                                     y, *self.post, threads)
         return y
 
 

@@ -499,6 +499,28 @@ def test_int8_conv_kernels_match_numpy_bit_for_bit(shape, seed):
                           qlinear_conv(*args, b, **attrs, _config=NUMPY))  # the entry point
 
 
+@st.composite
+def _qconv_wide_shapes(draw):
+    """Channel counts past one tile of the wide GEMMs (AMX: 32 filter rows, 64 taps a step;
+    VNNI: 8 rows): several row blocks and tap steps, and their ragged ends."""
+    group = draw(st.sampled_from([1, 2]))
+    c = group * draw(st.integers(1, 60))
+    m = group * draw(st.integers(1, 80))
+    k = draw(st.sampled_from([1, 3]))
+    h, w = draw(st.integers(k, 12)), draw(st.integers(k, 12))
+    return (1, c, m, group, h, w, k, draw(st.integers(1, 2)), 1, [k // 2] * 4,
+            draw(st.booleans()), draw(st.booleans()), draw(st.booleans()), draw(st.booleans()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(shape=_qconv_wide_shapes(), seed=st.integers(0, 2 ** 16))
+def test_int8_conv_kernels_match_numpy_on_many_channels(shape, seed):
+    from optc.runtime.kernels.qlinear import qlinear_conv
+
+    args, b, attrs = _qconv_case(shape, seed)
+    _assert_int8_paths_match(args, b, attrs, (qlinear_conv(*args, b, **attrs, _config=NUMPY)))
+
+
 def _assert_int8_paths_match(args, b, attrs, ref):
     """Every int8 GEMM this CPU has and the portable C one give ``ref``: with blocks of the
     default size and of 32 pixels (small images cross block edges too), on 1 and 3 threads."""
