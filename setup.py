@@ -11,7 +11,8 @@ from setuptools import Extension, setup
 setup(ext_modules=[Extension(
     "optc.runtime._ckernels", ["runtime/csrc/ckernels.c", "runtime/csrc/qgemm.c",
                                 "runtime/csrc/sgemm.c", "runtime/csrc/winograd.c",
-                                "runtime/csrc/activate.c", "runtime/csrc/dwconv.c"],
+                                "runtime/csrc/activate.c", "runtime/csrc/dwconv.c",
+                                "runtime/csrc/bf16.c"],
     depends=["runtime/csrc/qgemm.h", "runtime/csrc/vact.h"],
     extra_compile_args=["-O3", "-std=c99", "-fno-wrapv", "-fno-math-errno", "-pthread"],
     extra_link_args=["-pthread"], libraries=["m"], optional=True)])

@@ -4,7 +4,9 @@ the same time in different threads).
 
 ``native``: the C kernels (runtime/csrc) where they apply; False runs every kernel's NumPy
 implementation (tests compare both). ``threads``: how many threads the C kernels share a
-node's work among.
+node's work among. ``precision``: "fp32", or "bf16": the 2-D convs with constant float32
+weights (not depthwise) multiply in bfloat16 on AMX-BF16 and sum in float32 (bf16.c);
+everything else stays float32.
 
 Not per session: the SIMD level caps and path switches of the C library (native.ssimd,
 native.qsimd, native.sconv_mode, the block sizes), which tests and benchmarks use to reach
@@ -22,12 +24,20 @@ except ImportError:  # pragma: no cover - depends on the install
     _BUILT = False
 
 
+#: the session precisions: float32 throughout, or bf16 products in the convs
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     native: bool = True
     threads: int = 1
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                             f"got '{self.precision}'")
         if self.native and not _BUILT:  # no extension built: NumPy it is
             object.__setattr__(self, "native", False)
         if int(self.threads) < 1:

@@ -27,7 +27,8 @@ from onnx import helper
 
 from optc.errors import OptcError, at_node
 from optc.ir import Graph, Model, load
-from optc.runtime.config import RuntimeConfig
+from optc.runtime.config import PRECISIONS, RuntimeConfig
+from optc.runtime.kernels.native import bf16_available
 from optc.runtime.registry import Kernel, lookup
 
 _TYPE_NAMES = {
@@ -79,6 +80,10 @@ OPTIMIZATION_LEVELS = {
 #: "all" with ``tune=True``: the Winograd choice and the depthwise conv's C path per layer
 #: timed on this CPU (optc.runtime.tune)
 TUNED_ALL = "default,fuse-act{target=optc},winograd{tile=tune},tune-depthwise"
+#: "all" at precision "bf16": no Winograd (its transforms would stay float32 and slower than
+#: the bf16 products, which take every 2-D conv)
+BF16_ALL = "default,fuse-act{target=optc}"
+BF16_TUNED_ALL = "default,fuse-act{target=optc},tune-depthwise"
 
 
 class InferenceSession:
@@ -98,7 +103,12 @@ class InferenceSession:
     ``threads``: BLAS threads used during ``run`` (None: leave NumPy's default), and the
     threads the C kernels share their work among (None: one per CPU).
     ``native``: run the C kernels where they apply (False: NumPy only).
-    Both are the session's own (``config``, a RuntimeConfig): sessions with different
+    ``precision``: "fp32" (the default), or "bf16" (opt-in, on CPUs with AMX-BF16: Intel
+    Sapphire Rapids and later): the 2-D convs with constant weights, depthwise ones aside,
+    round their input and filters to bfloat16 and sum the products in float32; the rest of
+    the model stays float32. Expect about 1e-2 relative error (``optc bench --precision bf16``
+    reports it); an OptcError where the CPU has no AMX-BF16.
+    All three are the session's own (``config``, a RuntimeConfig): sessions with different
     settings may run at the same time in different threads. The BLAS thread limit, where
     ``threads`` is given, is set through threadpoolctl for the duration of each run, and that
     limit is process-wide: concurrent sessions should give the same ``threads``.
@@ -106,16 +116,27 @@ class InferenceSession:
 
     def __init__(self, model: str | os.PathLike | bytes | onnx.ModelProto | Model | Graph,
                  threads: int | None = None, *, native: bool = True,
-                 optimization: str = "all", tune: bool = False, _captured: Sequence = ()):
+                 optimization: str = "all", tune: bool = False, precision: str = "fp32",
+                 _captured: Sequence = ()):
         if isinstance(model, Graph):
             model = Model(model)
         if optimization not in OPTIMIZATION_LEVELS:
             raise OptcError(f"unknown optimization level '{optimization}' (one of "
                             f"{', '.join(OPTIMIZATION_LEVELS)})")
+        if precision not in PRECISIONS:
+            raise OptcError(f"unknown precision '{precision}' (one of {', '.join(PRECISIONS)})")
+        if precision == "bf16" and not (native and bf16_available()):
+            raise OptcError("precision 'bf16' needs the C kernels on a CPU with AMX-BF16; "
+                            + ("native=False runs NumPy only" if not native else
+                               "this CPU has none (use precision 'fp32')"))
         self.optimization = optimization
         self._model = load(model)
-        pipeline = TUNED_ALL if tune and optimization == "all" else \
-            OPTIMIZATION_LEVELS[optimization]
+        if optimization == "all":
+            pipeline = {(False, "fp32"): OPTIMIZATION_LEVELS["all"], (True, "fp32"): TUNED_ALL,
+                        (False, "bf16"): BF16_ALL, (True, "bf16"): BF16_TUNED_ALL}[
+                bool(tune), precision]
+        else:
+            pipeline = OPTIMIZATION_LEVELS[optimization]
         if pipeline is not None:
             from optc.ir.serde import clone
             from optc.pipeline import run_pipeline
@@ -127,7 +148,8 @@ class InferenceSession:
         # like inputs
         self._captured = list(_captured)
         self.threads = threads
-        self.config = RuntimeConfig(native=native, threads=threads or os.cpu_count() or 1)
+        self.config = RuntimeConfig(native=native, threads=threads or os.cpu_count() or 1,
+                                    precision=precision)
         self.peak_bytes = 0
         self.total_activation_bytes = 0
         self._plan()

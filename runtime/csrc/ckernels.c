@@ -38,6 +38,10 @@
  *
  *   sgemm_batch(packed_a, b, c, batch, M, N, K[, threads])
  *       float32 c[i] = a[i] @ b[i] with the weights a packed once into panels (sgemm.c).
+ *   sconv2d_bf16(x, bf16_w, b_or_None, res_or_None, y, N, C, H, W, G, Mg, kh, kw, sh, sw, pt,
+ *                pl, dh, dw, OH, OW, act, act_a, act_b, taps[, threads]), bf16_available()
+ *       sconv2d with the products in bf16 on AMX-BF16 (bf16.c; the session's precision
+ *       "bf16").
  *   sconv2d(x, packed_w, b_or_None, res_or_None, y, N, C, H, W, G, Mg, kh, kw, sh, sw, pt, pl,
  *           dh, dw, OH, OW, act, act_a, act_b[, threads])
  *       float32 2-D conv of NCHW x, y = act(conv(x) + b + res): blocks of im2col'd pixels
@@ -1198,6 +1202,73 @@ fail_x:
     return NULL;
 }
 
+/* sconv2d with bf16 products (bf16.c): wb the filters of native.bf16_weights, taps its
+ * layout (1: stride-1 taps order) */
+static PyObject *sconv2d_bf16(PyObject *self, PyObject *args) {
+    PyObject *xo, *wo, *bo, *ro, *yo;
+    int N, C, H, W, G, Mg, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, act, taps, threads = 1;
+    float aa, ab;
+    if (!PyArg_ParseTuple(args, "OOOOOiiiiiiiiiiiiiiiiiffi|i", &xo, &wo, &bo, &ro, &yo, &N, &C,
+                          &H, &W, &G, &Mg, &kh, &kw, &sh, &sw, &pt, &pl, &dh, &dw, &OH, &OW,
+                          &act, &aa, &ab, &taps, &threads))
+        return NULL;
+    if (N < 0 || C < 0 || H < 0 || W < 0 || G < 1 || C % G || Mg < 0 || kh < 1 || kw < 1 ||
+        sh < 1 || sw < 1 || dh < 1 || dw < 1 || OH < 0 || OW < 0 ||
+        (taps && (sh != 1 || sw != 1 || OH + (kh - 1) * dh < H + pt ||
+                  OW + (kw - 1) * dw < W + pl))) {
+        PyErr_SetString(PyExc_ValueError, "sconv2d_bf16: bad geometry");
+        return NULL;
+    }
+    if (!s_bf16_available()) {
+        PyErr_SetString(PyExc_RuntimeError, "sconv2d_bf16: this CPU has no AMX-BF16");
+        return NULL;
+    }
+    const Py_ssize_t Cg = C / G, M = (Py_ssize_t)G * Mg, P = (Py_ssize_t)OH * OW;
+    const Py_ssize_t Kp = taps ? (Py_ssize_t)kh * kw * ((Cg + 31) / 32 * 32)
+                               : (Cg * kh * kw + 31) / 32 * 32;
+    const Py_ssize_t packed = (Mg + 31) / 32 * 32 * Kp; /* per group */
+    Py_buffer xv, wv, bv, rv, yv;
+    const int has_b = bo != Py_None, has_r = ro != Py_None;
+    if (get_floats(xo, &xv, (Py_ssize_t)N * C * H * W, 0, "x") < 0) return NULL;
+    if (get_raw(wo, &wv, G * packed, 2, 0, "bf16 w") < 0) goto fail_x;
+    if (has_b && get_floats(bo, &bv, M, 0, "b") < 0) goto fail_w;
+    if (has_r && get_floats(ro, &rv, N * M * P, 0, "res") < 0) goto fail_b;
+    if (get_floats(yo, &yv, N * M * P, 1, "y") < 0) goto fail_r;
+    int status = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t n = 0; n < N && status == 0; n++)
+        for (Py_ssize_t g = 0; g < G && status == 0; g++) {
+            const Py_ssize_t yoff = (n * M + g * Mg) * P;
+            s_epilogue ep = {has_b ? (const float *)bv.buf + g * Mg : NULL,
+                             has_r ? (const float *)rv.buf + yoff : NULL, (size_t)P, act, aa, ab};
+            status = s_conv_bf16((const float *)xv.buf + (n * C + g * Cg) * H * W, (int)Cg, H, W,
+                                 kh, kw, sh, sw, pt, pl, dh, dw, OH, OW,
+                                 (const uint16_t *)wv.buf + g * packed, Mg, taps, &ep,
+                                 (float *)yv.buf + yoff, threads);
+        }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&yv);
+    if (has_r) PyBuffer_Release(&rv);
+    if (has_b) PyBuffer_Release(&bv);
+    PyBuffer_Release(&wv);
+    PyBuffer_Release(&xv);
+    if (status < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail_r:
+    if (has_r) PyBuffer_Release(&rv);
+fail_b:
+    if (has_b) PyBuffer_Release(&bv);
+fail_w:
+    PyBuffer_Release(&wv);
+fail_x:
+    PyBuffer_Release(&xv);
+    return NULL;
+}
+
+static PyObject *bf16_available(PyObject *self, PyObject *args) {
+    return PyBool_FromLong(s_bf16_available());
+}
+
 static PyObject *ssimd(PyObject *self, PyObject *args) {
     int level = -1;
     if (!PyArg_ParseTuple(args, "|i", &level)) return NULL;
@@ -1271,6 +1342,11 @@ static PyMethodDef methods[] = {
     {"sconv2d", sconv2d, METH_VARARGS,
      "sconv2d(x, packed_w, b, res, y, N, C, H, W, G, Mg, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, "
      "act, a, b[, threads]): float32 conv, y = act(conv + b + res) (sgemm.c)."},
+    {"sconv2d_bf16", sconv2d_bf16, METH_VARARGS,
+     "sconv2d_bf16(x, bf16_w, b, res, y, N, C, H, W, G, Mg, kh, kw, sh, sw, pt, pl, dh, dw, OH, "
+     "OW, act, a, b, taps[, threads]): sconv2d with bf16 products on AMX-BF16 (bf16.c)."},
+    {"bf16_available", bf16_available, METH_NOARGS,
+     "bf16_available(): whether this CPU runs sconv2d_bf16 (AMX-BF16)."},
     {"ssimd", ssimd, METH_VARARGS,
      "ssimd([level]): cap the float32 GEMM (2 AVX-512F, 1 AVX2 + FMA, 0 portable C); returns the level in use."},
     {"sdw_mode", sdw_mode, METH_VARARGS,

@@ -68,15 +68,16 @@ size_t q_block_bytes(size_t bytes) {
     return block_bytes;
 }
 
-/* AMX-INT8: CPUID leaf 7 EDX bits 24 (AMX-TILE) and 25 (AMX-INT8), and the kernel's
- * permission for this process to use the tile data state (XFEATURE_XTILEDATA, 18; Linux
- * 5.16 and later: ARCH_REQ_XCOMP_PERM, 0x1023), which every thread of it then has. */
-static int amx_int8_usable(void) {
+int x86_amx_usable(int bit) {
 #ifdef OPTC_AMX
     unsigned a, b, c, d;
-    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d >> 24 & 1) || !(d >> 25 & 1)) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d >> 24 & 1) || !(d >> bit & 1)) return 0;
+    /* the kernel's permission for this process to use the tile data state
+     * (XFEATURE_XTILEDATA, 18; Linux 5.16 and later: ARCH_REQ_XCOMP_PERM, 0x1023), which
+     * every thread of it then has; asking again is harmless */
     return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
 #else
+    (void)bit;
     return 0;
 #endif
 }
@@ -90,7 +91,7 @@ int q_simd_level(void) {
         if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
             __builtin_cpu_supports("avx512vnni"))
             simd_level = 2;
-        if (simd_level == 2 && amx_int8_usable()) simd_level = 3;
+        if (simd_level == 2 && x86_amx_usable(25)) simd_level = 3; /* AMX-INT8 */
 #endif
     }
     return simd_level < simd_max ? simd_level : simd_max;

@@ -34,6 +34,10 @@ void q_allow_simd(int level);
  * cross block edges on small images); returns the setting. */
 size_t q_block_bytes(size_t bytes);
 
+/* Whether the CPU has AMX-TILE and the AMX feature of CPUID leaf 7 EDX bit `bit` (25
+ * AMX-INT8, 22 AMX-BF16), and the OS lets this process use the tiles (Linux only). */
+int x86_amx_usable(int bit);
+
 /* Rows per panel of the AVX2 int8 GEMM's filters. */
 #define QMR 6
 /* The AMX GEMM's filters (simd level 3): rows padded to a multiple of AMX_ROWS, each row's
@@ -106,6 +110,15 @@ typedef struct {
     int act;
     float a, b;
 } s_epilogue;
+/* bf16 convolution (bf16.c) where s_bf16_available() (AMX-BF16): y (M x OH*OW) =
+ * act(conv(x) + bias + res) with x and the filters rounded to bf16, the sums in float32; wb:
+ * the filters as bf16 (uint16) rows of Kp, rows padded to a multiple of 32 with zeros, taps
+ * (i, j, c) with C padded to 32 (taps 1: stride-1 convs) else (c, i, j) with K padded to 32
+ * (native.bf16_weights). -1 out of memory, -2 no AMX-BF16. */
+int s_bf16_available(void);
+int s_conv_bf16(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, int pt,
+                int pl, int dh, int dw, int OH, int OW, const uint16_t *wb, int M, int taps,
+                const s_epilogue *ep, float *y, int threads);
 /* c (M x N, row stride ldc) = a @ b (b: K x N, row stride ldb), plus c if accumulate, then
  * the epilogue (NULL: none); -1 when out of memory. */
 int s_gemm(const float *ap, const float *b, size_t ldb, float *c, size_t ldc, int M, int N,

@@ -99,15 +99,20 @@ class ConvState:
 
     def __init__(self, w: np.ndarray):
         self.w = w
-        self.packed: dict[int, np.ndarray] = {}  # group -> packed filters
+        # group (or (group, bf16 layout)) -> packed filters
+        self.packed: dict[int | tuple, np.ndarray] = {}
         # (key, call) pairs: keys hold lists (pads, activation params), compared by ==; one
         # pair per input shape unless nodes share the weight
         self.calls: list[tuple[tuple, native.Conv2dCall | None]] = []
 
-    def packed_for(self, group: int) -> np.ndarray:
-        p = self.packed.get(group)
+    def packed_for(self, group: int, bf16_taps: bool | None = None) -> np.ndarray:
+        """The filters for sconv2d, or (bf16_taps not None) for sconv2d_bf16 in that
+        layout."""
+        key = group if bf16_taps is None else (group, bf16_taps)
+        p = self.packed.get(key)
         if p is None:
-            p = self.packed[group] = native.pack_conv_weights(self.w, group)
+            p = self.packed[key] = native.pack_conv_weights(self.w, group) \
+                if bf16_taps is None else native.bf16_weights(self.w, group, bf16_taps)
         return p
 
 
@@ -143,8 +148,15 @@ def cached_conv2d(x, w, b, key: tuple, state: ConvState | None, config: RuntimeC
         out = [out_size(x.shape[2 + i], k[i], strides_[i], dilations_[i], begin[i], end[i])
                for i in range(2)]
         if min(out) > 0 and list(w.shape[2:]) == k:
-            call = native.conv2d_call(x, w, b, strides_, begin, dilations_, group, out,
-                                      activation, activation_params, state.packed_for(group))
+            act = native.activation_args(activation, activation_params)
+            if config.precision == "bf16" and act is not None and native._f32(x, w, b):
+                taps = native.bf16_taps(strides_)
+                call = native.Bf16ConvCall(x.shape, w, strides_, begin, dilations_, group, out,
+                                           act, state.packed_for(group, taps))
+            else:
+                call = native.conv2d_call(x, w, b, strides_, begin, dilations_, group, out,
+                                          activation, activation_params,
+                                          state.packed_for(group))
     state.calls.append((key, call))
     return call
 

@@ -149,19 +149,92 @@ class Conv2dCall:
                          begin[0], begin[1], dilations[0], dilations[1], out_shape[0],
                          out_shape[1], *act)
 
+    @staticmethod
+    def fits(x, b, res, y_shape) -> bool:
+        """Whether the arrays take the C call: float32, contiguous, the residual y's shape."""
+        if x.dtype != np.float32 or not x.flags.c_contiguous:
+            return False
+        if b is not None and (b.dtype != np.float32 or not b.flags.c_contiguous):
+            return False
+        return res is None or (res.dtype == np.float32 and res.shape == y_shape and
+                               res.flags.c_contiguous)
+
     def __call__(self, x, b, res, threads: int = 1) -> np.ndarray | None:
         """y, or None where the arrays do not fit; the caller checks simd_float() first."""
-        if x.dtype != np.float32 or not x.flags.c_contiguous:
-            return None
-        if b is not None and (b.dtype != np.float32 or not b.flags.c_contiguous):
-            return None
-        if res is not None and (res.dtype != np.float32 or res.shape != self.y_shape or
-                                not res.flags.c_contiguous):
+        if not self.fits(x, b, res, self.y_shape):
             return None
         y = np.empty(self.y_shape, np.float32)
         _ckernels.sconv2d(x, self.packed, None if b is None else b.reshape(-1), res, y,
                           *self.geometry, threads)
         return y
+
+
+def bf16_available() -> bool:
+    """Whether this CPU runs the bf16 convs (AMX-BF16, and an OS that hands out its tiles):
+    the session's precision "bf16"."""
+    return AVAILABLE and bool(_ckernels.bf16_available())
+
+
+def to_bf16(a: np.ndarray) -> np.ndarray:
+    """float32 ``a`` rounded to bfloat16 (nearest, ties to even, as vcvtneps2bf16; NaN a
+    quiet NaN), as the uint16 of its top half."""
+    u = np.ascontiguousarray(a, np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    r[np.isnan(a)] = 0x7FC0
+    return r
+
+
+def bf16_weights(w: np.ndarray, group: int, taps: bool) -> np.ndarray:
+    """A float32 conv's filters (M, Cg, kh, kw) for sconv2d_bf16 (qgemm.h, s_conv_bf16):
+    per group, rows of bf16 taps -- (kernel row, kernel column, channel) with the channels
+    padded to a multiple of 32 where ``taps`` (stride-1 convs), else (channel, kernel row,
+    kernel column) padded to a multiple of 32 -- and zero rows up to a multiple of 32:
+    (G, Mp, Kp) uint16."""
+    m, cg, kh, kw = w.shape
+    mg = m // group
+    mp = -(-mg // 32) * 32
+    wg = w.reshape(group, mg, cg, kh, kw)
+    if taps:
+        cp = -(-cg // 32) * 32
+        full = np.zeros((group, mp, kh, kw, cp), np.float32)
+        full[:, :mg, :, :, :cg] = wg.transpose(0, 1, 3, 4, 2)
+    else:
+        k = cg * kh * kw
+        full = np.zeros((group, mp, -(-k // 32) * 32), np.float32)
+        full[:, :mg, :k] = wg.reshape(group, mg, k)
+    return to_bf16(full.reshape(group, mp, -1))
+
+
+class Bf16ConvCall:
+    """Conv2dCall's bf16 counterpart (sconv2d_bf16, AMX-BF16): x and the filters rounded to
+    bf16, the sums, bias, residual and activation in float32; the filters (bf16_weights)
+    made by the caller once per node. The caller checks bf16_available()."""
+
+    __slots__ = ("packed", "geometry", "y_shape")
+
+    def __init__(self, x_shape, w, strides, begin, dilations, group, out_shape, act,
+                 packed: np.ndarray):
+        n, c, h, wd = x_shape
+        m, _, kh, kw = w.shape
+        self.packed = packed
+        self.y_shape = (n, m, *out_shape)
+        self.geometry = (n, c, h, wd, group, m // group, kh, kw, strides[0], strides[1],
+                         begin[0], begin[1], dilations[0], dilations[1], out_shape[0],
+                         out_shape[1], *act, int(bf16_taps(strides)))
+
+    def __call__(self, x, b, res, threads: int = 1) -> np.ndarray | None:
+        if not Conv2dCall.fits(x, b, res, self.y_shape):
+            return None
+        y = np.empty(self.y_shape, np.float32)
+        _ckernels.sconv2d_bf16(x, self.packed, None if b is None else b.reshape(-1), res, y,
+                               *self.geometry, threads)
+        return y
+
+
+def bf16_taps(strides) -> bool:
+    """Whether sconv2d_bf16 reads the input where it lies (taps: stride 1) rather than by
+    im2col blocks (bf16_weights' two layouts)."""
+    return tuple(strides) == (1, 1)
 
 
 def simd_float() -> bool:

@@ -1,0 +1,358 @@
+/* float32 convolution with bfloat16 products on AMX-BF16 (the session's precision "bf16"):
+ * the input and the filters are rounded to bf16 (round to nearest even, as vcvtneps2bf16),
+ * every product is summed in float32 by tdpbf16ps, and the bias, the residual input and the
+ * activation are applied in float32 to the sums, so y stays float32 and the only error is the
+ * rounding of the two operands (about 2^-9 relative per product).
+ *
+ * The tiles (Intel's AMX: a 16 x 16 float32 tile C += A (16 rows x 32 bf16) times B (16 rows
+ * of pairs x 16 columns, the two values of a pair adjacent)) cover 32 filter rows x 32 output
+ * pixels at a time: tiles 0-3 the sums, 4-5 two 16-row filter tiles, 6-7 two 16-pixel tiles,
+ * each loaded tile used twice, as qgemm.c's int8 AMX GEMM. A pair of bf16 taps sits in one
+ * 32-bit word, so B is a plane of words per pair of channels (or taps).
+ *
+ * Two ways to B, chosen per layer by the caller (optc/runtime/kernels/native.py packs the
+ * filters to match):
+ *  - taps (stride 1): the input once in bf16, padded, one plane of Hp x Wp words per pair of
+ *    channels; output pixel q of the padded grid (q = oh * Wp + ow) reads word q + i*dh*Wp +
+ *    j*dw for kernel tap (i, j), so a B tile of 16 channel pairs x 16 pixels is 16 runs of
+ *    that plane, read where they lie -- no im2col. Columns ow >= OW of the grid are computed
+ *    and dropped. Filters: k = (i * kw + j) * Cp + c, Cp = C rounded up to 32.
+ *  - im2col (strided convs): blocks of output pixels gathered tap pair by tap pair into rows
+ *    of words. Filters: k = (c * kh + i) * kw + j (the weight's own order), K rounded up to 32.
+ */
+#define _GNU_SOURCE /* sysconf's cache sizes */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "qgemm.h"
+#include "vact.h"
+
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+#define OPTC_AMX_BF16 1
+#include <immintrin.h>
+#endif
+
+int s_bf16_available(void) {
+#ifdef OPTC_AMX_BF16
+    static int usable = -1;
+    if (usable < 0) {
+        __builtin_cpu_init();
+        /* AMX-BF16 (CPUID 7 EDX bit 22) and the tile state (bit 24), with AVX-512 for the
+         * conversions and the epilogue */
+        usable = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 x86_amx_usable(22);
+    }
+    return usable;
+#else
+    return 0;
+#endif
+}
+
+#ifdef OPTC_AMX_BF16
+#define TILE_PIXELS 32
+#define TILE_ROWS 32
+
+/* 16 pairs of float32 (a: the even taps, b: the odd ones) as 16 words of two bf16, rounded
+ * to nearest even; NaN stays a (quiet) NaN */
+__attribute__((target("avx512f,avx512bw"))) static inline __m512i pack_pairs(__m512 a,
+                                                                             __m512 b) {
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7FFF);
+    const __m512i qnan = _mm512_set1_epi32(0x7FC0);
+    __m512i ia = _mm512_castps_si512(a), ib = _mm512_castps_si512(b);
+    ia = _mm512_add_epi32(ia, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(ia, 16), one)));
+    ib = _mm512_add_epi32(ib, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(ib, 16), one)));
+    ia = _mm512_mask_mov_epi32(_mm512_srli_epi32(ia, 16), _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), qnan);
+    ib = _mm512_mask_mov_epi32(_mm512_srli_epi32(ib, 16), _mm512_cmp_ps_mask(b, b, _CMP_UNORD_Q), qnan);
+    return _mm512_or_si512(ia, _mm512_slli_epi32(ib, 16));
+}
+
+/* dst[q] = the pair (a[q], b[q]) for q < n (a or b NULL: zeros) */
+__attribute__((target("avx512f,avx512bw")))
+static void pack_row(const float *a, const float *b, size_t n, uint32_t *dst) {
+    size_t q = 0;
+    for (; q < n; q += 16) {
+        const __mmask16 m = n - q >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - q)) - 1);
+        const __m512 va = a ? _mm512_maskz_loadu_ps(m, a + q) : _mm512_setzero_ps();
+        const __m512 vb = b ? _mm512_maskz_loadu_ps(m, b + q) : _mm512_setzero_ps();
+        _mm512_mask_storeu_epi32(dst + q, m, pack_pairs(va, vb));
+    }
+}
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+__attribute__((target("amx-tile"))) static void load_tiles(void) {
+    tile_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+}
+
+/* acc (32 x 32, row stride 32) = the sums of filter rows a (row stride lda bf16) over ksteps
+ * steps of 32 taps (step s: a + 32 s) with the pixels b + boff[s] (16 rows of words, row
+ * stride ldb words) */
+__attribute__((target("amx-tile,amx-bf16")))
+static void tiles_2x2(const uint16_t *a, size_t lda, int ksteps, const uint32_t *b, size_t ldb,
+                      const ptrdiff_t *boff, float *acc) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    const uint16_t *a1 = a + 16 * lda;
+    for (int s = 0; s < ksteps; s++) {
+        const uint32_t *bs = b + boff[s];
+        _tile_loadd(4, a + (size_t)s * 32, lda * 2);
+        _tile_loadd(5, a1 + (size_t)s * 32, lda * 2);
+        _tile_loadd(6, bs, ldb * 4);
+        _tile_loadd(7, bs + 16, ldb * 4);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, acc, 128);
+    _tile_stored(1, acc + 16, 128);
+    _tile_stored(2, acc + 16 * 32, 128);
+    _tile_stored(3, acc + 16 * 32 + 16, 128);
+}
+
+/* y row m, pixels [o, o + n) = act(sums + bias[m] + res), n <= 32: in registers, as the
+ * float32 GEMM's epilogue (vact.h) */
+__attribute__((target("avx512f,avx512bw")))
+static void finish(const float *sums, int n, int m, size_t o, const s_epilogue *ep, float *y,
+                   size_t ldy) {
+    float *dst = y + (size_t)m * ldy + o;
+    const __m512 bias = _mm512_set1_ps(ep->bias ? ep->bias[m] : 0.f);
+    const float *res = ep->res ? ep->res + (size_t)m * ep->ldres + o : NULL;
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, sums + i), bias);
+        if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res + i));
+        _mm512_mask_storeu_ps(dst + i, k, vact_512(v, ep->act, ep->a, ep->b));
+    }
+}
+
+typedef struct {
+    const float *x;
+    int C, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW;
+    const uint16_t *wb;
+    int M, Mp, Kp, ksteps;
+    const s_epilogue *ep;
+    float *y;
+    /* taps mode: the padded bf16 planes (pairs of channels), their grid and plane size */
+    const uint32_t *xb;
+    int taps, Wp;
+    size_t plane;
+    ptrdiff_t *boff; /* taps mode: per k step, the B tile's offset from the pixel */
+    int chunk;       /* pixels per share (a multiple of 32) */
+    int npix;        /* pixels of the computed grid: OH * Wp (taps) or OH * OW (im2col) */
+} bf16_job;
+
+/* the taps-mode input: channel pair cp's plane at xb + cp * plane, word (ih + pt) * Wp + iw
+ * + pl the pair of channels 2cp, 2cp + 1 at (ih, iw); zeros around the image and past it */
+__attribute__((target("avx512f,avx512bw")))
+static void pad_planes(const float *x, int C, int H, int W, int pt, int pl, int Wp, int Cp,
+                       size_t plane, uint32_t *xb) {
+    for (int cp = 0; cp < Cp / 2; cp++) {
+        uint32_t *dst = xb + (size_t)cp * plane;
+        memset(dst, 0, plane * 4);
+        const float *a = 2 * cp < C ? x + (size_t)2 * cp * H * W : NULL;
+        const float *b = 2 * cp + 1 < C ? x + (size_t)(2 * cp + 1) * H * W : NULL;
+        if (a == NULL) continue;
+        for (int h = 0; h < H; h++)
+            pack_row(a + (size_t)h * W, b ? b + (size_t)h * W : NULL, (size_t)W,
+                     dst + (size_t)(h + pt) * Wp + pl);
+    }
+}
+
+__attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw")))
+static int taps_share(void *p, int t, int T) {
+    const bf16_job *j = p;
+    float acc[TILE_ROWS * TILE_PIXELS] __attribute__((aligned(64)));
+    load_tiles();
+    const size_t ldy = (size_t)j->OH * j->OW;
+    for (int q0 = t * j->chunk; q0 < j->npix; q0 += T * j->chunk) {
+        const int q1 = j->npix - q0 < j->chunk ? j->npix : q0 + j->chunk;
+        for (int mb = 0; mb < j->M; mb += TILE_ROWS) {
+            const uint16_t *a = j->wb + (size_t)mb * j->Kp;
+            for (int q = q0; q < q1; q += TILE_PIXELS) {
+                tiles_2x2(a, (size_t)j->Kp, j->ksteps, j->xb + q, j->plane, j->boff, acc);
+                const int rows = j->M - mb < TILE_ROWS ? j->M - mb : TILE_ROWS;
+                /* the tile's pixels of the grid, one output row's run at a time */
+                for (int u = q; u < q + TILE_PIXELS && u < q1;) {
+                    const int oh = u / j->Wp, ow = u % j->Wp;
+                    int run = j->Wp - ow;
+                    if (run > q + TILE_PIXELS - u) run = q + TILE_PIXELS - u;
+                    if (run > q1 - u) run = q1 - u;
+                    const int n = ow >= j->OW ? 0 : (ow + run > j->OW ? j->OW - ow : run);
+                    if (n > 0)
+                        for (int r = 0; r < rows; r++)
+                            finish(acc + r * TILE_PIXELS + (u - q), n, mb + r,
+                                   (size_t)oh * j->OW + ow, j->ep, j->y, ldy);
+                    u += run;
+                }
+            }
+        }
+    }
+    _tile_release();
+    return 0;
+}
+
+/* im2col mode: row k (k = (c * kh + i) * kw + j < K) of output pixels [p0, p0 + n) into
+ * dst (zeros where the tap falls outside the image and for k >= K) */
+static void gather_row(const bf16_job *j, int k, int p0, int n, float *dst) {
+    const int K = j->C * j->kh * j->kw;
+    if (k >= K) {
+        memset(dst, 0, sizeof(float) * (size_t)n);
+        return;
+    }
+    const int c = k / (j->kh * j->kw), i = k / j->kw % j->kh, jj = k % j->kw;
+    const float *src = j->x + (size_t)c * j->H * j->W;
+    const int off = jj * j->dw - j->pl;
+    /* output columns ow with 0 <= ow * sw + off < W */
+    int lo = off >= 0 ? 0 : (-off + j->sw - 1) / j->sw;
+    int hi = j->W - 1 - off < 0 ? 0 : (j->W - 1 - off) / j->sw + 1;
+    if (hi > j->OW) hi = j->OW;
+    if (lo > hi) lo = hi;
+    for (int p = p0; p < p0 + n;) { /* one output row's stretch [a, b) at a time */
+        const int oh = p / j->OW, a = p % j->OW;
+        const int b = j->OW - a > p0 + n - p ? a + (p0 + n - p) : j->OW;
+        float *o = dst + (p - p0) - a; /* o[ow] for ow in [a, b) */
+        const int ih = oh * j->sh - j->pt + i * j->dh;
+        const int l = lo > a ? lo : a, h = hi < b ? hi : b;
+        if (ih < 0 || ih >= j->H || l >= h) {
+            for (int ow = a; ow < b; ow++) o[ow] = 0.f;
+        } else {
+            const float *xr = src + (size_t)ih * j->W + off;
+            for (int ow = a; ow < l; ow++) o[ow] = 0.f;
+            for (int ow = l; ow < h; ow++) o[ow] = xr[ow * j->sw];
+            for (int ow = h; ow < b; ow++) o[ow] = 0.f;
+        }
+        p += b - a;
+    }
+}
+
+__attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw")))
+static int im2col_share(void *p, int t, int T) {
+    const bf16_job *j = p;
+    const int pc = j->chunk;
+    uint32_t *blk = malloc(sizeof(uint32_t) * (size_t)j->Kp / 2 * pc);
+    float *rows = malloc(sizeof(float) * 2 * (size_t)pc);
+    ptrdiff_t *boff = malloc(sizeof(ptrdiff_t) * (size_t)j->ksteps);
+    if (blk == NULL || rows == NULL || boff == NULL) {
+        free(blk);
+        free(rows);
+        free(boff);
+        return -1;
+    }
+    for (int s = 0; s < j->ksteps; s++) boff[s] = (ptrdiff_t)s * 16 * pc;
+    float acc[TILE_ROWS * TILE_PIXELS] __attribute__((aligned(64)));
+    load_tiles();
+    for (int p0 = t * pc; p0 < j->npix; p0 += T * pc) {
+        const int n = j->npix - p0 < pc ? j->npix - p0 : pc;
+        for (int kp = 0; kp < j->Kp / 2; kp++) {
+            gather_row(j, 2 * kp, p0, n, rows);
+            gather_row(j, 2 * kp + 1, p0, n, rows + pc);
+            memset(rows + n, 0, sizeof(float) * (size_t)(pc - n));
+            memset(rows + pc + n, 0, sizeof(float) * (size_t)(pc - n));
+            pack_row(rows, rows + pc, (size_t)pc, blk + (size_t)kp * pc);
+        }
+        for (int mb = 0; mb < j->M; mb += TILE_ROWS) {
+            const int rows_left = j->M - mb < TILE_ROWS ? j->M - mb : TILE_ROWS;
+            for (int q = 0; q < n; q += TILE_PIXELS) {
+                tiles_2x2(j->wb + (size_t)mb * j->Kp, (size_t)j->Kp, j->ksteps, blk + q,
+                          (size_t)pc, boff, acc);
+                const int w = n - q < TILE_PIXELS ? n - q : TILE_PIXELS;
+                for (int r = 0; r < rows_left; r++)
+                    finish(acc + r * TILE_PIXELS, w, mb + r, (size_t)(p0 + q), j->ep, j->y,
+                           (size_t)j->OH * j->OW);
+            }
+        }
+    }
+    _tile_release();
+    free(blk);
+    free(rows);
+    free(boff);
+    return 0;
+}
+
+/* the pixels per share: B's bytes of a share within half the L2 the CPU reports */
+static int chunk_pixels(size_t bytes_per_pixel, int npix, int threads) {
+    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (l2 < 128 * 1024 || l2 > 64 * 1024 * 1024) l2 = 1024 * 1024;
+    int pc = (int)((size_t)l2 / 2 / bytes_per_pixel) / TILE_PIXELS * TILE_PIXELS;
+    if (pc < TILE_PIXELS) pc = TILE_PIXELS;
+    /* every thread a share where there are pixels for it */
+    const int even = (npix + threads - 1) / threads;
+    const int even32 = (even + TILE_PIXELS - 1) / TILE_PIXELS * TILE_PIXELS;
+    return pc < even32 ? pc : even32;
+}
+#endif
+
+int s_conv_bf16(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, int pt,
+                int pl, int dh, int dw, int OH, int OW, const uint16_t *wb, int M, int taps,
+                const s_epilogue *ep, float *y, int threads) {
+#ifdef OPTC_AMX_BF16
+    if (!s_bf16_available()) return -2;
+    bf16_job j = {x, C, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, wb, M,
+                  (M + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS, 0, 0, ep, y, NULL, 0, 0, 0,
+                  NULL, 0, 0};
+    const size_t P = (size_t)OH * OW;
+    /* threads only where each has 2^22 multiply-adds at least (a thread start costs tens
+     * of microseconds; bf16 products are fast) */
+    const double work = (double)M * C * kh * kw * P / (4.0 * 1024 * 1024);
+    if (work < threads) threads = work < 1 ? 1 : (int)work;
+    int status;
+    if (taps) { /* stride 1 */
+        const int Cp = (C + 31) / 32 * 32, Hp = OH + (kh - 1) * dh;
+        j.Wp = OW + (kw - 1) * dw;
+        j.taps = kh * kw;
+        j.Kp = j.taps * Cp;
+        j.ksteps = j.Kp / 32;
+        j.npix = OH * j.Wp;
+        /* rows past Hp: the last tile's pixels read up to 31 words past the grid */
+        j.plane = (size_t)Hp * j.Wp + TILE_PIXELS + (size_t)(kw - 1) * dw;
+        uint32_t *xb = malloc(sizeof(uint32_t) * (size_t)Cp / 2 * j.plane);
+        ptrdiff_t *boff = malloc(sizeof(ptrdiff_t) * (size_t)j.ksteps);
+        if (xb == NULL || boff == NULL) {
+            free(xb);
+            free(boff);
+            return -1;
+        }
+        pad_planes(x, C, H, W, pt, pl, j.Wp, Cp, j.plane, xb);
+        for (int t = 0; t < j.taps; t++)
+            for (int cb = 0; cb < Cp / 32; cb++)
+                boff[t * (Cp / 32) + cb] = (ptrdiff_t)cb * 16 * j.plane +
+                                           (ptrdiff_t)(t / kw) * dh * j.Wp + (t % kw) * dw;
+        j.xb = xb;
+        j.boff = boff;
+        j.chunk = chunk_pixels((size_t)Cp * 2, j.npix, threads); /* its planes' words */
+        const int shares = (j.npix + j.chunk - 1) / j.chunk;
+        status = optc_parallel(taps_share, &j, threads < shares ? threads : shares);
+        free(xb);
+        free(boff);
+    } else {
+        j.Kp = (C * kh * kw + 31) / 32 * 32;
+        j.ksteps = j.Kp / 32;
+        j.npix = (int)P;
+        j.chunk = chunk_pixels((size_t)j.Kp * 2, j.npix, threads);
+        const int shares = (j.npix + j.chunk - 1) / j.chunk;
+        status = optc_parallel(im2col_share, &j, threads < shares ? threads : shares);
+    }
+    return status;
+#else
+    (void)x; (void)C; (void)H; (void)W; (void)kh; (void)kw; (void)sh; (void)sw; (void)pt;
+    (void)pl; (void)dh; (void)dw; (void)OH; (void)OW; (void)wb; (void)M; (void)taps; (void)ep;
+    (void)y; (void)threads;
+    return -2;
+#endif
+}
