@@ -24,6 +24,9 @@ class BenchResult:
     median_ms: float
     ort_median_ms: float
     peak_bytes: int | None = None
+    #: at a reduced precision: max over the outputs of max |optc - onnxruntime| / max
+    #: |onnxruntime| on the benchmark's inputs (None at fp32)
+    error: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -33,11 +36,12 @@ class BenchResult:
 def bench(model: str | os.PathLike | bytes, *, runtime: str = "optc", threads: int = 1,
           warmup: int = 3, repeat: int = 20, batch: int = 1, seed: int = 0,
           progress: bool | None = None, reference: str | os.PathLike | bytes | None = None,
-          tune: bool = True) -> BenchResult:
+          tune: bool = True, precision: str = "fp32") -> BenchResult:
     """``reference``: the model onnxruntime runs (default: ``model`` itself); a lowered model
     with ai.optc ops is compared with onnxruntime on the model it was lowered from. ``tune``:
     optc's session times its per-layer choices on this CPU (cached per CPU: optc.runtime.tune)
-    before the timed runs."""
+    before the timed runs. ``precision``: optc's session precision ("bf16": the result's
+    ``error`` says how far its outputs are from onnxruntime's float32 ones)."""
     from rich.progress import Progress
 
     ort_sess = session(reference if reference is not None else model, "ort", threads=threads,
@@ -45,7 +49,8 @@ def bench(model: str | os.PathLike | bytes, *, runtime: str = "optc", threads: i
     feeds = random_feeds(ort_sess, seed, batch)
     sessions = {"ort": ort_sess}
     if runtime != "ort":
-        sessions[runtime] = session(model, runtime, threads=threads, optimize=True, tune=tune)
+        sessions[runtime] = session(model, runtime, threads=threads, optimize=True, tune=tune,
+                                    precision=precision)
     if progress is None:
         progress = sys.stderr.isatty()
     with Progress(disable=not progress, transient=True) as bar:
@@ -53,8 +58,25 @@ def bench(model: str | os.PathLike | bytes, *, runtime: str = "optc", threads: i
         medians = interleaved(sessions, feeds, warmup, repeat,
                               on_round=lambda: bar.advance(task))
     ours = sessions[runtime]
+    error = None
+    if runtime != "ort" and precision != "fp32":
+        error = relative_error(ours.run(None, feeds), ort_sess.run(None, feeds))
     return BenchResult(runtime, medians[runtime], medians["ort"],
-                       getattr(ours, "peak_bytes", None))
+                       getattr(ours, "peak_bytes", None), error)
+
+
+def relative_error(got, want) -> float:
+    """Max over the outputs of max |got - want| / max |want| (float outputs only)."""
+    import numpy as np
+
+    worst = 0.0
+    for g, w in zip(got, want):
+        w = np.asarray(w)
+        if not np.issubdtype(w.dtype, np.floating) or w.size == 0:
+            continue
+        scale = float(np.abs(w).max()) or 1.0
+        worst = max(worst, float(np.abs(np.asarray(g, np.float64) - w).max()) / scale)
+    return worst
 
 
 def interleaved(sessions: dict, feeds: dict, warmup: int, repeat: int,

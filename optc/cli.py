@@ -478,8 +478,12 @@ def run_model(model: Path, inputs: tuple[str, ...], output: Path | None, runtime
 @click.option("--tune/--no-tune", default=True, show_default=True,
               help="Time optc's per-layer choices (Winograd or not) on this CPU first; the "
                    "choices are cached per CPU in ~/.cache/optc/tune ($OPTC_TUNE_DIR).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True,
+              help="optc's precision: bf16 multiplies the convs in bfloat16 on CPUs with "
+                   "AMX-BF16 and reports the error against onnxruntime's float32 outputs.")
 def bench_model(model: Path, runtime: str, threads: int, warmup: int, repeat: int,
-                batch: int, pipeline_text: str | None, tune: bool) -> None:
+                batch: int, pipeline_text: str | None, tune: bool, precision: str) -> None:
     """Median latency of MODEL in RUNTIME, with onnxruntime measured in the same run."""
     from optc.bench import bench
     from optc.ir import load, serialize
@@ -495,12 +499,16 @@ def bench_model(model: Path, runtime: str, threads: int, warmup: int, repeat: in
 
         run_pipeline(m, pipeline_text)
         target = serialize(m)
+    if precision != "fp32" and runtime == "ort":
+        raise OptcError("--precision sets optc's precision; use --runtime optc")
     r = bench(target, runtime=runtime, threads=threads, warmup=warmup, repeat=repeat,
-              batch=batch, reference=model, tune=tune)
+              batch=batch, reference=model, tune=tune, precision=precision)
     line = f"{model.name}: onnxruntime {r.ort_median_ms:.2f} ms"
     if runtime != "ort":
         line += f", {runtime} {r.median_ms:.2f} ms, ratio {runtime}/ort {r.ratio:.2f}x"
     line += f" (median of {repeat}, {threads} thread{'s' if threads > 1 else ''})"
     if r.peak_bytes is not None:
         line += f"; peak activation memory {r.peak_bytes / 2**20:.2f} MiB"
+    if r.error is not None:
+        line += f"; {precision}: max error {r.error:.1e} of onnxruntime's float32 output scale"
     _stdout.print(line)

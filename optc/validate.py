@@ -51,18 +51,21 @@ def ort_session(model: str | os.PathLike | bytes | Model, *, optimize: bool = Fa
 
 
 def session(model: str | os.PathLike | bytes | Model, runtime: str = "ort", *,
-            threads: int | None = 1, optimize: bool = False, tune: bool = False):
+            threads: int | None = 1, optimize: bool = False, tune: bool = False,
+            precision: str = "fp32"):
     """A session of ``runtime`` ('ort' or 'optc'); both have get_inputs/get_outputs/run.
     ``optimize``: each runtime's graph optimizations at their highest level (onnxruntime's
     ORT_ENABLE_ALL, optc's "all"); off otherwise, so the model runs as written. ``tune``:
-    optc's per-layer choices timed on this CPU (InferenceSession's ``tune``)."""
+    optc's per-layer choices timed on this CPU (InferenceSession's ``tune``); ``precision``:
+    optc's (InferenceSession's; onnxruntime runs float32)."""
     if runtime == "ort":
         return ort_session(model, optimize=optimize, threads=threads)
     if runtime == "optc":
         from optc.runtime import InferenceSession
 
         return InferenceSession(model, threads=threads,
-                                optimization="all" if optimize else "off", tune=tune)
+                                optimization="all" if optimize else "off", tune=tune,
+                                precision=precision)
     raise OptcError(f"unknown runtime '{runtime}' (ort or optc)")
 
 

@@ -259,6 +259,21 @@ def test_bench_a_lowered_model_against_onnxruntime_on_the_original():
     assert_one_line_error(r, "use --runtime optc")
 
 
+def test_bench_at_bf16_reports_its_error_or_why_it_cannot_run():
+    from optc.runtime.kernels import native
+
+    r = invoke("bench", RESNET, "--repeat", "2", "--warmup", "1", "--precision", "bf16")
+    if native.bf16_available():
+        assert r.exit_code == 0, r.stderr
+        line = r.stdout.strip().splitlines()[-1]
+        error = float(line.split("bf16: max error ")[1].split()[0])
+        assert 0 < error < 2e-2  # bf16 products: a small error, and not none
+    else:
+        assert_one_line_error(r, "AMX-BF16")
+    r = invoke("bench", RESNET, "--runtime", "ort", "--precision", "bf16")
+    assert_one_line_error(r, "use --runtime optc")
+
+
 @pytest.mark.parametrize("passes", ["default,winograd", "default,fft{min-kernel=3}"])
 def test_validate_a_lowered_model_in_optc_runtime(tmp_path, passes):
     out = tmp_path / "out.onnx"
