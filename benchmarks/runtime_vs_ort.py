@@ -7,9 +7,11 @@ paddle_orientation.onnx, a mobile SE/HardSwish net).
 optc.runtime runs each model as ``optc bench`` does: its session's "all" optimization, with
 the Winograd choice per layer from the cost model ("all") or timed on this CPU ("all + tune",
 optc.runtime.tune; cached per CPU, so the second run of a model times nothing), and "all +
-tune + fft" with the fft lowering first (5x5+ kernels: Inception v1). onnxruntime runs the
-model as given (its own graph optimizations on), and the geometric mean of the ratios is
-printed per variant, with the CPU it ran on.
+tune + fft" with the fft lowering first (5x5+ kernels: Inception v1); on CPUs with AMX-BF16
+also "all + bf16" (the session precision bf16, with its error against onnxruntime's float32
+outputs in the last column). onnxruntime runs the model as given (its own graph
+optimizations on, float32), and the geometric mean of the ratios is printed per variant,
+with the CPU it ran on.
 
     python benchmarks/runtime_vs_ort.py [--repeat 10] [--threads 1] [--models vgg19 ... PATH]
 """
@@ -26,14 +28,17 @@ from rich.table import Table
 
 import optc
 from optc.bench import bench
+from optc.runtime.kernels.native import bf16_available
 from optc.runtime.tune import cpu_info
 
 from _models import model_files  # benchmarks/, run as a script
 
-#: what optc.runtime runs: (a pipeline run before the session's own "all", tune); onnxruntime
-#: always runs the model as given (its own optimizations on)
-VARIANTS = {"all": (None, False), "all + tune": (None, True),
-            "all + tune + fft": ("default,fft", True)}
+#: what optc.runtime runs: (a pipeline run before the session's own "all", tune, precision);
+#: onnxruntime always runs the model as given (its own optimizations on)
+VARIANTS = {"all": (None, False, "fp32"), "all + tune": (None, True, "fp32"),
+            "all + tune + fft": ("default,fft", True, "fp32")}
+if bf16_available():
+    VARIANTS["all + bf16"] = (None, False, "bf16")
 LIGHT = ("resnet50", "vgg19", "densenet121", "inception_v1")
 
 
@@ -48,7 +53,8 @@ def main() -> None:
     console = Console()
     table = Table(title=f"optc.runtime vs onnxruntime ({args.threads} thread, median of "
                         f"{args.repeat}; onnxruntime with its graph optimizations on)")
-    for col in ("model", "variant", "ort ms", "optc ms", "optc/ort", "peak act. MiB"):
+    for col in ("model", "variant", "ort ms", "optc ms", "optc/ort", "peak act. MiB",
+                "bf16 error"):
         table.add_column(col, justify="left" if col in ("model", "variant") else "right")
     ratios: dict[str, list[float]] = {}
     wanted = args.models
@@ -56,18 +62,19 @@ def main() -> None:
         paths = model_files(LIGHT, wanted, d) + [Path(p) for p in wanted or ()
                                                   if Path(p).is_file()]
         for path in paths:
-            for variant, (passes, tune) in VARIANTS.items():
+            for variant, (passes, tune, precision) in VARIANTS.items():
                 target = path
                 if passes:
                     lowered, _ = optc.optimize(str(path), passes=passes)
                     target = Path(d) / f"{path.stem}_lowered.onnx"
                     optc.save(lowered, target)
                 r = bench(target, runtime="optc", threads=args.threads, warmup=args.warmup,
-                          repeat=args.repeat, reference=path, tune=tune)
+                          repeat=args.repeat, reference=path, tune=tune, precision=precision)
                 ratios.setdefault(variant, []).append(r.ratio)
                 table.add_row(path.name, variant, f"{r.ort_median_ms:.2f}",
                               f"{r.median_ms:.2f}", f"{r.ratio:.2f}x",
-                              f"{r.peak_bytes / 2**20:.2f}")
+                              f"{r.peak_bytes / 2**20:.2f}",
+                              "" if r.error is None else f"{r.error:.1e}")
     console.print(table)
     info = cpu_info()
     console.print(f"CPU: {info.model} ({', '.join(info.flags[-6:])}; L1d {info.l1d >> 10} KiB, "
