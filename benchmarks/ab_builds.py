@@ -9,6 +9,7 @@ build). Prints per model the median optc/onnxruntime ratio of each build.
     cp runtime/_ckernels*.so /tmp/before.so   # then change the C code, pip install -e .
     python benchmarks/ab_builds.py /tmp/before.so runtime/_ckernels*.so \\
         [--models resnet50 densenet121] [--rounds 10] [--passes TEXT] [--int8 [--reduce-range]]
+        [--precision fp32|bf16]
 
 --int8 compares the int8 models instead (``default,quantize{probe=false}`` calibrated on seeded
 random inputs, then ``qlinear,fuse-act{target=optc}``, as benchmarks/int8_runtime.py;
@@ -31,6 +32,7 @@ import onnxruntime as ort
 
 import optc
 from optc.runtime import InferenceSession
+from optc.runtime.session import BF16_ALL, OPTIMIZATION_LEVELS
 from optc.runtime.kernels import native
 
 from _models import model_files  # benchmarks/, run as a script
@@ -54,7 +56,10 @@ def main() -> None:
     parser.add_argument("builds", nargs="+", help="paths of _ckernels .so files")
     parser.add_argument("--models", nargs="+", default=["resnet50", "densenet121"])
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--passes", default="default,fuse-act{target=optc},winograd")
+    parser.add_argument("--passes", default=None,
+                        help="default: the session's 'all' pipeline at the precision")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="the optc session's (bf16: CPUs with AMX-BF16)")
     parser.add_argument("--int8", action="store_true", help="the int8 models (see above)")
     parser.add_argument("--reduce-range", action="store_true", help="with --int8: 7-bit weights")
     args = parser.parse_args()
@@ -78,9 +83,11 @@ def main() -> None:
                     optc.save(qdq, Path(d) / "qdq.onnx")
                     lowered, _ = optc.optimize(qdq, passes="qlinear,fuse-act{target=optc}")
                 else:
-                    lowered, _ = optc.optimize(str(path), passes=args.passes)
+                    lowered, _ = optc.optimize(str(path), passes=args.passes or (
+                        BF16_ALL if args.precision == "bf16" else OPTIMIZATION_LEVELS["all"]))
                 optc.save(lowered, Path(d) / "lowered.onnx")
-                session = InferenceSession(str(Path(d) / "lowered.onnx"), threads=1)
+                session = InferenceSession(str(Path(d) / "lowered.onnx"), threads=1,
+                                           precision=args.precision)
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = 1
                 reference = ort.InferenceSession(str(Path(d) / "qdq.onnx") if args.int8
