@@ -113,7 +113,7 @@ typedef struct {
 /* bf16 convolution (bf16.c) where s_bf16_available() (AMX-BF16): y (M x OH*OW) =
  * act(conv(x) + bias + res) with x and the filters rounded to bf16, the sums in float32; wb:
  * the filters as bf16 (uint16) rows of Kp, rows padded to a multiple of 32 with zeros, taps
- * (i, j, c) with C padded to 32 (taps 1: stride-1 convs) else (c, i, j) with K padded to 32
+ * (i, j, c) with C padded to 32 (taps 1) else (c, i, j) with K padded to 32
  * (native.bf16_weights). -1 out of memory, -2 no AMX-BF16. */
 int s_bf16_available(void);
 int s_conv_bf16(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, int pt,

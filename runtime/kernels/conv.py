@@ -150,7 +150,7 @@ def cached_conv2d(x, w, b, key: tuple, state: ConvState | None, config: RuntimeC
         if min(out) > 0 and list(w.shape[2:]) == k:
             act = native.activation_args(activation, activation_params)
             if config.precision == "bf16" and act is not None and native._f32(x, w, b):
-                taps = native.bf16_taps(strides_)
+                taps = native.bf16_taps(w.shape[1])
                 call = native.Bf16ConvCall(x.shape, w, strides_, begin, dilations_, group, out,
                                            act, state.packed_for(group, taps))
             else:

@@ -187,7 +187,7 @@ def to_bf16(a: np.ndarray) -> np.ndarray:
 def bf16_weights(w: np.ndarray, group: int, taps: bool) -> np.ndarray:
     """A float32 conv's filters (M, Cg, kh, kw) for sconv2d_bf16 (qgemm.h, s_conv_bf16):
     per group, rows of bf16 taps -- (kernel row, kernel column, channel) with the channels
-    padded to a multiple of 32 where ``taps`` (stride-1 convs), else (channel, kernel row,
+    padded to a multiple of 32 where ``taps`` (bf16_taps), else (channel, kernel row,
     kernel column) padded to a multiple of 32 -- and zero rows up to a multiple of 32:
     (G, Mp, Kp) uint16."""
     m, cg, kh, kw = w.shape
@@ -220,7 +220,7 @@ class Bf16ConvCall:
         self.y_shape = (n, m, *out_shape)
         self.geometry = (n, c, h, wd, group, m // group, kh, kw, strides[0], strides[1],
                          begin[0], begin[1], dilations[0], dilations[1], out_shape[0],
-                         out_shape[1], *act, int(bf16_taps(strides)))
+                         out_shape[1], *act, int(bf16_taps(w.shape[1])))
 
     def __call__(self, x, b, res, threads: int = 1) -> np.ndarray | None:
         if not Conv2dCall.fits(x, b, res, self.y_shape):
@@ -231,10 +231,12 @@ class Bf16ConvCall:
         return y
 
 
-def bf16_taps(strides) -> bool:
-    """Whether sconv2d_bf16 reads the input where it lies (taps: stride 1) rather than by
-    im2col blocks (bf16_weights' two layouts)."""
-    return tuple(strides) == (1, 1)
+def bf16_taps(channels: int) -> bool:
+    """Whether sconv2d_bf16 reads a conv's input where it lies, in the stride's phases (taps)
+    rather than by im2col blocks (bf16_weights' two layouts), for ``channels`` input channels
+    a group: taps round them up to 32, which wastes little from 16 on (a 3-channel stem would
+    multiply ten zeros for each value)."""
+    return channels >= 16
 
 
 def simd_float() -> bool:

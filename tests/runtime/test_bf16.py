@@ -1,6 +1,7 @@
 """The session precision "bf16" (runtime/csrc/bf16.c, AMX-BF16): the C conv against a NumPy
 reference on the same bf16-rounded operands (so the only difference left is the order of
-float32 sums), both of its B layouts (taps for stride 1, im2col blocks otherwise), and the
+float32 sums), both of its B layouts (taps in the stride's phases from 16 channels a group,
+im2col blocks below), and the
 session's contract -- opt-in, every non-conv node float32, a clear error where the CPU has
 no AMX-BF16."""
 
@@ -59,7 +60,8 @@ def _reference(x, w, b, z, act, attrs):
 @st.composite
 def _shapes(draw):
     group = draw(st.sampled_from([1, 1, 2]))
-    c = group * draw(st.integers(1, 40))  # channel pairs and 32-channel tiles, ragged ends
+    # channel pairs and 32-channel tiles, ragged ends; both layouts (taps from 16 a group)
+    c = group * draw(st.integers(1, 40))
     m = group * draw(st.integers(1, 40))  # 32-row tiles, ragged
     if group > 1 and c == m == group:  # a depthwise conv: not this kernel's
         m += group
@@ -98,7 +100,7 @@ def test_bf16_conv_matches_the_reference_on_bf16_operands(shape, seed, threads):
                      _config=config, _state=state)
     call = state.calls[0][1]
     assert isinstance(call, native.Bf16ConvCall)  # the bf16 kernel ran, not the fp32 one
-    assert call.geometry[-1] == int(stride == 1)  # in the layout stride chooses
+    assert call.geometry[-1] == int(c // group >= 16)  # in the layout the channels choose
     # float32 sums of up to K exact products: each within K * 2^-24 of the sum of |products|
     # (plus the float32 rounding of bias, residual and activation)
     kk = c // group * k * k
