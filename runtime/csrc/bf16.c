@@ -84,23 +84,6 @@ static void pack_row(const float *a, const float *b, size_t n, uint32_t *dst) {
     }
 }
 
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
-__attribute__((target("amx-tile"))) static void load_tiles(void) {
-    tile_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
-}
-
 /* acc (32 x 32, row stride 32) = the sums of filter rows a (row stride lda bf16) over ksteps
  * steps of 32 taps (step s: a + 32 s) with the pixels b + boff[s] (16 rows of words, row
  * stride ldb words) */
@@ -271,7 +254,7 @@ __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw")))
 static int taps_share(void *p, int t, int T) {
     const bf16_job *j = p;
     float acc[TILE_ROWS * TILE_PIXELS] __attribute__((aligned(64)));
-    load_tiles();
+    x86_amx_tiles();
     const size_t ldy = (size_t)j->OH * j->OW;
     for (int q0 = t * j->chunk; q0 < j->npix; q0 += T * j->chunk) {
         const int q1 = j->npix - q0 < j->chunk ? j->npix : q0 + j->chunk;
@@ -359,7 +342,7 @@ static int im2col_share(void *p, int t, int T) {
     }
     for (int s = 0; s < j->ksteps; s++) boff[s] = (ptrdiff_t)s * 16 * pc;
     float acc[TILE_ROWS * TILE_PIXELS] __attribute__((aligned(64)));
-    load_tiles();
+    x86_amx_tiles();
     for (int p0 = t * pc; p0 < j->npix; p0 += T * pc) {
         const int n = j->npix - p0 < pc ? j->npix - p0 : pc;
         for (int kp = 0; kp < j->Kp / 2; kp++) {

@@ -82,6 +82,28 @@ int x86_amx_usable(int bit) {
 #endif
 }
 
+#ifdef OPTC_AMX
+/* the AMX tile configuration (palette 1: a 64-byte block) */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+__attribute__((target("amx-tile"))) void x86_amx_tiles(void) {
+    amx_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    /* the whole block as the operand: GCC 12's _tile_loadconfig names only its first 8
+     * bytes, so at -O3 the other stores were dropped (ldtilecfg faulted on garbage) */
+    __asm__ volatile("ldtilecfg %0" ::"m"(cfg));
+}
+#endif
+
 int q_simd_level(void) {
     if (simd_level < 0) {
         simd_level = 0;
@@ -423,24 +445,11 @@ static void gemm_vnni(const uint8_t *xp, const int8_t *wp, int Mg, int Kq, int P
  * zero). Tiles 0-3 hold 32 rows x 32 pixels of sums, 4-5 two 16-row filter tiles, 6-7 two
  * 16-pixel tiles: each tile loaded serves two products. The sums go through a 32 x 32
  * buffer in L1 to the AVX-512 requantization, as gemm_vnni's. */
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} amx_config;
-
 __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw")))
 static void gemm_amx(const uint8_t *xp, const int8_t *wa, int Mg, int Kqa, int P, int Pp,
                      int ystride, const int64_t *corr, const int32_t *m0, const int32_t *shift,
                      int zp, int ysigned, void *y) {
-    amx_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        cfg.rows[t] = 16;
-        cfg.colsb[t] = 64;
-    }
-    _tile_loadconfig(&cfg);
+    x86_amx_tiles();
     int32_t acc[AMX_ROWS * 32] __attribute__((aligned(64)));
     const size_t ldw = (size_t)Kqa * 4, ldx = (size_t)Pp * 4;
     const int64_t bound = (int64_t)Kqa * 4 * 255 * 128;

@@ -37,6 +37,9 @@ size_t q_block_bytes(size_t bytes);
 /* Whether the CPU has AMX-TILE and the AMX feature of CPUID leaf 7 EDX bit `bit` (25
  * AMX-INT8, 22 AMX-BF16), and the OS lets this process use the tiles (Linux only). */
 int x86_amx_usable(int bit);
+/* Configure the calling thread's eight AMX tiles as 16 rows of 64 bytes each (where
+ * x86_amx_usable; the int8 and bf16 GEMMs, each thread before its tile work). */
+void x86_amx_tiles(void);
 
 /* Rows per panel of the AVX2 int8 GEMM's filters. */
 #define QMR 6
