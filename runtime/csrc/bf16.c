@@ -44,9 +44,9 @@ int s_bf16_available(void) {
     if (usable < 0) {
         __builtin_cpu_init();
         /* AMX-BF16 (CPUID 7 EDX bit 22) and the tile state (bit 24), with AVX-512 for the
-         * conversions and the epilogue */
+         * conversions and the epilogue, and AVX512-BF16 for the MatMuls */
         usable = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 x86_amx_usable(22);
+                 __builtin_cpu_supports("avx512bf16") && x86_amx_usable(22);
     }
     return usable;
 #else
@@ -491,6 +491,126 @@ int s_conv_bf16(const float *x, int C, int H, int W, int kh, int kw, int sh, int
 #else
     (void)x; (void)C; (void)H; (void)W; (void)kh; (void)kw; (void)sh; (void)sw; (void)pt;
     (void)pl; (void)dh; (void)dw; (void)OH; (void)OW; (void)wb; (void)M; (void)taps; (void)ep;
+    (void)y; (void)threads;
+    return -2;
+#endif
+}
+
+/* bf16 products for a float32 MatMul / Gemm with constant weights (the session's precision
+ * "bf16"): y (N x M) = act(a (N x K) @ W (K x M) + bias), a rounded to bf16 row by row, the
+ * weights packed once (native.bf16_matmul_weights): per block of 16 columns, per pair of
+ * rows k, k + 1 of W, 16 words of two bf16 (k in the low half) -- wp[(cb * Kh + kp) * 16 +
+ * c]. AVX512-BF16's vdpbf16ps sums each pair's two products into a float32 lane; a step of
+ * R rows x 32 columns keeps 2R sums in registers, each pair of weight vectors loaded once for
+ * the R rows (with one row the weights stream from memory once: the layer is then bound by
+ * their bytes, half those of float32). */
+#ifdef OPTC_AMX_BF16
+/* row a (K floats) as Kh = ceil(K / 2) bf16 pairs (K odd: a zero last) */
+__attribute__((target("avx512f,avx512bw")))
+static void pairs_of_row(const float *a, int K, uint32_t *dst) {
+    const int Kh = (K + 1) / 2;
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    for (int q = 0; q < Kh; q += 16) {
+        /* 32 floats of the row from 2q: the even ones and the odd ones, paired */
+        const int left = K - 2 * q, left1 = left - 16;
+        const __mmask16 m0 = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+        const __mmask16 m1 = left1 >= 16  ? (__mmask16)0xFFFF
+                             : left1 <= 0 ? (__mmask16)0
+                                          : (__mmask16)((1u << left1) - 1);
+        const __m512 lo = _mm512_maskz_loadu_ps(m0, a + 2 * q);
+        const __m512 hi = _mm512_maskz_loadu_ps(m1, a + 2 * q + 16);
+        const __m512 even = _mm512_permutex2var_ps(lo, ev, hi);
+        const __m512 odd = _mm512_permutex2var_ps(lo, od, hi);
+        const int n = Kh - q < 16 ? Kh - q : 16;
+        _mm512_mask_storeu_epi32(dst + q, (__mmask16)((1u << n) - 1), pack_pairs(even, odd));
+    }
+}
+
+#define MM_STEP(NAME, R)                                                                      \
+    __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void NAME(                  \
+        const uint32_t *ap, int Kh, const uint32_t *w0, const uint32_t *w1, __m512 *out) {    \
+        __m512 s[R][2];                                                                       \
+        for (int r = 0; r < R; r++) s[r][0] = s[r][1] = _mm512_setzero_ps();                  \
+        for (int kp = 0; kp < Kh; kp++) {                                                     \
+            const __m512bh v0 = (__m512bh)_mm512_loadu_si512((const void *)(w0 + kp * 16));   \
+            const __m512bh v1 = (__m512bh)_mm512_loadu_si512((const void *)(w1 + kp * 16));   \
+            for (int r = 0; r < R; r++) {                                                     \
+                const __m512bh x = (__m512bh)_mm512_set1_epi32((int)ap[(size_t)r * Kh + kp]); \
+                s[r][0] = _mm512_dpbf16_ps(s[r][0], x, v0);                                   \
+                s[r][1] = _mm512_dpbf16_ps(s[r][1], x, v1);                                   \
+            }                                                                                 \
+        }                                                                                     \
+        for (int r = 0; r < R; r++) {                                                         \
+            out[2 * r] = s[r][0];                                                             \
+            out[2 * r + 1] = s[r][1];                                                         \
+        }                                                                                     \
+    }
+MM_STEP(mm_step8, 8)
+MM_STEP(mm_step4, 4)
+MM_STEP(mm_step1, 1)
+#undef MM_STEP
+
+typedef struct {
+    const uint32_t *ap, *wp; /* a's rows as pairs (N x Kh), the packed weights */
+    int N, Kh, M;
+    const float *bias;
+    int act;
+    float aa, ab;
+    float *y;
+} mm_job;
+
+/* share t of T: the pairs of column blocks (32 columns) t, t + T, ..., every row */
+__attribute__((target("avx512f,avx512bw")))
+static int mm_share(void *p, int t, int T) {
+    const mm_job *j = p;
+    const int blocks = (j->M + 15) / 16;
+    __m512 out[16];
+    for (int cb = 2 * t; cb < blocks; cb += 2 * T) {
+        const uint32_t *w0 = j->wp + (size_t)cb * j->Kh * 16;
+        /* an odd last block: its own weights twice, the second half not stored */
+        const uint32_t *w1 = cb + 1 < blocks ? w0 + (size_t)j->Kh * 16 : w0;
+        for (int n = 0; n < j->N;) {
+            const int R = j->N - n >= 8 ? 8 : j->N - n >= 4 ? 4 : 1;
+            const uint32_t *ap = j->ap + (size_t)n * j->Kh;
+            if (R == 8) mm_step8(ap, j->Kh, w0, w1, out);
+            else if (R == 4) mm_step4(ap, j->Kh, w0, w1, out);
+            else mm_step1(ap, j->Kh, w0, w1, out);
+            for (int r = 0; r < R; r++)
+                for (int h = 0; h < 2 && cb + h < blocks; h++) {
+                    const int c0 = (cb + h) * 16, n16 = j->M - c0 < 16 ? j->M - c0 : 16;
+                    const __mmask16 k = (__mmask16)((1u << n16) - 1);
+                    __m512 v = out[2 * r + h];
+                    if (j->bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, j->bias + c0));
+                    _mm512_mask_storeu_ps(j->y + (size_t)(n + r) * j->M + c0, k,
+                                          vact_512(v, j->act, j->aa, j->ab));
+                }
+            n += R;
+        }
+    }
+    return 0;
+}
+#endif
+
+int s_matmul_bf16(const float *a, int N, int K, const uint32_t *wp, int M, const float *bias,
+                  int act, float aa, float ab, float *y, int threads) {
+#ifdef OPTC_AMX_BF16
+    if (!s_bf16_available()) return -2;
+    const int Kh = (K + 1) / 2;
+    uint32_t *ap = malloc(sizeof(uint32_t) * ((size_t)N * Kh + 16));
+    if (ap == NULL) return -1;
+    for (int n = 0; n < N; n++) pairs_of_row(a + (size_t)n * K, K, ap + (size_t)n * Kh);
+    mm_job j = {ap, wp, N, Kh, M, bias, act, aa, ab, y};
+    const int pairs = ((M + 15) / 16 + 1) / 2;
+    /* threads only where each has 2^22 multiply-adds at least */
+    const double work = (double)N * K * M / (4.0 * 1024 * 1024);
+    if (work < threads) threads = work < 1 ? 1 : (int)work;
+    const int status = optc_parallel(mm_share, &j, threads < pairs ? threads : pairs);
+    free(ap);
+    return status;
+#else
+    (void)a; (void)N; (void)K; (void)wp; (void)M; (void)bias; (void)act; (void)aa; (void)ab;
     (void)y; (void)threads;
     return -2;
 #endif

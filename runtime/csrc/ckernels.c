@@ -42,6 +42,8 @@
  *                pl, dh, dw, OH, OW, act, act_a, act_b, taps[, threads]), bf16_available()
  *       sconv2d with the products in bf16 on AMX-BF16 (bf16.c; the session's precision
  *       "bf16").
+ *   smatmul_bf16(a, bf16_w, b_or_None, y, N, K, M, act, act_a, act_b[, threads])
+ *       y (N x M) = act(a @ W + b), the products in bf16 (bf16.c; precision "bf16").
  *   sconv2d(x, packed_w, b_or_None, res_or_None, y, N, C, H, W, G, Mg, kh, kw, sh, sw, pt, pl,
  *           dh, dw, OH, OW, act, act_a, act_b[, threads])
  *       float32 2-D conv of NCHW x, y = act(conv(x) + b + res): blocks of im2col'd pixels
@@ -1263,6 +1265,49 @@ fail_x:
     return NULL;
 }
 
+/* y (N x M) = act(a (N x K) @ W + b) with bf16 products (bf16.c, s_matmul_bf16) */
+static PyObject *smatmul_bf16(PyObject *self, PyObject *args) {
+    PyObject *ao, *wo, *bo, *yo;
+    int N, K, M, act, threads = 1;
+    float aa, ab;
+    if (!PyArg_ParseTuple(args, "OOOOiiiiff|i", &ao, &wo, &bo, &yo, &N, &K, &M, &act, &aa, &ab,
+                          &threads))
+        return NULL;
+    if (N < 0 || K < 1 || M < 1) {
+        PyErr_SetString(PyExc_ValueError, "smatmul_bf16: bad sizes");
+        return NULL;
+    }
+    if (!s_bf16_available()) {
+        PyErr_SetString(PyExc_RuntimeError, "smatmul_bf16: this CPU has no AMX-BF16");
+        return NULL;
+    }
+    Py_buffer av, wv, bv, yv;
+    const int has_b = bo != Py_None;
+    const Py_ssize_t packed = (Py_ssize_t)(M + 15) / 16 * 16 * ((K + 1) / 2);
+    if (get_floats(ao, &av, (Py_ssize_t)N * K, 0, "a") < 0) return NULL;
+    if (get_raw(wo, &wv, packed, 4, 0, "bf16 w") < 0) goto fail_a;
+    if (has_b && get_floats(bo, &bv, M, 0, "b") < 0) goto fail_w;
+    if (get_floats(yo, &yv, (Py_ssize_t)N * M, 1, "y") < 0) goto fail_b;
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = s_matmul_bf16(av.buf, N, K, wv.buf, M, has_b ? bv.buf : NULL, act, aa, ab, yv.buf,
+                           threads < 1 ? 1 : threads);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&yv);
+    if (has_b) PyBuffer_Release(&bv);
+    PyBuffer_Release(&wv);
+    PyBuffer_Release(&av);
+    if (status < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail_b:
+    if (has_b) PyBuffer_Release(&bv);
+fail_w:
+    PyBuffer_Release(&wv);
+fail_a:
+    PyBuffer_Release(&av);
+    return NULL;
+}
+
 static PyObject *bf16_available(PyObject *self, PyObject *args) {
     return PyBool_FromLong(s_bf16_available());
 }
@@ -1343,6 +1388,9 @@ static PyMethodDef methods[] = {
     {"sconv2d_bf16", sconv2d_bf16, METH_VARARGS,
      "sconv2d_bf16(x, bf16_w, b, res, y, N, C, H, W, G, Mg, kh, kw, sh, sw, pt, pl, dh, dw, OH, "
      "OW, act, a, b, taps[, threads]): sconv2d with bf16 products on AMX-BF16 (bf16.c)."},
+    {"smatmul_bf16", smatmul_bf16, METH_VARARGS,
+     "smatmul_bf16(a, bf16_w, b, y, N, K, M, act, a, b[, threads]): y = act(a @ W + b) with "
+     "bf16 products (bf16.c)."},
     {"bf16_available", bf16_available, METH_NOARGS,
      "bf16_available(): whether this CPU runs sconv2d_bf16 (AMX-BF16)."},
     {"ssimd", ssimd, METH_VARARGS,

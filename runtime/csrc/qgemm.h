@@ -122,6 +122,11 @@ int s_bf16_available(void);
 int s_conv_bf16(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw, int pt,
                 int pl, int dh, int dw, int OH, int OW, const uint16_t *wb, int M, int taps,
                 const s_epilogue *ep, float *y, int threads);
+/* y (N x M) = act(a (N x K) @ W + bias) with bf16 products (bf16.c): wp the weights (K x M)
+ * as bf16 pairs of rows, per 16 columns (native.bf16_matmul_weights); bias NULL or M
+ * floats. -1 out of memory, -2 no AMX-BF16 (the session's bf16 needs it). */
+int s_matmul_bf16(const float *a, int N, int K, const uint32_t *wp, int M, const float *bias,
+                  int act, float aa, float ab, float *y, int threads);
 /* c (M x N, row stride ldc) = a @ b (b: K x N, row stride ldb), plus c if accumulate, then
  * the epilogue (NULL: none); -1 when out of memory. */
 int s_gemm(const float *ap, const float *b, size_t ldb, float *c, size_t ldc, int M, int N,

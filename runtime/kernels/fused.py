@@ -22,7 +22,7 @@ from optc.runtime.kernels.conv import (cached_conv2d, conv, conv_defaults, conv_
                                        depthwise_native, native_conv2d, prepare_conv,
                                        resolve_pads)
 from optc.runtime.kernels import native
-from optc.runtime.kernels.nn import gemm
+from optc.runtime.kernels.nn import bf16_gemm, gemm, prepare_bf16_matmul
 from optc.runtime.kernels.quant import quantize10
 from optc.runtime.registry import OPTC_DOMAIN, kernel
 
@@ -105,9 +105,14 @@ def fused_conv_transpose(x, w, b=None, *, activation, activation_params=None, au
     return apply_activation(activation, activation_params, y)
 
 
-@kernel("FusedGemm", (1,), domain=OPTC_DOMAIN)
+@kernel("FusedGemm", (1,), domain=OPTC_DOMAIN, prepare=prepare_bf16_matmul)
 def fused_gemm(a, b, c=None, *, activation, activation_params=None, alpha=1.0, beta=1.0,
-               transA=0, transB=0):
+               transA=0, transB=0, _config=None, _state=None):
+    act = native.activation_args(activation, activation_params) if _state is not None else None
+    if act is not None:  # bf16 products, the activation on the float32 sums
+        y = bf16_gemm(_state, a, b, c, alpha, beta, transA, act, (_config or DEFAULT).threads)
+        if y is not None:
+            return y
     y = np.array(gemm(a, b, c, alpha=alpha, beta=beta, transA=transA, transB=transB))
     return apply_activation(activation, activation_params, y)
 

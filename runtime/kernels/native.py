@@ -239,6 +239,41 @@ def bf16_taps(channels: int) -> bool:
     return channels >= 16
 
 
+def bf16_matmul_weights(w: np.ndarray) -> np.ndarray:
+    """A float32 MatMul's constant weights (K, M) for smatmul_bf16 (qgemm.h, s_matmul_bf16):
+    per block of 16 columns, per pair of rows 2kp, 2kp + 1, 16 words of two bf16 (row 2kp in
+    the low half): (ceil(M / 16), ceil(K / 2), 16) uint32, zeros past K and M."""
+    k, m = w.shape
+    full = np.zeros((-(-k // 2) * 2, -(-m // 16) * 16), np.float32)
+    full[:k, :m] = w
+    b = to_bf16(full).astype(np.uint32)
+    words = b[0::2] | (b[1::2] << 16)  # (Kh, Mp)
+    return np.ascontiguousarray(words.reshape(words.shape[0], -1, 16).transpose(1, 0, 2))
+
+
+class Bf16MatMul:
+    """x (..., K) @ w (K, M) (+ bias, activation) with bf16 products (smatmul_bf16: x rounded
+    to bf16, AVX512-BF16 dot products summed in float32), the constant ``w`` packed once; the
+    caller checks bf16_available(). ``source``: the node's constant it was made from (``w``
+    itself, or the Gemm B that ``w`` transposes), which a call checks it is given."""
+
+    __slots__ = ("source", "packed", "k", "m")
+
+    def __init__(self, w: np.ndarray, source: np.ndarray | None = None):
+        self.source = w if source is None else source
+        self.k, self.m = w.shape
+        self.packed = bf16_matmul_weights(w)
+
+    def __call__(self, x: np.ndarray, bias: np.ndarray | None = None,
+                 act: tuple[int, float, float] = (0, 0.0, 0.0), threads: int = 1) -> np.ndarray:
+        lead = x.shape[:-1]
+        a = np.ascontiguousarray(x, np.float32).reshape(-1, self.k)
+        y = np.empty((a.shape[0], self.m), np.float32)
+        _ckernels.smatmul_bf16(a, self.packed, bias, y, a.shape[0], self.k, self.m, *act,
+                               threads)
+        return y.reshape(*lead, self.m)
+
+
 def simd_float() -> bool:
     """Whether the float32 GEMM in use has SIMD kernels (else NumPy's BLAS beats the
     portable C, and the float convs stay in NumPy)."""

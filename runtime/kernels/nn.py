@@ -38,13 +38,47 @@ def batch_norm(x, scale, b, mean, var, *, epsilon=1e-5, momentum=0.9, training_m
 
 
 # --- Gemm / MatMul ------------------------------------------------------------------------------
+def prepare_bf16_matmul(config, constants: list, attrs: dict) -> native.Bf16MatMul | None:
+    """At the session precision "bf16": the constant float32 2-D weight (MatMul's B, Gemm's
+    B or B^T by transB) packed for bf16 products (native.Bf16MatMul); None otherwise (the
+    node then runs in float32)."""
+    b = constants[1] if len(constants) > 1 else None
+    if config.precision != "bf16" or not config.native or not native.bf16_available() or \
+            b is None or b.ndim != 2 or b.dtype != np.float32 or 0 in b.shape:
+        return None
+    return native.Bf16MatMul(b.T if attrs.get("transB", 0) else b, b)
+
+
+def bf16_gemm(state, a, b, c, alpha, beta, transA, act, threads) -> np.ndarray | None:
+    """a @ W (+ c) by the bf16 weights of ``state`` (prepare_bf16_matmul) where that is
+    what the node computes -- no transA or alpha, c absent or one value a column at beta 1,
+    float32 a of the weight's K -- else None (the float32 way)."""
+    if state is None or state.source is not b:
+        return None
+    if transA or alpha != 1.0 or a.dtype != np.float32 or a.ndim != 2 or \
+            a.shape[1] != state.k:
+        return None
+    bias = None
+    if c is not None:
+        if beta != 1.0 or c.dtype != np.float32 or c.size != state.m or \
+                (c.ndim == 2 and c.shape[0] != 1):
+            return None
+        bias = np.ascontiguousarray(c).reshape(-1)
+    return state(a, bias, act, threads)
+
+
 @kernel("Gemm", (1, 6))
 def gemm_legacy(a, b, c, *, alpha=1.0, beta=1.0, transA=0, transB=0, broadcast=0):
     return gemm(a, b, c, alpha=alpha, beta=beta, transA=transA, transB=transB)
 
 
-@kernel("Gemm", (7, 9, 11, 13))
-def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
+@kernel("Gemm", (7, 9, 11, 13), prepare=prepare_bf16_matmul)
+def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0, _config=None, _state=None):
+    if _state is not None:
+        y = bf16_gemm(_state, a, b, c, alpha, beta, transA, (0, 0.0, 0.0),
+                      (_config or DEFAULT).threads)
+        if y is not None:
+            return y
     a = a.T if transA else a
     b = b.T if transB else b
     y = a @ b
@@ -55,8 +89,11 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
     return y.astype(a.dtype, copy=False)
 
 
-@kernel("MatMul", (1, 9, 13))
-def matmul(a, b):
+@kernel("MatMul", (1, 9, 13), prepare=prepare_bf16_matmul)
+def matmul(a, b, *, _config=None, _state=None):
+    if _state is not None and _state.source is b and a.dtype == np.float32 and a.ndim >= 1 and \
+            a.shape[-1] == _state.k:
+        return _state(a, threads=(_config or DEFAULT).threads)
     out = np.matmul(a, b)
     # ml_dtypes' bfloat16/float8 matmul computes (and answers) in float32: back to the type
     return out if out.dtype == a.dtype else out.astype(a.dtype)

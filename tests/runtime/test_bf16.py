@@ -151,3 +151,79 @@ def test_bf16_is_opt_in_and_says_where_it_cannot_run(monkeypatch):
     monkeypatch.setattr(session_module, "bf16_available", lambda: False)
     with pytest.raises(OptcError, match="this CPU has none"):
         InferenceSession(model, precision="bf16")
+
+
+@needs_amx
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 20), k=st.integers(1, 200), m=st.integers(1, 80),
+       bias=st.booleans(), act=st.sampled_from([(None, None), ("Relu", None), ("Sigmoid", None)]),
+       threads=st.sampled_from([1, 3]), seed=st.integers(0, 2 ** 16))
+def test_bf16_matmul_matches_the_reference_on_bf16_operands(n, k, m, bias, act, threads, seed):
+    # row groups of 8, 4 and 1, column blocks of 16 in pairs (an odd last one), odd K
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, k)).astype(np.float32)
+    w = rng.standard_normal((k, m)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32) if bias else None
+    ar = _from_bf16(native.to_bf16(a)).astype(np.float64)
+    wr = _from_bf16(native.to_bf16(w)).astype(np.float64)
+    sums = (ar @ wr).astype(np.float32) + (0 if b is None else b)
+    ref = apply_activation(act[0], act[1], sums) if act[0] else sums
+    scale = np.abs(ar) @ np.abs(wr)
+    got = native.Bf16MatMul(w)(a, b, native.activation_args(*act), threads)
+    assert got.shape == (n, m) and got.dtype == np.float32
+    tol = 2 * (k + 4) * 2.0 ** -24 * (scale + np.abs(ref) + 1.0)
+    assert np.all(np.abs(got - ref) <= tol), np.abs(got - ref).max()
+
+
+def _gemm_model():
+    """MatMul with batch dims, Gemm with transB and a bias, Gemm + Relu (FusedGemm after
+    fuse-act), and a Gemm with alpha (not the bf16 kernel's: it stays float32)."""
+    rng = np.random.default_rng(3)
+    inits = {"w1": rng.standard_normal((24, 40)), "w2": rng.standard_normal((30, 40)),
+             "b2": rng.standard_normal(30), "w3": rng.standard_normal((30, 20)),
+             "w4": rng.standard_normal((20, 10))}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m"]),
+             helper.make_node("Reshape", ["m", "shape"], ["f"]),
+             helper.make_node("Gemm", ["f", "w2", "b2"], ["g"], transB=1),
+             helper.make_node("Gemm", ["g", "w3"], ["h"]),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w4"], ["y"], alpha=0.5)]
+    graph = helper.make_graph(
+        nodes, "gemms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 24])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()] +
+        [numpy_helper.from_array(np.array([6, 40], np.int64), "shape")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@needs_amx
+def test_a_bf16_session_multiplies_its_matmuls_in_bf16():
+    model = _gemm_model()
+    x = np.random.default_rng(4).standard_normal((2, 3, 24)).astype(np.float32)
+    fp32 = InferenceSession(model, threads=1).run(None, {"x": x})[0]
+    session = InferenceSession(model, threads=1, precision="bf16")
+    bf16 = session.run(None, {"x": x})[0]
+    err = np.abs(bf16 - fp32).max() / np.abs(fp32).max()
+    assert 0 < err < 2e-2
+    states = {s.kernel.fn.__name__: s.attrs.get("_state") for s in session._steps}
+    assert isinstance(states["matmul"], native.Bf16MatMul)
+    assert isinstance(states["fused_gemm"], native.Bf16MatMul)
+
+
+@needs_amx
+def test_a_gemm_the_bf16_kernel_does_not_compute_stays_float32():
+    from optc.runtime.kernels.nn import gemm, prepare_bf16_matmul
+
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((4, 16)).astype(np.float32)
+    b = rng.standard_normal((16, 8)).astype(np.float32)
+    c = rng.standard_normal((4, 8)).astype(np.float32)  # a bias per row and column
+    state = prepare_bf16_matmul(BF16, [None, b], {})
+    assert isinstance(state, native.Bf16MatMul)
+    for kwargs in (dict(alpha=0.5), dict(c=c), dict(transA=1)):
+        aa = rng.standard_normal((16, 4)).astype(np.float32) if "transA" in kwargs else a
+        want = gemm(aa, b, **kwargs)
+        got = gemm(aa, b, **kwargs, _config=BF16, _state=state)
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(gemm(a, b, _config=BF16, _state=state), gemm(a, b))
+    assert prepare_bf16_matmul(RuntimeConfig(), [None, b], {}) is None  # fp32 sessions
