@@ -5,8 +5,9 @@ the same time in different threads).
 ``native``: the C kernels (runtime/csrc) where they apply; False runs every kernel's NumPy
 implementation (tests compare both). ``threads``: how many threads the C kernels share a
 node's work among. ``precision``: "fp32", or "bf16": the 2-D convs with constant float32
-weights (not depthwise) multiply in bfloat16 on AMX-BF16 and sum in float32 (bf16.c);
-everything else stays float32.
+weights (not depthwise) and the MatMul/Gemm nodes with a constant 2-D weight multiply in
+bfloat16 on AMX-BF16 / AVX512-BF16 and sum in float32 (bf16.c); everything else stays
+float32.
 
 Not per session: the SIMD level caps and path switches of the C library (native.ssimd,
 native.qsimd, native.sconv_mode, the block sizes), which tests and benchmarks use to reach

@@ -105,8 +105,8 @@ class InferenceSession:
     ``native``: run the C kernels where they apply (False: NumPy only).
     ``precision``: "fp32" (the default), or "bf16" (opt-in, on CPUs with AMX-BF16: Intel
     Sapphire Rapids and later): the 2-D convs with constant weights, depthwise ones aside,
-    round their input and filters to bfloat16 and sum the products in float32; the rest of
-    the model stays float32. Expect about 1e-2 relative error (``optc bench --precision bf16``
+    and the MatMul/Gemm nodes with a constant 2-D weight round their inputs and weights to
+    bfloat16 and sum the products in float32; the rest of the model stays float32. Expect about 1e-2 relative error (``optc bench --precision bf16``
     reports it); an OptcError where the CPU has no AMX-BF16.
     All three are the session's own (``config``, a RuntimeConfig): sessions with different
     settings may run at the same time in different threads. The BLAS thread limit, where
