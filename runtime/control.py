@@ -35,10 +35,11 @@ def captured(node: Node) -> list[Value]:
     return sorted(node.captured_values(), key=lambda v: v.name)
 
 
-def control_kernel(node: Node, model: Model, threads: int | None, native: bool
-                   ) -> Kernel | None:
+def control_kernel(node: Node, model: Model, threads: int | None, native: bool,
+                   precision: str = "fp32") -> Kernel | None:
     """The step of an If or Loop node (None for other ops). Its arguments are the node's
-    inputs followed by the captured values (``captured``)."""
+    inputs followed by the captured values (``captured``). The bodies run with the outer
+    session's ``threads``, ``native`` and ``precision``."""
     if node.domain not in ("", "ai.onnx") or node.op_type not in (
             "If", "Loop", "Scan", "SequenceMap"):
         return None
@@ -50,7 +51,7 @@ def control_kernel(node: Node, model: Model, threads: int | None, native: bool
 
         body = Model(g, opset_imports=dict(model.opset_imports))
         return InferenceSession(body, threads=threads, native=native, optimization="off",
-                            _captured=outer)
+                                precision=precision, _captured=outer)
 
     if node.op_type == "If":
         then_s = body_session(node.subgraphs["then_branch"])

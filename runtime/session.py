@@ -199,7 +199,8 @@ class InferenceSession:
             if node.subgraphs:  # If / Loop: bodies as sessions, their captures as inputs
                 from optc.runtime.control import captured, control_kernel, reference_kernel
 
-                k = control_kernel(node, model, self.threads, self.config.native) or \
+                k = control_kernel(node, model, self.threads, self.config.native,
+                                   self.config.precision) or \
                     reference_kernel(node, opset, label)
                 inputs += captured(node)
                 self._steps.append(_Step(label, k, [slot(v) for v in inputs],

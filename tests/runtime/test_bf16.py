@@ -227,3 +227,25 @@ def test_a_gemm_the_bf16_kernel_does_not_compute_stays_float32():
         np.testing.assert_array_equal(got, want)
     assert not np.array_equal(gemm(a, b, _config=BF16, _state=state), gemm(a, b))
     assert prepare_bf16_matmul(RuntimeConfig(), [None, b], {}) is None  # fp32 sessions
+
+
+@needs_amx
+def test_control_flow_bodies_run_at_the_session_precision():
+    rng = np.random.default_rng(6)
+    w = numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w")
+    branch = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)], [w])
+    other = helper.make_graph([helper.make_node("Identity", ["z"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=other)], "if",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, [4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"c": np.array(True), "x": rng.standard_normal((4, 16)).astype(np.float32),
+             "z": np.zeros((4, 8), np.float32)}
+    fp32 = InferenceSession(model, threads=1).run(None, feeds)[0]
+    bf16 = InferenceSession(model, threads=1, precision="bf16").run(None, feeds)[0]
+    assert 0 < np.abs(bf16 - fp32).max() / np.abs(fp32).max() < 2e-2
