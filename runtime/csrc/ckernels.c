@@ -1152,25 +1152,41 @@ static PyObject *sgemm_batch(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-static PyObject *sconv2d(PyObject *self, PyObject *args) {
+/* sconv2d and sconv2d_bf16: the same arguments (bf16 adds `taps` before threads), the same
+ * loop over images and groups; bf16: wb the filters of native.bf16_weights in the layout
+ * `taps` says (bf16.c) */
+static PyObject *float_conv(PyObject *args, int bf16) {
     PyObject *xo, *wo, *bo, *ro, *yo;
-    int N, C, H, W, G, Mg, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, act, threads = 1;
+    int N, C, H, W, G, Mg, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, act, opt0 = 1, opt1 = 1;
     float aa, ab;
-    if (!PyArg_ParseTuple(args, "OOOOOiiiiiiiiiiiiiiiiiff|i", &xo, &wo, &bo, &ro, &yo, &N, &C,
-                          &H, &W, &G, &Mg, &kh, &kw, &sh, &sw, &pt, &pl, &dh, &dw, &OH, &OW,
-                          &act, &aa, &ab, &threads))
+    if (!PyArg_ParseTuple(args, "OOOOOiiiiiiiiiiiiiiiiiff|ii", &xo, &wo, &bo, &ro, &yo, &N,
+                          &C, &H, &W, &G, &Mg, &kh, &kw, &sh, &sw, &pt, &pl, &dh, &dw, &OH, &OW,
+                          &act, &aa, &ab, &opt0, &opt1))
         return NULL;
+    const int taps = bf16 ? opt0 : 0, threads = bf16 ? opt1 : opt0;
+    const char *name = bf16 ? "sconv2d_bf16" : "sconv2d";
     if (N < 0 || C < 0 || H < 0 || W < 0 || G < 1 || C % G || Mg < 0 || kh < 1 || kw < 1 ||
-        sh < 1 || sw < 1 || dh < 1 || dw < 1 || OH < 0 || OW < 0) {
-        PyErr_SetString(PyExc_ValueError, "sconv2d: bad geometry");
+        sh < 1 || sw < 1 || dh < 1 || dw < 1 || OH < 0 || OW < 0 ||
+        (bf16 && (OH < 1 || OW < 1))) {
+        PyErr_Format(PyExc_ValueError, "%s: bad geometry", name);
+        return NULL;
+    }
+    if (bf16 && !s_bf16_available()) {
+        PyErr_SetString(PyExc_RuntimeError, "sconv2d_bf16: this CPU has no AMX-BF16");
         return NULL;
     }
     const Py_ssize_t Cg = C / G, M = (Py_ssize_t)G * Mg, P = (Py_ssize_t)OH * OW;
-    const Py_ssize_t packed = (Mg + SMR - 1) / SMR * SMR * Cg * kh * kw; /* per group */
+    /* a group's packed filters: bf16 rows of Kp (bf16_weights), or float panels */
+    const Py_ssize_t Kp = taps ? (Py_ssize_t)kh * kw * ((Cg + 31) / 32 * 32)
+                               : (Cg * kh * kw + 31) / 32 * 32;
+    const Py_ssize_t packed = bf16 ? (Mg + 31) / 32 * 32 * Kp
+                                   : (Mg + SMR - 1) / SMR * SMR * Cg * kh * kw;
     Py_buffer xv, wv, bv, rv, yv;
     const int has_b = bo != Py_None, has_r = ro != Py_None;
     if (get_floats(xo, &xv, (Py_ssize_t)N * C * H * W, 0, "x") < 0) return NULL;
-    if (get_floats(wo, &wv, G * packed, 0, "packed w") < 0) goto fail_x;
+    if ((bf16 ? get_raw(wo, &wv, G * packed, 2, 0, "bf16 w")
+              : get_floats(wo, &wv, G * packed, 0, "packed w")) < 0)
+        goto fail_x;
     if (has_b && get_floats(bo, &bv, M, 0, "b") < 0) goto fail_w;
     if (has_r && get_floats(ro, &rv, N * M * P, 0, "res") < 0) goto fail_b;
     if (get_floats(yo, &yv, N * M * P, 1, "y") < 0) goto fail_r;
@@ -1181,9 +1197,13 @@ static PyObject *sconv2d(PyObject *self, PyObject *args) {
             const Py_ssize_t yoff = (n * M + g * Mg) * P;
             s_epilogue ep = {has_b ? (const float *)bv.buf + g * Mg : NULL,
                              has_r ? (const float *)rv.buf + yoff : NULL, (size_t)P, act, aa, ab};
-            status = s_conv((const float *)xv.buf + (n * C + g * Cg) * H * W, (int)Cg, H, W, kh,
-                            kw, sh, sw, pt, pl, dh, dw, OH, OW, (const float *)wv.buf + g * packed,
-                            Mg, &ep, (float *)yv.buf + yoff, threads);
+            const float *x = (const float *)xv.buf + (n * C + g * Cg) * H * W;
+            float *y = (float *)yv.buf + yoff;
+            status = bf16 ? s_conv_bf16(x, (int)Cg, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW,
+                                        (const uint16_t *)wv.buf + g * packed, Mg, taps, &ep, y,
+                                        threads)
+                          : s_conv(x, (int)Cg, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW,
+                                   (const float *)wv.buf + g * packed, Mg, &ep, y, threads);
         }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&yv);
@@ -1204,66 +1224,9 @@ fail_x:
     return NULL;
 }
 
-/* sconv2d with bf16 products (bf16.c): wb the filters of native.bf16_weights, taps its
- * layout (1: stride-1 taps order) */
-static PyObject *sconv2d_bf16(PyObject *self, PyObject *args) {
-    PyObject *xo, *wo, *bo, *ro, *yo;
-    int N, C, H, W, G, Mg, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, act, taps, threads = 1;
-    float aa, ab;
-    if (!PyArg_ParseTuple(args, "OOOOOiiiiiiiiiiiiiiiiiffi|i", &xo, &wo, &bo, &ro, &yo, &N, &C,
-                          &H, &W, &G, &Mg, &kh, &kw, &sh, &sw, &pt, &pl, &dh, &dw, &OH, &OW,
-                          &act, &aa, &ab, &taps, &threads))
-        return NULL;
-    if (N < 0 || C < 0 || H < 0 || W < 0 || G < 1 || C % G || Mg < 0 || kh < 1 || kw < 1 ||
-        sh < 1 || sw < 1 || dh < 1 || dw < 1 || OH < 1 || OW < 1) {
-        PyErr_SetString(PyExc_ValueError, "sconv2d_bf16: bad geometry");
-        return NULL;
-    }
-    if (!s_bf16_available()) {
-        PyErr_SetString(PyExc_RuntimeError, "sconv2d_bf16: this CPU has no AMX-BF16");
-        return NULL;
-    }
-    const Py_ssize_t Cg = C / G, M = (Py_ssize_t)G * Mg, P = (Py_ssize_t)OH * OW;
-    const Py_ssize_t Kp = taps ? (Py_ssize_t)kh * kw * ((Cg + 31) / 32 * 32)
-                               : (Cg * kh * kw + 31) / 32 * 32;
-    const Py_ssize_t packed = (Mg + 31) / 32 * 32 * Kp; /* per group */
-    Py_buffer xv, wv, bv, rv, yv;
-    const int has_b = bo != Py_None, has_r = ro != Py_None;
-    if (get_floats(xo, &xv, (Py_ssize_t)N * C * H * W, 0, "x") < 0) return NULL;
-    if (get_raw(wo, &wv, G * packed, 2, 0, "bf16 w") < 0) goto fail_x;
-    if (has_b && get_floats(bo, &bv, M, 0, "b") < 0) goto fail_w;
-    if (has_r && get_floats(ro, &rv, N * M * P, 0, "res") < 0) goto fail_b;
-    if (get_floats(yo, &yv, N * M * P, 1, "y") < 0) goto fail_r;
-    int status = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t n = 0; n < N && status == 0; n++)
-        for (Py_ssize_t g = 0; g < G && status == 0; g++) {
-            const Py_ssize_t yoff = (n * M + g * Mg) * P;
-            s_epilogue ep = {has_b ? (const float *)bv.buf + g * Mg : NULL,
-                             has_r ? (const float *)rv.buf + yoff : NULL, (size_t)P, act, aa, ab};
-            status = s_conv_bf16((const float *)xv.buf + (n * C + g * Cg) * H * W, (int)Cg, H, W,
-                                 kh, kw, sh, sw, pt, pl, dh, dw, OH, OW,
-                                 (const uint16_t *)wv.buf + g * packed, Mg, taps, &ep,
-                                 (float *)yv.buf + yoff, threads);
-        }
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&yv);
-    if (has_r) PyBuffer_Release(&rv);
-    if (has_b) PyBuffer_Release(&bv);
-    PyBuffer_Release(&wv);
-    PyBuffer_Release(&xv);
-    if (status < 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
-fail_r:
-    if (has_r) PyBuffer_Release(&rv);
-fail_b:
-    if (has_b) PyBuffer_Release(&bv);
-fail_w:
-    PyBuffer_Release(&wv);
-fail_x:
-    PyBuffer_Release(&xv);
-    return NULL;
-}
+static PyObject *sconv2d(PyObject *self, PyObject *args) { return float_conv(args, 0); }
+
+static PyObject *sconv2d_bf16(PyObject *self, PyObject *args) { return float_conv(args, 1); }
 
 /* y (N x M) = act(a (N x K) @ W + b) with bf16 products (bf16.c, s_matmul_bf16) */
 static PyObject *smatmul_bf16(PyObject *self, PyObject *args) {

@@ -205,25 +205,21 @@ def bf16_weights(w: np.ndarray, group: int, taps: bool) -> np.ndarray:
     return to_bf16(full.reshape(group, mp, -1))
 
 
-class Bf16ConvCall:
+class Bf16ConvCall(Conv2dCall):
     """Conv2dCall's bf16 counterpart (sconv2d_bf16, AMX-BF16): x and the filters rounded to
-    bf16, the sums, bias, residual and activation in float32; the filters (bf16_weights)
-    made by the caller once per node. The caller checks bf16_available()."""
+    bf16, the sums, bias, residual and activation in float32; the filters (bf16_weights, in
+    the layout bf16_taps picks) made by the caller once per node; the geometry ends with
+    that layout. The caller checks bf16_available()."""
 
-    __slots__ = ("packed", "geometry", "y_shape")
+    __slots__ = ()
 
     def __init__(self, x_shape, w, strides, begin, dilations, group, out_shape, act,
                  packed: np.ndarray):
-        n, c, h, wd = x_shape
-        m, _, kh, kw = w.shape
-        self.packed = packed
-        self.y_shape = (n, m, *out_shape)
-        self.geometry = (n, c, h, wd, group, m // group, kh, kw, strides[0], strides[1],
-                         begin[0], begin[1], dilations[0], dilations[1], out_shape[0],
-                         out_shape[1], *act, int(bf16_taps(w.shape[1])))
+        super().__init__(x_shape, w, strides, begin, dilations, group, out_shape, act, packed)
+        self.geometry += (int(bf16_taps(w.shape[1])),)
 
     def __call__(self, x, b, res, threads: int = 1) -> np.ndarray | None:
-        if not Conv2dCall.fits(x, b, res, self.y_shape):
+        if not self.fits(x, b, res, self.y_shape):
             return None
         y = np.empty(self.y_shape, np.float32)
         _ckernels.sconv2d_bf16(x, self.packed, None if b is None else b.reshape(-1), res, y,
