@@ -27,15 +27,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/mman.h>
-#include <pthread.h>
 
 #include "qgemm.h"
 #include "vact.h"
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
-#define OPTC_AMX_BF16 1
+#define OPTC_AMX_BF16 1 /* Linux hands out the AMX tile state on request (qgemm.c) */
 #include <immintrin.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #endif
 
 int s_bf16_available(void) {
