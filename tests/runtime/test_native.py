@@ -262,6 +262,32 @@ def test_quantize_affine_matches_numpy(n, c, p, signed, zp, scale, act, seed):
     np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.parametrize("ys", [0.1, 0.37, 1.7, 0.0123])
+@pytest.mark.parametrize("signed", [False, True])
+def test_quantize_affine_is_exact_next_to_halves(ys, signed):
+    # values whose quotient by the output scale lies on a half or a few ulp either side:
+    # where a product by 1 / ys may round the other way than the division the spec asks for
+    from optc.runtime.kernels.fused import quantize_affine
+
+    ys = np.float32(ys)
+    halves = np.arange(-300, 300, dtype=np.float32) + np.float32(0.5)
+    v = (halves * ys).astype(np.float32)
+    near = [v]
+    for _ in range(3):
+        near.append(np.nextafter(near[-1], np.float32(np.inf)))
+    below = [v]
+    for _ in range(3):
+        below.append(np.nextafter(below[-1], np.float32(-np.inf)))
+    x = np.concatenate(near + below[1:]).reshape(1, 1, -1)
+    one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
+    zp = np.int8(3) if signed else np.uint8(128)
+    for act in ACTS:
+        ref = quantize_affine(x, one, zero, ys, zp, activation=act[0],
+                              activation_params=act[1], _config=NUMPY)
+        got = quantize_affine(x, one, zero, ys, zp, activation=act[0], activation_params=act[1])
+        np.testing.assert_array_equal(got, ref, err_msg=str(act))
+
+
 def test_quantize_affine_refuses_parameters_not_one_a_channel():
     from optc.errors import OptcError
     from optc.runtime.kernels.fused import quantize_affine
