@@ -1,14 +1,15 @@
-"""tune-depthwise: per depthwise conv, the faster of optc.runtime's two C paths on this CPU.
+"""tune-depthwise: per depthwise conv, the fastest of optc.runtime's C paths on this CPU.
 
 optc.runtime runs a depthwise 2-D conv (group == input channels == filters) one channel's
-plane at a time ("planes": long loops over padded bands of rows, best on wide maps) or a
-vector of channels at a time ("blocks": the channels in the SIMD lanes, best on small maps
-and strided convs; runtime/csrc/dwconv.c). The kernel's own rule between them was measured on
-one CPU. This pass times both for each layer shape -- each as a one-node FusedConv model run in
+plane at a time ("planes": long loops over padded bands of rows), a vector of channels at a
+time ("blocks": the channels in the SIMD lanes, best on small maps; runtime/csrc/dwconv.c) or,
+with AVX-512 and a square 3x3/5x5/7x7 kernel at stride 1 or 2, straight from the NCHW rows
+("rows": 16 columns of a row in the lanes, best on wide maps; dwconv.c). The kernel's own rule
+between them was measured on one CPU. This pass times those that apply for each layer shape -- each as a one-node FusedConv model run in
 an InferenceSession on seeded data, batch 1 for a symbolic batch -- keeps the choice in the
 per-CPU tuning file (optc.runtime.tune: a shape is timed once per machine), and writes it as
 the layer's ``depthwise_path`` attribute (a plain depthwise Conv becomes the equivalent
-ai.optc FusedConv to carry it). Both paths compute the same sums (the tests compare them with
+ai.optc FusedConv to carry it). The paths compute the same sums (the tests compare them with
 NumPy), so the choice changes speed, not results beyond float rounding order.
 
 Layers of unknown spatial size, non-constant weights, 1-D/3-D convs and 1x1 depthwise convs
@@ -29,8 +30,8 @@ from optc.passes._common import const_input
 from optc.passes.lower._emit import count, input_shapes
 from optc.runtime.registry import OPTC_DOMAIN
 
-#: the two C paths, as FusedConv's depthwise_path values
-PATHS = ("planes", "blocks")
+#: the C paths, as FusedConv's depthwise_path values ("rows" only where it applies)
+PATHS = ("planes", "blocks", "rows")
 
 
 def _reason(node: Node, w: np.ndarray | None, shape) -> str | None:
@@ -64,19 +65,24 @@ def _one_node_model(node: Node, w: np.ndarray, b, shape, path: str):
 
 
 def tuned_path(cache, node: Node, w: np.ndarray, b, shape) -> str:
-    """"planes" or "blocks": the faster for this layer on this CPU, from ``cache``
+    """One of PATHS: the fastest for this layer on this CPU, from ``cache``
     (optc.runtime.tune.TuningCache) or timed now."""
+    from optc.runtime.kernels import native
     from optc.runtime.tune import session_runs
 
     shape = [1] + list(shape[1:])  # a symbolic batch: 1
     attrs = {k: node.attr(k) for k in ("strides", "pads", "dilations", "auto_pad",
                                        "activation")}
+    candidates = [p for p in PATHS if p != "rows" or native.dw_rows_applies(
+        w.shape[2:], attrs["strides"] or (1, 1), attrs["dilations"] or (1, 1))]
+    # the candidates are in the signature: a file written before a path existed times again
     signature = (f"depthwise c{w.shape[0]} k{w.shape[2]}x{w.shape[3]} "
                  f"in{'x'.join(map(str, shape))} " +
-                 " ".join(f"{k}{v}" for k, v in attrs.items() if v not in (None, "", [])))
+                 " ".join(f"{k}{v}" for k, v in attrs.items() if v not in (None, "", [])) +
+                 f" of {','.join(candidates)}")
 
     def runs():
-        return session_runs({p: _one_node_model(node, w, b, shape, p) for p in PATHS},
+        return session_runs({p: _one_node_model(node, w, b, shape, p) for p in candidates},
                             {"x": shape})
 
     return cache.choose(signature, runs)
@@ -85,7 +91,8 @@ def tuned_path(cache, node: Node, w: np.ndarray, b, shape) -> str:
 @register
 @dataclass(frozen=True)
 class TuneDepthwise(Pass):
-    """Depthwise convs: the faster C path (planes or channel blocks) timed on this CPU."""
+    """Depthwise convs: the fastest C path (planes, channel blocks, direct rows) timed on this
+    CPU."""
 
     name: ClassVar[str] = "tune-depthwise"
     lossless: ClassVar[bool] = True  # both paths compute the same convolution

@@ -305,24 +305,32 @@ static void depthwise_planes(const float *x, const float *w, const float *b, flo
     }
 }
 
-/* Which depthwise path runs: 0 chosen per shape (use_cblock), 1 the planes, 2 the channel
- * blocks (dwconv.c) wherever the CPU has AVX2; tests and benchmarks set it. */
+/* Which depthwise path runs: 0 chosen per shape (dw_choice), 1 the planes, 2 the channel
+ * blocks (dwconv.c) wherever the CPU has AVX2, 3 the direct rows (dwconv.c) wherever they
+ * apply; tests and benchmarks set it. */
 static int dw_mode = 0;
 
-/* Channel blocks (dwconv.c) or the planes. With AVX-512 the blocks move in and out of the
- * interleaved layout by 16x16 transposes in registers, and win on every map but wide stride-1
- * ones (AMD Zen 5, HardSwish fused, blocks / planes: 16 channels at 112x112 1.16x, 64 at 56x56
- * 0.90x, 32 at 112x112 stride 2 0.71x, 128 at 28x28 0.60x, 256 5x5 at 14x14 0.55x, 512 at 7x7
- * 0.35-0.39x): at least 16 channels, outputs at most DW_CBLOCK_WIDE wide or strided. With
- * AVX2 they move by gathers, which cost as much as the arithmetic: at least 8 channels and
- * outputs at most DW_CBLOCK_WIDTH wide (128 channels at 28x28 0.95x, 64 at 56x56 1.54x). */
+/* The path for a shape when neither dw_mode nor the tuner chose: 1 planes, 2 blocks, 3 rows.
+ * With AVX-512 the blocks move in and out of the interleaved layout by 16x16 transposes in
+ * registers, and beat the planes on every map but wide stride-1 ones (AMD Zen 5, HardSwish
+ * fused, blocks / planes: 16 channels at 112x112 1.16x, 64 at 56x56 0.90x, 32 at 112x112
+ * stride 2 0.71x, 128 at 28x28 0.60x, 256 5x5 at 14x14 0.55x, 512 at 7x7 0.35-0.39x); the
+ * rows, which read the NCHW input in place, beat both wherever a row fills its vectors
+ * (outputs at least DW_ROWS_WIDTH wide; narrower rows leave lanes idle). With AVX2 the blocks
+ * move by gathers, which cost as much as the arithmetic: at least 8 channels and outputs at
+ * most DW_CBLOCK_WIDTH wide (128 channels at 28x28 0.95x, 64 at 56x56 1.54x). */
+#define DW_ROWS_WIDTH 14
 #define DW_CBLOCK_WIDE 64
 #define DW_CBLOCK_WIDTH 28
-static int use_cblock(Py_ssize_t C, Py_ssize_t WO, int sw, int path) {
-    if (dw_mode == 1 || (dw_mode == 0 && path == 1)) return 0; /* dw_mode (tests) first */
-    if (dw_mode == 2 || (dw_mode == 0 && path == 2)) return 1; /* path: the tuner's choice */
-    if (s_simd_level() >= 2) return C >= 16 && (WO <= DW_CBLOCK_WIDE || sw > 1);
-    return C >= 8 && WO <= DW_CBLOCK_WIDTH;
+static int dw_choice(Py_ssize_t C, Py_ssize_t WO, int KH, int KW, int sh, int sw, int dh,
+                     int dw, int path) {
+    const int mode = dw_mode ? dw_mode : path; /* dw_mode (tests) first, then the tuner's */
+    const int rows = s_dw_rows_applies(KH, KW, sh, sw, dh, dw);
+    if (mode == 3) return rows ? 3 : 1;
+    if (mode == 1 || mode == 2) return mode;
+    if (rows && WO >= DW_ROWS_WIDTH) return 3;
+    if (s_simd_level() >= 2) return C >= 16 && (WO <= DW_CBLOCK_WIDE || sw > 1) ? 2 : 1;
+    return C >= 8 && WO <= DW_CBLOCK_WIDTH ? 2 : 1;
 }
 
 static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
@@ -357,7 +365,14 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     const Py_ssize_t HO = yd[2], WO = yd[3];
     float *ws = NULL;
     int done = N * C <= 0 || HO <= 0 || WO <= 0; /* nothing to write */
-    if (!done && use_cblock(C, WO, sw, path)) {
+    const int choice = done ? 1 : dw_choice(C, WO, (int)KH, (int)KW, sh, sw, dh, dw, path);
+    if (choice == 3) {
+        Py_BEGIN_ALLOW_THREADS
+        done = s_dw_rows(x, w, b, y, (int)N, (int)C, (int)H, (int)W, (int)KH, (int)KW, (int)HO,
+                         (int)WO, sh, sw, pt, pl, dh, dw, act, aa, ab);
+        Py_END_ALLOW_THREADS
+    }
+    if (choice == 2) {
         ws = malloc(sizeof(float) * s_dw_cblock_floats((int)KH, (int)KW, (int)HO, (int)WO, sh, sw,
                                                        dh, dw));
         if (ws == NULL) {
@@ -1289,6 +1304,12 @@ static PyObject *sdw_mode(PyObject *self, PyObject *args) {
     return PyLong_FromLong(dw_mode);
 }
 
+static PyObject *dw_rows_applies(PyObject *self, PyObject *args) {
+    int kh, kw, sh, sw, dh, dw;
+    if (!PyArg_ParseTuple(args, "iiiiii", &kh, &kw, &sh, &sw, &dh, &dw)) return NULL;
+    return PyBool_FromLong(s_dw_rows_applies(kh, kw, sh, sw, dh, dw));
+}
+
 static PyObject *sconv_mode(PyObject *self, PyObject *args) {
     int mode = -1;
     if (!PyArg_ParseTuple(args, "|i", &mode)) return NULL;
@@ -1358,8 +1379,10 @@ static PyMethodDef methods[] = {
      "bf16_available(): whether this CPU runs sconv2d_bf16 (AMX-BF16)."},
     {"ssimd", ssimd, METH_VARARGS,
      "ssimd([level]): cap the float32 GEMM (2 AVX-512F, 1 AVX2 + FMA, 0 portable C); returns the level in use."},
+    {"dw_rows_applies", dw_rows_applies, METH_VARARGS,
+     "dw_rows_applies(kh, kw, sh, sw, dh, dw): whether the direct-rows depthwise path runs that shape here."},
     {"sdw_mode", sdw_mode, METH_VARARGS,
-     "sdw_mode([mode]): the depthwise conv's path (0 per shape, 1 planes, 2 channel blocks); returns it."},
+     "sdw_mode([mode]): the depthwise conv's path (0 per shape, 1 planes, 2 channel blocks, 3 direct rows); returns it."},
     {"sconv_mode", sconv_mode, METH_VARARGS,
      "sconv_mode([mode]): the float32 conv's path (0 per shape, 1 im2col, 2 tap mode); returns it."},
     {"qlinear_conv2d", qlinear_conv2d, METH_VARARGS,

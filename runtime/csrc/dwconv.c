@@ -13,6 +13,7 @@
  *
  * ws: s_dw_cblock_floats(...) floats. */
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -112,9 +113,9 @@ static int cblock_band(int KH, int Wp, int sh, int dh) {
                     else if (KW == 3) ROWK(NAME, 3, 2)(xo, wb, KH, rs, a);                      \
                     else if (sw == 1) ROWK(NAME, 5, 1)(xo, wb, KH, rs, a);                      \
                     else ROWK(NAME, 5, 2)(xo, wb, KH, rs, a);                                   \
+                    vact_n_##LANES##x(a, OUTS, act, aa, ab);                                    \
                     for (int t = 0; t < OUTS; t++)                                              \
-                        P##_storeu_ps(yr + (size_t)(ow + t) * LANES,                            \
-                                      vact_##LANES##x(a[t], act, aa, ab));                      \
+                        P##_storeu_ps(yr + (size_t)(ow + t) * LANES, a[t]);                     \
                 }                                                                               \
                 /* other kernels (and rows narrower than OUTS): four outputs a step, the     \
                  * same way */                                                                 \
@@ -133,10 +134,10 @@ static int cblock_band(int KH, int Wp, int sh, int dh) {
                             a3 = P##_fmadd_ps(wv, P##_loadu_ps(xj + 3 * sw * LANES), a3);       \
                         }                                                                       \
                     }                                                                           \
-                    P##_storeu_ps(yr + (size_t)ow * LANES, vact_##LANES##x(a0, act, aa, ab));   \
-                    P##_storeu_ps(yr + (size_t)(ow + 1) * LANES, vact_##LANES##x(a1, act, aa, ab)); \
-                    P##_storeu_ps(yr + (size_t)(ow + 2) * LANES, vact_##LANES##x(a2, act, aa, ab)); \
-                    P##_storeu_ps(yr + (size_t)(ow + 3) * LANES, vact_##LANES##x(a3, act, aa, ab)); \
+                    VEC a4[4] = {a0, a1, a2, a3};                                               \
+                    vact_n_##LANES##x(a4, 4, act, aa, ab);                                      \
+                    for (int t = 0; t < 4; t++)                                                 \
+                        P##_storeu_ps(yr + (size_t)(ow + t) * LANES, a4[t]);                    \
                 }                                                                               \
                 for (; ow < WO; ow++) {                                                         \
                     VEC a0 = bias;                                                              \
@@ -158,6 +159,8 @@ static int cblock_band(int KH, int Wp, int sh, int dh) {
 
 #define vact_16x vact_512
 #define vact_8x vact_256
+#define vact_n_16x vact_n_512
+#define vact_n_8x vact_n_256
 
 /* AVX2: the block's padded planes interleaved by one masked gather of the nc channels per input
  * position, and back by one gather of 8 positions of a channel (stride 8 in yb) */
@@ -351,6 +354,136 @@ DEFINE_ROWKS(cblock256, "avx2,fma", _mm256, __m256, 8, 4)
 DEFINE_CBLOCK(cblock512, "avx512f", _mm512, __m512, 16, 8, pack_in512, unpack_out512)
 DEFINE_CBLOCK(cblock256, "avx2,fma", _mm256, __m256, 8, 4, pack_in256, unpack_out256)
 #endif
+
+/* Direct NCHW depthwise conv on AVX-512, for wide maps: 16 neighbouring outputs of a row in the
+ * lanes and DWR_ROWS output rows at a time, each tap's 16 inputs read straight from the
+ * input row by a masked load (stride 1: the padding columns and the row's ends are masked
+ * lanes, read as zeros) or, at stride 2, by two masked loads of 32 neighbouring inputs whose
+ * even lanes one permute gathers (the odd lanes are the next tap's). No copy of the input,
+ * no transposes: the channel blocks pay two 16x16 transposes per 16 positions, and the planes
+ * a padded copy, a pass of sums and a pass for the activation; here every input is loaded
+ * (K + (R-1) S) / R times per output row instead and the sums, bias and activation stay in
+ * registers until the one masked store. The DWR_ROWS = 8 rows give eight independent FMA
+ * chains (the latency of four cycles at two FMAs a cycle); their input rows outside the image
+ * are skipped, so a tile past the last output row costs only its FMAs. This is how
+ * XNNPACK's and ncnn's NCHW depthwise micro-kernels read their input (one output row, one
+ * vector of columns); the row blocking and the even-lane permute for stride 2 are ours. */
+#define DWR_ROWS 8
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+/* 32-bit mask of the positions base, base + 1, ..., base + 31 that lie in [0, W) */
+static inline unsigned long long dwr_mask(int base, int W) {
+    int lo = -base, hi = W - base;
+    if (lo < 0) lo = 0;
+    if (hi > 32) hi = 32;
+    if (hi <= lo) return 0;
+    return ((1ull << hi) - 1) & ~((1ull << lo) - 1);
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void dwr_plane(
+    const float *xc, const float *wc, float bias, float *yc, int H, int W, int HO, int WO,
+    int pt, int pl, int act, float aa, float ab, const float *zeros, const int K, const int S) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    __m512 wv[K * K]; /* 3x3: in registers (a broadcast per FMA made the loads the bound) */
+    for (int t = 0; t < K * K; t++) wv[t] = _mm512_set1_ps(wc[t]);
+    for (int oh0 = 0; oh0 < HO; oh0 += DWR_ROWS) {
+        /* the tile's input rows; those outside the image read a row of zeros, so that the
+         * loop below has no branch (a skipped row per test spilled the sums to the stack) */
+        const float *rows[(DWR_ROWS - 1) * S + K];
+        for (int ii = 0; ii < (DWR_ROWS - 1) * S + K; ii++) {
+            const int ih = oh0 * S - pt + ii;
+            rows[ii] = ih >= 0 && ih < H ? xc + (size_t)ih * W : zeros;
+        }
+        for (int ow0 = 0; ow0 < WO; ow0 += 16) {
+            /* tap j reads input columns ow0 S - pl + j + S t, t < 16 */
+            const int base = ow0 * S - pl;
+            __mmask16 m[8], mh[8]; /* stride 1: tap j; stride 2: the pair at base + 2 k */
+            for (int k = 0; k < (S == 1 ? K : (K + 1) / 2); k++) {
+                const unsigned long long mk = dwr_mask(base + (S == 1 ? k : 2 * k), W);
+                m[k] = (__mmask16)mk;
+                mh[k] = (__mmask16)(mk >> 16);
+            }
+            __m512 acc[DWR_ROWS];
+            _Pragma("GCC unroll 8") for (int r = 0; r < DWR_ROWS; r++) acc[r] = _mm512_set1_ps(bias);
+            _Pragma("GCC unroll 32") for (int ii = 0; ii < (DWR_ROWS - 1) * S + K; ii++) {
+                const float *xr = rows[ii] + base;
+                __m512 v[8];
+                if (S == 1) {
+                    _Pragma("GCC unroll 8") for (int j = 0; j < K; j++)
+                        v[j] = _mm512_maskz_loadu_ps(m[j], xr + j);
+                } else {
+                    _Pragma("GCC unroll 8") for (int k = 0; k < (K + 1) / 2; k++) {
+                        const __m512 lo = _mm512_maskz_loadu_ps(m[k], xr + 2 * k);
+                        const __m512 hi = _mm512_maskz_loadu_ps(mh[k], xr + 2 * k + 16);
+                        v[2 * k] = _mm512_permutex2var_ps(lo, even, hi);
+                        if (2 * k + 1 < K) v[2 * k + 1] = _mm512_permutex2var_ps(lo, odd, hi);
+                    }
+                }
+                _Pragma("GCC unroll 8") for (int r = 0; r < DWR_ROWS; r++) {
+                    const int i = ii - r * S; /* the kernel row output row oh0 + r takes */
+                    if (i < 0 || i >= K) continue; /* known when compiled */
+                    _Pragma("GCC unroll 8") for (int j = 0; j < K; j++)
+                        acc[r] = _mm512_fmadd_ps(wv[i * K + j], v[j], acc[r]);
+                }
+            }
+            const int n = WO - ow0 < 16 ? WO - ow0 : 16;
+            const __mmask16 keep = (__mmask16)((1u << n) - 1);
+            vact_n_512(acc, DWR_ROWS, act, aa, ab);
+            _Pragma("GCC unroll 8") for (int r = 0; r < DWR_ROWS; r++)
+                if (oh0 + r < HO)
+                    _mm512_mask_storeu_ps(yc + (size_t)(oh0 + r) * WO + ow0, keep, acc[r]);
+        }
+    }
+}
+
+#define DWR_DEFINE(K, S)                                                                        \
+    __attribute__((target("avx512f"))) static void dwr_##K##_##S(                              \
+        const float *x, const float *w, const float *b, float *y, int NC, int C, int H, int W,  \
+        int HO, int WO, int pt, int pl, int act, float aa, float ab, const float *zeros) {      \
+        for (int p = 0; p < NC; p++) {                                                          \
+            const int c = p % C;                                                                \
+            dwr_plane(x + (size_t)p * H * W, w + (size_t)c * K * K, b ? b[c] : 0.f,             \
+                      y + (size_t)p * HO * WO, H, W, HO, WO, pt, pl, act, aa, ab, zeros, K, S); \
+        }                                                                                       \
+    }
+DWR_DEFINE(3, 1)
+DWR_DEFINE(3, 2)
+DWR_DEFINE(5, 1)
+DWR_DEFINE(5, 2)
+DWR_DEFINE(7, 1)
+DWR_DEFINE(7, 2)
+#endif
+
+int s_dw_rows_applies(int KH, int KW, int sh, int sw, int dh, int dw) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    return s_simd_level() >= 2 && KH == KW && (KH == 3 || KH == 5 || KH == 7) && sh == sw &&
+           (sh == 1 || sh == 2) && dh == 1 && dw == 1;
+#else
+    (void)KH; (void)KW; (void)sh; (void)sw; (void)dh; (void)dw;
+    return 0;
+#endif
+}
+
+int s_dw_rows(const float *x, const float *w, const float *b, float *y, int N, int C, int H,
+              int W, int KH, int KW, int HO, int WO, int sh, int sw, int pt, int pl, int dh,
+              int dw, int act, float aa, float ab) {
+    if (!s_dw_rows_applies(KH, KW, sh, sw, dh, dw)) return 0;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    const int NC = N * C;
+    float *zeros = calloc((size_t)W, sizeof(float)); /* the rows above and below the image */
+    if (zeros == NULL) return 0;
+#define DWR_CALL(K, S)                                                                          \
+    if (KH == K && sh == S) dwr_##K##_##S(x, w, b, y, NC, C, H, W, HO, WO, pt, pl, act, aa, ab, zeros);
+    DWR_CALL(3, 1) DWR_CALL(3, 2) DWR_CALL(5, 1) DWR_CALL(5, 2) DWR_CALL(7, 1) DWR_CALL(7, 2)
+#undef DWR_CALL
+    free(zeros);
+    return 1;
+#endif
+    (void)x; (void)w; (void)b; (void)y; (void)N; (void)C; (void)H; (void)W; (void)HO; (void)WO;
+    (void)pt; (void)pl; (void)act; (void)aa; (void)ab;
+    return 0;
+}
 
 int s_dw_cblock(const float *x, const float *w, const float *b, float *y, int N, int C, int H,
                 int W, int KH, int KW, int HO, int WO, int sh, int sw, int pt, int pl, int dh,

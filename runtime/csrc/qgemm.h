@@ -105,6 +105,13 @@ size_t s_dw_cblock_floats(int KH, int KW, int HO, int WO, int sh, int sw, int dh
 int s_dw_cblock(const float *x, const float *w, const float *b, float *y, int N, int C, int H,
                 int W, int KH, int KW, int HO, int WO, int sh, int sw, int pt, int pl, int dh,
                 int dw, int act, float aa, float ab, float *ws);
+/* Depthwise conv of N images read straight from the NCHW rows (dwconv.c: AVX-512, square 3x3,
+ * 5x5 or 7x7 kernels, stride 1 or 2, no dilation -- s_dw_rows_applies); no workspace; 0 where
+ * it does not apply (nothing written), else 1. */
+int s_dw_rows_applies(int KH, int KW, int sh, int sw, int dh, int dw);
+int s_dw_rows(const float *x, const float *w, const float *b, float *y, int N, int C, int H,
+              int W, int KH, int KW, int HO, int WO, int sh, int sw, int pt, int pl, int dh,
+              int dw, int act, float aa, float ab);
 /* What happens to c when its sums are complete: c = act(c + bias[m] + res[m, n]) (bias, res:
  * NULL when absent; res has row stride ldres). */
 typedef struct {

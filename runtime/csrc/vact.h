@@ -69,6 +69,23 @@
         case 8: return P##_div_ps(v, P##_add_ps(one, vexp_##SUFFIX(P##_sub_ps(zero, v))));     \
         default: return v;                                                                     \
         }                                                                                      \
+    }                                                                                          \
+    /* v[i] = vact(v[i], act, a, b) for i < n under one switch: inlined into a micro-kernel's  \
+     * epilogue, a switch per vector was left inside the loop (a third of a depthwise layer's \
+     * time went to it and to the spills around it) */                                         \
+    __attribute__((target(TARGET), always_inline)) static inline void vact_n_##SUFFIX(         \
+        VEC *v, int n, int act, float a, float b) {                                            \
+        switch (act) {                                                                         \
+        case 1: for (int i = 0; i < n; i++) v[i] = vact_##SUFFIX(v[i], 1, a, b); break;       \
+        case 2: for (int i = 0; i < n; i++) v[i] = vact_##SUFFIX(v[i], 2, a, b); break;       \
+        case 3: for (int i = 0; i < n; i++) v[i] = vact_##SUFFIX(v[i], 3, a, b); break;       \
+        case 4: for (int i = 0; i < n; i++) v[i] = vact_##SUFFIX(v[i], 4, a, b); break;       \
+        case 5: for (int i = 0; i < n; i++) v[i] = vact_##SUFFIX(v[i], 5, a, b); break;       \
+        case 6: for (int i = 0; i < n; i++) v[i] = vact_##SUFFIX(v[i], 6, a, b); break;       \
+        case 7: for (int i = 0; i < n; i++) v[i] = vact_##SUFFIX(v[i], 7, a, b); break;       \
+        case 8: for (int i = 0; i < n; i++) v[i] = vact_##SUFFIX(v[i], 8, a, b); break;       \
+        default: break;                                                                        \
+        }                                                                                      \
     }
 
 /* round to nearest, 2^n scaling and a < b ? x : y (y where either is NaN), per ISA */

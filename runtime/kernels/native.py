@@ -43,8 +43,9 @@ def _f32(*arrays) -> bool:
     return all(a is None or (a.dtype == np.float32) for a in arrays)
 
 
-#: depthwise_conv2d's paths: one channel's plane at a time, or a vector of channels at a time
-DEPTHWISE_PATHS = {"auto": 0, "planes": 1, "blocks": 2}
+#: depthwise_conv2d's paths: one channel's plane at a time, a vector of channels at a time, or
+#: the NCHW rows read in place (runtime/csrc/dwconv.c)
+DEPTHWISE_PATHS = {"auto": 0, "planes": 1, "blocks": 2, "rows": 3}
 
 
 def depthwise_conv2d(x, w, b, strides, begin, end, dilations, out_shape,
@@ -116,10 +117,18 @@ def sconv_mode(mode: int | None = None) -> int:
 def dw_mode(mode: int | None = None) -> int:
     """The float32 depthwise conv's path: 0 chosen per shape, 1 one channel's plane at a time,
     2 a vector of channels at a time (runtime/csrc/dwconv.c, small maps; AVX2 or better) wherever
-    it can run; ``mode`` sets it (tests reach both paths). -1: no extension."""
+    it can run, 3 the NCHW rows read in place (dwconv.c, wide maps; dw_rows_applies) wherever it
+    can run; ``mode`` sets it (tests reach every path). -1: no extension."""
     if not AVAILABLE:
         return -1
     return _ckernels.sdw_mode() if mode is None else _ckernels.sdw_mode(int(mode))
+
+
+def dw_rows_applies(kernel, strides, dilations) -> bool:
+    """Whether the direct-rows depthwise path (3 in DEPTHWISE_PATHS: the NCHW rows read in
+    place, AVX-512; square 3x3 / 5x5 / 7x7 kernels, stride 1 or 2, no dilation) runs a conv
+    of that geometry on this CPU; elsewhere path 3 runs the planes."""
+    return AVAILABLE and bool(_ckernels.dw_rows_applies(*kernel, *strides, *dilations))
 
 
 def pack_conv_weights(w: np.ndarray, group: int) -> np.ndarray:

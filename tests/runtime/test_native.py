@@ -48,8 +48,9 @@ def c_paths(**modes):
        pads=st.lists(st.integers(0, 2), min_size=4, max_size=4), bias=st.booleans(),
        act=st.sampled_from(ACTS), seed=st.integers(0, 2 ** 16))
 def test_depthwise_matches_numpy(n, c, h, w, k, stride, dil, pads, bias, act, seed):
-    # every path: one channel's plane at a time (dw_mode 1) and a vector of channels at a time
-    # (2: dwconv.c, 8 or 16 lanes, a partial last block past 8 or 16 channels), per SIMD level
+    # every path: one channel's plane at a time (dw_mode 1), a vector of channels at a time
+    # (2: dwconv.c, 8 or 16 lanes, a partial last block past 8 or 16 channels) and the rows read
+    # in place (3: AVX-512, 3x3/5x5 at stride 1/2; elsewhere the planes), per SIMD level
     if h + pads[0] + pads[2] < dil * (k - 1) + 1 or w + pads[1] + pads[3] < dil * (k - 1) + 1:
         return  # no output
     rng = np.random.default_rng(seed)
@@ -60,13 +61,51 @@ def test_depthwise_matches_numpy(n, c, h, w, k, stride, dil, pads, bias, act, se
     ref = (apply_activation(act[0], act[1], conv(x, wt, b, **attrs, _config=NUMPY))
                  if act[0] else conv(x, wt, b, **attrs, _config=NUMPY))
     for level in range(native.ssimd(), -1, -1):
-        for path in (1, 2):
+        for path in (1, 2, 3):
             with c_paths(ssimd=level, dw_mode=path):
                 got = fused_conv(x, wt, b, activation=act[0], activation_params=act[1],
                                  **attrs) if act[0] else conv(x, wt, b, **attrs)
             assert got.shape == ref.shape
             np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5,
                                        err_msg=f"level {level}, path {path}")
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(1, 4), h=st.integers(1, 30), w=st.integers(1, 80),
+       k=st.sampled_from([3, 5, 7]), stride=st.integers(1, 2),
+       pads=st.lists(st.integers(0, 6), min_size=4, max_size=4), bias=st.booleans(),
+       act=st.sampled_from(ACTS), seed=st.integers(0, 2 ** 16))
+def test_depthwise_rows_match_numpy(n, c, h, w, k, stride, pads, bias, act, seed):
+    # the direct rows (dw_mode 3): several tiles of 16 columns and of 8 output rows, the
+    # masked loads at both ends of a row (pads up to 6, wider than the kernel's half, and
+    # uneven), rows past the image skipped, the last tile's columns and rows cut
+    if h + pads[0] + pads[2] < k or w + pads[1] + pads[3] < k:
+        return  # no output
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32) if bias else None
+    attrs = dict(group=c, pads=pads, strides=[stride, stride])
+    ref = conv(x, wt, b, **attrs, _config=NUMPY)
+    if act[0]:
+        ref = apply_activation(act[0], act[1], ref)
+    assert native.dw_rows_applies((k, k), (stride, stride), (1, 1)) == (native.ssimd() >= 2)
+    with c_paths(dw_mode=3):
+        got = fused_conv(x, wt, b, activation=act[0], activation_params=act[1], **attrs) \
+            if act[0] else conv(x, wt, b, **attrs)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_rows_apply_to_their_shapes_only():
+    if native.ssimd() < 2:
+        assert not native.dw_rows_applies((3, 3), (1, 1), (1, 1))  # no AVX-512: never
+        return
+    assert native.dw_rows_applies((7, 7), (2, 2), (1, 1))
+    for kernel, strides, dilations in [((3, 5), (1, 1), (1, 1)), ((4, 4), (1, 1), (1, 1)),
+                                       ((3, 3), (3, 3), (1, 1)), ((3, 3), (1, 2), (1, 1)),
+                                       ((3, 3), (1, 1), (2, 2))]:
+        assert not native.dw_rows_applies(kernel, strides, dilations), (kernel, strides)
 
 
 #: values where the activations' vector forms (runtime/csrc/vact.h) are easiest to get wrong:
@@ -111,7 +150,7 @@ def test_vector_activations_match_numpy_on_edge_values(act):
             assert not bad.any(), (where, x[finite][bad], y[finite][bad], ref[finite][bad])
 
 
-@pytest.mark.parametrize("path", [1, 2], ids=["planes", "channel-blocks"])
+@pytest.mark.parametrize("path", [1, 2, 3], ids=["planes", "channel-blocks", "rows"])
 @pytest.mark.parametrize("shape, k, stride, dil, pads", [
     ((1, 3, 40, 700), 3, 2, 1, [1, 0, 1, 1]),  # bands of a few rows
     ((1, 2, 9, 3000), 5, 1, 2, [2, 1, 0, 2]),  # one row wider than a band

@@ -214,11 +214,13 @@ def test_every_depthwise_path_the_tuner_can_choose_matches_numpy(c, h, w, k, str
 
     real = tune.TuningCache
     try:
-        for choice in ("planes", "blocks"):
+        rows = native.dw_rows_applies((k, k), (stride, stride), (1, 1))
+        paths = ["planes", "blocks"] + (["rows"] if rows else [])
+        for choice in paths:
             forced = Forced(choice)
             tune.TuningCache = lambda: forced
             out, report = optc.optimize(model, passes="fuse-act{target=optc},tune-depthwise")
-            assert forced.ran == ["planes", "blocks"]
+            assert forced.ran == paths
             [node] = [n for n in out.graph.nodes if n.op_type == "FusedConv"]
             assert node.attr("depthwise_path") == choice
             got = InferenceSession(out, optimization="off").run(None, x)[0]
@@ -232,7 +234,7 @@ def test_tune_depthwise_rewrites_a_plain_conv_and_skips_what_it_cannot_time(tune
     out, report = optc.optimize(model, passes="tune-depthwise")
     [node] = out.graph.nodes
     assert (node.op_type, node.domain) == ("FusedConv", "ai.optc")
-    assert node.attr("depthwise_path") in ("planes", "blocks")
+    assert node.attr("depthwise_path") in ("planes", "blocks", "rows")
     _, data = _file(tune_dir)
     [entry] = data["choices"].values()
     assert entry["choice"] == node.attr("depthwise_path")
@@ -248,7 +250,7 @@ def test_an_unknown_depthwise_path_is_an_error():
     from optc.runtime.kernels.fused import fused_conv
 
     x = np.zeros((1, 4, 5, 5), np.float32)
-    with pytest.raises(OptcError, match="depthwise_path must be one of auto, planes, blocks"):
+    with pytest.raises(OptcError, match="depthwise_path must be one of auto, planes, blocks, rows"):
         fused_conv(x, np.zeros((4, 1, 3, 3), np.float32), group=4, depthwise_path="fast")
 
 
