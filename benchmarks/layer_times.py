@@ -14,6 +14,7 @@ runs interleaved; medians over the rounds after the warm-up.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -44,23 +45,38 @@ def _key(in_shape, out_shape):
 
 def _timed_optc(path: str, by_op: bool) -> tuple[InferenceSession, dict]:
     """A session whose kernels record (key, seconds) per call (key: the layer shape, or the
-    op type with by_op)."""
+    op type with by_op), their fast paths (registry: ``fast``) included."""
     session = InferenceSession(path, threads=1)
     calls: dict[str, list] = defaultdict(list)
-    for step in session._steps:
-        fn = step.kernel.fn
 
+    def record(label, op, args, out, start):
+        y = out[0] if isinstance(out, tuple) else out
+        key = op if by_op else _key(args[0].shape, y.shape)
+        calls[label].append((key, time.perf_counter() - start))
+
+    for step in session._steps:
         # the label ends "(OpType)", for ai.optc ops too (step.op_type is the standard ops')
         op = step.node_label.rsplit("(", 1)[-1].rstrip(")")
 
-        def timed(*args, _fn=fn, _label=step.node_label, _op=op, **kwargs):
+        def timed(*args, _fn=step.kernel.fn, _label=step.node_label, _op=op, **kwargs):
             start = time.perf_counter()
             out = _fn(*args, **kwargs)
-            y = out[0] if isinstance(out, tuple) else out
-            key = _op if by_op else _key(args[0].shape, y.shape)
-            calls[_label].append((key, time.perf_counter() - start))
+            record(_label, _op, args, out, start)
             return out
-        step.kernel = type("Timed", (), {"fn": staticmethod(timed)})()
+
+        def timed_fast(args, attrs, _fast=step.kernel.fast, _label=step.node_label, _op=op):
+            run = _fast(args, attrs) if _fast is not None else None
+            if run is None:
+                return None
+
+            def timed_run(args):
+                start = time.perf_counter()
+                out = run(args)
+                if out is not None:
+                    record(_label, _op, args, out, start)
+                return out
+            return timed_run
+        step.kernel = dataclasses.replace(step.kernel, fn=timed, fast=timed_fast)
     return session, calls
 
 

@@ -12,6 +12,16 @@ that needs to know how many outputs the node asks for declares a keyword ``_outp
 ``versions`` lists the schema versions (``since_version`` of the op's schemas in onnx) that the
 function implements; the session resolves a node's version from the model's opset import, so a
 version nobody registered is a clear "unsupported" error rather than a silent guess.
+
+A kernel may have a prepare step, ``prepare(config, constants, attrs) -> state``: the session
+calls it once per node when it plans (``constants``: the node's constant inputs, None for the
+others) and passes the result as the kernel's ``_state`` keyword (packed weights, resolved C
+calls). And a fast path, ``fast(args, attrs) -> run | None``: after a step has run, the session
+asks for a call specialised to those inputs and tries ``run(args)`` first on the next runs; run
+returns the outputs, or None where the inputs no longer fit it (another shape: the session then
+calls the kernel and asks again). It skips the kernel's keyword binding and checks, which on a
+mobile net cost as much as small layers (per-node Python work, cold in cache after each big
+layer).
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ class Kernel:
     wants_outputs: bool
     wants_config: bool = False
     prepare: Callable | None = None
+    fast: Callable | None = None
 
 
 _TABLE: dict[tuple[str, str, int], Kernel] = {}
@@ -53,9 +64,10 @@ _PRIVATE = ("_outputs", "_config", "_state")
 
 
 def kernel(op_type: str, versions: Iterable[int], *, domain: str = "",
-           prepare: Callable | None = None) -> Callable[[Callable], Callable]:
+           prepare: Callable | None = None,
+           fast: Callable | None = None) -> Callable[[Callable], Callable]:
     """Register ``fn`` as the kernel of ``op_type`` for each schema version in ``versions``
-    (``prepare``: its prepare step, see the module docstring)."""
+    (``prepare``: its prepare step; ``fast``: its fast path; see the module docstring)."""
 
     def register(fn: Callable) -> Callable:
         params = {p.name: p for p in inspect.signature(fn).parameters.values()}
@@ -68,7 +80,7 @@ def kernel(op_type: str, versions: Iterable[int], *, domain: str = "",
             if key in _TABLE:
                 raise ValueError(f"kernel for {key} registered twice")
             _TABLE[key] = Kernel(fn, op_type, _norm_domain(domain), v, attrs,
-                                 "_outputs" in params, "_config" in params, prepare)
+                                 "_outputs" in params, "_config" in params, prepare, fast)
         return fn
 
     return register

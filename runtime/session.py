@@ -61,6 +61,9 @@ class _Step:
     attrs: dict[str, Any]
     release: list[int]  # slots whose last reader is this step
     op_type: str = ""
+    # the kernel's fast path for the last inputs (registry: ``fast``), None before the first
+    # run, False where the kernel has none for them
+    fast: Callable | None | bool = None
 
 
 #: standard ops that must run on every call even with constant inputs (they draw random numbers)
@@ -356,7 +359,11 @@ class InferenceSession:
         for step in self._steps:
             args = [env[s] if s >= 0 else None for s in step.inputs]
             try:
-                result = step.kernel.fn(*args, **step.attrs)
+                result = step.fast(args) if step.fast else None
+                if result is None:
+                    result = step.kernel.fn(*args, **step.attrs)
+                    if step.fast is not False and step.kernel.fast is not None:
+                        step.fast = step.kernel.fast(args, step.attrs) or False
             except (OptcError, ValueError, TypeError, IndexError, ZeroDivisionError) as e:
                 raise at_node(step.node_label, e) from e
             if not isinstance(result, tuple):

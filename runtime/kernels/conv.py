@@ -69,13 +69,12 @@ def conv_defaults(w_or_k, strides, dilations):
     return (list(strides) if strides else [1] * nd, list(dilations) if dilations else [1] * nd)
 
 
-def depthwise_native(x, w, b, *, auto_pad="NOTSET", dilations=None, group=1,
-                     kernel_shape=None, pads=None, strides=None, activation=None,
-                     activation_params=None, config: RuntimeConfig = DEFAULT,
-                     path: int = 0):
-    """A depthwise 2-D conv (group == channels == filters) by the C kernel, the activation
-    fused; None when the C kernel does not apply. ``path``: native.DEPTHWISE_PATHS (0: the
-    kernel's own rule)."""
+def depthwise_call(x, w, b, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
+                   pads=None, strides=None, activation=None, activation_params=None,
+                   config: RuntimeConfig = DEFAULT, path: int = 0) -> native.DepthwiseCall | None:
+    """The C call (native.DepthwiseCall) of a depthwise 2-D conv (group == channels ==
+    filters) for x's shape, the activation fused; None when the C kernel does not apply.
+    ``path``: native.DEPTHWISE_PATHS (0: the kernel's own rule)."""
     if x.ndim != 4 or group == 1 or group != x.shape[1] or w.shape[0] != group or \
             not config.native:
         return None
@@ -84,10 +83,20 @@ def depthwise_native(x, w, b, *, auto_pad="NOTSET", dilations=None, group=1,
     begin, end = resolve_pads(x.shape[2:], k, strides, dilations, pads, auto_pad)
     out = [out_size(x.shape[2 + i], k[i], strides[i], dilations[i], begin[i], end[i])
            for i in range(2)]
-    if min(out) <= 0:
+    if min(out) <= 0 or list(w.shape[2:]) != k:
         return None
-    return native.depthwise_conv2d(x, w, b, strides, begin, end, dilations, out, activation,
-                                   activation_params, path)
+    return native.DepthwiseCall.make(x, w, b, strides, begin, end, dilations, out, activation,
+                                     activation_params, path)
+
+
+def depthwise_native(x, w, b, **kwargs):
+    """A depthwise 2-D conv by the C kernel (depthwise_call's keywords); None when the C
+    kernel does not apply."""
+    call = depthwise_call(x, w, b, **kwargs)
+    if call is None:
+        return None
+    return call(np.ascontiguousarray(x), np.ascontiguousarray(w),
+                None if b is None else np.ascontiguousarray(b))
 
 
 class ConvState:

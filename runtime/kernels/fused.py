@@ -19,7 +19,7 @@ from optc.errors import OptcError
 from optc.runtime.activations import activation_params
 from optc.runtime.config import DEFAULT
 from optc.runtime.kernels.conv import (cached_conv2d, conv, conv_defaults, conv_transpose,
-                                       depthwise_native, native_conv2d, prepare_conv,
+                                       depthwise_call, native_conv2d, prepare_conv,
                                        resolve_pads)
 from optc.runtime.kernels import native
 from optc.runtime.kernels.nn import bf16_gemm, gemm, prepare_bf16_matmul
@@ -53,31 +53,70 @@ def apply_activation(kind: str, params, y: np.ndarray) -> np.ndarray:
     raise OptcError(f"unknown fused activation '{kind}'")
 
 
-@kernel("FusedConv", (1,), domain=OPTC_DOMAIN, prepare=prepare_conv)
+def _fused_conv_call(x, w, b, config, activation, activation_params, auto_pad, dilations,
+                     group, kernel_shape, pads, strides, depthwise_path, state):
+    """FusedConv's C call for x's shape: ``run(x, b, z)`` -> y, or None where the arrays do
+    not fit it (the 2-D conv's Conv2dCall, kept in the node's state, or the depthwise
+    kernel's call, which takes no residual); None where neither applies."""
+    if depthwise_path not in native.DEPTHWISE_PATHS:
+        raise OptcError(f"FusedConv depthwise_path must be one of "
+                        f"{', '.join(native.DEPTHWISE_PATHS)}, got '{depthwise_path}'")
+    call = cached_conv2d(x, w, b, (x.shape, activation, activation_params, auto_pad,
+                                   dilations, group, kernel_shape, pads, strides), state,
+                         config, activation, activation_params, auto_pad, dilations, group,
+                         kernel_shape, pads, strides)
+    if call is not None:
+        threads = config.threads
+        return lambda x, b, z: call(x, b, z, threads)
+    dw = depthwise_call(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
+                        kernel_shape=kernel_shape, pads=pads, strides=strides,
+                        activation=activation, activation_params=activation_params,
+                        config=config, path=native.DEPTHWISE_PATHS[depthwise_path])
+    if dw is None:
+        return None
+    return lambda x, b, z: dw(x, w, b) if z is None else None
+
+
+def _fused_conv_fast(args, attrs):
+    """The session's fast path of a FusedConv step (registry: ``fast``): the C call resolved
+    for these inputs, run while x keeps its shape and the weight is this one (at the SIMD
+    level the C kernels have then: the same sums, portable C included)."""
+    x, w = args[0], args[1]
+    if not isinstance(x, np.ndarray) or not isinstance(w, np.ndarray):
+        return None
+    config = attrs.get("_config") or DEFAULT
+    get = attrs.get
+    run = _fused_conv_call(x, w, args[2] if len(args) > 2 else None, config,
+                           get("activation"), get("activation_params"), get("auto_pad", "NOTSET"),
+                           get("dilations"), get("group", 1), get("kernel_shape"), get("pads"),
+                           get("strides"), get("depthwise_path", "auto"), get("_state"))
+    if run is None:
+        return None
+    shape = x.shape
+
+    def fast(args):
+        x = args[0]
+        if x.__class__ is not np.ndarray or x.shape != shape or args[1] is not w:
+            return None
+        return run(x, args[2] if len(args) > 2 else None, args[3] if len(args) > 3 else None)
+
+    return fast
+
+
+@kernel("FusedConv", (1,), domain=OPTC_DOMAIN, prepare=prepare_conv, fast=_fused_conv_fast)
 def fused_conv(x, w, b=None, z=None, *, activation=None, activation_params=None,
                auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
                strides=None, depthwise_path="auto", _config=None, _state=None):
     """act(conv(x) + b + z): z, the optional residual input (an Add fused by fuse-act),
     broadcast like Add; no activation when ``activation`` is absent. ``depthwise_path``: for a
-    depthwise conv, which C path runs (native.DEPTHWISE_PATHS: auto, planes, blocks; written
-    by the tune-depthwise pass), the same result either way."""
+    depthwise conv, which C path runs (native.DEPTHWISE_PATHS: auto, planes, blocks, rows;
+    written by the tune-depthwise pass), the same result either way."""
     config = _config or DEFAULT
-    if depthwise_path not in native.DEPTHWISE_PATHS:
-        raise OptcError(f"FusedConv depthwise_path must be one of "
-                        f"{', '.join(native.DEPTHWISE_PATHS)}, got '{depthwise_path}'")
-    call = cached_conv2d(x, w, b, (x.shape, activation, activation_params, auto_pad,
-                                   dilations, group, kernel_shape, pads, strides), _state,
-                         config, activation, activation_params, auto_pad, dilations, group,
-                         kernel_shape, pads, strides)
-    if call is not None:
-        y = call(x, b, z, config.threads)
-        if y is not None:
-            return y
-    if z is None:
-        y = depthwise_native(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
-                             kernel_shape=kernel_shape, pads=pads, strides=strides,
-                             activation=activation, activation_params=activation_params,
-                             config=config, path=native.DEPTHWISE_PATHS.get(depthwise_path, 0))
+    run = _fused_conv_call(x, w, b, config, activation, activation_params, auto_pad,
+                           dilations, group, kernel_shape, pads, strides, depthwise_path,
+                           _state)
+    if run is not None:
+        y = run(np.ascontiguousarray(x), None if b is None else np.ascontiguousarray(b), z)
         if y is not None:
             return y
     if x.ndim == 4:

@@ -48,29 +48,63 @@ def _f32(*arrays) -> bool:
 DEPTHWISE_PATHS = {"auto": 0, "planes": 1, "blocks": 2, "rows": 3}
 
 
+class DepthwiseCall:
+    """A depthwise (group == C, one filter per channel) 2-D conv's C call with its geometry and
+    activation code resolved once, for one input shape; None from __call__ where the arrays
+    do not fit (not float32 or not contiguous: the caller converts). A 1x1 one (stride 1, no
+    pads) is a per-channel affine map: one vectorised pass (channel_affine)."""
+
+    __slots__ = ("x_shape", "y_shape", "affine", "geometry")
+
+    def __init__(self, x_shape, kernel, strides, begin, end, dilations, out_shape, act,
+                 path: int = 0):
+        self.x_shape = tuple(x_shape)
+        self.affine = tuple(kernel) == (1, 1) and tuple(strides) == (1, 1) and \
+            not any(list(begin) + list(end))
+        n, c, h, wd = x_shape
+        self.y_shape = self.x_shape if self.affine else (n, c, *out_shape)
+        self.geometry = (n, c, h * wd, *act) if self.affine else (
+            strides[0], strides[1], begin[0], begin[1], dilations[0], dilations[1], *act,
+            int(path))
+
+    @staticmethod
+    def make(x, w, b, strides, begin, end, dilations, out_shape, activation=None, params=None,
+             path: int = 0) -> "DepthwiseCall | None":
+        """The call for these arrays, or None if the C kernel does not apply (not float32,
+        not 2-D, not one filter per channel, an activation it does not know)."""
+        if x.ndim != 4 or not _f32(x, w, b) or w.ndim != 4 or w.shape[1] != 1 or \
+                w.shape[0] != x.shape[1]:
+            return None
+        act = activation_args(activation, params)
+        if act is None:
+            return None
+        return DepthwiseCall(x.shape, w.shape[2:], strides, begin, end, dilations, out_shape,
+                             act, path)
+
+    def __call__(self, x, w, b) -> np.ndarray | None:
+        if x.shape != self.x_shape or x.dtype != np.float32 or not x.flags.c_contiguous or \
+                w.dtype != np.float32 or not w.flags.c_contiguous or w.shape[0] != x.shape[1] \
+                or (b is not None and (b.dtype != np.float32 or not b.flags.c_contiguous)):
+            return None
+        y = np.empty(self.y_shape, np.float32)
+        if self.affine:
+            _ckernels.channel_affine(x, w.reshape(-1), None if b is None else b.reshape(-1), y,
+                                     *self.geometry)
+        else:
+            _ckernels.depthwise_conv2d(x, w, b, y, *self.geometry)
+        return y
+
+
 def depthwise_conv2d(x, w, b, strides, begin, end, dilations, out_shape,
                      activation=None, params=None, path: int = 0) -> np.ndarray | None:
-    """Depthwise (group == C, one filter per channel) 2-D conv in C, or None if the C kernel
-    does not apply (not float32, not 2-D). A 1x1 one (stride 1, no pads) is a per-channel
-    affine map: one vectorised pass (channel_affine)."""
-    if x.ndim != 4 or not _f32(x, w, b) or w.shape[1] != 1 or \
-            w.shape[0] != x.shape[1]:
+    """Depthwise 2-D conv in C (DepthwiseCall, made for this call), or None if the C kernel
+    does not apply."""
+    call = DepthwiseCall.make(x, w, b, strides, begin, end, dilations, out_shape, activation,
+                              params, path)
+    if call is None:
         return None
-    act = activation_args(activation, params)
-    if act is None:
-        return None
-    if w.shape[2:] == (1, 1) and tuple(strides) == (1, 1) and not any(begin + end):
-        y = np.empty(x.shape, np.float32)
-        _ckernels.channel_affine(np.ascontiguousarray(x), np.ascontiguousarray(w).reshape(-1),
-                                 None if b is None else np.ascontiguousarray(b).reshape(-1), y,
-                                 x.shape[0], x.shape[1], x.shape[2] * x.shape[3], *act)
-        return y
-    y = np.empty((x.shape[0], x.shape[1], *out_shape), np.float32)
-    _ckernels.depthwise_conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w),
-                               None if b is None else np.ascontiguousarray(b), y,
-                               strides[0], strides[1], begin[0], begin[1], dilations[0],
-                               dilations[1], *act, int(path))
-    return y
+    return call(np.ascontiguousarray(x), np.ascontiguousarray(w),
+                None if b is None else np.ascontiguousarray(b))
 
 
 def max_pool2d(x, k, strides, begin, dilations, out_shape) -> np.ndarray | None:

@@ -312,3 +312,42 @@ def test_optimization_levels_match_and_leave_the_model_alone():
         assert float(np.max(np.abs(outs[level] - outs["off"]))) <= 1e-4 * scale
     with pytest.raises(OptcError, match="unknown optimization level 'max'"):
         InferenceSession(model, optimization="max")
+
+
+def test_fast_paths_follow_the_input_shape():
+    # FusedConv steps (a dense 3x3 conv and a depthwise one, each with its activation, and a
+    # residual Add) keep a call resolved for the last input shape (registry: ``fast``) and
+    # run it on later runs; a new shape (dynamic H, W) goes the kernel's way again and gets
+    # its own: every run matches onnxruntime
+    from optc.runtime.kernels import native
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.3, n)
+             for n, s in (("w", (16, 8, 3, 3)), ("b", (16,)), ("dw", (16, 1, 3, 3)),
+                          ("db", (16,)))]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "dw", "db"], ["d"], pads=[1, 1, 1, 1], group=16),
+             helper.make_node("HardSwish", ["d"], ["h"]),
+             helper.make_node("Add", ["h", "r"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "fast", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString()
+    session, reference = InferenceSession(model), ort_session(model)
+    convs = [s for s in session._steps if s.node_label.endswith("(FusedConv)")]
+    assert len(convs) == 2 and all(s.fast is None for s in convs)  # nothing run yet
+
+    def check(h, w):
+        x = rng.standard_normal((1, 8, h, w)).astype(np.float32)
+        np.testing.assert_allclose(session.run(None, {"x": x})[0],
+                                   reference.run(None, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+    check(9, 20)
+    fast = [s.fast for s in convs]
+    assert all(callable(f) for f in fast) or not native.AVAILABLE
+    check(9, 20)  # the fast calls ran: they are kept
+    assert [s.fast for s in convs] == fast
+    check(12, 7)  # another shape: resolved again
+    assert all(s.fast is not f for s, f in zip(convs, fast)) or not native.AVAILABLE
+    check(12, 7)
