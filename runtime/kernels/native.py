@@ -12,6 +12,7 @@ resolved call) lives in the session's plan (the kernels' prepare steps).
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -105,6 +106,17 @@ def depthwise_conv2d(x, w, b, strides, begin, end, dilations, out_shape,
         return None
     return call(np.ascontiguousarray(x), np.ascontiguousarray(w),
                 None if b is None else np.ascontiguousarray(b))
+
+
+def row_means(x: np.ndarray) -> np.ndarray | None:
+    """GlobalAveragePool of a float32 (N, C, ...) array in C: (N, C, 1, ...), each channel's
+    pixels summed in float32 and divided by their count; None without the C kernels."""
+    if not AVAILABLE or x.dtype != np.float32 or x.ndim < 3:
+        return None
+    rows, cols = x.shape[0] * x.shape[1], math.prod(x.shape[2:])
+    y = np.empty((*x.shape[:2], *[1] * (x.ndim - 2)), np.float32)
+    _ckernels.row_means(np.ascontiguousarray(x), y, rows, cols)
+    return y
 
 
 def max_pool2d(x, k, strides, begin, dilations, out_shape) -> np.ndarray | None:

@@ -99,7 +99,7 @@ def _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape,
     include = count_include_pad and auto_pad in ("NOTSET", "", None)
     if out == [1] * nd and k == list(x.shape[2:]) and not any(begin + end + extra):
         # one window over the whole map (ResNet-50's 7x7 average pool): the global mean
-        return global_average_pool(x)
+        return global_average_pool(x, _config=config)
     if nd == 2 and min(out) > 0 and (config or DEFAULT).native:
         # the divisor counts the cells inside the input, or inside it and its explicit pads
         bounds = [(-begin[i], x.shape[2 + i] + end[i]) if include else (0, x.shape[2 + i])
@@ -150,11 +150,15 @@ def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dila
 
 
 @kernel("GlobalAveragePool", (1, 22))
-def global_average_pool(x):
-    """The mean of each channel's pixels. float32: one matrix-vector product of the (N * C,
-    pixels) rows with a vector of 1 / pixels (BLAS), much faster than np.mean."""
+def global_average_pool(x, *, _config=None):
+    """The mean of each channel's pixels. float32: each of the (N * C, pixels) rows summed in
+    C (native.row_means), or one matrix-vector product with a vector of 1 / pixels (BLAS)
+    without the C kernels; both much faster than np.mean."""
     pixels = math.prod(x.shape[2:])
     if x.dtype == np.float32 and x.ndim >= 3 and pixels > 0:
+        y = native.row_means(x) if (_config or DEFAULT).native else None
+        if y is not None:
+            return y
         weights = np.full(pixels, 1 / pixels, np.float32)
         y = np.ascontiguousarray(x).reshape(-1, pixels) @ weights
         return y.reshape(*x.shape[:2], *[1] * (x.ndim - 2))

@@ -871,12 +871,15 @@ def test_conv_calls_are_resolved_per_weight_attributes_and_shape():
     assert len(state.calls) == kept
 
 
+@pytest.mark.parametrize("config", [DEFAULT, NUMPY], ids=["c", "numpy"])
 @pytest.mark.parametrize("shape, dtype", [((1, 2048, 7, 7), np.float32),
                                           ((2, 5, 3, 4, 2), np.float32),
                                           ((3, 4, 9), np.float32), ((2, 3, 1, 1), np.float32),
+                                          ((1, 3, 56, 57), np.float32),
                                           ((2, 6, 5, 5), np.float64)])
-def test_global_average_pool_matches_onnxruntime(shape, dtype):
-    # float32 as a matrix-vector product with 1 / pixels (1-D to 3-D maps, one pixel), against
+def test_global_average_pool_matches_onnxruntime(shape, dtype, config):
+    # float32 in C (row sums: rows of 49, 48, 9, 1 and 3192 pixels, vector and tail) or as a
+    # matrix-vector product with 1 / pixels (a NumPy session), 1-D to 3-D maps, against
     # onnxruntime; other types through np.mean (onnxruntime has no float64 kernel for it)
     from onnx import TensorProto, helper
 
@@ -893,7 +896,7 @@ def test_global_average_pool_matches_onnxruntime(shape, dtype):
         ref = ort_session(model.SerializeToString()).run(None, {"x": x})[0]
     else:
         ref = x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
-    got = global_average_pool(x)
+    got = global_average_pool(x, _config=config)
     assert got.dtype == dtype and got.shape == ref.shape
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
 
