@@ -321,9 +321,9 @@ static int dw_mode = 0;
  * (outputs at least DW_ROWS_WIDTH wide; narrower rows leave lanes idle): Intel Xeon (AVX-512),
  * HardSwish fused, rows / blocks alone: 16 channels at 112x112 0.43x, 32 at 112x112 stride 2
  * 0.58x, 64 at 56x56 0.53x, 128 at 28x28 0.57x, 128 stride 2 to 14x14 0.68x, 256 5x5 at
- * 14x14 1.1x alone but 0.8x inside PP-LCNet (80 -> 65 us), 512 5x5 at 7x7 1.6x. With AVX2 the blocks
- * move by gathers, which cost as much as the arithmetic: at least 8 channels and outputs at
- * most DW_CBLOCK_WIDTH wide (128 channels at 28x28 0.95x, 64 at 56x56 1.54x). */
+ * 14x14 1.1x alone but 0.8x inside PP-LCNet (80 -> 65 us), 512 5x5 at 7x7 1.6x. With AVX2
+ * the blocks move by gathers, which cost as much as the arithmetic: at least 8 channels and
+ * outputs at most DW_CBLOCK_WIDTH wide (128 channels at 28x28 0.95x, 64 at 56x56 1.54x). */
 #define DW_ROWS_WIDTH 14
 #define DW_CBLOCK_WIDE 64
 #define DW_CBLOCK_WIDTH 28

@@ -333,7 +333,8 @@ def test_fast_paths_follow_the_input_shape():
     graph = helper.make_graph(
         nodes, "fast", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, "H", "W"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString()
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model = model.SerializeToString()
     session, reference = InferenceSession(model), ort_session(model)
     convs = [s for s in session._steps if s.node_label.endswith("(FusedConv)")]
     assert len(convs) == 2 and all(s.fast is None for s in convs)  # nothing run yet
