@@ -86,8 +86,10 @@ def main() -> None:
                     lowered, _ = optc.optimize(str(path), passes=args.passes or (
                         BF16_ALL if args.precision == "bf16" else OPTIMIZATION_LEVELS["all"]))
                 optc.save(lowered, Path(d) / "lowered.onnx")
+                # plans (one C call a stretch of steps) where every build has run_plan
                 session = InferenceSession(str(Path(d) / "lowered.onnx"), threads=1,
-                                           precision=args.precision)
+                                           precision=args.precision,
+                                           plans=all(hasattr(b, "run_plan") for b in builds))
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = 1
                 reference = ort.InferenceSession(str(Path(d) / "qdq.onnx") if args.int8

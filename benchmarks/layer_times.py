@@ -46,7 +46,7 @@ def _key(in_shape, out_shape):
 def _timed_optc(path: str, by_op: bool) -> tuple[InferenceSession, dict]:
     """A session whose kernels record (key, seconds) per call (key: the layer shape, or the
     op type with by_op), their fast paths (registry: ``fast``) included."""
-    session = InferenceSession(path, threads=1)
+    session = InferenceSession(path, threads=1, plans=False)  # every step through Python
     calls: dict[str, list] = defaultdict(list)
 
     def record(label, op, args, out, start):

@@ -21,7 +21,9 @@ asks for a call specialised to those inputs and tries ``run(args)`` first on the
 returns the outputs, or None where the inputs no longer fit it (another shape: the session then
 calls the kernel and asks again). It skips the kernel's keyword binding and checks, which on a
 mobile net cost as much as small layers (per-node Python work, cold in cache after each big
-layer).
+layer). And a plan hook, ``plan(args, attrs) -> optc.runtime.plan.PlanOp | None``: the C op
+that computes the step's output from these inputs, so that the session can run a stretch of
+such steps in one C call (optc.runtime.plan); None where the kernel has no C op for them.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Kernel:
     wants_config: bool = False
     prepare: Callable | None = None
     fast: Callable | None = None
+    plan: Callable | None = None
 
 
 _TABLE: dict[tuple[str, str, int], Kernel] = {}
@@ -64,10 +67,11 @@ _PRIVATE = ("_outputs", "_config", "_state")
 
 
 def kernel(op_type: str, versions: Iterable[int], *, domain: str = "",
-           prepare: Callable | None = None,
-           fast: Callable | None = None) -> Callable[[Callable], Callable]:
+           prepare: Callable | None = None, fast: Callable | None = None,
+           plan: Callable | None = None) -> Callable[[Callable], Callable]:
     """Register ``fn`` as the kernel of ``op_type`` for each schema version in ``versions``
-    (``prepare``: its prepare step; ``fast``: its fast path; see the module docstring)."""
+    (``prepare``: its prepare step; ``fast``: its fast path; ``plan``: its plan hook; see
+    the module docstring)."""
 
     def register(fn: Callable) -> Callable:
         params = {p.name: p for p in inspect.signature(fn).parameters.values()}
@@ -80,7 +84,7 @@ def kernel(op_type: str, versions: Iterable[int], *, domain: str = "",
             if key in _TABLE:
                 raise ValueError(f"kernel for {key} registered twice")
             _TABLE[key] = Kernel(fn, op_type, _norm_domain(domain), v, attrs,
-                                 "_outputs" in params, "_config" in params, prepare, fast)
+                                 "_outputs" in params, "_config" in params, prepare, fast, plan)
         return fn
 
     return register

@@ -27,7 +27,9 @@ from onnx import helper
 
 from optc.errors import OptcError, at_node
 from optc.ir import Graph, Model, load
+from optc.runtime import plan
 from optc.runtime.config import PRECISIONS, RuntimeConfig
+from optc.runtime.kernels import native
 from optc.runtime.kernels.native import bf16_available
 from optc.runtime.registry import Kernel, lookup
 
@@ -106,6 +108,10 @@ class InferenceSession:
     ``threads``: BLAS threads used during ``run`` (None: leave NumPy's default), and the
     threads the C kernels share their work among (None: one per CPU).
     ``native``: run the C kernels where they apply (False: NumPy only).
+    ``plans``: after the first run, run each stretch of steps that the C kernels take whole
+    (convs, depthwise convs, GlobalAveragePool, per-channel Mul and Add) in one C call with
+    buffers the session keeps (optc.runtime.plan); False runs every step through Python (the
+    benchmarks time each kernel so). The same results either way.
     ``precision``: "fp32" (the default), or "bf16" (opt-in, on CPUs with AMX-BF16: Intel
     Sapphire Rapids and later): the 2-D convs with constant weights, depthwise ones aside,
     and the MatMul/Gemm nodes with a constant 2-D weight round their inputs and weights to
@@ -120,7 +126,7 @@ class InferenceSession:
     def __init__(self, model: str | os.PathLike | bytes | onnx.ModelProto | Model | Graph,
                  threads: int | None = None, *, native: bool = True,
                  optimization: str = "all", tune: bool = False, precision: str = "fp32",
-                 _captured: Sequence = ()):
+                 plans: bool = True, _captured: Sequence = ()):
         if isinstance(model, Graph):
             model = Model(model)
         if optimization not in OPTIMIZATION_LEVELS:
@@ -155,6 +161,8 @@ class InferenceSession:
                                     precision=precision)
         self.peak_bytes = 0
         self.total_activation_bytes = 0
+        self.plans = plans and self.config.native  # (native: the C extension is built)
+        self._program: list | None = None  # the steps with Segments, after a run (plans)
         self._plan()
 
     # --- plan -------------------------------------------------------------------------------
@@ -245,7 +253,9 @@ class InferenceSession:
         self._output_slots = [slot(v) for v in g.outputs]
         names_by_id = {id(v): v.name for v in g.values().values()}
         self._slot_names = {s: names_by_id.get(key, "") for key, s in slots.items()}
-        self._fold_constant_steps({self._input_slots[n] for n in overridable})
+        overridden = {self._input_slots[n] for n in overridable}
+        self._fold_constant_steps(overridden)
+        self._fixed = set(self._constants) - overridden  # constants no feed replaces
         self._output_names = [v.name for v in g.outputs]
         self._n_slots = len(slots)
         # liveness: release each activation after its last reader (never outputs/constants)
@@ -342,45 +352,75 @@ class InferenceSession:
         if on_value is not None:
             for s in self._folded:
                 on_value(self._slot_names[s], self._constants[s])
+        # the first run (and one after the inputs changed) records the steps' C ops; the
+        # next ones run the program built from them; on_value sees every step's value
+        planning = self.plans and on_value is None
+        record = {} if planning and self._program is None else None
+        items = self._program if planning and record is None else self._steps
         if self.threads:
             with _blas_controller().limit(limits=self.threads):
-                live, peak, total = self._execute(env, live, peak, total, on_value)
+                live, peak, total = self._execute(items, env, live, peak, total, on_value,
+                                                  record)
         else:
-            live, peak, total = self._execute(env, live, peak, total, on_value)
+            live, peak, total = self._execute(items, env, live, peak, total, on_value, record)
+        if record is not None:
+            self._program = plan.build(self._steps, record, self._constants, self._fixed,
+                                       set(self._output_slots))
         self.peak_bytes, self.total_activation_bytes = peak, total
         # hand out arrays the caller owns: never the session's constants, the caller's own
         # inputs, or views into either (as onnxruntime, which copies its outputs)
         shared = {id(a) for a in self._constants.values()} | {id(a) for a in input_feed.values()}
         return [_owned(env[s], shared) for s in wanted]
 
-    def _execute(self, env: list, live: int, peak: int, total: int,
-                 on_value: Callable[[str, np.ndarray], None] | None = None
-                 ) -> tuple[int, int, int]:
-        for step in self._steps:
-            args = [env[s] if s >= 0 else None for s in step.inputs]
-            try:
-                result = step.fast(args) if step.fast else None
-                if result is None:
-                    result = step.kernel.fn(*args, **step.attrs)
-                    if step.fast is not False and step.kernel.fast is not None:
-                        step.fast = step.kernel.fast(args, step.attrs) or False
-            except (OptcError, ValueError, TypeError, IndexError, ZeroDivisionError) as e:
-                raise at_node(step.node_label, e) from e
-            if not isinstance(result, tuple):
-                result = (result,)
-            for s, value in zip(step.outputs, result):
-                if s >= 0:
-                    env[s] = value
-                    n = _nbytes(value)
-                    live += n
-                    total += n
-                    if on_value is not None:
-                        on_value(self._slot_names[s], value)
-            peak = max(peak, live)
-            for s in step.release:
-                if env[s] is not None:
-                    live -= _nbytes(env[s])
-                    env[s] = None
+    def _execute(self, items: list, env: list, live: int, peak: int, total: int,
+                 on_value: Callable[[str, np.ndarray], None] | None = None,
+                 record: dict | None = None) -> tuple[int, int, int]:
+        """Run ``items`` (steps, or the program's steps and Segments) over env; ``record``,
+        if given, gets each step's C op (plan.build's records)."""
+        for i, item in enumerate(items):
+            if item.__class__ is plan.Segment:
+                done = item.run(env, native._ckernels.run_plan)
+                if done == plan.DONE:
+                    peak = max(peak, live + item.rise)
+                    live += item.net
+                    total += item.produced
+                    continue
+                if done == plan.STALE:  # other inputs: plan again after this run
+                    self._program = None
+                for step in self._steps[item.first:item.last + 1]:
+                    live, peak, total = self._step(step, env, live, peak, total, on_value)
+                continue
+            live, peak, total = self._step(item, env, live, peak, total, on_value, record, i)
+        return live, peak, total
+
+    def _step(self, step: _Step, env: list, live: int, peak: int, total: int, on_value,
+              record: dict | None = None, index: int = -1) -> tuple[int, int, int]:
+        args = [env[s] if s >= 0 else None for s in step.inputs]
+        try:
+            result = step.fast(args) if step.fast else None
+            if result is None:
+                result = step.kernel.fn(*args, **step.attrs)
+                if step.fast is not False and step.kernel.fast is not None:
+                    step.fast = step.kernel.fast(args, step.attrs) or False
+            if record is not None and step.kernel.plan is not None:
+                _record(step, index, args, result, record)
+        except (OptcError, ValueError, TypeError, IndexError, ZeroDivisionError) as e:
+            raise at_node(step.node_label, e) from e
+        if not isinstance(result, tuple):
+            result = (result,)
+        for s, value in zip(step.outputs, result):
+            if s >= 0:
+                env[s] = value
+                n = _nbytes(value)
+                live += n
+                total += n
+                if on_value is not None:
+                    on_value(self._slot_names[s], value)
+        peak = max(peak, live)
+        for s in step.release:
+            if env[s] is not None:
+                live -= _nbytes(env[s])
+                env[s] = None
         return live, peak, total
 
     def _check_feeds(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -413,6 +453,24 @@ class InferenceSession:
         if missing:
             raise OptcError(f"missing input(s) {', '.join(missing)}")
         return out
+
+
+def _record(step: _Step, index: int, args: list, result: Any, record: dict) -> None:
+    """The step's C op for these inputs (its kernel's plan hook) into record[index], with its
+    output's shape and its inputs' shapes (plan.build), where its output is one float32
+    C-contiguous array and so is every array the op reads."""
+    if len(step.outputs) != 1 or step.outputs[0] < 0 or result.__class__ is not np.ndarray \
+            or result.dtype != np.float32 or not result.flags.c_contiguous:
+        return
+    op = step.kernel.plan(args, step.attrs)
+    if op is None:
+        return
+    for k in op.operands:
+        a = args[k] if isinstance(k, int) and k < len(args) else None
+        if a is not None and (a.__class__ is not np.ndarray or a.dtype != np.float32 or
+                              not a.flags.c_contiguous):
+            return
+    record[index] = (op, result.shape, tuple(getattr(a, "shape", None) for a in args))
 
 
 def _nbytes(value: Any) -> int:

@@ -58,6 +58,12 @@
  *   qlinear_add(a, b, y, signed, za, zb, ra, rb, zy)
  *       com.microsoft QLinearAdd of two 8-bit tensors of one shape (qgemm.c).
  *
+ *   run_plan(ops, floats, bufs)
+ *       a stretch of a session's steps in one call (optc/runtime/plan.py): each int64 row of
+ *       ops a conv, depthwise conv, per-channel affine map, row means or broadcast Add/Mul
+ *       on the float32 arrays of bufs it names (the table: above run_plan); every operand
+ *       checked against its op's geometry before anything runs.
+ *
  * act codes: see activate() in qgemm.h.
  * The Winograd matrices are those of Lavin & Gray, "Fast Algorithms for Convolutional Neural
  * Networks" (2016), the same as optc/runtime/kernels/winograd.py.
@@ -338,6 +344,39 @@ static int dw_choice(Py_ssize_t C, Py_ssize_t WO, int KH, int KW, int sh, int sw
     return C >= 8 && WO <= DW_CBLOCK_WIDTH ? 2 : 1;
 }
 
+/* depthwise_conv2d's work on raw buffers (run_plan's too), without the GIL: 0, or -1 out of
+ * memory */
+static int dw_run(const float *x, const float *w, const float *b, float *y, Py_ssize_t N,
+                  Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW,
+                  Py_ssize_t HO, Py_ssize_t WO, int sh, int sw, int pt, int pl, int dh, int dw,
+                  int act, float aa, float ab, int path) {
+    if (N * C <= 0 || HO <= 0 || WO <= 0) return 0; /* nothing to write */
+    const int choice = dw_choice(C, WO, (int)KH, (int)KW, sh, sw, dh, dw, path);
+    int done = 0;
+    float *ws;
+    if (choice == 3)
+        done = s_dw_rows(x, w, b, y, (int)N, (int)C, (int)H, (int)W, (int)KH, (int)KW, (int)HO,
+                         (int)WO, sh, sw, pt, pl, dh, dw, act, aa, ab);
+    if (choice == 2) {
+        ws = malloc(sizeof(float) * s_dw_cblock_floats((int)KH, (int)KW, (int)HO, (int)WO, sh, sw,
+                                                       dh, dw));
+        if (ws == NULL) return -1;
+        /* done: written (0 where the CPU has no AVX2: the planes below) */
+        done = s_dw_cblock(x, w, b, y, (int)N, (int)C, (int)H, (int)W, (int)KH, (int)KW, (int)HO,
+                           (int)WO, sh, sw, pt, pl, dh, dw, act, aa, ab, ws);
+        free(ws);
+    }
+    if (!done) {
+        const dw_shape g = dw_geometry(WO, KH, KW, sh, sw, dh, dw);
+        ws = malloc(sizeof(float) * (size_t)(g.planes + g.band * g.Wq));
+        if (ws == NULL) return -1;
+        depthwise_planes(x, w, b, y, N, C, H, W, KH, KW, HO, WO, sh, sw, pt, pl, dh, dw, act, aa,
+                         ab, g, ws);
+        free(ws);
+    }
+    return 0;
+}
+
 static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
     PyObject *xo, *wo, *bo, *yo;
     int sh, sw, pt, pl, dh, dw, act, path = 0;
@@ -364,50 +403,14 @@ static PyObject *depthwise_conv2d(PyObject *self, PyObject *args) {
         PyBuffer_Release(&xv); PyBuffer_Release(&wv); if (has_b) PyBuffer_Release(&bv);
         return NULL;
     }
-    const float *x = xv.buf, *w = wv.buf, *b = has_b ? bv.buf : NULL;
-    float *y = yv.buf;
-    const Py_ssize_t N = xd[0], C = xd[1], H = xd[2], W = xd[3], KH = wd[2], KW = wd[3];
-    const Py_ssize_t HO = yd[2], WO = yd[3];
-    float *ws = NULL;
-    int done = N * C <= 0 || HO <= 0 || WO <= 0; /* nothing to write */
-    const int choice = done ? 1 : dw_choice(C, WO, (int)KH, (int)KW, sh, sw, dh, dw, path);
-    if (choice == 3) {
-        Py_BEGIN_ALLOW_THREADS
-        done = s_dw_rows(x, w, b, y, (int)N, (int)C, (int)H, (int)W, (int)KH, (int)KW, (int)HO,
-                         (int)WO, sh, sw, pt, pl, dh, dw, act, aa, ab);
-        Py_END_ALLOW_THREADS
-    }
-    if (choice == 2) {
-        ws = malloc(sizeof(float) * s_dw_cblock_floats((int)KH, (int)KW, (int)HO, (int)WO, sh, sw,
-                                                       dh, dw));
-        if (ws == NULL) {
-            PyBuffer_Release(&xv); PyBuffer_Release(&wv); if (has_b) PyBuffer_Release(&bv);
-            PyBuffer_Release(&yv);
-            return PyErr_NoMemory();
-        }
-        Py_BEGIN_ALLOW_THREADS
-        done = s_dw_cblock(x, w, b, y, (int)N, (int)C, (int)H, (int)W, (int)KH, (int)KW, (int)HO,
-                           (int)WO, sh, sw, pt, pl, dh, dw, act, aa, ab, ws);
-        Py_END_ALLOW_THREADS
-        free(ws);
-        ws = NULL; /* done: written (0 where the CPU has no AVX2: the planes below) */
-    }
-    if (!done) {
-        const dw_shape g = dw_geometry(WO, KH, KW, sh, sw, dh, dw);
-        ws = malloc(sizeof(float) * (size_t)(g.planes + g.band * g.Wq));
-        if (ws == NULL) {
-            PyBuffer_Release(&xv); PyBuffer_Release(&wv); if (has_b) PyBuffer_Release(&bv);
-            PyBuffer_Release(&yv);
-            return PyErr_NoMemory();
-        }
-        Py_BEGIN_ALLOW_THREADS
-        depthwise_planes(x, w, b, y, N, C, H, W, KH, KW, HO, WO, sh, sw, pt, pl, dh, dw, act, aa,
-                         ab, g, ws);
-        Py_END_ALLOW_THREADS
-    }
-    free(ws);
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = dw_run(xv.buf, wv.buf, has_b ? bv.buf : NULL, yv.buf, xd[0], xd[1], xd[2], xd[3],
+                    wd[2], wd[3], yd[2], yd[3], sh, sw, pt, pl, dh, dw, act, aa, ab, path);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&xv); PyBuffer_Release(&wv); if (has_b) PyBuffer_Release(&bv);
     PyBuffer_Release(&yv);
+    if (status < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -1209,6 +1212,39 @@ static PyObject *sgemm_batch(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The elements of a group's packed filters: bf16 rows of Kp (native.bf16_weights), or float
+ * panels (native.pack_conv_weights) */
+static Py_ssize_t conv_packed(Py_ssize_t Cg, Py_ssize_t Mg, int kh, int kw, int bf16, int taps) {
+    const Py_ssize_t Kp = taps ? (Py_ssize_t)kh * kw * ((Cg + 31) / 32 * 32)
+                               : (Cg * kh * kw + 31) / 32 * 32;
+    return bf16 ? (Mg + 31) / 32 * 32 * Kp : (Mg + SMR - 1) / SMR * SMR * Cg * kh * kw;
+}
+
+/* sconv2d's (sconv2d_bf16's) loop over images and groups on raw buffers, without the GIL
+ * (run_plan's too): 0, -1 out of memory, -2 no AMX-BF16 */
+static int conv_run(const float *xb, const void *wb, const float *bias, const float *res,
+                    float *yb, int N, int C, int H, int W, int G, int Mg, int kh, int kw, int sh,
+                    int sw, int pt, int pl, int dh, int dw, int OH, int OW, int act, float aa,
+                    float ab, int bf16, int taps, int threads) {
+    const Py_ssize_t Cg = C / G, M = (Py_ssize_t)G * Mg, P = (Py_ssize_t)OH * OW;
+    const Py_ssize_t packed = conv_packed(Cg, Mg, kh, kw, bf16, taps);
+    int status = 0;
+    for (Py_ssize_t n = 0; n < N && status == 0; n++)
+        for (Py_ssize_t g = 0; g < G && status == 0; g++) {
+            const Py_ssize_t yoff = (n * M + g * Mg) * P;
+            s_epilogue ep = {bias ? bias + g * Mg : NULL, res ? res + yoff : NULL, (size_t)P,
+                             act, aa, ab};
+            const float *x = xb + (n * C + g * Cg) * H * W;
+            float *y = yb + yoff;
+            status = bf16 ? s_conv_bf16(x, (int)Cg, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW,
+                                        (const uint16_t *)wb + g * packed, Mg, taps, &ep, y,
+                                        threads)
+                          : s_conv(x, (int)Cg, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW,
+                                   (const float *)wb + g * packed, Mg, &ep, y, threads);
+        }
+    return status;
+}
+
 /* sconv2d and sconv2d_bf16: the same arguments (bf16 adds `taps` before threads), the same
  * loop over images and groups; bf16: wb the filters of native.bf16_weights in the layout
  * `taps` says (bf16.c) */
@@ -1232,12 +1268,8 @@ static PyObject *float_conv(PyObject *args, int bf16) {
         PyErr_SetString(PyExc_RuntimeError, "sconv2d_bf16: this CPU has no AMX-BF16");
         return NULL;
     }
-    const Py_ssize_t Cg = C / G, M = (Py_ssize_t)G * Mg, P = (Py_ssize_t)OH * OW;
-    /* a group's packed filters: bf16 rows of Kp (bf16_weights), or float panels */
-    const Py_ssize_t Kp = taps ? (Py_ssize_t)kh * kw * ((Cg + 31) / 32 * 32)
-                               : (Cg * kh * kw + 31) / 32 * 32;
-    const Py_ssize_t packed = bf16 ? (Mg + 31) / 32 * 32 * Kp
-                                   : (Mg + SMR - 1) / SMR * SMR * Cg * kh * kw;
+    const Py_ssize_t M = (Py_ssize_t)G * Mg, P = (Py_ssize_t)OH * OW;
+    const Py_ssize_t packed = conv_packed(C / G, Mg, kh, kw, bf16, taps);
     Py_buffer xv, wv, bv, rv, yv;
     const int has_b = bo != Py_None, has_r = ro != Py_None;
     if (get_floats(xo, &xv, (Py_ssize_t)N * C * H * W, 0, "x") < 0) return NULL;
@@ -1247,21 +1279,11 @@ static PyObject *float_conv(PyObject *args, int bf16) {
     if (has_b && get_floats(bo, &bv, M, 0, "b") < 0) goto fail_w;
     if (has_r && get_floats(ro, &rv, N * M * P, 0, "res") < 0) goto fail_b;
     if (get_floats(yo, &yv, N * M * P, 1, "y") < 0) goto fail_r;
-    int status = 0;
+    int status;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t n = 0; n < N && status == 0; n++)
-        for (Py_ssize_t g = 0; g < G && status == 0; g++) {
-            const Py_ssize_t yoff = (n * M + g * Mg) * P;
-            s_epilogue ep = {has_b ? (const float *)bv.buf + g * Mg : NULL,
-                             has_r ? (const float *)rv.buf + yoff : NULL, (size_t)P, act, aa, ab};
-            const float *x = (const float *)xv.buf + (n * C + g * Cg) * H * W;
-            float *y = (float *)yv.buf + yoff;
-            status = bf16 ? s_conv_bf16(x, (int)Cg, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW,
-                                        (const uint16_t *)wv.buf + g * packed, Mg, taps, &ep, y,
-                                        threads)
-                          : s_conv(x, (int)Cg, H, W, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW,
-                                   (const float *)wv.buf + g * packed, Mg, &ep, y, threads);
-        }
+    status = conv_run(xv.buf, wv.buf, has_b ? bv.buf : NULL, has_r ? rv.buf : NULL, yv.buf, N, C,
+                      H, W, G, Mg, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW, act, aa, ab, bf16, taps,
+                      threads);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&yv);
     if (has_r) PyBuffer_Release(&rv);
@@ -1402,7 +1424,188 @@ static PyObject *map_f32(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* --- run_plan: a run of a session's steps in one call (optc/runtime/plan.py) -------------- */
+
+/* y[r, c] = x[r, c] (+ or *) s, s: s[r, c] (mode 0), s[r] (mode 1, one per row: a channel's
+ * scale), s[0] (mode 2) */
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void binary_rows(const float *x, const float *s, float *y, Py_ssize_t rows,
+                        Py_ssize_t cols, int mul, int mode) {
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols, *sr = mode == 0 ? s + r * cols : NULL;
+        const float c = mode == 1 ? s[r] : s[0];
+        float *yr = y + r * cols;
+        if (mode == 0 && mul)
+            for (Py_ssize_t i = 0; i < cols; i++) yr[i] = xr[i] * sr[i];
+        else if (mode == 0)
+            for (Py_ssize_t i = 0; i < cols; i++) yr[i] = xr[i] + sr[i];
+        else if (mul)
+            for (Py_ssize_t i = 0; i < cols; i++) yr[i] = xr[i] * c;
+        else
+            for (Py_ssize_t i = 0; i < cols; i++) yr[i] = xr[i] + c;
+    }
+}
+
+/* A plan's row: [code, PLAN_BUFS buffer indices (-1: none), ints]; its two floats (the
+ * activation's parameters) are a row of the floats array. The operands and ints per code:
+ *   PLAN_CONV       x, packed w, b, res, y; N C H W G Mg kh kw sh sw pt pl dh dw OH OW act threads
+ *   PLAN_DEPTHWISE  x, w, b, y; N C H W KH KW HO WO sh sw pt pl dh dw act path
+ *   PLAN_AFFINE     x, scale, b, y; N C P act
+ *   PLAN_MEANS      x, y; rows cols
+ *   PLAN_BINARY     x, s, y; mul mode rows cols (binary_rows)
+ * the output last. */
+#define PLAN_COLS 32
+#define PLAN_BUFS 6
+enum { PLAN_CONV = 1, PLAN_DEPTHWISE, PLAN_AFFINE, PLAN_MEANS, PLAN_BINARY };
+static const int plan_operands[] = {0, 5, 4, 4, 2, 3};
+/* the operands an op cannot do without, a bit each */
+static const int plan_required[] = {0, 0x13, 0xb, 0x9, 0x3, 0x7};
+
+/* The floats operand k of a row needs (its geometry says), -1 where the geometry is bad */
+static Py_ssize_t plan_need(const long long *row, int k) {
+    const long long *i = row + 1 + PLAN_BUFS;
+    switch (row[0]) {
+    case PLAN_CONV: {
+        const long long N = i[0], C = i[1], H = i[2], W = i[3], G = i[4], Mg = i[5];
+        if (N < 0 || C < 0 || H < 0 || W < 0 || G < 1 || C % G || Mg < 0 || i[6] < 1 ||
+            i[7] < 1 || i[8] < 1 || i[9] < 1 || i[12] < 1 || i[13] < 1 || i[14] < 0 ||
+            i[15] < 0 || i[17] < 1)
+            return -1;
+        if (k == 0) return N * C * H * W;
+        if (k == 1) return G * conv_packed(C / G, Mg, (int)i[6], (int)i[7], 0, 0);
+        if (k == 2) return G * Mg;
+        return N * G * Mg * i[14] * i[15];
+    }
+    case PLAN_DEPTHWISE: {
+        const long long N = i[0], C = i[1];
+        for (int j = 0; j < 8; j++)
+            if (i[j] < 0) return -1;
+        if (i[4] < 1 || i[5] < 1 || i[8] < 1 || i[9] < 1 || i[12] < 1 || i[13] < 1) return -1;
+        return k == 0 ? N * C * i[2] * i[3] : k == 1 ? C * i[4] * i[5] : k == 2 ? C
+                                                                               : N * C * i[6] * i[7];
+    }
+    case PLAN_AFFINE:
+        if (i[0] < 0 || i[1] < 1 || i[2] < 0) return -1;
+        return k == 1 || k == 2 ? i[1] : i[0] * i[1] * i[2];
+    case PLAN_MEANS:
+        if (i[0] < 0 || i[1] < 1) return -1;
+        return k == 0 ? i[0] * i[1] : i[0];
+    case PLAN_BINARY:
+        if (i[1] < 0 || i[1] > 2 || i[2] < 0 || i[3] < 0) return -1;
+        if (k == 1) return i[1] == 0 ? i[2] * i[3] : i[1] == 1 ? i[2] : 1;
+        return i[2] * i[3];
+    }
+    return -1;
+}
+
+static int plan_op(const long long *row, const float *f, float *const *b) {
+    const long long *i = row + 1 + PLAN_BUFS;
+    const float *const *c = (const float *const *)b;
+    switch (row[0]) {
+    case PLAN_CONV:
+        return conv_run(c[0], c[1], c[2], c[3], b[4], (int)i[0], (int)i[1], (int)i[2], (int)i[3],
+                        (int)i[4], (int)i[5], (int)i[6], (int)i[7], (int)i[8], (int)i[9],
+                        (int)i[10], (int)i[11], (int)i[12], (int)i[13], (int)i[14], (int)i[15],
+                        (int)i[16], f[0], f[1], 0, 0, (int)i[17]);
+    case PLAN_DEPTHWISE:
+        return dw_run(c[0], c[1], c[2], b[3], i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7],
+                      (int)i[8], (int)i[9], (int)i[10], (int)i[11], (int)i[12], (int)i[13],
+                      (int)i[14], f[0], f[1], (int)i[15]);
+    case PLAN_AFFINE:
+        affine_planes(c[0], c[1], c[2], b[3], i[0] * i[1], i[1], i[2], (int)i[3], f[0], f[1]);
+        return 0;
+    case PLAN_MEANS:
+        means_of_rows(c[0], b[1], i[0], i[1]);
+        return 0;
+    case PLAN_BINARY:
+        binary_rows(c[0], c[1], b[2], i[2], i[3], (int)i[0], (int)i[1]);
+        return 0;
+    }
+    return -1;
+}
+
+static PyObject *run_plan(PyObject *self, PyObject *args) {
+    PyObject *oo, *fo, *bo;
+    if (!PyArg_ParseTuple(args, "OOO!", &oo, &fo, &PyList_Type, &bo)) return NULL;
+    Py_buffer ov, fv;
+    if (PyObject_GetBuffer(oo, &ov, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    if (ov.itemsize != 8 || ov.len % (8 * PLAN_COLS) || (ov.format[0] != 'q' &&
+                                                            ov.format[0] != 'l')) {
+        PyErr_SetString(PyExc_TypeError, "run_plan: ops must be int64 rows of PLAN_COLS");
+        PyBuffer_Release(&ov);
+        return NULL;
+    }
+    const Py_ssize_t n_ops = ov.len / (8 * PLAN_COLS), n_bufs = PyList_GET_SIZE(bo);
+    if (get_floats(fo, &fv, 2 * n_ops, 0, "floats") < 0) { PyBuffer_Release(&ov); return NULL; }
+    Py_buffer *views = calloc((size_t)n_bufs + 1, sizeof(Py_buffer));
+    float **ptrs = calloc((size_t)n_bufs + 1, sizeof(float *));
+    char *written = calloc((size_t)n_bufs + 1, 1); /* an op's output: asked for writable */
+    Py_ssize_t got = 0;
+    PyObject *result = NULL;
+    const long long *ops = ov.buf;
+    if (views == NULL || ptrs == NULL || written == NULL) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t k = 0; k < n_ops; k++) {
+        const long long *row = ops + k * PLAN_COLS;
+        if (row[0] >= PLAN_CONV && row[0] <= PLAN_BINARY) {
+            const long long ix = row[plan_operands[row[0]]];
+            if (ix >= 0 && ix < n_bufs) written[ix] = 1;
+        }
+    }
+    for (; got < n_bufs; got++) {
+        PyObject *item = PyList_GET_ITEM(bo, got);
+        if (item == Py_None) { views[got].obj = NULL; continue; }
+        if (get_floats(item, &views[got], -1, written[got], "a plan's buffer") < 0) goto done;
+        ptrs[got] = views[got].buf;
+    }
+    for (Py_ssize_t k = 0; k < n_ops; k++) { /* every operand checked before anything runs */
+        const long long *row = ops + k * PLAN_COLS;
+        const long long code = row[0];
+        if (code < PLAN_CONV || code > PLAN_BINARY) {
+            PyErr_Format(PyExc_ValueError, "run_plan: op %zd has an unknown code", k);
+            goto done;
+        }
+        const int n = plan_operands[code];
+        for (int j = 0; j < PLAN_BUFS; j++) {
+            const long long ix = row[1 + j];
+            if (ix < 0 && !(j < n && plan_required[code] >> j & 1)) continue;
+            const Py_ssize_t need = j < n ? plan_need(row, j) : -1;
+            int aliased = 0; /* the output must not be one of the op's inputs */
+            for (int t = 0; j == n - 1 && t < j; t++) aliased |= row[1 + t] == ix;
+            if (ix < 0 || ix >= n_bufs || ptrs[ix] == NULL || need < 0 ||
+                views[ix].len < need * 4 || aliased) {
+                PyErr_Format(PyExc_ValueError, "run_plan: op %zd operand %d is missing, too "
+                             "small or its output is its input", k, j);
+                goto done;
+            }
+        }
+    }
+    int status = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t k = 0; k < n_ops && status == 0; k++) {
+        const long long *row = ops + k * PLAN_COLS;
+        float *b[PLAN_BUFS];
+        for (int j = 0; j < PLAN_BUFS; j++) b[j] = row[1 + j] < 0 ? NULL : ptrs[row[1 + j]];
+        status = plan_op(row, (const float *)fv.buf + 2 * k, b);
+    }
+    Py_END_ALLOW_THREADS
+    if (status < 0) PyErr_NoMemory();
+    else result = Py_None, Py_INCREF(result);
+done:
+    for (Py_ssize_t j = 0; j < got; j++)
+        if (views[j].obj != NULL) PyBuffer_Release(&views[j]);
+    free(views);
+    free(ptrs);
+    free(written);
+    PyBuffer_Release(&fv);
+    PyBuffer_Release(&ov);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"run_plan", run_plan, METH_VARARGS,
+     "run_plan(ops, floats, bufs): a run of a session's steps in one call (optc/runtime/plan.py)."},
     {"map_f32", map_f32, METH_VARARGS,
      "map_f32(x, y, code): y = f(x) element-wise, float32; code 1 erf, 2 gelu, 3 gelu-tanh, "
      "4 mish."},
@@ -1471,7 +1674,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ckernels",
 
 PyMODINIT_FUNC PyInit__ckernels(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && (PyModule_AddIntConstant(m, "QMR", QMR) < 0 || /* the AVX2 panel rows */
+    if (m != NULL && (PyModule_AddIntConstant(m, "QMR", QMR) < 0 ||
+                      PyModule_AddIntConstant(m, "PLAN_COLS", PLAN_COLS) < 0 ||
+                      PyModule_AddIntConstant(m, "PLAN_BUFS", PLAN_BUFS) < 0 || /* the AVX2 panel rows */
                       PyModule_AddIntConstant(m, "AMX_ROWS", AMX_ROWS) < 0 ||
                       PyModule_AddIntConstant(m, "AMX_QUADS", AMX_QUADS) < 0)) {
         Py_DECREF(m);

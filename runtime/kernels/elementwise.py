@@ -7,6 +7,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from optc.errors import OptcError
+from optc.runtime import plan
 from optc.runtime.registry import kernel
 
 
@@ -99,11 +100,24 @@ def _div(a, b):
     return a / b
 
 
+def _binary_plan(mul: bool):
+    """Add's and Mul's plan hook (registry: ``plan``): float32 operands broadcast as
+    plan.binary_op takes them."""
+    def plan_hook(args, attrs):
+        a, b = args
+        if a.__class__ is not np.ndarray or b.__class__ is not np.ndarray or \
+                a.dtype != np.float32 or b.dtype != np.float32:
+            return None
+        return plan.binary_op(mul, a.shape, b.shape)
+    return plan_hook
+
+
 for _name, _op in (("Add", np.add), ("Sub", np.subtract), ("Mul", np.multiply), ("Div", _div)):
     _legacy, _modern = _binary(_op)
     _legacy.__name__, _modern.__name__ = f"{_name.lower()}_legacy", _name.lower()
     kernel(_name, (1, 6))(_legacy)
-    kernel(_name, (7, 13, 14))(_modern)
+    kernel(_name, (7, 13, 14),
+           plan=_binary_plan(_name == "Mul") if _name in ("Add", "Mul") else None)(_modern)
 
 
 @kernel("Sum", (1, 6))

@@ -53,11 +53,11 @@ def apply_activation(kind: str, params, y: np.ndarray) -> np.ndarray:
     raise OptcError(f"unknown fused activation '{kind}'")
 
 
-def _fused_conv_call(x, w, b, config, activation, activation_params, auto_pad, dilations,
-                     group, kernel_shape, pads, strides, depthwise_path, state):
-    """FusedConv's C call for x's shape: ``run(x, b, z)`` -> y, or None where the arrays do
-    not fit it (the 2-D conv's Conv2dCall, kept in the node's state, or the depthwise
-    kernel's call, which takes no residual); None where neither applies."""
+def _fused_conv_resolve(x, w, b, config, activation, activation_params, auto_pad, dilations,
+                        group, kernel_shape, pads, strides, depthwise_path, state):
+    """FusedConv's C call for x's shape: the 2-D conv's native.Conv2dCall (kept in the
+    node's state) or the depthwise kernel's native.DepthwiseCall; None where neither
+    applies."""
     if depthwise_path not in native.DEPTHWISE_PATHS:
         raise OptcError(f"FusedConv depthwise_path must be one of "
                         f"{', '.join(native.DEPTHWISE_PATHS)}, got '{depthwise_path}'")
@@ -66,32 +66,45 @@ def _fused_conv_call(x, w, b, config, activation, activation_params, auto_pad, d
                          config, activation, activation_params, auto_pad, dilations, group,
                          kernel_shape, pads, strides)
     if call is not None:
-        threads = config.threads
-        return lambda x, b, z: call(x, b, z, threads)
-    dw = depthwise_call(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
-                        kernel_shape=kernel_shape, pads=pads, strides=strides,
-                        activation=activation, activation_params=activation_params,
-                        config=config, path=native.DEPTHWISE_PATHS[depthwise_path])
-    if dw is None:
+        return call
+    return depthwise_call(x, w, b, auto_pad=auto_pad, dilations=dilations, group=group,
+                          kernel_shape=kernel_shape, pads=pads, strides=strides,
+                          activation=activation, activation_params=activation_params,
+                          config=config, path=native.DEPTHWISE_PATHS[depthwise_path])
+
+
+def _as_run(call, w, threads: int):
+    """``run(x, b, z)`` -> y of a resolved call, None where the arrays do not fit it (the
+    depthwise kernel takes no residual)."""
+    if isinstance(call, native.DepthwiseCall):
+        return lambda x, b, z: call(x, w, b) if z is None else None
+    return lambda x, b, z: call(x, b, z, threads)
+
+
+def _step_call(args, attrs):
+    """The resolved C call (_fused_conv_resolve) of a FusedConv step's inputs and attributes
+    (a session's: the kernel's keyword defaults where absent), or None."""
+    x, w = args[0], args[1]
+    if not isinstance(x, np.ndarray) or not isinstance(w, np.ndarray):
         return None
-    return lambda x, b, z: dw(x, w, b) if z is None else None
+    get = attrs.get
+    return _fused_conv_resolve(x, w, args[2] if len(args) > 2 else None,
+                               get("_config") or DEFAULT, get("activation"),
+                               get("activation_params"), get("auto_pad", "NOTSET"),
+                               get("dilations"), get("group", 1), get("kernel_shape"),
+                               get("pads"), get("strides"), get("depthwise_path", "auto"),
+                               get("_state"))
 
 
 def _fused_conv_fast(args, attrs):
     """The session's fast path of a FusedConv step (registry: ``fast``): the C call resolved
     for these inputs, run while x keeps its shape and the weight is this one (at the SIMD
     level the C kernels have then: the same sums, portable C included)."""
+    call = _step_call(args, attrs)
+    if call is None:
+        return None
     x, w = args[0], args[1]
-    if not isinstance(x, np.ndarray) or not isinstance(w, np.ndarray):
-        return None
-    config = attrs.get("_config") or DEFAULT
-    get = attrs.get
-    run = _fused_conv_call(x, w, args[2] if len(args) > 2 else None, config,
-                           get("activation"), get("activation_params"), get("auto_pad", "NOTSET"),
-                           get("dilations"), get("group", 1), get("kernel_shape"), get("pads"),
-                           get("strides"), get("depthwise_path", "auto"), get("_state"))
-    if run is None:
-        return None
+    run = _as_run(call, w, (attrs.get("_config") or DEFAULT).threads)
     shape = x.shape
 
     def fast(args):
@@ -103,7 +116,22 @@ def _fused_conv_fast(args, attrs):
     return fast
 
 
-@kernel("FusedConv", (1,), domain=OPTC_DOMAIN, prepare=prepare_conv, fast=_fused_conv_fast)
+def _fused_conv_plan(args, attrs):
+    """A FusedConv step as a session plan's op (registry: ``plan``): its C call's, where the
+    residual, if any, has the output's shape (the depthwise kernel takes none)."""
+    call = _step_call(args, attrs)
+    z = args[3] if len(args) > 3 else None
+    if call is None:
+        return None
+    if isinstance(call, native.DepthwiseCall):
+        return call.plan_op(args[1].shape) if z is None else None
+    if z is not None and getattr(z, "shape", None) != call.y_shape:
+        return None
+    return call.plan_op((attrs.get("_config") or DEFAULT).threads)
+
+
+@kernel("FusedConv", (1,), domain=OPTC_DOMAIN, prepare=prepare_conv, fast=_fused_conv_fast,
+        plan=_fused_conv_plan)
 def fused_conv(x, w, b=None, z=None, *, activation=None, activation_params=None,
                auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
                strides=None, depthwise_path="auto", _config=None, _state=None):
@@ -112,11 +140,12 @@ def fused_conv(x, w, b=None, z=None, *, activation=None, activation_params=None,
     depthwise conv, which C path runs (native.DEPTHWISE_PATHS: auto, planes, blocks, rows;
     written by the tune-depthwise pass), the same result either way."""
     config = _config or DEFAULT
-    run = _fused_conv_call(x, w, b, config, activation, activation_params, auto_pad,
-                           dilations, group, kernel_shape, pads, strides, depthwise_path,
-                           _state)
-    if run is not None:
-        y = run(np.ascontiguousarray(x), None if b is None else np.ascontiguousarray(b), z)
+    call = _fused_conv_resolve(x, w, b, config, activation, activation_params, auto_pad,
+                               dilations, group, kernel_shape, pads, strides, depthwise_path,
+                               _state)
+    if call is not None:
+        y = _as_run(call, w, config.threads)(
+            np.ascontiguousarray(x), None if b is None else np.ascontiguousarray(b), z)
         if y is not None:
             return y
     if x.ndim == 4:

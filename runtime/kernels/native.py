@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from optc.runtime import plan
 from optc.runtime.activations import ACTIVATIONS
 
 try:
@@ -81,6 +82,17 @@ class DepthwiseCall:
             return None
         return DepthwiseCall(x.shape, w.shape[2:], strides, begin, end, dilations, out_shape,
                              act, path)
+
+    def plan_op(self, w_shape) -> plan.PlanOp:
+        """This call as a session plan's op (optc.runtime.plan), the filters of w_shape its
+        operand 1, x 0 and the bias 2."""
+        if self.affine:
+            n, c, p, act, aa, ab = self.geometry
+            return plan.PlanOp(plan.AFFINE, (0, 1, 2), (n, c, p, act), (aa, ab))
+        sh, sw, pt, pl, dh, dw, act, aa, ab, path = self.geometry
+        return plan.PlanOp(plan.DEPTHWISE, (0, 1, 2),
+                           (*self.x_shape, *w_shape[2:], *self.y_shape[2:], sh, sw, pt, pl, dh,
+                            dw, act, path), (aa, ab))
 
     def __call__(self, x, w, b) -> np.ndarray | None:
         if x.shape != self.x_shape or x.dtype != np.float32 or not x.flags.c_contiguous or \
@@ -214,6 +226,13 @@ class Conv2dCall:
         return res is None or (res.dtype == np.float32 and res.shape == y_shape and
                                res.flags.c_contiguous)
 
+    def plan_op(self, threads: int = 1) -> plan.PlanOp | None:
+        """This call as a session plan's op (optc.runtime.plan): x the step's input 0, the
+        bias 2, the residual 3, the packed filters its own (so the weight, input 1, must be
+        a constant)."""
+        return plan.PlanOp(plan.CONV, (0, self.packed, 2, 3), (*self.geometry[:-2], threads),
+                           self.geometry[-2:], baked=(1,))
+
     def __call__(self, x, b, res, threads: int = 1) -> np.ndarray | None:
         """y, or None where the arrays do not fit; the caller checks simd_float() first."""
         if not self.fits(x, b, res, self.y_shape):
@@ -272,6 +291,10 @@ class Bf16ConvCall(Conv2dCall):
                  packed: np.ndarray):
         super().__init__(x_shape, w, strides, begin, dilations, group, out_shape, act, packed)
         self.geometry += (int(bf16_taps(w.shape[1])),)
+
+    def plan_op(self, threads: int = 1) -> None:
+        """None: plans have no bf16 conv op (the step runs through Python)."""
+        return None
 
     def __call__(self, x, b, res, threads: int = 1) -> np.ndarray | None:
         if not self.fits(x, b, res, self.y_shape):

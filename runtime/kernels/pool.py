@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from optc.runtime import plan
 from optc.runtime.config import DEFAULT
 from optc.runtime.kernels import native
 from optc.runtime.kernels.conv import out_size, resolve_pads, windows
@@ -149,7 +150,16 @@ def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dila
                     strides, config=_config)
 
 
-@kernel("GlobalAveragePool", (1, 22))
+def _global_average_pool_plan(args, attrs):
+    """GlobalAveragePool as a plan's op (registry: ``plan``): native.row_means' rows."""
+    x = args[0]
+    if not (attrs.get("_config") or DEFAULT).native or x.__class__ is not np.ndarray or \
+            x.dtype != np.float32 or x.ndim < 3 or math.prod(x.shape[2:]) == 0:
+        return None
+    return plan.PlanOp(plan.MEANS, (0,), (x.shape[0] * x.shape[1], math.prod(x.shape[2:])))
+
+
+@kernel("GlobalAveragePool", (1, 22), plan=_global_average_pool_plan)
 def global_average_pool(x, *, _config=None):
     """The mean of each channel's pixels. float32: each of the (N * C, pixels) rows summed in
     C (native.row_means), or one matrix-vector product with a vector of 1 / pixels (BLAS)
