@@ -25,7 +25,7 @@ import numpy as np
 
 
 #: the op codes of runtime/csrc/ckernels.c (run_plan), its row width and operand slots
-CONV, DEPTHWISE, AFFINE, MEANS, BINARY = 1, 2, 3, 4, 5
+CONV, DEPTHWISE, AFFINE, MEANS, BINARY, POOL, WINOGRAD, CONCAT = 1, 2, 3, 4, 5, 6, 7, 8
 COLS, BUFS = 32, 6
 #: what Segment.run did
 DONE, STALE, BUSY = "done", "stale", "busy"

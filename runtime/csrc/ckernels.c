@@ -581,28 +581,11 @@ static void pool_strided(const float *x, float *y, Py_ssize_t NC, Py_ssize_t H, 
     }
 }
 
-static PyObject *pool2d(PyObject *args, int avg) {
-    PyObject *xo, *yo;
-    int kh, kw, sh, sw, pt, pl, dh, dw, ch0 = 0, ch1 = 0, cw0 = 0, cw1 = 0;
-    if (!PyArg_ParseTuple(args, avg ? "OOiiiiiiiiiiii" : "OOiiiiiiii", &xo, &yo, &kh, &kw, &sh,
-                          &sw, &pt, &pl, &dh, &dw, &ch0, &ch1, &cw0, &cw1))
-        return NULL;
-    Py_buffer xv, yv;
-    Py_ssize_t xd[4], yd[4];
-    if (get_floats(xo, &xv, -1, 0, "x") < 0) return NULL;
-    if (dims4(&xv, xd, "x") < 0) { PyBuffer_Release(&xv); return NULL; }
-    if (get_floats(yo, &yv, -1, 1, "y") < 0 || dims4(&yv, yd, "y") < 0 ||
-        yd[0] != xd[0] || yd[1] != xd[1]) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "y must be (N, C, Ho, Wo)");
-        PyBuffer_Release(&xv); return NULL;
-    }
-    const float *x = xv.buf;
-    float *y = yv.buf;
-    const Py_ssize_t NC = xd[0] * xd[1], H = xd[2], W = xd[3], HO = yd[2], WO = yd[3];
-    if (NC == 0 || HO <= 0 || WO <= 0) {
-        PyBuffer_Release(&xv); PyBuffer_Release(&yv);
-        Py_RETURN_NONE;
-    }
+/* pool2d's work on raw buffers (run_plan's too), without the GIL: 0, or -1 out of memory */
+static int pool_run(const float *x, float *y, Py_ssize_t NC, Py_ssize_t H, Py_ssize_t W,
+                    Py_ssize_t HO, Py_ssize_t WO, int kh, int kw, int sh, int sw, int pt, int pl,
+                    int dh, int dw, int avg, int ch0, int ch1, int cw0, int cw1) {
+    if (NC == 0 || HO <= 0 || WO <= 0) return 0;
     const band_shape g = band_geometry(WO, kh, kw, sh, sw, dh, dw);
     /* pool_strided on rows of 48 or more pixels (ResNet-50's 3x3 stride-2 max pool at 112x112,
      * DenseNet's 2x2 average pools at 56x56); on narrower rows its per-row loops cost more
@@ -612,11 +595,9 @@ static PyObject *pool2d(PyObject *args, int avg) {
     float *ws = malloc(sizeof(float) * (size_t)(strided ? g.Wp + WO : 3 * g.bs));
     if (colcount == NULL || ws == NULL) {
         free(colcount); free(ws);
-        PyBuffer_Release(&xv); PyBuffer_Release(&yv);
-        return PyErr_NoMemory();
+        return -1;
     }
     float *rowcount = colcount + WO;
-    Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t ow = 0; avg && ow < WO; ow++) { /* the divisor's column factor */
         int n = 0;
         for (int j = 0; j < kw; j++) {
@@ -639,10 +620,33 @@ static PyObject *pool2d(PyObject *args, int avg) {
     else
         pool_planes(x, y, NC, H, W, HO, WO, kh, kw, sh, sw, pt, pl, dh, dw, avg, rowcount,
                     colcount, g.Wp, g.band, g.bs, ws);
-    Py_END_ALLOW_THREADS
     free(ws);
     free(colcount);
+    return 0;
+}
+
+static PyObject *pool2d(PyObject *args, int avg) {
+    PyObject *xo, *yo;
+    int kh, kw, sh, sw, pt, pl, dh, dw, ch0 = 0, ch1 = 0, cw0 = 0, cw1 = 0;
+    if (!PyArg_ParseTuple(args, avg ? "OOiiiiiiiiiiii" : "OOiiiiiiii", &xo, &yo, &kh, &kw, &sh,
+                          &sw, &pt, &pl, &dh, &dw, &ch0, &ch1, &cw0, &cw1))
+        return NULL;
+    Py_buffer xv, yv;
+    Py_ssize_t xd[4], yd[4];
+    if (get_floats(xo, &xv, -1, 0, "x") < 0) return NULL;
+    if (dims4(&xv, xd, "x") < 0) { PyBuffer_Release(&xv); return NULL; }
+    if (get_floats(yo, &yv, -1, 1, "y") < 0 || dims4(&yv, yd, "y") < 0 ||
+        yd[0] != xd[0] || yd[1] != xd[1]) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "y must be (N, C, Ho, Wo)");
+        PyBuffer_Release(&xv); return NULL;
+    }
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = pool_run(xv.buf, yv.buf, xd[0] * xd[1], xd[2], xd[3], yd[2], yd[3], kh, kw, sh, sw,
+                      pt, pl, dh, dw, avg, ch0, ch1, cw0, cw1);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&xv); PyBuffer_Release(&yv);
+    if (status < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -1455,13 +1459,30 @@ static void binary_rows(const float *x, const float *s, float *y, Py_ssize_t row
  *   PLAN_AFFINE     x, scale, b, y; N C P act
  *   PLAN_MEANS      x, y; rows cols
  *   PLAN_BINARY     x, s, y; mul mode rows cols (binary_rows)
+ *   PLAN_POOL       x, y; N C H W HO WO kh kw sh sw pt pl dh dw avg ch0 ch1 cw0 cw1 (pool2d's)
+ *   PLAN_WINOGRAD   x, packed u, b, res, y; N C H W M HO WO m th tw pt pl act threads (w_conv)
+ *   PLAN_CONCAT     x0 .. x(k-1), y (k <= PLAN_BUFS - 1); outer k chunk0 .. chunk(k-1): per
+ *                   outer index, each input's chunk of floats in turn
  * the output last. */
 #define PLAN_COLS 32
 #define PLAN_BUFS 6
-enum { PLAN_CONV = 1, PLAN_DEPTHWISE, PLAN_AFFINE, PLAN_MEANS, PLAN_BINARY };
-static const int plan_operands[] = {0, 5, 4, 4, 2, 3};
+enum { PLAN_CONV = 1, PLAN_DEPTHWISE, PLAN_AFFINE, PLAN_MEANS, PLAN_BINARY, PLAN_POOL,
+       PLAN_WINOGRAD, PLAN_CONCAT, PLAN_CODES };
+static const int plan_operands[] = {0, 5, 4, 4, 2, 3, 2, 5, 0};
 /* the operands an op cannot do without, a bit each */
-static const int plan_required[] = {0, 0x13, 0xb, 0x9, 0x3, 0x7};
+static const int plan_required[] = {0, 0x13, 0xb, 0x9, 0x3, 0x7, 0x3, 0x13, 0};
+
+/* How many operands a row has (a concat's: its inputs and y), and which it needs */
+static int plan_count(const long long *row, int *required) {
+    if (row[0] == PLAN_CONCAT) {
+        const long long k = row[1 + PLAN_BUFS + 1];
+        if (k < 1 || k > PLAN_BUFS - 1) return -1;
+        *required = (1 << (k + 1)) - 1;
+        return (int)k + 1;
+    }
+    *required = plan_required[row[0]];
+    return plan_operands[row[0]];
+}
 
 /* The floats operand k of a row needs (its geometry says), -1 where the geometry is bad */
 static Py_ssize_t plan_need(const long long *row, int k) {
@@ -1496,6 +1517,35 @@ static Py_ssize_t plan_need(const long long *row, int k) {
         if (i[1] < 0 || i[1] > 2 || i[2] < 0 || i[3] < 0) return -1;
         if (k == 1) return i[1] == 0 ? i[2] * i[3] : i[1] == 1 ? i[2] : 1;
         return i[2] * i[3];
+    case PLAN_POOL:
+        for (int j = 0; j < 6; j++)
+            if (i[j] < 0) return -1;
+        for (int j = 6; j < 10; j++)
+            if (i[j] < 1) return -1;
+        if (i[10] < 0 || i[11] < 0 || i[12] < 1 || i[13] < 1) return -1;
+        return k == 0 ? i[0] * i[1] * i[2] * i[3] : i[0] * i[1] * i[4] * i[5];
+    case PLAN_WINOGRAD: {
+        const long long N = i[0], C = i[1], M = i[4], m = i[7], a = i[7] + 2;
+        for (int j = 0; j < 7; j++)
+            if (i[j] < 0) return -1;
+        if ((m != 2 && m != 4) || i[8] < 0 || i[9] < 0 || i[10] < 0 || i[11] < 0 ||
+            i[5] > i[8] * m || i[6] > i[9] * m || i[13] < 1)
+            return -1;
+        if (k == 0) return N * C * i[2] * i[3];
+        if (k == 1) return a * a * ((M + SMR - 1) / SMR * SMR) * C;
+        if (k == 2) return M;
+        return N * M * i[5] * i[6];
+    }
+    case PLAN_CONCAT: {
+        const long long outer = i[0], n = i[1];
+        long long total = 0;
+        if (outer < 0) return -1;
+        for (int j = 0; j < n; j++) {
+            if (i[2 + j] < 0) return -1;
+            total += i[2 + j];
+        }
+        return outer * (k < n ? i[2 + k] : total);
+    }
     }
     return -1;
 }
@@ -1522,6 +1572,27 @@ static int plan_op(const long long *row, const float *f, float *const *b) {
     case PLAN_BINARY:
         binary_rows(c[0], c[1], b[2], i[2], i[3], (int)i[0], (int)i[1]);
         return 0;
+    case PLAN_POOL:
+        return pool_run(c[0], b[1], i[0] * i[1], i[2], i[3], i[4], i[5], (int)i[6], (int)i[7],
+                        (int)i[8], (int)i[9], (int)i[10], (int)i[11], (int)i[12], (int)i[13],
+                        (int)i[14], (int)i[15], (int)i[16], (int)i[17], (int)i[18]);
+    case PLAN_WINOGRAD:
+        return w_conv(c[0], (int)i[0], (int)i[1], (int)i[2], (int)i[3], (int)i[10], (int)i[11],
+                      c[1], (int)i[4], (int)i[7], (int)i[8], (int)i[9], c[2], c[3], (int)i[12],
+                      f[0], f[1], b[4], (int)i[5], (int)i[6], (int)i[13]);
+    case PLAN_CONCAT: {
+        const long long n = i[1];
+        long long total = 0;
+        for (int j = 0; j < n; j++) total += i[2 + j];
+        for (long long o = 0; o < i[0]; o++) {
+            float *y = b[n] + o * total;
+            for (int j = 0; j < n; j++) {
+                memcpy(y, c[j] + o * i[2 + j], sizeof(float) * (size_t)i[2 + j]);
+                y += i[2 + j];
+            }
+        }
+        return 0;
+    }
     }
     return -1;
 }
@@ -1548,8 +1619,9 @@ static PyObject *run_plan(PyObject *self, PyObject *args) {
     if (views == NULL || ptrs == NULL || written == NULL) { PyErr_NoMemory(); goto done; }
     for (Py_ssize_t k = 0; k < n_ops; k++) {
         const long long *row = ops + k * PLAN_COLS;
-        if (row[0] >= PLAN_CONV && row[0] <= PLAN_BINARY) {
-            const long long ix = row[plan_operands[row[0]]];
+        int required, n;
+        if (row[0] >= PLAN_CONV && row[0] < PLAN_CODES && (n = plan_count(row, &required)) > 0) {
+            const long long ix = row[n];
             if (ix >= 0 && ix < n_bufs) written[ix] = 1;
         }
     }
@@ -1561,15 +1633,15 @@ static PyObject *run_plan(PyObject *self, PyObject *args) {
     }
     for (Py_ssize_t k = 0; k < n_ops; k++) { /* every operand checked before anything runs */
         const long long *row = ops + k * PLAN_COLS;
-        const long long code = row[0];
-        if (code < PLAN_CONV || code > PLAN_BINARY) {
-            PyErr_Format(PyExc_ValueError, "run_plan: op %zd has an unknown code", k);
+        int required, n = -1;
+        if (row[0] >= PLAN_CONV && row[0] < PLAN_CODES) n = plan_count(row, &required);
+        if (n < 0) {
+            PyErr_Format(PyExc_ValueError, "run_plan: op %zd has an unknown code or operand count", k);
             goto done;
         }
-        const int n = plan_operands[code];
         for (int j = 0; j < PLAN_BUFS; j++) {
             const long long ix = row[1 + j];
-            if (ix < 0 && !(j < n && plan_required[code] >> j & 1)) continue;
+            if (ix < 0 && !(j < n && required >> j & 1)) continue;
             const Py_ssize_t need = j < n ? plan_need(row, j) : -1;
             int aliased = 0; /* the output must not be one of the op's inputs */
             for (int t = 0; j == n - 1 && t < j; t++) aliased |= row[1 + t] == ix;

@@ -184,7 +184,21 @@ def native_conv2d(x, w, b, k, strides, dilations, begin, end, group, activation=
                          activation_params, res, config.threads)
 
 
-@kernel("Conv", (1, 11, 22), prepare=prepare_conv)
+def _conv_plan(args, attrs):
+    """A Conv step as a plan's op (registry: ``plan``): its native.Conv2dCall's (kept in the
+    node's state, as the kernel resolves it); None where the kernel would go another way."""
+    x, w = args[0], args[1]
+    if x.__class__ is not np.ndarray or w.__class__ is not np.ndarray:
+        return None
+    get, config = attrs.get, attrs.get("_config") or DEFAULT
+    attributes = (get("auto_pad", "NOTSET"), get("dilations"), get("group", 1),
+                  get("kernel_shape"), get("pads"), get("strides"))
+    call = cached_conv2d(x, w, args[2] if len(args) > 2 else None, (x.shape, *attributes),
+                         get("_state"), config, None, None, *attributes)
+    return None if call is None else call.plan_op(config.threads)
+
+
+@kernel("Conv", (1, 11, 22), prepare=prepare_conv, plan=_conv_plan)
 def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None,
          pads=None, strides=None, _config=None, _state=None):
     config = _config or DEFAULT

@@ -444,25 +444,46 @@ def winograd_blocked(x, u, b, m, th, tw, pads, out_shape, activation=None, param
     ``res`` and the activation (``packed``: pack_panels(u), made once by the caller). None
     where it does not apply: no SIMD GEMM, not float32, an activation the C kernels do not know, or fewer blocks than
     threads (winograd_conv then shares each GEMM among them)."""
-    if not simd_float() or not _f32(x, u, b, res):
-        return None
-    act = activation_args(activation, params)
+    act = _winograd_blocked_act(x, u, b, m, th, tw, out_shape, activation, params, res,
+                                threads)
     if act is None:
         return None
-    n, c = x.shape[:2]
-    mo = u.shape[1]
-    if res is not None and res.shape != (n, mo, *out_shape):
-        return None
-    rows = _ckernels.wblock_rows(c, mo, m, th, tw)
-    if threads > 1 and n * -(-th // rows) < threads:
-        return None
     packed = pack_panels(u) if packed is None else packed
-    y = np.empty((n, mo, *out_shape), np.float32)
+    y = np.empty((x.shape[0], u.shape[1], *out_shape), np.float32)
     _ckernels.winograd_conv2d(np.ascontiguousarray(x), packed,
                               None if b is None else np.ascontiguousarray(b),
                               None if res is None else np.ascontiguousarray(res), y, m, th, tw,
                               int(pads[0]), int(pads[1]), *act, threads)
     return y
+
+
+def _winograd_blocked_act(x, u, b, m, th, tw, out_shape, activation, params, res, threads):
+    """winograd_blocked's activation code, or None where it does not apply."""
+    if not simd_float() or not _f32(x, u, b, res):
+        return None
+    act = activation_args(activation, params)
+    n, c = x.shape[:2]
+    mo = u.shape[1]
+    if act is None or (res is not None and res.shape != (n, mo, *out_shape)):
+        return None
+    rows = _ckernels.wblock_rows(c, mo, m, th, tw)
+    if threads > 1 and n * -(-th // rows) < threads:
+        return None
+    return act
+
+
+def winograd_plan_op(x, u, b, m, th, tw, pads, out_shape, activation, params, res,
+                     threads: int, packed: np.ndarray) -> plan.PlanOp | None:
+    """winograd_blocked's call as a session plan's op (optc.runtime.plan): x the step's input
+    0, the bias 2, the residual 3, ``packed`` (the node's, of u: input 1) its own; None where
+    winograd_blocked does not apply."""
+    act = _winograd_blocked_act(x, u, b, m, th, tw, out_shape, activation, params, res,
+                                threads)
+    if act is None:
+        return None
+    return plan.PlanOp(plan.WINOGRAD, (0, packed, 2, 3),
+                       (*x.shape, u.shape[1], *out_shape, m, th, tw, int(pads[0]),
+                        int(pads[1]), act[0], threads), act[1:], baked=(1,))
 
 
 def winograd_conv(xp, u, b, m, th, tw, out_shape, activation=None, params=None, res=None,

@@ -73,19 +73,57 @@ def _maxpool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_orde
     return y, index.astype(np.int64)
 
 
-@kernel("MaxPool", (1,))
+def _pool_plan(avg: bool):
+    """MaxPool's (avg False) and AveragePool's plan hook (registry: ``plan``): a 2-D float32
+    pool as native.max_pool2d / avg_pool2d run it (a whole-map average as
+    GlobalAveragePool); None for more outputs (MaxPool's Indices) or other ranks."""
+    def plan_hook(args, attrs):
+        x, get = args[0], attrs.get
+        if x.__class__ is not np.ndarray or x.ndim != 4 or x.dtype != np.float32 or \
+                not (get("_config") or DEFAULT).native or get("_outputs", 1) > 1:
+            return None
+        auto_pad = get("auto_pad", "NOTSET")
+        k, strides, dilations, begin, end, extra, out = pool_geometry(
+            x, get("kernel_shape"), get("strides"), get("dilations"), get("pads"), auto_pad,
+            get("ceil_mode", 0))
+        if min(out) <= 0:
+            return None
+        bounds = [(0, 0), (0, 0)]
+        if avg:
+            if _whole_map(x, k, begin, end, extra, out):
+                return _global_average_pool_plan(args, attrs)
+            bounds = _avg_bounds(x, begin, end, get("count_include_pad", 0), auto_pad)
+        return plan.PlanOp(plan.POOL, (0,), (*x.shape, *out, *k, *strides, *begin, *dilations,
+                                             int(avg), *bounds[0], *bounds[1]))
+    return plan_hook
+
+
+def _whole_map(x, k, begin, end, extra, out) -> bool:
+    """Whether an average pool is one window over the whole map (ResNet-50's 7x7 one)."""
+    return out == [1] * (x.ndim - 2) and k == list(x.shape[2:]) and not any(begin + end + extra)
+
+
+def _avg_bounds(x, begin, end, count_include_pad, auto_pad) -> list:
+    """The (lo, hi) input coordinates an average pool's divisor counts per spatial dim: the
+    cells inside the input, or inside it and its explicit pads (count_include_pad)."""
+    include = count_include_pad and auto_pad in ("NOTSET", "", None)
+    return [(-begin[i], x.shape[2 + i] + end[i]) if include else (0, x.shape[2 + i])
+            for i in range(x.ndim - 2)]
+
+
+@kernel("MaxPool", (1,), plan=_pool_plan(False))
 def max_pool1(x, *, auto_pad="NOTSET", kernel_shape, pads=None, strides=None, _config=None):
     return _maxpool(x, auto_pad, 0, None, kernel_shape, pads, 0, strides, 1, _config)
 
 
-@kernel("MaxPool", (8,))
+@kernel("MaxPool", (8,), plan=_pool_plan(False))
 def max_pool8(x, *, auto_pad="NOTSET", kernel_shape, pads=None, storage_order=0, strides=None,
               _outputs=1, _config=None):
     return _maxpool(x, auto_pad, 0, None, kernel_shape, pads, storage_order, strides, _outputs,
                     _config)
 
 
-@kernel("MaxPool", (10, 11, 12, 22))
+@kernel("MaxPool", (10, 11, 12, 22), plan=_pool_plan(False))
 def max_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape, pads=None,
              storage_order=0, strides=None, _outputs=1, _config=None):
     return _maxpool(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, storage_order,
@@ -98,13 +136,10 @@ def _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape,
     k, strides, dilations, begin, end, extra, out = pool_geometry(
         x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     include = count_include_pad and auto_pad in ("NOTSET", "", None)
-    if out == [1] * nd and k == list(x.shape[2:]) and not any(begin + end + extra):
-        # one window over the whole map (ResNet-50's 7x7 average pool): the global mean
+    if _whole_map(x, k, begin, end, extra, out):  # the global mean
         return global_average_pool(x, _config=config)
     if nd == 2 and min(out) > 0 and (config or DEFAULT).native:
-        # the divisor counts the cells inside the input, or inside it and its explicit pads
-        bounds = [(-begin[i], x.shape[2 + i] + end[i]) if include else (0, x.shape[2 + i])
-                  for i in range(2)]
+        bounds = _avg_bounds(x, begin, end, count_include_pad, auto_pad)
         y = native.avg_pool2d(x, k, strides, begin, dilations, out, bounds[0], bounds[1])
         if y is not None:
             return y
@@ -124,26 +159,26 @@ def _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape,
     return (total / count).astype(x.dtype)
 
 
-@kernel("AveragePool", (1,))
+@kernel("AveragePool", (1,), plan=_pool_plan(True))
 def average_pool1(x, *, auto_pad="NOTSET", kernel_shape, pads=None, strides=None, _config=None):
     return _avgpool(x, auto_pad, 0, 0, None, kernel_shape, pads, strides, _config)
 
 
-@kernel("AveragePool", (7,))
+@kernel("AveragePool", (7,), plan=_pool_plan(True))
 def average_pool7(x, *, auto_pad="NOTSET", count_include_pad=0, kernel_shape, pads=None,
                   strides=None, _config=None):
     return _avgpool(x, auto_pad, 0, count_include_pad, None, kernel_shape, pads, strides,
                     _config)
 
 
-@kernel("AveragePool", (10, 11))
+@kernel("AveragePool", (10, 11), plan=_pool_plan(True))
 def average_pool10(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, kernel_shape,
                    pads=None, strides=None, _config=None):
     return _avgpool(x, auto_pad, ceil_mode, count_include_pad, None, kernel_shape, pads,
                     strides, _config)
 
 
-@kernel("AveragePool", (19, 22))
+@kernel("AveragePool", (19, 22), plan=_pool_plan(True))
 def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dilations=None,
                  kernel_shape, pads=None, strides=None, _config=None):
     return _avgpool(x, auto_pad, ceil_mode, count_include_pad, dilations, kernel_shape, pads,

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from optc.errors import OptcError
+from optc.runtime import plan
 from optc.runtime.registry import kernel
 
 _ALL = (1, 13, 21, 23, 24, 25)
@@ -54,7 +55,20 @@ def transpose(x, *, perm=None):
 
 
 # --- Concat / Split / Slice ---------------------------------------------------------------------
-@kernel("Concat", (1, 4, 11, 13))
+def _concat_plan(args, attrs):
+    """A Concat step as a plan's op (registry: ``plan``): float32 inputs, at most
+    plan.BUFS - 1 of them, copied in turn for each index of the dims before the axis."""
+    if not 1 <= len(args) < plan.BUFS or any(
+            a.__class__ is not np.ndarray or a.dtype != np.float32 or a.ndim != args[0].ndim
+            for a in args):
+        return None
+    axis = _axis(attrs.get("axis", 1), args[0].ndim)
+    return plan.PlanOp(plan.CONCAT, tuple(range(len(args))),
+                       (math.prod(args[0].shape[:axis]), len(args),
+                        *(math.prod(a.shape[axis:]) for a in args)))
+
+
+@kernel("Concat", (1, 4, 11, 13), plan=_concat_plan)
 def concat(*xs, axis=1):
     return np.concatenate(xs, axis=_axis(axis, xs[0].ndim))
 

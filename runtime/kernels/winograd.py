@@ -90,7 +90,28 @@ def prepare_winograd(config: RuntimeConfig, constants: list, attrs: dict
     return WinogradState(u)
 
 
-@kernel("WinogradConv", (1,), domain=OPTC_DOMAIN, prepare=prepare_winograd)
+def _winograd_plan(args, attrs):
+    """A WinogradConv step as a plan's op (registry: ``plan``): native.winograd_blocked's,
+    with the node's packed filters; None where that does not run it."""
+    x, u = args[0], args[1]
+    state, config = attrs.get("_state"), attrs.get("_config") or DEFAULT
+    if not config.native or state is None or state.u is not u or \
+            x.__class__ is not np.ndarray or x.ndim != 4:
+        return None
+    m = int(attrs["tile"])
+    pads = list(attrs.get("pads", (0, 0, 0, 0)))
+    if u.shape[0] != (m + 2) ** 2 or u.shape[2] != x.shape[1]:
+        return None
+    ho, wo = output_size(x.shape[2], x.shape[3], pads)
+    return native.winograd_plan_op(x, u, args[2] if len(args) > 2 else None, m, -(-ho // m),
+                                   -(-wo // m), pads, (ho, wo), attrs.get("activation"),
+                                   attrs.get("activation_params"),
+                                   args[3] if len(args) > 3 else None, config.threads,
+                                   state.packed)
+
+
+@kernel("WinogradConv", (1,), domain=OPTC_DOMAIN, prepare=prepare_winograd,
+        plan=_winograd_plan)
 def winograd_conv(x, u, b=None, z=None, *, tile, pads=(0, 0, 0, 0), activation=None,
                   activation_params=None, _config=None, _state=None):
     m = int(tile)

@@ -86,6 +86,54 @@ def test_a_planned_stretch_gives_the_steps_results_and_follows_the_shape():
             np.testing.assert_array_equal(g, c)
 
 
+def _pooled_block() -> bytes:
+    """A DenseNet/ResNet-like stretch on dynamic H, W, lowered by optc as a session's "all"
+    would (a 3x3 conv as WinogradConv F(2x2), a plain 1x1 Conv): MaxPool (pads), the Concat of
+    two branches, AveragePool with count_include_pad and ceil_mode, GlobalAveragePool."""
+    import optc
+    from optc.ir import serialize
+
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
+             for n, s in (("w", (16, 8, 3, 3)), ("b", (16,)), ("w1", (8, 16, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["p", "w1"], ["q"]),
+             helper.make_node("Concat", ["p", "q"], ["cat"], axis=1),
+             helper.make_node("AveragePool", ["cat"], ["a"], kernel_shape=[2, 2],
+                              strides=[2, 2], pads=[0, 0, 1, 1], count_include_pad=1,
+                              ceil_mode=1),
+             helper.make_node("GlobalAveragePool", ["a"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "pooled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("a", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    lowered, _ = optc.optimize(model, passes="default,fuse-act{target=optc},winograd{tile=2}")
+    return model.SerializeToString(), serialize(lowered)
+
+
+def test_pools_concat_and_winograd_in_a_plan():
+    # one thread: with more, a Winograd layer of fewer tile blocks than threads shares its
+    # GEMMs among them instead (native.winograd_conv), which has no plan op
+    original, lowered = _pooled_block()
+    planned = InferenceSession(lowered, 1, optimization="off")
+    steps = InferenceSession(lowered, 1, optimization="off", plans=False)
+    reference = ort_session(original)
+    rng = np.random.default_rng(5)
+    for h, w in ((17, 12), (17, 12), (9, 30), (9, 30)):
+        x = rng.standard_normal((1, 8, h, w)).astype(np.float32)
+        got = planned.run(None, {"x": x})
+        for g, s, r in zip(got, steps.run(None, {"x": x}), reference.run(None, {"x": x})):
+            np.testing.assert_array_equal(g, s)
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    [segment] = _segments(planned)
+    assert (segment.first, segment.last) == (0, len(planned._steps) - 1)
+    assert set(segment.ops[:, 0]) == {plan.WINOGRAD, plan.POOL, plan.CONV, plan.CONCAT,
+                                      plan.MEANS}
+
+
 def test_a_plan_is_not_used_with_on_value_or_when_off():
     model = _mobile_block()
     x = np.random.default_rng(1).standard_normal((1, 8, 6, 6)).astype(np.float32)
