@@ -164,8 +164,7 @@ def _segment(steps, records, first, end, constants, fixed, outputs, last_read) -
     escaping = {s for s in made if s in outputs or last_read.get(s, -1) >= end}
     inputs, outs, release = [], [], []
     entry: dict[int, tuple] = {}  # slots read from env -> shape
-    free: list[np.ndarray] = []  # owned buffers whose value has had its last reader
-    owned = 0
+    lives: dict[int, list] = {}  # an internal value's first and last step
     rows, floats = [], []
     live = rise = produced = 0
     for i in range(first, end):
@@ -178,21 +177,17 @@ def _segment(steps, records, first, end, constants, fixed, outputs, last_read) -
                     step.inputs[operand] >= 0:
                 s = step.inputs[operand]
                 row[1 + k] = buffer(s, constants[s] if s in fixed else None)
-                if s not in made and s not in fixed and s not in entry:
+                if s in lives:
+                    lives[s][1] = i
+                elif s not in made and s not in fixed and s not in entry:
                     entry[s] = in_shapes[operand]  # read from env on each run
                     inputs.append((index[s], s, in_shapes[operand]))
         y, n = step.outputs[0], math.prod(shape)
+        row[1 + len(op.operands)] = buffer(y)
         if y in escaping:
-            outs.append((buffer(y), y, shape))
+            outs.append((index[y], y, shape))
         else:
-            fit = [k for k, b in enumerate(free) if b.size >= n]  # the smallest that fits
-            if fit:
-                b = free.pop(min(fit, key=lambda k: free[k].size))
-            else:
-                b = np.empty(max(n, 1), np.float32)
-                owned += b.nbytes
-            buffer(y, b)
-        row[1 + len(op.operands)] = index[y]
+            lives[y] = [i, i]
         rows.append(row + list(op.ints) + [0] * (COLS - 1 - BUFS - len(op.ints)))
         floats.append(op.floats)
         live += 4 * n
@@ -201,10 +196,41 @@ def _segment(steps, records, first, end, constants, fixed, outputs, last_read) -
         for s in step.release:
             if s in made:
                 live -= 4 * math.prod(made[s])
-                if s not in escaping:
-                    free.append(bufs[index[s]])
             elif s in entry:
                 live -= 4 * math.prod(entry[s])
                 release.append(s)
+    views, arena = _arena({s: (math.prod(made[s]), *span) for s, span in lives.items()})
+    for s, view in views.items():
+        bufs[index[s]] = view
     return Segment(first, end - 1, np.array(rows, np.int64), np.array(floats, np.float32),
-                   bufs, inputs, outs, release, rise, live, produced, owned)
+                   bufs, inputs, outs, release, rise, live, produced, arena)
+
+
+#: floats an arena places its values at multiples of (a 64-byte cache line)
+ALIGN = 16
+
+
+def _arena(values: dict) -> tuple[dict, int]:
+    """Views of one float32 array (and its bytes) for values of (floats, first step, last
+    step), no two alive at one step overlapping: greedy by size (largest first, each at the
+    lowest offset clear of the placed values alive with it), as TensorFlow Lite's arena
+    planner does. DenseNet-121's segment: 7.7 MiB, where a pool of buffers freed and reused
+    whole held 16.8 MiB (the session's peak of live activations, its input and outputs
+    included: 6.9 MiB)."""
+    placed: list[tuple[int, int, int, int]] = []  # offset, floats, first, last
+    offsets = {}
+    for s, (n, lo, hi) in sorted(values.items(), key=lambda kv: (-kv[1][0], kv[1][1])):
+        n = -(-max(n, 1) // ALIGN) * ALIGN
+        at = 0
+        for off, size, _, _ in sorted(p for p in placed if p[2] <= hi and lo <= p[3]):
+            if at + n <= off:
+                break
+            at = max(at, off + size)
+        placed.append((at, n, lo, hi))
+        offsets[s] = at
+    if not placed:
+        return {}, 0
+    pool = np.empty(max(off + size for off, size, _, _ in placed) + ALIGN, np.float32)
+    skew = (-pool.ctypes.data // 4) % ALIGN  # the first float on a cache line
+    return {s: pool[skew + at:skew + at + values[s][0]] for s, at in offsets.items()}, \
+        pool.nbytes

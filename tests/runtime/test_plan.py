@@ -226,6 +226,26 @@ def test_binary_ops_match_numpy_broadcasting(shape, data, mul):
     np.testing.assert_array_equal(y, want)
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 300), st.integers(0, 12), st.integers(0, 5)),
+                min_size=1, max_size=25))
+def test_arena_views_of_values_alive_together_do_not_overlap(values):
+    # (floats, first step, steps it lives on): every view has its size, starts on a cache
+    # line, and no two values alive at one step share a float
+    spans = {i: (n, lo, lo + extra) for i, (n, lo, extra) in enumerate(values)}
+    views, nbytes = plan._arena(spans)
+    assert set(views) == set(spans) and nbytes > 0
+    base = next(iter(views.values())).base
+    for s, v in views.items():
+        assert v.base is base and v.size == spans[s][0]
+        assert v.size == 0 or v.ctypes.data % 64 == 0
+    for s, (n, lo, hi) in spans.items():
+        for t, (m, lo2, hi2) in spans.items():
+            if s < t and lo <= hi2 and lo2 <= hi and n and m:
+                a, b = views[s].ctypes.data, views[t].ctypes.data
+                assert a + 4 * n <= b or b + 4 * m <= a, (s, t)
+
+
 def _row(code, bufs, ints):
     row = [code] + list(bufs) + [-1] * (plan.BUFS - len(bufs)) + list(ints)
     return np.array([row + [0] * (plan.COLS - len(row))], np.int64)
